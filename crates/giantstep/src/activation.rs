@@ -1,0 +1,255 @@
+//! Activations `σ` of the student with their first and second derivatives (SPEC §2).
+//!
+//! Every activation accepts a shift `b`: `σ(x − b)`, written `relu:0.5`. A shift makes all Hermite
+//! coefficients of ReLU nonzero.
+
+use crate::error::{Error, Result};
+use crate::expr::hermite;
+use serde::{Deserialize, Serialize};
+
+/// The shape of an activation, before the shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActivationKind {
+    /// `max(x, 0)`; derivative at 0 is 0.
+    Relu,
+    /// `erf(x)`.
+    Erf,
+    /// `tanh(x)`.
+    Tanh,
+    /// Probabilists' Hermite polynomial `He_k(x)`, `k = 1..8`.
+    Hermite(u32),
+    /// `x`.
+    Linear,
+}
+
+/// An activation `σ(x) = kind(x − shift)`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Activation {
+    /// The shape.
+    pub kind: ActivationKind,
+    /// The shift `b` in `σ(x − b)`.
+    pub shift: f64,
+}
+
+const TWO_OVER_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
+
+impl Activation {
+    /// Unshifted activation of the given kind.
+    pub fn new(kind: ActivationKind) -> Self {
+        Activation { kind, shift: 0.0 }
+    }
+
+    /// `σ(x)`.
+    #[inline(always)]
+    pub fn f(&self, x: f64) -> f64 {
+        let x = x - self.shift;
+        match self.kind {
+            ActivationKind::Relu => x.max(0.0),
+            ActivationKind::Erf => libm::erf(x),
+            ActivationKind::Tanh => x.tanh(),
+            ActivationKind::Hermite(k) => hermite(k, x),
+            ActivationKind::Linear => x,
+        }
+    }
+
+    /// `σ'(x)` (ReLU: 0 at the kink).
+    #[inline(always)]
+    pub fn df(&self, x: f64) -> f64 {
+        let x = x - self.shift;
+        match self.kind {
+            ActivationKind::Relu => {
+                if x > 0.0 {
+                    1.0
+                } else {
+                    0.0
+                }
+            }
+            ActivationKind::Erf => TWO_OVER_SQRT_PI * (-x * x).exp(),
+            ActivationKind::Tanh => {
+                let t = x.tanh();
+                1.0 - t * t
+            }
+            ActivationKind::Hermite(k) => {
+                if k == 0 {
+                    0.0
+                } else {
+                    k as f64 * hermite(k - 1, x)
+                }
+            }
+            ActivationKind::Linear => 1.0,
+        }
+    }
+
+    /// `σ(x)` and `σ'(x)` together (one transcendental call for tanh and erf).
+    #[inline(always)]
+    pub fn f_df(&self, x: f64) -> (f64, f64) {
+        let y = x - self.shift;
+        match self.kind {
+            ActivationKind::Relu => {
+                if y > 0.0 {
+                    (y, 1.0)
+                } else {
+                    (0.0, 0.0)
+                }
+            }
+            ActivationKind::Tanh => {
+                let t = y.tanh();
+                (t, 1.0 - t * t)
+            }
+            _ => (self.f(x), self.df(x)),
+        }
+    }
+
+    /// `σ''(x)` (ReLU: 0 everywhere, the Dirac mass at the kink is not represented).
+    #[inline]
+    pub fn d2f(&self, x: f64) -> f64 {
+        let x = x - self.shift;
+        match self.kind {
+            ActivationKind::Relu | ActivationKind::Linear => 0.0,
+            ActivationKind::Erf => -2.0 * x * TWO_OVER_SQRT_PI * (-x * x).exp(),
+            ActivationKind::Tanh => {
+                let t = x.tanh();
+                -2.0 * t * (1.0 - t * t)
+            }
+            ActivationKind::Hermite(k) => {
+                if k < 2 {
+                    0.0
+                } else {
+                    (k * (k - 1)) as f64 * hermite(k - 2, x)
+                }
+            }
+        }
+    }
+
+    /// Whether `σ(−x) = −σ(x)` (odd activations never learn even targets).
+    pub fn is_odd(&self) -> bool {
+        self.shift == 0.0
+            && match self.kind {
+                ActivationKind::Erf | ActivationKind::Tanh | ActivationKind::Linear => true,
+                ActivationKind::Hermite(k) => k % 2 == 1,
+                ActivationKind::Relu => false,
+            }
+    }
+}
+
+impl std::str::FromStr for Activation {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let bad = || {
+            Error::config(format!(
+                "activation must be relu, erf, tanh, he1..he8 or linear, optionally with a shift like 'relu:0.5', but is '{s}'"
+            ))
+        };
+        let (name, shift) = match s.split_once(':') {
+            Some((n, b)) => {
+                let b: f64 = b.trim().parse().map_err(|_| bad())?;
+                if !b.is_finite() {
+                    return Err(bad());
+                }
+                (n.trim(), b)
+            }
+            None => (s.trim(), 0.0),
+        };
+        let kind = match name {
+            "relu" => ActivationKind::Relu,
+            "erf" => ActivationKind::Erf,
+            "tanh" => ActivationKind::Tanh,
+            "linear" => ActivationKind::Linear,
+            _ => match name.strip_prefix("he").and_then(|k| k.parse::<u32>().ok()) {
+                Some(k) if (1..=8).contains(&k) => ActivationKind::Hermite(k),
+                _ => return Err(bad()),
+            },
+        };
+        Ok(Activation { kind, shift })
+    }
+}
+
+impl std::fmt::Display for Activation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.kind {
+            ActivationKind::Relu => f.write_str("relu")?,
+            ActivationKind::Erf => f.write_str("erf")?,
+            ActivationKind::Tanh => f.write_str("tanh")?,
+            ActivationKind::Hermite(k) => write!(f, "he{k}")?,
+            ActivationKind::Linear => f.write_str("linear")?,
+        }
+        if self.shift != 0.0 {
+            write!(f, ":{}", self.shift)?;
+        }
+        Ok(())
+    }
+}
+
+impl Serialize for Activation {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Activation {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all() -> Vec<Activation> {
+        let mut v: Vec<Activation> = ["relu", "erf", "tanh", "linear", "relu:0.5", "tanh:-0.3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        for k in 1..=8 {
+            v.push(format!("he{k}").parse().unwrap());
+            v.push(format!("he{k}:0.25").parse().unwrap());
+        }
+        v
+    }
+
+    /// Central finite differences, step 1e-5, away from ReLU's kink.
+    #[test]
+    fn derivatives_match_finite_differences() {
+        let h = 1e-5;
+        for act in all() {
+            for i in 0..81 {
+                let x = -4.0 + 0.1 * i as f64 + 0.0123;
+                if act.kind == ActivationKind::Relu && (x - act.shift).abs() < 2.0 * h {
+                    continue;
+                }
+                let fd1 = (act.f(x + h) - act.f(x - h)) / (2.0 * h);
+                let fd2 = (act.df(x + h) - act.df(x - h)) / (2.0 * h);
+                let scale = 1.0 + act.f(x).abs() + act.df(x).abs();
+                assert!((fd1 - act.df(x)).abs() < 1e-6 * scale * 100.0, "{act} σ' at {x}: fd {fd1} vs {}", act.df(x));
+                assert!((fd2 - act.d2f(x)).abs() < 1e-6 * scale * 100.0, "{act} σ'' at {x}: fd {fd2} vs {}", act.d2f(x));
+                let (a, b) = act.f_df(x);
+                assert_eq!((a, b), (act.f(x), act.df(x)));
+            }
+        }
+    }
+
+    #[test]
+    fn relu_derivative_at_zero_is_zero() {
+        let r: Activation = "relu".parse().unwrap();
+        assert_eq!(r.df(0.0), 0.0);
+        let s: Activation = "relu:0.5".parse().unwrap();
+        assert_eq!(s.f(0.5), 0.0);
+        assert_eq!(s.f(1.5), 1.0);
+        assert_eq!(s.df(0.5), 0.0);
+    }
+
+    #[test]
+    fn parse_and_display_round_trip() {
+        for s in ["relu", "erf", "tanh", "linear", "he3", "relu:0.5", "he8:-1.25"] {
+            let a: Activation = s.parse().unwrap();
+            assert_eq!(a.to_string(), s);
+        }
+        for s in ["sigmoid", "he0", "he9", "relu:x", "relu:inf", ""] {
+            let e = s.parse::<Activation>().unwrap_err().to_string();
+            assert!(e.contains("activation must be"), "{e}");
+        }
+    }
+}

@@ -1,0 +1,747 @@
+//! Run configuration: the keys of `giantstep run` (SPEC §1–§3), their defaults, TOML loading,
+//! dotted `--set key=value` overrides, and validation.
+//!
+//! | Key | Default | Meaning |
+//! |---|---|---|
+//! | `seed` | 0 | master seed of every random stream |
+//! | `threads` | 0 (all cores) | worker threads; results do not depend on it |
+//! | `precision` | `"f64"` | floating-point precision of the hot loops |
+//! | `chunk` | 4096 | samples per streamed chunk |
+//! | `target.expr` / `target.preset` | preset `staircase2` | `g*` over `z1..zr` (SPEC §1, §6) |
+//! | `target.r` | largest index used | teacher rank |
+//! | `target.teacher` | `"random"` | `"random"` orthonormal rows or `"canonical"` |
+//! | `target.noise` | 0 | label noise variance `Δ` |
+//! | `network.d` | 256 | input dimension |
+//! | `network.p` | 512 | width |
+//! | `network.activation` | `"relu"` | `σ`, e.g. `tanh`, `he3`, `relu:0.5` |
+//! | `network.first_layer` | `"gaussian"` | rows `N(0, I/d)` or `"sphere"` |
+//! | `network.second_layer` | `"hypercube"` | `±1/√p`, `"gaussian"` `N(0,1/p)`, `"uniform"` |
+//! | `network.symmetric` | true | paired neurons so that `f ≡ 0` at init |
+//! | `train.steps` | 1 | number of giant steps `T` |
+//! | `train.n` | `"4d"` | batch size: integer, `"4d"`, `"d^1.5"`, `"0.5 d^2"` |
+//! | `train.eta0`, `train.eta_exp` | 1.0, 0.5 | `η = eta0·p·(n/d)^eta_exp` |
+//! | `train.eta` | absent | absolute `η` (overrides eta0) |
+//! | `train.loss` | `"residual"` | or `"correlation"` (`e = ỹ`) |
+//! | `train.reuse` | 1 | a new batch every `reuse` steps |
+//! | `train.normalize` | `"none"` | `"project"` or `"spherical"` |
+//! | `train.preprocess` | `"none"` | `"mean"` or `"linear"` (SPEC §3.1) |
+//! | `readout.n` | `train.n` | readout batch size |
+//! | `readout.lambda` | 1.0 | ridge `λ` |
+//! | `readout.batch` | `"fresh"` | or `"last"` (the last training batch) |
+//! | `readout.add_back` | `"empirical"` | or `"oracle"` (needs the theory module) |
+//! | `eval.n_test` | 10000 | test samples |
+
+use crate::activation::Activation;
+use crate::error::{Error, Result};
+use crate::expr::Expr;
+use crate::target::preset_expr;
+use serde::{Deserialize, Serialize};
+
+/// A batch size: an integer or a power of `d` such as `"4d"`, `"d^1.5"`, `"0.5 d^2"`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum BatchSize {
+    /// An absolute number of samples.
+    Count(u64),
+    /// `c·d^e`, rounded down.
+    Expr(String),
+}
+
+impl BatchSize {
+    /// Resolves the batch size for input dimension `d`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for malformed text or a size of 0.
+    pub fn resolve(&self, d: usize, key: &str) -> Result<usize> {
+        let n = match self {
+            BatchSize::Count(n) => *n as usize,
+            BatchSize::Expr(s) => {
+                let (c, e) = parse_power_of_d(s).ok_or_else(|| {
+                    Error::config(format!(
+                        "{key} must be an integer or of the form 'c d^e' (e.g. '4d', 'd^1.5', '0.5 d^2'), but is '{s}'"
+                    ))
+                })?;
+                let v = c * (d as f64).powf(e);
+                if !v.is_finite() || v > 1e15 {
+                    return Err(Error::config(format!("{key} = '{s}' is too large at d = {d}")));
+                }
+                // Round down, forgiving the last-bit error of powf (d^2 must give d·d exactly).
+                (v * (1.0 + 1e-12)).floor() as usize
+            }
+        };
+        if n == 0 {
+            return Err(Error::config(format!("{key} must be > 0, but is 0 at d = {d}")));
+        }
+        Ok(n)
+    }
+}
+
+/// Parses `[c][*]d[^e]` or a plain number into `(c, e)`.
+fn parse_power_of_d(s: &str) -> Option<(f64, f64)> {
+    let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
+    if t.is_empty() {
+        return None;
+    }
+    let Some(pos) = t.find('d') else {
+        let c: f64 = t.parse().ok()?;
+        return (c.is_finite() && c >= 0.0).then_some((c, 0.0));
+    };
+    let (coef, rest) = t.split_at(pos);
+    let coef = coef.strip_suffix('*').unwrap_or(coef);
+    let c: f64 = if coef.is_empty() { 1.0 } else { coef.parse().ok()? };
+    let rest = &rest[1..];
+    let e: f64 = if rest.is_empty() {
+        1.0
+    } else {
+        rest.strip_prefix('^')?.parse().ok()?
+    };
+    (c.is_finite() && c >= 0.0 && e.is_finite()).then_some((c, e))
+}
+
+/// Floating-point precision of the hot loops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Double precision (default).
+    #[default]
+    F64,
+    /// Single precision in the GEMMs (planned; rejected for now).
+    F32,
+}
+
+/// How the teacher `W*` is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherKind {
+    /// Random orthonormal rows (QR of a seeded Gaussian matrix).
+    #[default]
+    Random,
+    /// The first `r` canonical basis vectors.
+    Canonical,
+}
+
+/// First-layer initialization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FirstLayerInit {
+    /// Rows `N(0, I_d/d)`.
+    #[default]
+    Gaussian,
+    /// Rows uniform on the unit sphere.
+    Sphere,
+}
+
+/// Second-layer initialization.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SecondLayerInit {
+    /// `±1/√p` with random signs.
+    #[default]
+    Hypercube,
+    /// `N(0, 1/p)`.
+    Gaussian,
+    /// `√p·a_i ~ U[−1, 1]`.
+    Uniform,
+}
+
+/// The error used in the gradient.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Loss {
+    /// `e = ỹ − f(z)` (the gradient of the square loss).
+    #[default]
+    Residual,
+    /// `e = ỹ` (correlation loss; ignores the network output).
+    Correlation,
+}
+
+/// Row normalization after each step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Normalize {
+    /// No normalization.
+    #[default]
+    None,
+    /// Rows rescaled to unit norm after the step.
+    Project,
+    /// The gradient row is projected orthogonally to `w_i` before the step, then rows rescaled.
+    Spherical,
+}
+
+/// Label preprocessing (SPEC §3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Preprocess {
+    /// Raw labels.
+    #[default]
+    None,
+    /// Subtract the batch mean.
+    Mean,
+    /// Subtract the batch mean and the empirical linear part `Z·(Zᵀy/n)`.
+    Linear,
+}
+
+/// Which batch the readout is fitted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadoutBatch {
+    /// A fresh batch.
+    #[default]
+    Fresh,
+    /// The last training batch.
+    Last,
+}
+
+/// How the part removed by preprocessing is added back to predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AddBack {
+    /// Re-estimated on the readout batch.
+    #[default]
+    Empirical,
+    /// The exact `μ0 + <W*ᵀμ1, z>` from the theory module.
+    Oracle,
+}
+
+/// `[target]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct TargetConfig {
+    /// Expression over `z1..zr`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expr: Option<String>,
+    /// Named preset (SPEC §6).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preset: Option<String>,
+    /// Teacher rank.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub r: Option<usize>,
+    /// How `W*` is drawn.
+    pub teacher: TeacherKind,
+    /// Label noise variance `Δ`.
+    pub noise: f64,
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Input dimension `d`.
+    pub d: usize,
+    /// Width `p`.
+    pub p: usize,
+    /// Activation `σ`.
+    pub activation: Activation,
+    /// First-layer init.
+    pub first_layer: FirstLayerInit,
+    /// Second-layer init.
+    pub second_layer: SecondLayerInit,
+    /// Symmetric (paired) initialization.
+    pub symmetric: bool,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            d: 256,
+            p: 512,
+            activation: Activation::new(crate::activation::ActivationKind::Relu),
+            first_layer: FirstLayerInit::Gaussian,
+            second_layer: SecondLayerInit::Hypercube,
+            symmetric: true,
+        }
+    }
+}
+
+/// `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Number of giant steps.
+    pub steps: usize,
+    /// Batch size.
+    pub n: BatchSize,
+    /// Learning-rate prefactor.
+    pub eta0: f64,
+    /// Learning-rate exponent.
+    pub eta_exp: f64,
+    /// Absolute learning rate (overrides `eta0`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta: Option<f64>,
+    /// Loss.
+    pub loss: Loss,
+    /// A fresh batch every `reuse` steps.
+    pub reuse: usize,
+    /// Row normalization.
+    pub normalize: Normalize,
+    /// Label preprocessing.
+    pub preprocess: Preprocess,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 1,
+            n: BatchSize::Expr("4d".into()),
+            eta0: 1.0,
+            eta_exp: 0.5,
+            eta: None,
+            loss: Loss::Residual,
+            reuse: 1,
+            normalize: Normalize::None,
+            preprocess: Preprocess::None,
+        }
+    }
+}
+
+/// `[readout]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReadoutConfig {
+    /// Readout batch size (default: `train.n`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<BatchSize>,
+    /// Ridge `λ`.
+    pub lambda: f64,
+    /// Fresh batch or the last training batch.
+    pub batch: ReadoutBatch,
+    /// Add-back of the preprocessed part.
+    pub add_back: AddBack,
+}
+
+impl Default for ReadoutConfig {
+    fn default() -> Self {
+        ReadoutConfig {
+            n: None,
+            lambda: 1.0,
+            batch: ReadoutBatch::Fresh,
+            add_back: AddBack::Empirical,
+        }
+    }
+}
+
+/// `[eval]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Test samples.
+    pub n_test: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { n_test: 10_000 }
+    }
+}
+
+/// The whole configuration of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Master seed.
+    pub seed: u64,
+    /// Worker threads (0 = all cores).
+    pub threads: usize,
+    /// Precision of the hot loops.
+    pub precision: Precision,
+    /// Samples per chunk.
+    pub chunk: usize,
+    /// Target.
+    pub target: TargetConfig,
+    /// Network.
+    pub network: NetworkConfig,
+    /// Training.
+    pub train: TrainConfig,
+    /// Readout.
+    pub readout: ReadoutConfig,
+    /// Evaluation.
+    pub eval: EvalConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            seed: 0,
+            threads: 0,
+            precision: Precision::F64,
+            chunk: 4096,
+            target: TargetConfig::default(),
+            network: NetworkConfig::default(),
+            train: TrainConfig::default(),
+            readout: ReadoutConfig::default(),
+            eval: EvalConfig::default(),
+        }
+    }
+}
+
+/// Allowed keys per section (for precise unknown-key messages).
+const TOP_KEYS: &[&str] = &["seed", "threads", "precision", "chunk", "target", "network", "train", "readout", "eval"];
+const SECTION_KEYS: &[(&str, &[&str])] = &[
+    ("target", &["expr", "preset", "r", "teacher", "noise"]),
+    ("network", &["d", "p", "activation", "first_layer", "second_layer", "symmetric"]),
+    ("train", &["steps", "n", "eta0", "eta_exp", "eta", "loss", "reuse", "normalize", "preprocess"]),
+    ("readout", &["n", "lambda", "batch", "add_back"]),
+    ("eval", &["n_test"]),
+];
+
+fn check_keys(table: &toml::Table) -> Result<()> {
+    for (k, v) in table {
+        if !TOP_KEYS.contains(&k.as_str()) {
+            return Err(Error::UnknownKey {
+                key: k.clone(),
+                section: String::new(),
+                known: TOP_KEYS.join(", "),
+            });
+        }
+        if let Some((_, allowed)) = SECTION_KEYS.iter().find(|(s, _)| s == k) {
+            let Some(sub) = v.as_table() else {
+                return Err(Error::config(format!("[{k}] must be a table, but is {}", v.type_str())));
+            };
+            for sk in sub.keys() {
+                if !allowed.contains(&sk.as_str()) {
+                    return Err(Error::UnknownKey {
+                        key: format!("{k}.{sk}"),
+                        section: format!(" in [{k}]"),
+                        known: allowed.join(", "),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Converts a TOML parse error to a one-line [`Error::Toml`] with line and column.
+fn toml_error(source_name: &str, text: &str, e: &toml::de::Error) -> Error {
+    let (line, column) = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+            (line, column)
+        }
+        None => (1, 1),
+    };
+    Error::Toml {
+        source_name: source_name.to_string(),
+        line,
+        column,
+        message: e.message().trim().replace('\n', " "),
+    }
+}
+
+/// Parses TOML text into a table (no key checks yet).
+///
+/// # Errors
+/// [`Error::Toml`] with the line and column of the problem.
+pub fn parse_table(text: &str, source_name: &str) -> Result<toml::Table> {
+    text.parse::<toml::Table>().map_err(|e| toml_error(source_name, text, &e))
+}
+
+/// Applies a dotted `key=value` override to a table. The value is read as a TOML value
+/// (`4`, `0.5`, `true`, `"text"`), and as a bare string when it is not one (`relu`, `4d`).
+///
+/// # Errors
+/// [`Error::Config`] when the text has no `=` or the key is empty.
+pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
+    let (key, value) = assignment.split_once('=').ok_or_else(|| {
+        Error::config(format!("--set expects KEY=VALUE (e.g. train.eta_exp=0), but got '{assignment}'"))
+    })?;
+    let key = key.trim();
+    let value = value.trim();
+    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
+        return Err(Error::config(format!("--set expects a dotted key like network.d, but got '{key}'")));
+    }
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for part in &parts[..parts.len() - 1] {
+        let entry = cur
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        cur = entry
+            .as_table_mut()
+            .ok_or_else(|| Error::config(format!("--set {key}: '{part}' is not a section")))?;
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), parsed);
+    Ok(())
+}
+
+impl Config {
+    /// Builds a configuration from a table, checking every key.
+    ///
+    /// # Errors
+    /// [`Error::UnknownKey`] for keys that do not exist, [`Error::Config`] for values of the wrong
+    /// type.
+    pub fn from_table(table: toml::Table) -> Result<Config> {
+        check_keys(&table)?;
+        toml::Value::Table(table)
+            .try_into::<Config>()
+            .map_err(|e| Error::config(e.message().trim().replace('\n', " ")))
+    }
+
+    /// Parses TOML text.
+    ///
+    /// # Errors
+    /// As [`parse_table`] and [`Config::from_table`].
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Config> {
+        Config::from_table(parse_table(text, source_name)?)
+    }
+
+    /// The target expression after resolving presets (default: preset `staircase2`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an unknown preset or both `expr` and `preset` given.
+    pub fn target_expr(&self) -> Result<String> {
+        match (&self.target.expr, &self.target.preset) {
+            (Some(e), None) => Ok(e.clone()),
+            (None, Some(p)) => preset_expr(p).map(str::to_string),
+            (Some(e), Some(p)) => {
+                let pe = preset_expr(p)?;
+                if pe == e {
+                    Ok(e.clone())
+                } else {
+                    Err(Error::config(format!(
+                        "give target.expr or target.preset, not both (expr '{e}', preset '{p}' = '{pe}')"
+                    )))
+                }
+            }
+            (None, None) => preset_expr("staircase2").map(str::to_string),
+        }
+    }
+
+    /// Validates every value and returns the configuration with every default made explicit
+    /// (`threads` as the actual count, target expression and `r`, readout `n`, the absolute `η`
+    /// is left to [`Config::eta`] since it depends on `n`).
+    ///
+    /// # Errors
+    /// [`Error::Config`] or [`Error::Expr`] naming the first invalid value.
+    pub fn resolve(&self) -> Result<Config> {
+        let mut c = self.clone();
+        if c.threads == 0 {
+            c.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        }
+        if c.precision == Precision::F32 {
+            return Err(Error::config("precision = \"f32\" is not implemented yet; use \"f64\""));
+        }
+        if c.chunk == 0 {
+            return Err(Error::config("chunk must be > 0, but is 0"));
+        }
+        let net = &c.network;
+        if net.d == 0 {
+            return Err(Error::config("network.d must be > 0, but is 0"));
+        }
+        if net.p == 0 {
+            return Err(Error::config("network.p must be > 0, but is 0"));
+        }
+        if net.symmetric && net.p % 2 != 0 {
+            return Err(Error::config(format!(
+                "network.p must be even with network.symmetric = true, but is {}",
+                net.p
+            )));
+        }
+        let expr_text = c.target_expr()?;
+        let expr = Expr::parse(&expr_text)?;
+        let r = match c.target.r {
+            Some(r) => {
+                if r < expr.max_var() {
+                    return Err(Error::config(format!(
+                        "the target uses z{} but target.r is {r}",
+                        expr.max_var()
+                    )));
+                }
+                r
+            }
+            None => expr.max_var().max(1),
+        };
+        if r == 0 {
+            return Err(Error::config("target.r must be > 0, but is 0"));
+        }
+        if r > net.d {
+            return Err(Error::config(format!(
+                "target.r must be <= network.d = {}, but is {r}",
+                net.d
+            )));
+        }
+        c.target.expr = Some(expr_text);
+        c.target.r = Some(r);
+        if !(c.target.noise >= 0.0 && c.target.noise.is_finite()) {
+            return Err(Error::config(format!("target.noise must be >= 0, but is {}", c.target.noise)));
+        }
+        if c.train.steps == 0 {
+            return Err(Error::config("train.steps must be > 0, but is 0"));
+        }
+        if c.train.reuse == 0 {
+            return Err(Error::config("train.reuse must be > 0, but is 0"));
+        }
+        c.train.n.resolve(net.d, "train.n")?;
+        if !c.train.eta0.is_finite() || !c.train.eta_exp.is_finite() {
+            return Err(Error::config("train.eta0 and train.eta_exp must be finite"));
+        }
+        if let Some(eta) = c.train.eta {
+            if !eta.is_finite() {
+                return Err(Error::config(format!("train.eta must be finite, but is {eta}")));
+            }
+        }
+        if c.readout.n.is_none() {
+            c.readout.n = Some(c.train.n.clone());
+        }
+        c.readout.n.as_ref().unwrap().resolve(net.d, "readout.n")?;
+        if !(c.readout.lambda >= 0.0 && c.readout.lambda.is_finite()) {
+            return Err(Error::config(format!(
+                "readout.lambda must be >= 0, but is {}",
+                c.readout.lambda
+            )));
+        }
+        if c.readout.add_back == AddBack::Oracle && c.train.preprocess != Preprocess::None {
+            return Err(Error::config(
+                "readout.add_back = \"oracle\" needs the theory module, which is not built yet; use \"empirical\"",
+            ));
+        }
+        if c.eval.n_test == 0 {
+            return Err(Error::config("eval.n_test must be > 0, but is 0"));
+        }
+        Ok(c)
+    }
+
+    /// Training batch size.
+    ///
+    /// # Panics
+    /// On an unresolved configuration with an invalid `train.n` (call [`Config::resolve`] first).
+    pub fn train_n(&self) -> usize {
+        self.train.n.resolve(self.network.d, "train.n").expect("resolved config")
+    }
+
+    /// Readout batch size (the training batch size when `readout.batch = "last"`).
+    pub fn readout_n(&self) -> usize {
+        if self.readout.batch == ReadoutBatch::Last {
+            return self.train_n();
+        }
+        self.readout
+            .n
+            .as_ref()
+            .unwrap_or(&self.train.n)
+            .resolve(self.network.d, "readout.n")
+            .expect("resolved config")
+    }
+
+    /// The learning rate `η = eta0·p·(n/d)^eta_exp`, or `train.eta` when given.
+    pub fn eta(&self) -> f64 {
+        match self.train.eta {
+            Some(eta) => eta,
+            None => {
+                let n = self.train_n() as f64;
+                self.train.eta0 * self.network.p as f64 * (n / self.network.d as f64).powf(self.train.eta_exp)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_sizes() {
+        let b = |s: &str| BatchSize::Expr(s.into());
+        assert_eq!(b("4d").resolve(256, "n").unwrap(), 1024);
+        assert_eq!(b("d").resolve(256, "n").unwrap(), 256);
+        assert_eq!(b("d^2").resolve(512, "n").unwrap(), 262_144);
+        assert_eq!(b("0.5 d^2").resolve(512, "n").unwrap(), 131_072);
+        assert_eq!(b("0.5*d^2").resolve(512, "n").unwrap(), 131_072);
+        assert_eq!(b("d^1.5").resolve(256, "n").unwrap(), 4096);
+        assert_eq!(b("d^1.3").resolve(512, "n").unwrap(), (512f64.powf(1.3)).floor() as usize);
+        assert_eq!(b("1000").resolve(3, "n").unwrap(), 1000);
+        assert_eq!(BatchSize::Count(77).resolve(3, "n").unwrap(), 77);
+        for bad in ["", "x", "4e", "d^", "d^x", "-2d", "2dd"] {
+            let e = b(bad).resolve(10, "train.n").unwrap_err().to_string();
+            assert!(e.contains("train.n must be an integer"), "{bad}: {e}");
+        }
+        assert!(BatchSize::Count(0).resolve(3, "train.n").unwrap_err().to_string().contains("must be > 0"));
+        assert!(b("0.001d").resolve(10, "n").is_err());
+    }
+
+    #[test]
+    fn defaults_resolve() {
+        let c = Config::default().resolve().unwrap();
+        assert_eq!(c.target.expr.as_deref(), Some("z1 + z1*z2"));
+        assert_eq!(c.target.r, Some(2));
+        assert_eq!(c.train_n(), 1024);
+        assert_eq!(c.eta(), 512.0 * 2.0);
+        assert!(c.threads >= 1);
+    }
+
+    #[test]
+    fn set_overrides_and_types() {
+        let mut t = toml::Table::new();
+        for s in ["network.d=64", "train.eta_exp=0", "network.activation=tanh", "train.n=8d", "target.expr=z1*z2", "seed=5"] {
+            apply_set(&mut t, s).unwrap();
+        }
+        let c = Config::from_table(t).unwrap().resolve().unwrap();
+        assert_eq!(c.network.d, 64);
+        assert_eq!(c.train.eta_exp, 0.0);
+        assert_eq!(c.network.activation.to_string(), "tanh");
+        assert_eq!(c.train_n(), 512);
+        assert_eq!(c.seed, 5);
+        let mut t = toml::Table::new();
+        apply_set(&mut t, "train.n=300").unwrap();
+        assert_eq!(Config::from_table(t).unwrap().train_n(), 300);
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = Config::from_toml("[train]\netaa = 1\n", "f.toml").unwrap_err().to_string();
+        assert!(e.contains("unknown configuration key 'train.etaa'"), "{e}");
+        assert!(e.contains("eta0"), "{e}");
+        let e = Config::from_toml("foo = 1\n", "f.toml").unwrap_err().to_string();
+        assert!(e.contains("'foo'"), "{e}");
+    }
+
+    #[test]
+    fn malformed_toml_names_the_line() {
+        let e = Config::from_toml("seed = 1\n[network\nd = 3\n", "f.toml").unwrap_err().to_string();
+        assert!(e.starts_with("malformed TOML in f.toml at line 2"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn invalid_values_are_rejected() {
+        let cases: &[(&str, &str)] = &[
+            ("network.d=0", "network.d must be > 0"),
+            ("network.p=0", "network.p must be > 0"),
+            ("network.p=5", "must be even"),
+            ("readout.lambda=-1", "readout.lambda must be >= 0"),
+            ("target.noise=-0.1", "target.noise must be >= 0"),
+            ("train.n=0", "train.n must be > 0"),
+            ("target.r=300", "target.r must be <= network.d"),
+            ("target.preset=nope", "unknown preset"),
+            ("target.expr=z1+foo(z2)", "unknown function 'foo'"),
+            ("network.activation=sigmoid", "activation must be"),
+            ("train.loss=hinge", "unknown variant"),
+        ];
+        for (set, want) in cases {
+            let mut t = toml::Table::new();
+            apply_set(&mut t, set).unwrap();
+            let e = Config::from_table(t).and_then(|c| c.resolve()).unwrap_err().to_string();
+            assert!(e.contains(want), "{set}: {e}");
+        }
+        let mut t = toml::Table::new();
+        apply_set(&mut t, "target.expr=z1*z3").unwrap();
+        apply_set(&mut t, "target.r=2").unwrap();
+        let e = Config::from_table(t).unwrap().resolve().unwrap_err().to_string();
+        assert!(e.contains("uses z3 but target.r is 2"), "{e}");
+        assert!(apply_set(&mut toml::Table::new(), "novalue").is_err());
+    }
+
+    #[test]
+    fn resolved_config_round_trips() {
+        let c = Config::default().resolve().unwrap();
+        let text = toml::to_string(&c).unwrap();
+        let back = Config::from_toml(&text, "x").unwrap();
+        assert_eq!(back, c);
+    }
+}

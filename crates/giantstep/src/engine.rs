@@ -1,0 +1,602 @@
+//! The streaming kernels: the giant step (SPEC §3), label preprocessing (§3.1), the ridge readout
+//! and the test error (§3.2).
+//!
+//! Every pass streams the batch in chunks of `chunk` samples. A chunk is generated from its own
+//! random streams, processed by one worker with single-threaded GEMMs into that worker's partial
+//! sums, and the partial sums are added to the totals **in chunk order**. The result therefore
+//! depends on the chunk size (through the order of floating-point additions) but never on the
+//! number of threads: 1 and N threads are bit-identical. Memory is
+//! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
+
+use crate::activation::Activation;
+use crate::data::{gaussian_rows, StreamKey};
+use crate::error::{Error, Result};
+use crate::linalg::{cholesky_solve, dot, matmul};
+use crate::network::Network;
+use crate::target::Target;
+use rayon::prelude::*;
+
+/// Where a pass's samples come from: the stream family and the number of samples.
+#[derive(Debug, Clone, Copy)]
+pub struct Batch {
+    /// The stream family `(seed, purpose, step)`.
+    pub key: StreamKey,
+    /// Number of samples.
+    pub n: usize,
+}
+
+/// How passes are executed: chunk size and thread pool.
+pub struct Exec {
+    /// Samples per chunk.
+    pub chunk: usize,
+    /// Number of workers (and of partial-sum workspaces).
+    pub threads: usize,
+    pool: Option<rayon::ThreadPool>,
+}
+
+impl Exec {
+    /// An executor with `threads` workers (`1` runs on the calling thread).
+    ///
+    /// # Errors
+    /// [`Error::Numerical`] if the thread pool cannot be built.
+    pub fn new(chunk: usize, threads: usize) -> Result<Exec> {
+        let threads = threads.max(1);
+        let pool = if threads > 1 {
+            Some(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .map_err(|e| Error::Numerical(format!("cannot start {threads} threads: {e}")))?,
+            )
+        } else {
+            None
+        };
+        Ok(Exec {
+            chunk: chunk.max(1),
+            threads,
+            pool,
+        })
+    }
+
+    /// Runs `compute(ws, start, len)` on the chunks of `0..n`, up to `work.len()` at a time in
+    /// parallel, then `reduce(ws)` on each in chunk order.
+    fn chunks<W: Send>(
+        &self,
+        n: usize,
+        work: &mut [W],
+        compute: impl Fn(&mut W, usize, usize) + Sync,
+        mut reduce: impl FnMut(&mut W),
+    ) {
+        let chunk = self.chunk;
+        let count = n.div_ceil(chunk);
+        let width = work.len().max(1);
+        let mut c = 0;
+        while c < count {
+            let group = (count - c).min(width);
+            let run = |(j, ws): (usize, &mut W)| {
+                let start = (c + j) * chunk;
+                compute(ws, start, chunk.min(n - start));
+            };
+            match (&self.pool, group) {
+                (Some(pool), g) if g > 1 => {
+                    pool.install(|| work[..group].par_iter_mut().enumerate().for_each(run))
+                }
+                _ => work[..group].iter_mut().enumerate().for_each(run),
+            }
+            for ws in &mut work[..group] {
+                reduce(ws);
+            }
+            c += group;
+        }
+    }
+
+    fn workspaces<W>(&self, n: usize, make: impl Fn() -> W) -> Vec<W> {
+        let needed = n.div_ceil(self.chunk).clamp(1, self.threads);
+        (0..needed).map(|_| make()).collect()
+    }
+}
+
+/// Buffers for one chunk of samples and their labels.
+struct Samples {
+    z: Vec<f64>,
+    xi: Vec<f64>,
+    x: Vec<f64>,
+    y: Vec<f64>,
+}
+
+impl Samples {
+    fn new(chunk: usize, d: usize, r: usize) -> Self {
+        Samples {
+            z: vec![0.0; chunk * d],
+            xi: vec![0.0; chunk],
+            x: vec![0.0; chunk * r],
+            y: vec![0.0; chunk],
+        }
+    }
+
+    /// Generates samples `start..start+m` with their labels.
+    fn fill(&mut self, target: &Target, key: &StreamKey, start: usize, m: usize) {
+        let d = target.d;
+        let noisy = target.noise > 0.0;
+        gaussian_rows(
+            key,
+            start as u64,
+            d,
+            &mut self.z[..m * d],
+            if noisy { Some(&mut self.xi[..m]) } else { None },
+        );
+        target.labels(
+            &self.z[..m * d],
+            m,
+            if noisy { Some(&self.xi[..m]) } else { None },
+            &mut self.x,
+            &mut self.y,
+        );
+    }
+}
+
+/// The part of the labels removed by preprocessing: `mean + <b, z>` (SPEC §3.1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelShift {
+    /// The subtracted mean.
+    pub mean: f64,
+    /// The subtracted linear coefficients `b = Zᵀy/n` (absent for `mean` preprocessing).
+    pub linear: Option<Vec<f64>>,
+}
+
+impl LabelShift {
+    /// `mean + <b, z>`.
+    #[inline]
+    pub fn at(&self, z: &[f64]) -> f64 {
+        self.mean + self.linear.as_ref().map_or(0.0, |b| dot(b, z))
+    }
+
+    fn subtract(&self, s: &mut Samples, m: usize, d: usize) {
+        for i in 0..m {
+            s.y[i] -= self.at(&s.z[i * d..(i + 1) * d]);
+        }
+    }
+}
+
+/// Estimates the label shift on a batch: the empirical mean and, if `linear`, `b = Zᵀy/n`.
+pub fn label_shift(exec: &Exec, target: &Target, batch: &Batch, linear: bool) -> LabelShift {
+    let d = target.d;
+    struct W {
+        s: Samples,
+        sum: f64,
+        zy: Vec<f64>,
+    }
+    let mut work = exec.workspaces(batch.n, || W {
+        s: Samples::new(exec.chunk, d, target.r),
+        sum: 0.0,
+        zy: vec![0.0; d],
+    });
+    let mut sum = 0.0;
+    let mut zy = vec![0.0; d];
+    exec.chunks(
+        batch.n,
+        &mut work,
+        |w, start, m| {
+            w.s.fill(target, &batch.key, start, m);
+            w.sum = w.s.y[..m].iter().sum();
+            if linear {
+                // zy = Zᵀ y for this chunk.
+                matmul(&mut w.zy, d, 1, m, &w.s.z[..m * d], true, &w.s.y[..m], false, false);
+            }
+        },
+        |w| {
+            sum += w.sum;
+            if linear {
+                zy.iter_mut().zip(&w.zy).for_each(|(a, b)| *a += b);
+            }
+        },
+    );
+    let n = batch.n as f64;
+    LabelShift {
+        mean: sum / n,
+        linear: linear.then(|| zy.iter().map(|v| v / n).collect()),
+    }
+}
+
+/// What the error in the gradient is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorSignal {
+    /// `e = ỹ − f(z)`.
+    Residual,
+    /// `e = ỹ`.
+    Correlation,
+}
+
+/// The gradient of one step and the batch statistics.
+#[derive(Debug, Clone)]
+pub struct Gradient {
+    /// `G = (1/n) Σ e_ν (a/√p ⊙ σ'(W z_ν)) z_νᵀ` (row-major `p×d`), i.e. `−∇_W` of
+    /// `(1/2n) Σ (ỹ − f)²` for the residual signal.
+    pub g: Vec<f64>,
+    /// `(1/n) Σ (ỹ − f)²` before the step (preprocessed labels).
+    pub batch_mse: f64,
+}
+
+/// Computes the gradient `G` of SPEC §3 on a batch, streaming.
+pub fn gradient(
+    exec: &Exec,
+    net: &Network,
+    target: &Target,
+    batch: &Batch,
+    shift: Option<&LabelShift>,
+    signal: ErrorSignal,
+) -> Gradient {
+    let (d, p) = (net.d, net.p);
+    let act = net.activation;
+    let inv_sqrt_p = 1.0 / (p as f64).sqrt();
+    let a_scaled: Vec<f64> = net.a.iter().map(|a| a * inv_sqrt_p).collect();
+    struct W {
+        s: Samples,
+        h: Vec<f64>,
+        g: Vec<f64>,
+        sse: f64,
+    }
+    let mut work = exec.workspaces(batch.n, || W {
+        s: Samples::new(exec.chunk, d, target.r),
+        h: vec![0.0; exec.chunk * p],
+        g: vec![0.0; p * d],
+        sse: 0.0,
+    });
+    let mut g = vec![0.0; p * d];
+    let mut sse = 0.0;
+    exec.chunks(
+        batch.n,
+        &mut work,
+        |w, start, m| {
+            w.s.fill(target, &batch.key, start, m);
+            if let Some(sh) = shift {
+                sh.subtract(&mut w.s, m, d);
+            }
+            let z = &w.s.z[..m * d];
+            // H = Z Wᵀ (m×p).
+            matmul(&mut w.h[..m * p], m, p, d, z, false, &net.w, true, false);
+            w.sse = 0.0;
+            for nu in 0..m {
+                let row = &mut w.h[nu * p..(nu + 1) * p];
+                let mut f = 0.0;
+                for (hi, ai) in row.iter_mut().zip(&a_scaled) {
+                    let (s, ds) = act.f_df(*hi);
+                    f += ai * s;
+                    *hi = ds;
+                }
+                let r = w.s.y[nu] - f;
+                w.sse += r * r;
+                let e = match signal {
+                    ErrorSignal::Residual => r,
+                    ErrorSignal::Correlation => w.s.y[nu],
+                };
+                for (hi, ai) in row.iter_mut().zip(&a_scaled) {
+                    *hi *= e * ai;
+                }
+            }
+            // G_chunk = Mᵀ Z (p×d).
+            matmul(&mut w.g, p, d, m, &w.h[..m * p], true, z, false, false);
+        },
+        |w| {
+            g.iter_mut().zip(&w.g).for_each(|(a, b)| *a += b);
+            sse += w.sse;
+        },
+    );
+    let inv_n = 1.0 / batch.n as f64;
+    g.iter_mut().for_each(|v| *v *= inv_n);
+    Gradient {
+        g,
+        batch_mse: sse * inv_n,
+    }
+}
+
+/// The batch loss `(1/2n) Σ (ỹ − f(z))²` (for checking the gradient by finite differences).
+pub fn batch_loss(exec: &Exec, net: &Network, target: &Target, batch: &Batch, shift: Option<&LabelShift>) -> f64 {
+    0.5 * gradient(exec, net, target, batch, shift, ErrorSignal::Residual).batch_mse
+}
+
+/// A fitted ridge readout (SPEC §3.2).
+#[derive(Debug, Clone)]
+pub struct Readout {
+    /// Second-layer coefficients `â`.
+    pub coef: Vec<f64>,
+    /// Part added back to predictions (when labels were preprocessed).
+    pub shift: Option<LabelShift>,
+    /// Train error `mean (y − ŷ)²` on the readout batch.
+    pub train_error: f64,
+}
+
+/// Fits the ridge readout `â = argmin Σ (ỹ − <a, σ(W z)>/√p)² + λ|a|²` for each first layer in
+/// `layers` (all with the same activation) on the same batch, streaming the `p×p` Gram matrix.
+///
+/// # Errors
+/// [`Error::NotPositiveDefinite`] if `XᵀX/p + λI` is singular (only possible with `λ = 0`).
+pub fn fit_readouts(
+    exec: &Exec,
+    layers: &[&[f64]],
+    d: usize,
+    p: usize,
+    act: Activation,
+    target: &Target,
+    batch: &Batch,
+    shift: Option<&LabelShift>,
+    lambda: f64,
+) -> Result<Vec<Readout>> {
+    let k = layers.len();
+    struct W {
+        s: Samples,
+        h: Vec<f64>,
+        gram: Vec<Vec<f64>>,
+        xty: Vec<Vec<f64>>,
+        yy: f64,
+    }
+    let mut work = exec.workspaces(batch.n, || W {
+        s: Samples::new(exec.chunk, d, target.r),
+        h: vec![0.0; exec.chunk * p],
+        gram: vec![vec![0.0; p * p]; k],
+        xty: vec![vec![0.0; p]; k],
+        yy: 0.0,
+    });
+    let mut gram = vec![vec![0.0; p * p]; k];
+    let mut xty = vec![vec![0.0; p]; k];
+    let mut yy = 0.0;
+    exec.chunks(
+        batch.n,
+        &mut work,
+        |w, start, m| {
+            w.s.fill(target, &batch.key, start, m);
+            if let Some(sh) = shift {
+                sh.subtract(&mut w.s, m, d);
+            }
+            let y = &w.s.y[..m];
+            w.yy = y.iter().map(|v| v * v).sum();
+            for (l, wl) in layers.iter().enumerate() {
+                let h = &mut w.h[..m * p];
+                matmul(h, m, p, d, &w.s.z[..m * d], false, wl, true, false);
+                h.iter_mut().for_each(|v| *v = act.f(*v));
+                matmul(&mut w.gram[l], p, p, m, h, true, h, false, false);
+                matmul(&mut w.xty[l], p, 1, m, h, true, y, false, false);
+            }
+        },
+        |w| {
+            yy += w.yy;
+            for l in 0..k {
+                gram[l].iter_mut().zip(&w.gram[l]).for_each(|(a, b)| *a += b);
+                xty[l].iter_mut().zip(&w.xty[l]).for_each(|(a, b)| *a += b);
+            }
+        },
+    );
+    let (pf, n) = (p as f64, batch.n as f64);
+    let mut out = Vec::with_capacity(k);
+    for l in 0..k {
+        // A = XᵀX/p + λI, q = Xᵀỹ/√p.
+        let mut a: Vec<f64> = gram[l].iter().map(|v| v / pf).collect();
+        for i in 0..p {
+            a[i * p + i] += lambda;
+        }
+        let q: Vec<f64> = xty[l].iter().map(|v| v / pf.sqrt()).collect();
+        let coef = cholesky_solve(&a, p, &q).ok_or(Error::NotPositiveDefinite { lambda })?;
+        // Σ(ỹ − Xâ/√p)² = Σỹ² − 2âᵀq + âᵀ(XᵀX/p)â.
+        let mut quad = 0.0;
+        for i in 0..p {
+            quad += coef[i] * (dot(&a[i * p..(i + 1) * p], &coef) - lambda * coef[i]);
+        }
+        let sse = yy - 2.0 * dot(&coef, &q) + quad;
+        out.push(Readout {
+            coef,
+            shift: shift.cloned(),
+            train_error: (sse / n).max(0.0),
+        });
+    }
+    Ok(out)
+}
+
+/// Test errors `mean (y − ŷ)²` of several (first layer, readout) pairs on one fresh test set,
+/// and the label second moment `mean y²` of that set (the error of the zero predictor).
+pub fn test_errors(
+    exec: &Exec,
+    models: &[(&[f64], &Readout)],
+    d: usize,
+    p: usize,
+    act: Activation,
+    target: &Target,
+    batch: &Batch,
+) -> (Vec<f64>, f64) {
+    let k = models.len();
+    let inv_sqrt_p = 1.0 / (p as f64).sqrt();
+    struct W {
+        s: Samples,
+        h: Vec<f64>,
+        sse: Vec<f64>,
+        yy: f64,
+    }
+    let mut work = exec.workspaces(batch.n, || W {
+        s: Samples::new(exec.chunk, d, target.r),
+        h: vec![0.0; exec.chunk * p],
+        sse: vec![0.0; k],
+        yy: 0.0,
+    });
+    let mut sse = vec![0.0; k];
+    let mut yy = 0.0;
+    exec.chunks(
+        batch.n,
+        &mut work,
+        |w, start, m| {
+            w.s.fill(target, &batch.key, start, m);
+            let z = &w.s.z[..m * d];
+            w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
+            for (l, (wl, ro)) in models.iter().enumerate() {
+                let h = &mut w.h[..m * p];
+                matmul(h, m, p, d, z, false, wl, true, false);
+                let mut s = 0.0;
+                for nu in 0..m {
+                    let row = &h[nu * p..(nu + 1) * p];
+                    let mut f = 0.0;
+                    for (hi, ci) in row.iter().zip(&ro.coef) {
+                        f += ci * act.f(*hi);
+                    }
+                    let mut pred = f * inv_sqrt_p;
+                    if let Some(sh) = &ro.shift {
+                        pred += sh.at(&z[nu * d..(nu + 1) * d]);
+                    }
+                    let e = w.s.y[nu] - pred;
+                    s += e * e;
+                }
+                w.sse[l] = s;
+            }
+        },
+        |w| {
+            yy += w.yy;
+            sse.iter_mut().zip(&w.sse).for_each(|(a, b)| *a += b);
+        },
+    );
+    let n = batch.n as f64;
+    (sse.iter().map(|s| s / n).collect(), yy / n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{FirstLayerInit, SecondLayerInit, TeacherKind};
+    use crate::data::Purpose;
+    use crate::expr::Expr;
+
+    fn setup(d: usize, p: usize, act: &str, expr: &str) -> (Network, Target) {
+        let e = Expr::parse(expr).unwrap();
+        let r = e.max_var();
+        let t = Target::new(e, r, d, TeacherKind::Random, 0.0, 1).unwrap();
+        let net = Network::init(d, p, act.parse().unwrap(), FirstLayerInit::Gaussian, SecondLayerInit::Gaussian, false, 2);
+        (net, t)
+    }
+
+    /// The analytic gradient equals a central finite difference of the batch loss (d=7, p=5).
+    #[test]
+    fn gradient_matches_finite_differences() {
+        for act in ["tanh", "erf", "he3", "relu:0.3"] {
+            let (mut net, target) = setup(7, 5, act, "z1 + z1*z2 + tanh(z3)");
+            let exec = Exec::new(16, 1).unwrap();
+            let batch = Batch { key: StreamKey::new(0, Purpose::Train, 0), n: 40 };
+            // Perturb W so that f ≠ 0 and the residual depends on W.
+            for (i, w) in net.w.iter_mut().enumerate() {
+                *w += 0.1 * ((i as f64) * 0.7).sin();
+            }
+            let shift = label_shift(&exec, &target, &batch, true);
+            for sh in [None, Some(&shift)] {
+                let g = gradient(&exec, &net, &target, &batch, sh, ErrorSignal::Residual).g;
+                let h = 1e-6;
+                for idx in 0..net.w.len() {
+                    let mut plus = net.clone();
+                    plus.w[idx] += h;
+                    let mut minus = net.clone();
+                    minus.w[idx] -= h;
+                    let fd = (batch_loss(&exec, &plus, &target, &batch, sh) - batch_loss(&exec, &minus, &target, &batch, sh)) / (2.0 * h);
+                    // G = −∇L.
+                    assert!((fd + g[idx]).abs() < 1e-7 * (1.0 + g[idx].abs()), "{act} [{idx}]: fd {fd} vs −G {}", -g[idx]);
+                }
+            }
+        }
+    }
+
+    /// Streaming ridge equals a dense direct solve of the normal equations.
+    #[test]
+    fn streaming_ridge_equals_dense_solve() {
+        let (d, p, n) = (6, 4, 37);
+        let (net, target) = setup(d, p, "tanh", "z1^2 + z2");
+        let batch = Batch { key: StreamKey::new(5, Purpose::Readout, 0), n };
+        let exec = Exec::new(5, 2).unwrap();
+        let lambda = 0.3;
+        let ro = &fit_readouts(&exec, &[&net.w], d, p, net.activation, &target, &batch, None, lambda).unwrap()[0];
+        // Dense reference: materialize X and y.
+        let mut z = vec![0.0; n * d];
+        gaussian_rows(&batch.key, 0, d, &mut z, None);
+        let mut x = vec![0.0; n * target.r];
+        let mut y = vec![0.0; n];
+        target.labels(&z, n, None, &mut x, &mut y);
+        let feats: Vec<f64> = (0..n)
+            .flat_map(|nu| {
+                let zr = z[nu * d..(nu + 1) * d].to_vec();
+                let net = &net;
+                (0..p).map(move |i| net.activation.f(dot(&net.w[i * d..(i + 1) * d], &zr)) / (p as f64).sqrt())
+            })
+            .collect();
+        // Solve (FᵀF + λI) a = Fᵀy by Gaussian elimination.
+        let mut m = vec![0.0; p * (p + 1)];
+        for i in 0..p {
+            for j in 0..p {
+                m[i * (p + 1) + j] = (0..n).map(|nu| feats[nu * p + i] * feats[nu * p + j]).sum::<f64>() + if i == j { lambda } else { 0.0 };
+            }
+            m[i * (p + 1) + p] = (0..n).map(|nu| feats[nu * p + i] * y[nu]).sum();
+        }
+        for c in 0..p {
+            for r in 0..p {
+                if r != c {
+                    let f = m[r * (p + 1) + c] / m[c * (p + 1) + c];
+                    for k in 0..=p {
+                        m[r * (p + 1) + k] -= f * m[c * (p + 1) + k];
+                    }
+                }
+            }
+        }
+        let a: Vec<f64> = (0..p).map(|i| m[i * (p + 1) + p] / m[i * (p + 1) + i]).collect();
+        for i in 0..p {
+            assert!((a[i] - ro.coef[i]).abs() < 1e-10 * (1.0 + a[i].abs()), "{i}: {} vs {}", a[i], ro.coef[i]);
+        }
+        let train: f64 = (0..n)
+            .map(|nu| {
+                let pred: f64 = (0..p).map(|i| feats[nu * p + i] * a[i]).sum();
+                (y[nu] - pred).powi(2)
+            })
+            .sum::<f64>()
+            / n as f64;
+        assert!((train - ro.train_error).abs() < 1e-10, "{train} vs {}", ro.train_error);
+    }
+
+    /// λ → 0 with more samples than features is least squares: the residual is orthogonal to
+    /// the features.
+    #[test]
+    fn small_lambda_is_least_squares() {
+        let (d, p, n) = (5, 3, 200);
+        let (net, target) = setup(d, p, "erf", "z1 + z1*z2");
+        let exec = Exec::new(64, 1).unwrap();
+        let batch = Batch { key: StreamKey::new(9, Purpose::Readout, 0), n };
+        let ro = &fit_readouts(&exec, &[&net.w], d, p, net.activation, &target, &batch, None, 1e-12).unwrap()[0];
+        let mut z = vec![0.0; n * d];
+        gaussian_rows(&batch.key, 0, d, &mut z, None);
+        let mut x = vec![0.0; n * 2];
+        let mut y = vec![0.0; n];
+        target.labels(&z, n, None, &mut x, &mut y);
+        for i in 0..p {
+            let mut s = 0.0;
+            for nu in 0..n {
+                let zr = &z[nu * d..(nu + 1) * d];
+                let pred = (0..p).map(|j| ro.coef[j] * net.activation.f(dot(&net.w[j * d..(j + 1) * d], zr))).sum::<f64>() / (p as f64).sqrt();
+                s += (y[nu] - pred) * net.activation.f(dot(&net.w[i * d..(i + 1) * d], zr));
+            }
+            assert!(s.abs() < 1e-8, "feature {i}: {s}");
+        }
+    }
+
+    #[test]
+    fn label_shift_removes_mean_and_linear_part() {
+        let (d, n) = (4, 500);
+        let (_, target) = setup(d, 2, "relu", "1 + 2*z1 + z1*z2");
+        let exec = Exec::new(33, 2).unwrap();
+        let batch = Batch { key: StreamKey::new(2, Purpose::Train, 1), n };
+        let sh = label_shift(&exec, &target, &batch, true);
+        let mut z = vec![0.0; n * d];
+        gaussian_rows(&batch.key, 0, d, &mut z, None);
+        let mut x = vec![0.0; n * 2];
+        let mut y = vec![0.0; n];
+        target.labels(&z, n, None, &mut x, &mut y);
+        let mean = y.iter().sum::<f64>() / n as f64;
+        assert!((mean - sh.mean).abs() < 1e-12);
+        let b = sh.linear.as_ref().unwrap();
+        for k in 0..d {
+            let bk = (0..n).map(|nu| z[nu * d + k] * y[nu]).sum::<f64>() / n as f64;
+            assert!((bk - b[k]).abs() < 1e-12);
+        }
+        // b ≈ 2·w*_1 (the linear part of the target).
+        let proj = dot(b, &target.w_star[..d]);
+        assert!((proj - 2.0).abs() < 0.4, "{proj}");
+    }
+}

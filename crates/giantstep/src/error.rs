@@ -1,0 +1,82 @@
+//! Errors of the library.
+//!
+//! Every message is a single lowercase line that names what was expected and what was given,
+//! so that the command-line tool can print it as is.
+
+use thiserror::Error;
+
+/// Result type of the library.
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// Everything that can go wrong in giantstep.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A target expression could not be parsed or refers to something unknown.
+    #[error("target expression '{expr}': {message} (at column {column})")]
+    Expr {
+        /// The expression as the user gave it.
+        expr: String,
+        /// 1-based column of the offending character.
+        column: usize,
+        /// What was wrong.
+        message: String,
+    },
+    /// A configuration value is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// An unknown configuration key.
+    #[error("unknown configuration key '{key}' (known keys{section}: {known})")]
+    UnknownKey {
+        /// The dotted key as given.
+        key: String,
+        /// " in [section]" or "".
+        section: String,
+        /// Comma-separated list of the keys that are allowed there.
+        known: String,
+    },
+    /// The TOML configuration could not be parsed.
+    #[error("malformed TOML in {source_name} at line {line}, column {column}: {message}")]
+    Toml {
+        /// File name, or "--set" for command-line overrides.
+        source_name: String,
+        /// 1-based line.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// The parser's message.
+        message: String,
+    },
+    /// The weights became NaN or infinite during training.
+    #[error("the first-layer weights became non-finite after step {step} (eta = {eta}); try a smaller eta0")]
+    NonFinite {
+        /// 1-based step index.
+        step: usize,
+        /// Learning rate used at that step.
+        eta: f64,
+    },
+    /// The ridge system was not positive definite (lambda = 0 with rank-deficient features).
+    #[error("the ridge system is not positive definite (lambda = {lambda}); use lambda > 0")]
+    NotPositiveDefinite {
+        /// The ridge parameter in use.
+        lambda: f64,
+    },
+    /// A numerical routine failed.
+    #[error("numerical failure: {0}")]
+    Numerical(String),
+    /// An input/output error with the path involved.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path being read or written.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::Config`].
+    pub fn config(msg: impl Into<String>) -> Self {
+        Error::Config(msg.into())
+    }
+}

@@ -1,0 +1,41 @@
+//! # giantstep
+//!
+//! Simulation and theory of feature learning in two-layer networks trained by a few giant
+//! gradient steps, after Dandi, Krzakala, Loureiro, Pesce, Stephan, *How Two-Layer Neural
+//! Networks Learn, One (Giant) Step at a Time* (arXiv 2305.18270). The science and the notation
+//! are in SPEC.md; section numbers below refer to it.
+//!
+//! - [`Config`]: every knob of a run, with defaults, TOML and `--set` overrides.
+//! - [`run()`]: one simulation, returning a [`RunResult`] (the schema of `giantstep run --json`).
+//! - [`expr::Expr`]: the target language over `z1..zr`; [`target::Target`] the teacher.
+//! - [`activation::Activation`]: σ, σ', σ''.
+//! - [`engine`]: the streaming kernels (gradient, ridge readout, test error).
+//!
+//! ```
+//! use giantstep::{run, Config};
+//! let mut cfg = Config::default();
+//! cfg.network.d = 32;
+//! cfg.network.p = 16;
+//! cfg.eval.n_test = 500;
+//! let result = run(&cfg)?;
+//! // One step at n = 4d learns e1 of z1 + z1*z2 far above the random level.
+//! assert!(result.steps[0].overlaps.mean_abs_cos[0] > 3.0 * result.random_level);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+#![deny(missing_docs)]
+
+pub mod activation;
+pub mod config;
+pub mod data;
+pub mod engine;
+pub mod error;
+pub mod expr;
+pub mod linalg;
+pub mod network;
+pub mod observe;
+pub mod run;
+pub mod target;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use run::{run, run_with, RunResult, StepRecord};

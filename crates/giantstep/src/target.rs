@@ -1,0 +1,171 @@
+//! Multi-index targets `y = g*(W* z) + sqrt(Δ)·ξ` (SPEC §1) and the named presets of SPEC §6.
+
+use crate::config::TeacherKind;
+use crate::data::{fill_normal, Purpose, StreamKey};
+use crate::error::{Error, Result};
+use crate::expr::Expr;
+use crate::linalg::{matmul, orthonormalize_rows};
+
+/// The presets of SPEC §6: `(name, expression, note)`.
+pub const PRESETS: &[(&str, &str, &str)] = &[
+    (
+        "stairway-he124",
+        "(he1(z1) + he2(z1)/2 + he4(z1)/24 + he1(z2) + he2(z2)/2 + he4(z2)/24)/2",
+        "(f(z1)+f(z2))/2 with f = he1 + he2/2 + he4/24; E[y^2] = 0.7708",
+    ),
+    ("stairway-pm", "(z1 + z1^2 + z2 - z2^2)/2", "E[y^2] = 1.5, linear-kernel error 1.0"),
+    ("stuck-spike", "((4*z1 + z1^2) + z2)/2", "gradients stay on the line of slope 1/4"),
+    ("staircase2", "z1 + z1*z2", "e1 at step 1, e2 at step 2"),
+    ("staircase3", "z1 + z1*z2 + z1*z2*z3", "one new direction per step (generic activation)"),
+    ("parity2", "z1*z2", "leap 2: needs n = Θ(d²)"),
+    ("hard-he2", "he2(z1)", "no first Hermite coefficient: needs n = Θ(d²)"),
+];
+
+/// The expression of a named preset.
+///
+/// # Errors
+/// [`Error::Config`] listing the known presets.
+pub fn preset_expr(name: &str) -> Result<&'static str> {
+    PRESETS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, e, _)| *e)
+        .ok_or_else(|| {
+            let names: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+            Error::config(format!("unknown preset '{name}' (known: {})", names.join(", ")))
+        })
+}
+
+/// A teacher with its target function.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// `g*`.
+    pub expr: Expr,
+    /// Number of teacher directions `r`.
+    pub r: usize,
+    /// Input dimension `d`.
+    pub d: usize,
+    /// `W*` (row-major `r×d`, orthonormal rows).
+    pub w_star: Vec<f64>,
+    /// Whether `W*` is the first `r` canonical vectors (teacher coordinates are then `z[..r]`).
+    pub canonical: bool,
+    /// Label noise variance `Δ`.
+    pub noise: f64,
+}
+
+impl Target {
+    /// Builds the teacher: canonical rows, or random orthonormal rows from the stream
+    /// `(seed, Teacher, 0)` (Gram–Schmidt of Gaussian rows = QR with positive diagonal).
+    ///
+    /// # Errors
+    /// [`Error::Config`] if `r > d` or the expression uses a variable above `r`.
+    pub fn new(expr: Expr, r: usize, d: usize, teacher: TeacherKind, noise: f64, seed: u64) -> Result<Target> {
+        if r > d {
+            return Err(Error::config(format!("target.r must be <= network.d = {d}, but is {r}")));
+        }
+        if expr.max_var() > r {
+            return Err(Error::config(format!("the target uses z{} but target.r is {r}", expr.max_var())));
+        }
+        let mut w_star = vec![0.0; r * d];
+        let canonical = teacher == TeacherKind::Canonical;
+        if canonical {
+            for k in 0..r {
+                w_star[k * d + k] = 1.0;
+            }
+        } else {
+            let key = StreamKey::new(seed, Purpose::Teacher, 0);
+            for k in 0..r {
+                fill_normal(&mut key.rng(k as u64), &mut w_star[k * d..(k + 1) * d]);
+            }
+            orthonormalize_rows(&mut w_star, r, d)?;
+        }
+        Ok(Target {
+            expr,
+            r,
+            d,
+            w_star,
+            canonical,
+            noise,
+        })
+    }
+
+    /// Teacher coordinates `x = W* z` of `m` samples (`z` row-major `m×d`) into `x` (`m×r`).
+    pub fn coordinates(&self, z: &[f64], m: usize, x: &mut [f64]) {
+        let (r, d) = (self.r, self.d);
+        if self.canonical {
+            for i in 0..m {
+                x[i * r..(i + 1) * r].copy_from_slice(&z[i * d..i * d + r]);
+            }
+        } else {
+            matmul(&mut x[..m * r], m, r, d, &z[..m * d], false, &self.w_star, true, false);
+        }
+    }
+
+    /// Labels `y = g*(W* z) + sqrt(Δ) ξ` of `m` samples; `x` is scratch of length `m·r`.
+    pub fn labels(&self, z: &[f64], m: usize, xi: Option<&[f64]>, x: &mut [f64], y: &mut [f64]) {
+        self.coordinates(z, m, x);
+        self.expr.eval_rows(&x[..m * self.r], self.r, &mut y[..m]);
+        if let Some(xi) = xi {
+            let s = self.noise.sqrt();
+            for (yi, e) in y[..m].iter_mut().zip(xi) {
+                *yi += s * e;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::linalg::dot;
+
+    #[test]
+    fn presets_parse() {
+        for (name, e, _) in PRESETS {
+            let ex = Expr::parse(e).unwrap();
+            assert!(ex.max_var() >= 1, "{name}");
+        }
+        assert!(preset_expr("nope").unwrap_err().to_string().contains("stairway-he124"));
+    }
+
+    #[test]
+    fn random_teacher_is_orthonormal_and_seeded() {
+        let e = Expr::parse("z1 + z1*z2*z3").unwrap();
+        let t = Target::new(e.clone(), 3, 50, TeacherKind::Random, 0.0, 9).unwrap();
+        for i in 0..3 {
+            for j in 0..3 {
+                let g = dot(&t.w_star[i * 50..(i + 1) * 50], &t.w_star[j * 50..(j + 1) * 50]);
+                assert!((g - (i == j) as u8 as f64).abs() < 1e-13);
+            }
+        }
+        let t2 = Target::new(e.clone(), 3, 50, TeacherKind::Random, 0.0, 9).unwrap();
+        assert_eq!(t.w_star, t2.w_star);
+        let t3 = Target::new(e, 3, 50, TeacherKind::Random, 0.0, 10).unwrap();
+        assert_ne!(t.w_star, t3.w_star);
+    }
+
+    #[test]
+    fn canonical_and_random_coordinates_agree_with_definition() {
+        let e = Expr::parse("z1 + z1*z2").unwrap();
+        let d = 6;
+        let z: Vec<f64> = (0..3 * d).map(|i| (i as f64 * 0.37).sin()).collect();
+        for kind in [TeacherKind::Canonical, TeacherKind::Random] {
+            let t = Target::new(e.clone(), 2, d, kind, 0.0, 1).unwrap();
+            let mut x = vec![0.0; 6];
+            let mut y = vec![0.0; 3];
+            t.labels(&z, 3, None, &mut x, &mut y);
+            for i in 0..3 {
+                let x1 = dot(&z[i * d..(i + 1) * d], &t.w_star[..d]);
+                let x2 = dot(&z[i * d..(i + 1) * d], &t.w_star[d..]);
+                assert!((y[i] - (x1 + x1 * x2)).abs() < 1e-13);
+            }
+        }
+    }
+
+    #[test]
+    fn rank_checks() {
+        let e = Expr::parse("z1*z3").unwrap();
+        assert!(Target::new(e.clone(), 2, 5, TeacherKind::Random, 0.0, 0).is_err());
+        assert!(Target::new(e, 6, 5, TeacherKind::Random, 0.0, 0).is_err());
+    }
+}
