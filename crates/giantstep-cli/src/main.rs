@@ -1,1 +1,223 @@
-fn main(){}
+//! `giantstep`: the command-line front end. Thin: it turns flags into a validated configuration,
+//! calls the library, and prints. Errors print as one line on stderr and exit with code 2.
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use giantstep::config::{apply_set, parse_table};
+use giantstep::{Config, RunResult};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+mod summary;
+
+/// Feature learning in two-layer networks after a few giant gradient steps: simulation and theory.
+#[derive(Parser, Debug)]
+#[command(name = "giantstep", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Simulate T giant steps, fit the ridge readout, and report overlaps and errors.
+    Run(RunArgs),
+}
+
+#[derive(Args, Debug, Default)]
+struct RunArgs {
+    /// TOML configuration file (keys as in the README); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override any configuration key, e.g. --set train.eta_exp=0 (repeatable; applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Target: an expression over z1..zr (e.g. "z1 + z1*z2") or a preset name (e.g. staircase2).
+    #[arg(long)]
+    target: Option<String>,
+    /// Input dimension d.
+    #[arg(long)]
+    d: Option<String>,
+    /// Width p.
+    #[arg(long)]
+    p: Option<String>,
+    /// Batch size per step: an integer, "4d", "d^1.5", "0.5 d^2".
+    #[arg(long)]
+    n: Option<String>,
+    /// Number of giant steps T.
+    #[arg(long)]
+    steps: Option<String>,
+    /// Activation: relu, erf, tanh, he1..he8, linear, optionally shifted (relu:0.5).
+    #[arg(long)]
+    activation: Option<String>,
+    /// Learning-rate prefactor: eta = eta0 · p · (n/d)^eta_exp.
+    #[arg(long)]
+    eta0: Option<String>,
+    /// Master seed.
+    #[arg(long)]
+    seed: Option<String>,
+    /// Worker threads (0 = all cores); results do not depend on it.
+    #[arg(long)]
+    threads: Option<String>,
+    /// Print one JSON object (the schema is in the README) instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Also write the JSON result to this file (written atomically at the end).
+    #[arg(long, short = 'o', value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// No progress messages on stderr.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+impl RunArgs {
+    /// Builds the configuration: file, then short flags, then --set.
+    fn config(&self) -> anyhow::Result<Config> {
+        let mut table = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read configuration file {}", path.display()))?;
+                parse_table(&text, &path.display().to_string())?
+            }
+            None => toml::Table::new(),
+        };
+        if let Some(t) = &self.target {
+            if let Some(section) = table.get_mut("target").and_then(|v| v.as_table_mut()) {
+                section.remove("expr");
+                section.remove("preset");
+            }
+            let key = if giantstep::target::preset_expr(t).is_ok() {
+                "target.preset"
+            } else {
+                "target.expr"
+            };
+            set_string(&mut table, key, t)?;
+        }
+        let short: [(&str, &Option<String>); 8] = [
+            ("network.d", &self.d),
+            ("network.p", &self.p),
+            ("train.n", &self.n),
+            ("train.steps", &self.steps),
+            ("network.activation", &self.activation),
+            ("train.eta0", &self.eta0),
+            ("seed", &self.seed),
+            ("threads", &self.threads),
+        ];
+        for (key, value) in short {
+            if let Some(v) = value {
+                apply_set(&mut table, &format!("{key}={v}"))?;
+            }
+        }
+        for s in &self.sets {
+            apply_set(&mut table, s)?;
+        }
+        let cfg = Config::from_table(table)?;
+        cfg.resolve()?;
+        Ok(cfg)
+    }
+}
+
+/// Sets a string value without TOML interpretation (expressions may contain '=' or quotes).
+fn set_string(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
+    apply_set(table, &format!("{key}=0"))?;
+    let (section, leaf) = key.split_once('.').expect("dotted key");
+    table[section]
+        .as_table_mut()
+        .expect("section")
+        .insert(leaf.to_string(), toml::Value::String(value.to_string()));
+    Ok(())
+}
+
+/// Checks up front that `path` can be written, so that a long run does not fail at the end.
+fn check_writable(path: &Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if path.is_dir() {
+        bail!("cannot write output {}: it is a directory", path.display());
+    }
+    let probe = dir.join(format!(".giantstep-probe-{}", std::process::id()));
+    std::fs::File::create(&probe)
+        .map(|_| ())
+        .with_context(|| format!("cannot write output {}: directory {} is not writable", path.display(), dir.display()))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Writes `text` to `path` atomically (temporary file in the same directory, then rename).
+fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write output {}", path.display()))
+}
+
+fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
+    let cfg = args.config()?;
+    if let Some(out) = &args.out {
+        check_writable(out)?;
+    }
+    let show_progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let mut progress = |msg: &str| {
+        if show_progress {
+            eprint!("\r\x1b[2K{msg} ...");
+        }
+    };
+    let result: RunResult = giantstep::run_with(&cfg, &mut progress)?;
+    if show_progress {
+        eprint!("\r\x1b[2K");
+    }
+    let json = serde_json::to_string(&result)?;
+    if let Some(out) = &args.out {
+        write_atomic(out, &(json.clone() + "\n"))?;
+    }
+    let mut stdout = std::io::stdout().lock();
+    if args.json {
+        writeln!(stdout, "{json}")?;
+    } else {
+        write!(stdout, "{}", summary::render(&result))?;
+    }
+    stdout.flush()?;
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let result = match &cli.command {
+        Command::Run(args) => cmd_run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // A closed pipe (e.g. `| head`) is not an error.
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("giantstep: error: {}", one_line(&format!("{e:#}")));
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

@@ -1,0 +1,107 @@
+//! The human-readable report of `giantstep run`.
+
+use giantstep::RunResult;
+use std::fmt::Write;
+
+/// A direction counts as learned in the summary when its mean |cos| exceeds this many times the
+/// random level sqrt(2/(π d)) (a display heuristic; the JSON has the numbers).
+const LEARNED_FACTOR: f64 = 3.0;
+/// At most this many teacher directions get a column.
+const MAX_COLUMNS: usize = 6;
+
+pub fn render(res: &RunResult) -> String {
+    let c = &res.config;
+    let mut s = String::new();
+    let expr = c.target.expr.as_deref().unwrap_or("?");
+    let preset = c.target.preset.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
+    let d = c.network.d as f64;
+    let _ = writeln!(
+        s,
+        "target  y = {expr}{preset}   (r = {}, {:?} teacher{})",
+        res.r,
+        c.target.teacher,
+        if c.target.noise > 0.0 { format!(", noise {}", c.target.noise) } else { String::new() }
+    );
+    let _ = writeln!(
+        s,
+        "network d = {}, p = {}, activation {}, {:?} rows, {:?} second layer{}",
+        c.network.d,
+        c.network.p,
+        c.network.activation,
+        c.network.first_layer,
+        c.network.second_layer,
+        if c.network.symmetric { ", symmetric" } else { "" }
+    );
+    if let Some(st) = res.steps.first() {
+        let _ = writeln!(
+            s,
+            "train   {} step(s), n = {} = {:.2} d = d^{:.2}, eta = {:.4} = {:.3} p, {:?} loss, preprocess {:?}, normalize {:?}",
+            res.steps.len(),
+            st.n,
+            st.n as f64 / d,
+            (st.n as f64).ln() / d.ln(),
+            st.eta,
+            st.eta / c.network.p as f64,
+            c.train.loss,
+            c.train.preprocess,
+            c.train.normalize,
+        );
+    }
+    let cols = res.r.min(MAX_COLUMNS);
+    let _ = writeln!(s);
+    let mut header = format!("{:>4} {:>10}", "step", "batch mse");
+    for k in 0..cols {
+        header += &format!(" {:>9}", format!("|cos|w*{}", k + 1));
+    }
+    header += &format!(" {:>10} {:>9} {:>10}", "top S eig", "outside", "G s1/s2");
+    let _ = writeln!(s, "{header}");
+    let mut row = format!("{:>4} {:>10}", 0, "-");
+    for k in 0..cols {
+        row += &format!(" {:>9.4}", res.initial.mean_abs_cos[k]);
+    }
+    row += &format!(" {:>10.4} {:>9.4} {:>10}", res.initial.teacher_gram_eigenvalues[0], res.initial.outside_mass, "-");
+    let _ = writeln!(s, "{row}");
+    for st in &res.steps {
+        let mut row = format!("{:>4} {:>10.4}", st.t, st.batch_mse);
+        for k in 0..cols {
+            row += &format!(" {:>9.4}", st.overlaps.mean_abs_cos[k]);
+        }
+        let sv = &st.gradient.grad_singular_values;
+        let ratio = if sv.len() > 1 && sv[1] > 0.0 { format!("{:.1}", sv[0] / sv[1]) } else { "-".into() };
+        row += &format!(" {:>10.4} {:>9.4} {:>10}", st.overlaps.teacher_gram_eigenvalues[0], st.overlaps.outside_mass, ratio);
+        let _ = writeln!(s, "{row}");
+    }
+    if res.r > cols {
+        let _ = writeln!(s, "({} more teacher directions in --json)", res.r - cols);
+    }
+    let _ = writeln!(s, "mean |cos| of a random row with a fixed direction: sqrt(2/(pi d)) = {:.4}", res.random_level);
+    if let Some(last) = res.steps.last() {
+        let (mut learned, mut not) = (vec![], vec![]);
+        for (k, v) in last.overlaps.mean_abs_cos.iter().enumerate() {
+            let ratio = v / res.random_level;
+            if ratio > LEARNED_FACTOR {
+                learned.push(format!("w*{} ({:.2}, {:.0}x random)", k + 1, v, ratio));
+            } else {
+                not.push(format!("w*{}", k + 1));
+            }
+        }
+        let _ = writeln!(
+            s,
+            "learned after {} step(s): {}{}",
+            res.steps.len(),
+            if learned.is_empty() { "nothing".to_string() } else { learned.join(", ") },
+            if not.is_empty() { format!("; at the random level: {}", not.join(", ")) } else { String::new() }
+        );
+    }
+    let _ = writeln!(s);
+    let rn = match c.readout.batch {
+        giantstep::config::ReadoutBatch::Last => "the last training batch".to_string(),
+        giantstep::config::ReadoutBatch::Fresh => format!("{} fresh samples", c.readout_n()),
+    };
+    let _ = writeln!(s, "ridge readout (lambda = {}) on {rn}; test on {} fresh samples", c.readout.lambda, c.eval.n_test);
+    let _ = writeln!(s, "  trained network   test error {:.4}   train error {:.4}", res.test_error, res.train_error);
+    let _ = writeln!(s, "  random features   test error {:.4}   train error {:.4}   (same readout on the initial W0)", res.rf_test_error, res.rf_train_error);
+    let _ = writeln!(s, "  predicting 0      test error {:.4}   (E[y^2] on the test set)", res.test_label_second_moment);
+    let _ = writeln!(s, "elapsed {:.2} s on {} thread(s)", res.elapsed_s, c.threads);
+    s
+}
