@@ -13,7 +13,7 @@ mod summary;
 
 /// Feature learning in two-layer networks after a few giant gradient steps: simulation and theory.
 #[derive(Parser, Debug)]
-#[command(name = "giantstep", version, about, long_about = None)]
+#[command(name = "giantstep", version, about, long_about = None, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -139,9 +139,13 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
         bail!("cannot write output {}: it is a directory", path.display());
     }
     let probe = dir.join(format!(".giantstep-probe-{}", std::process::id()));
-    std::fs::File::create(&probe)
-        .map(|_| ())
-        .with_context(|| format!("cannot write output {}: directory {} is not writable", path.display(), dir.display()))?;
+    std::fs::File::create(&probe).map(|_| ()).with_context(|| {
+        format!(
+            "cannot write output {}: directory {} is not writable",
+            path.display(),
+            dir.display()
+        )
+    })?;
     let _ = std::fs::remove_file(&probe);
     Ok(())
 }

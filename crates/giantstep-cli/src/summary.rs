@@ -13,14 +13,23 @@ pub fn render(res: &RunResult) -> String {
     let c = &res.config;
     let mut s = String::new();
     let expr = c.target.expr.as_deref().unwrap_or("?");
-    let preset = c.target.preset.as_deref().map(|p| format!(" [{p}]")).unwrap_or_default();
+    let preset = c
+        .target
+        .preset
+        .as_deref()
+        .map(|p| format!(" [{p}]"))
+        .unwrap_or_default();
     let d = c.network.d as f64;
     let _ = writeln!(
         s,
         "target  y = {expr}{preset}   (r = {}, {:?} teacher{})",
         res.r,
         c.target.teacher,
-        if c.target.noise > 0.0 { format!(", noise {}", c.target.noise) } else { String::new() }
+        if c.target.noise > 0.0 {
+            format!(", noise {}", c.target.noise)
+        } else {
+            String::new()
+        }
     );
     let _ = writeln!(
         s,
@@ -59,7 +68,10 @@ pub fn render(res: &RunResult) -> String {
     for k in 0..cols {
         row += &format!(" {:>9.4}", res.initial.mean_abs_cos[k]);
     }
-    row += &format!(" {:>10.4} {:>9.4} {:>10}", res.initial.teacher_gram_eigenvalues[0], res.initial.outside_mass, "-");
+    row += &format!(
+        " {:>10.4} {:>9.4} {:>10}",
+        res.initial.teacher_gram_eigenvalues[0], res.initial.outside_mass, "-"
+    );
     let _ = writeln!(s, "{row}");
     for st in &res.steps {
         let mut row = format!("{:>4} {:>10.4}", st.t, st.batch_mse);
@@ -67,14 +79,25 @@ pub fn render(res: &RunResult) -> String {
             row += &format!(" {:>9.4}", st.overlaps.mean_abs_cos[k]);
         }
         let sv = &st.gradient.grad_singular_values;
-        let ratio = if sv.len() > 1 && sv[1] > 0.0 { format!("{:.1}", sv[0] / sv[1]) } else { "-".into() };
-        row += &format!(" {:>10.4} {:>9.4} {:>10}", st.overlaps.teacher_gram_eigenvalues[0], st.overlaps.outside_mass, ratio);
+        let ratio = if sv.len() > 1 && sv[1] > 0.0 {
+            format!("{:.1}", sv[0] / sv[1])
+        } else {
+            "-".into()
+        };
+        row += &format!(
+            " {:>10.4} {:>9.4} {:>10}",
+            st.overlaps.teacher_gram_eigenvalues[0], st.overlaps.outside_mass, ratio
+        );
         let _ = writeln!(s, "{row}");
     }
     if res.r > cols {
         let _ = writeln!(s, "({} more teacher directions in --json)", res.r - cols);
     }
-    let _ = writeln!(s, "mean |cos| of a random row with a fixed direction: sqrt(2/(pi d)) = {:.4}", res.random_level);
+    let _ = writeln!(
+        s,
+        "mean |cos| of a random row with a fixed direction: sqrt(2/(pi d)) = {:.4}",
+        res.random_level
+    );
     if let Some(last) = res.steps.last() {
         let (mut learned, mut not) = (vec![], vec![]);
         for (k, v) in last.overlaps.mean_abs_cos.iter().enumerate() {
@@ -89,8 +112,16 @@ pub fn render(res: &RunResult) -> String {
             s,
             "learned after {} step(s): {}{}",
             res.steps.len(),
-            if learned.is_empty() { "nothing".to_string() } else { learned.join(", ") },
-            if not.is_empty() { format!("; at the random level: {}", not.join(", ")) } else { String::new() }
+            if learned.is_empty() {
+                "nothing".to_string()
+            } else {
+                learned.join(", ")
+            },
+            if not.is_empty() {
+                format!("; at the random level: {}", not.join(", "))
+            } else {
+                String::new()
+            }
         );
     }
     let _ = writeln!(s);
@@ -98,10 +129,26 @@ pub fn render(res: &RunResult) -> String {
         giantstep::config::ReadoutBatch::Last => "the last training batch".to_string(),
         giantstep::config::ReadoutBatch::Fresh => format!("{} fresh samples", c.readout_n()),
     };
-    let _ = writeln!(s, "ridge readout (lambda = {}) on {rn}; test on {} fresh samples", c.readout.lambda, c.eval.n_test);
-    let _ = writeln!(s, "  trained network   test error {:.4}   train error {:.4}", res.test_error, res.train_error);
-    let _ = writeln!(s, "  random features   test error {:.4}   train error {:.4}   (same readout on the initial W0)", res.rf_test_error, res.rf_train_error);
-    let _ = writeln!(s, "  predicting 0      test error {:.4}   (E[y^2] on the test set)", res.test_label_second_moment);
+    let _ = writeln!(
+        s,
+        "ridge readout (lambda = {}) on {rn}; test on {} fresh samples",
+        c.readout.lambda, c.eval.n_test
+    );
+    let _ = writeln!(
+        s,
+        "  trained network   test error {:.4}   train error {:.4}",
+        res.test_error, res.train_error
+    );
+    let _ = writeln!(
+        s,
+        "  random features   test error {:.4}   train error {:.4}   (same readout on the initial W0)",
+        res.rf_test_error, res.rf_train_error
+    );
+    let _ = writeln!(
+        s,
+        "  predicting 0      test error {:.4}   (E[y^2] on the test set)",
+        res.test_label_second_moment
+    );
     let _ = writeln!(s, "elapsed {:.2} s on {} thread(s)", res.elapsed_s, c.threads);
     s
 }

@@ -223,8 +223,16 @@ mod tests {
                 let fd1 = (act.f(x + h) - act.f(x - h)) / (2.0 * h);
                 let fd2 = (act.df(x + h) - act.df(x - h)) / (2.0 * h);
                 let scale = 1.0 + act.f(x).abs() + act.df(x).abs();
-                assert!((fd1 - act.df(x)).abs() < 1e-6 * scale * 100.0, "{act} σ' at {x}: fd {fd1} vs {}", act.df(x));
-                assert!((fd2 - act.d2f(x)).abs() < 1e-6 * scale * 100.0, "{act} σ'' at {x}: fd {fd2} vs {}", act.d2f(x));
+                assert!(
+                    (fd1 - act.df(x)).abs() < 1e-6 * scale * 100.0,
+                    "{act} σ' at {x}: fd {fd1} vs {}",
+                    act.df(x)
+                );
+                assert!(
+                    (fd2 - act.d2f(x)).abs() < 1e-6 * scale * 100.0,
+                    "{act} σ'' at {x}: fd {fd2} vs {}",
+                    act.d2f(x)
+                );
                 let (a, b) = act.f_df(x);
                 assert_eq!((a, b), (act.f(x), act.df(x)));
             }

@@ -375,11 +375,37 @@ impl Default for Config {
 }
 
 /// Allowed keys per section (for precise unknown-key messages).
-const TOP_KEYS: &[&str] = &["seed", "threads", "precision", "chunk", "target", "network", "train", "readout", "eval"];
+const TOP_KEYS: &[&str] = &[
+    "seed",
+    "threads",
+    "precision",
+    "chunk",
+    "target",
+    "network",
+    "train",
+    "readout",
+    "eval",
+];
 const SECTION_KEYS: &[(&str, &[&str])] = &[
     ("target", &["expr", "preset", "r", "teacher", "noise"]),
-    ("network", &["d", "p", "activation", "first_layer", "second_layer", "symmetric"]),
-    ("train", &["steps", "n", "eta0", "eta_exp", "eta", "loss", "reuse", "normalize", "preprocess"]),
+    (
+        "network",
+        &["d", "p", "activation", "first_layer", "second_layer", "symmetric"],
+    ),
+    (
+        "train",
+        &[
+            "steps",
+            "n",
+            "eta0",
+            "eta_exp",
+            "eta",
+            "loss",
+            "reuse",
+            "normalize",
+            "preprocess",
+        ],
+    ),
     ("readout", &["n", "lambda", "batch", "add_back"]),
     ("eval", &["n_test"]),
 ];
@@ -411,6 +437,21 @@ fn check_keys(table: &toml::Table) -> Result<()> {
     Ok(())
 }
 
+/// The dotted key defined on the line of `text` that contains byte `pos`.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let before = &text[..pos.min(text.len())];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text[line_start..].lines().next()?;
+    let key = line.split('=').next()?.trim().trim_matches('"');
+    let section = before[..line_start]
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix('[').and_then(|l| l.strip_suffix(']')))
+        .map(|s| format!("{s}."))
+        .unwrap_or_default();
+    (!key.is_empty()).then(|| format!("{section}{key}"))
+}
+
 /// Converts a TOML parse error to a one-line [`Error::Toml`] with line and column.
 fn toml_error(source_name: &str, text: &str, e: &toml::de::Error) -> Error {
     let (line, column) = match e.span() {
@@ -435,7 +476,8 @@ fn toml_error(source_name: &str, text: &str, e: &toml::de::Error) -> Error {
 /// # Errors
 /// [`Error::Toml`] with the line and column of the problem.
 pub fn parse_table(text: &str, source_name: &str) -> Result<toml::Table> {
-    text.parse::<toml::Table>().map_err(|e| toml_error(source_name, text, &e))
+    text.parse::<toml::Table>()
+        .map_err(|e| toml_error(source_name, text, &e))
 }
 
 /// Applies a dotted `key=value` override to a table. The value is read as a TOML value
@@ -445,12 +487,16 @@ pub fn parse_table(text: &str, source_name: &str) -> Result<toml::Table> {
 /// [`Error::Config`] when the text has no `=` or the key is empty.
 pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let (key, value) = assignment.split_once('=').ok_or_else(|| {
-        Error::config(format!("--set expects KEY=VALUE (e.g. train.eta_exp=0), but got '{assignment}'"))
+        Error::config(format!(
+            "--set expects KEY=VALUE (e.g. train.eta_exp=0), but got '{assignment}'"
+        ))
     })?;
     let key = key.trim();
     let value = value.trim();
     if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
-        return Err(Error::config(format!("--set expects a dotted key like network.d, but got '{key}'")));
+        return Err(Error::config(format!(
+            "--set expects a dotted key like network.d, but got '{key}'"
+        )));
     }
     let parsed = format!("v = {value}")
         .parse::<toml::Table>()
@@ -479,9 +525,15 @@ impl Config {
     /// type.
     pub fn from_table(table: toml::Table) -> Result<Config> {
         check_keys(&table)?;
-        toml::Value::Table(table)
-            .try_into::<Config>()
-            .map_err(|e| Error::config(e.message().trim().replace('\n', " ")))
+        // Deserialize from text so that a type error carries a span, which names the key.
+        let text = toml::to_string(&table).map_err(|e| Error::config(e.to_string()))?;
+        toml::from_str::<Config>(&text).map_err(|e| {
+            let message = e.message().trim().replace('\n', " ");
+            match e.span().and_then(|span| key_at(&text, span.start)) {
+                Some(key) => Error::config(format!("invalid value for {key}: {message}")),
+                None => Error::config(message),
+            }
+        })
     }
 
     /// Parses TOML text.
@@ -570,7 +622,10 @@ impl Config {
         c.target.expr = Some(expr_text);
         c.target.r = Some(r);
         if !(c.target.noise >= 0.0 && c.target.noise.is_finite()) {
-            return Err(Error::config(format!("target.noise must be >= 0, but is {}", c.target.noise)));
+            return Err(Error::config(format!(
+                "target.noise must be >= 0, but is {}",
+                c.target.noise
+            )));
         }
         if c.train.steps == 0 {
             return Err(Error::config("train.steps must be > 0, but is 0"));
@@ -613,7 +668,10 @@ impl Config {
     /// # Panics
     /// On an unresolved configuration with an invalid `train.n` (call [`Config::resolve`] first).
     pub fn train_n(&self) -> usize {
-        self.train.n.resolve(self.network.d, "train.n").expect("resolved config")
+        self.train
+            .n
+            .resolve(self.network.d, "train.n")
+            .expect("resolved config")
     }
 
     /// Readout batch size (the training batch size when `readout.batch = "last"`).
@@ -654,14 +712,21 @@ mod tests {
         assert_eq!(b("0.5 d^2").resolve(512, "n").unwrap(), 131_072);
         assert_eq!(b("0.5*d^2").resolve(512, "n").unwrap(), 131_072);
         assert_eq!(b("d^1.5").resolve(256, "n").unwrap(), 4096);
-        assert_eq!(b("d^1.3").resolve(512, "n").unwrap(), (512f64.powf(1.3)).floor() as usize);
+        assert_eq!(
+            b("d^1.3").resolve(512, "n").unwrap(),
+            (512f64.powf(1.3)).floor() as usize
+        );
         assert_eq!(b("1000").resolve(3, "n").unwrap(), 1000);
         assert_eq!(BatchSize::Count(77).resolve(3, "n").unwrap(), 77);
         for bad in ["", "x", "4e", "d^", "d^x", "-2d", "2dd"] {
             let e = b(bad).resolve(10, "train.n").unwrap_err().to_string();
             assert!(e.contains("train.n must be an integer"), "{bad}: {e}");
         }
-        assert!(BatchSize::Count(0).resolve(3, "train.n").unwrap_err().to_string().contains("must be > 0"));
+        assert!(BatchSize::Count(0)
+            .resolve(3, "train.n")
+            .unwrap_err()
+            .to_string()
+            .contains("must be > 0"));
         assert!(b("0.001d").resolve(10, "n").is_err());
     }
 
@@ -678,7 +743,14 @@ mod tests {
     #[test]
     fn set_overrides_and_types() {
         let mut t = toml::Table::new();
-        for s in ["network.d=64", "train.eta_exp=0", "network.activation=tanh", "train.n=8d", "target.expr=z1*z2", "seed=5"] {
+        for s in [
+            "network.d=64",
+            "train.eta_exp=0",
+            "network.activation=tanh",
+            "train.n=8d",
+            "target.expr=z1*z2",
+            "seed=5",
+        ] {
             apply_set(&mut t, s).unwrap();
         }
         let c = Config::from_table(t).unwrap().resolve().unwrap();
@@ -694,7 +766,9 @@ mod tests {
 
     #[test]
     fn unknown_keys_are_named() {
-        let e = Config::from_toml("[train]\netaa = 1\n", "f.toml").unwrap_err().to_string();
+        let e = Config::from_toml("[train]\netaa = 1\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown configuration key 'train.etaa'"), "{e}");
         assert!(e.contains("eta0"), "{e}");
         let e = Config::from_toml("foo = 1\n", "f.toml").unwrap_err().to_string();
@@ -703,7 +777,9 @@ mod tests {
 
     #[test]
     fn malformed_toml_names_the_line() {
-        let e = Config::from_toml("seed = 1\n[network\nd = 3\n", "f.toml").unwrap_err().to_string();
+        let e = Config::from_toml("seed = 1\n[network\nd = 3\n", "f.toml")
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("malformed TOML in f.toml at line 2"), "{e}");
         assert!(!e.contains('\n'));
     }
@@ -721,7 +797,9 @@ mod tests {
             ("target.preset=nope", "unknown preset"),
             ("target.expr=z1+foo(z2)", "unknown function 'foo'"),
             ("network.activation=sigmoid", "activation must be"),
-            ("train.loss=hinge", "unknown variant"),
+            ("train.loss=hinge", "invalid value for train.loss"),
+            ("network.d=abc", "invalid value for network.d"),
+            ("seed=-1", "invalid value for seed"),
         ];
         for (set, want) in cases {
             let mut t = toml::Table::new();

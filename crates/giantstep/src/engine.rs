@@ -78,9 +78,7 @@ impl Exec {
                 compute(ws, start, chunk.min(n - start));
             };
             match (&self.pool, group) {
-                (Some(pool), g) if g > 1 => {
-                    pool.install(|| work[..group].par_iter_mut().enumerate().for_each(run))
-                }
+                (Some(pool), g) if g > 1 => pool.install(|| work[..group].par_iter_mut().enumerate().for_each(run)),
                 _ => work[..group].iter_mut().enumerate().for_each(run),
             }
             for ws in &mut work[..group] {
@@ -311,6 +309,7 @@ pub struct Readout {
 ///
 /// # Errors
 /// [`Error::NotPositiveDefinite`] if `XᵀX/p + λI` is singular (only possible with `λ = 0`).
+#[allow(clippy::too_many_arguments)]
 pub fn fit_readouts(
     exec: &Exec,
     layers: &[&[f64]],
@@ -369,6 +368,11 @@ pub fn fit_readouts(
     let (pf, n) = (p as f64, batch.n as f64);
     let mut out = Vec::with_capacity(k);
     for l in 0..k {
+        if gram[l].iter().chain(&xty[l]).any(|v| !v.is_finite()) {
+            return Err(Error::Numerical(
+                "the readout features σ(W z) overflowed (first-layer weights too large); try a smaller eta0".into(),
+            ));
+        }
         // A = XᵀX/p + λI, q = Xᵀỹ/√p.
         let mut a: Vec<f64> = gram[l].iter().map(|v| v / pf).collect();
         for i in 0..p {
@@ -455,6 +459,7 @@ pub fn test_errors(
 }
 
 #[cfg(test)]
+#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use crate::config::{FirstLayerInit, SecondLayerInit, TeacherKind};
@@ -465,7 +470,15 @@ mod tests {
         let e = Expr::parse(expr).unwrap();
         let r = e.max_var();
         let t = Target::new(e, r, d, TeacherKind::Random, 0.0, 1).unwrap();
-        let net = Network::init(d, p, act.parse().unwrap(), FirstLayerInit::Gaussian, SecondLayerInit::Gaussian, false, 2);
+        let net = Network::init(
+            d,
+            p,
+            act.parse().unwrap(),
+            FirstLayerInit::Gaussian,
+            SecondLayerInit::Gaussian,
+            false,
+            2,
+        );
         (net, t)
     }
 
@@ -475,7 +488,10 @@ mod tests {
         for act in ["tanh", "erf", "he3", "relu:0.3"] {
             let (mut net, target) = setup(7, 5, act, "z1 + z1*z2 + tanh(z3)");
             let exec = Exec::new(16, 1).unwrap();
-            let batch = Batch { key: StreamKey::new(0, Purpose::Train, 0), n: 40 };
+            let batch = Batch {
+                key: StreamKey::new(0, Purpose::Train, 0),
+                n: 40,
+            };
             // Perturb W so that f ≠ 0 and the residual depends on W.
             for (i, w) in net.w.iter_mut().enumerate() {
                 *w += 0.1 * ((i as f64) * 0.7).sin();
@@ -489,9 +505,15 @@ mod tests {
                     plus.w[idx] += h;
                     let mut minus = net.clone();
                     minus.w[idx] -= h;
-                    let fd = (batch_loss(&exec, &plus, &target, &batch, sh) - batch_loss(&exec, &minus, &target, &batch, sh)) / (2.0 * h);
+                    let fd = (batch_loss(&exec, &plus, &target, &batch, sh)
+                        - batch_loss(&exec, &minus, &target, &batch, sh))
+                        / (2.0 * h);
                     // G = −∇L.
-                    assert!((fd + g[idx]).abs() < 1e-7 * (1.0 + g[idx].abs()), "{act} [{idx}]: fd {fd} vs −G {}", -g[idx]);
+                    assert!(
+                        (fd + g[idx]).abs() < 1e-7 * (1.0 + g[idx].abs()),
+                        "{act} [{idx}]: fd {fd} vs −G {}",
+                        -g[idx]
+                    );
                 }
             }
         }
@@ -502,7 +524,10 @@ mod tests {
     fn streaming_ridge_equals_dense_solve() {
         let (d, p, n) = (6, 4, 37);
         let (net, target) = setup(d, p, "tanh", "z1^2 + z2");
-        let batch = Batch { key: StreamKey::new(5, Purpose::Readout, 0), n };
+        let batch = Batch {
+            key: StreamKey::new(5, Purpose::Readout, 0),
+            n,
+        };
         let exec = Exec::new(5, 2).unwrap();
         let lambda = 0.3;
         let ro = &fit_readouts(&exec, &[&net.w], d, p, net.activation, &target, &batch, None, lambda).unwrap()[0];
@@ -523,7 +548,8 @@ mod tests {
         let mut m = vec![0.0; p * (p + 1)];
         for i in 0..p {
             for j in 0..p {
-                m[i * (p + 1) + j] = (0..n).map(|nu| feats[nu * p + i] * feats[nu * p + j]).sum::<f64>() + if i == j { lambda } else { 0.0 };
+                m[i * (p + 1) + j] = (0..n).map(|nu| feats[nu * p + i] * feats[nu * p + j]).sum::<f64>()
+                    + if i == j { lambda } else { 0.0 };
             }
             m[i * (p + 1) + p] = (0..n).map(|nu| feats[nu * p + i] * y[nu]).sum();
         }
@@ -539,7 +565,12 @@ mod tests {
         }
         let a: Vec<f64> = (0..p).map(|i| m[i * (p + 1) + p] / m[i * (p + 1) + i]).collect();
         for i in 0..p {
-            assert!((a[i] - ro.coef[i]).abs() < 1e-10 * (1.0 + a[i].abs()), "{i}: {} vs {}", a[i], ro.coef[i]);
+            assert!(
+                (a[i] - ro.coef[i]).abs() < 1e-10 * (1.0 + a[i].abs()),
+                "{i}: {} vs {}",
+                a[i],
+                ro.coef[i]
+            );
         }
         let train: f64 = (0..n)
             .map(|nu| {
@@ -558,7 +589,10 @@ mod tests {
         let (d, p, n) = (5, 3, 200);
         let (net, target) = setup(d, p, "erf", "z1 + z1*z2");
         let exec = Exec::new(64, 1).unwrap();
-        let batch = Batch { key: StreamKey::new(9, Purpose::Readout, 0), n };
+        let batch = Batch {
+            key: StreamKey::new(9, Purpose::Readout, 0),
+            n,
+        };
         let ro = &fit_readouts(&exec, &[&net.w], d, p, net.activation, &target, &batch, None, 1e-12).unwrap()[0];
         let mut z = vec![0.0; n * d];
         gaussian_rows(&batch.key, 0, d, &mut z, None);
@@ -569,7 +603,10 @@ mod tests {
             let mut s = 0.0;
             for nu in 0..n {
                 let zr = &z[nu * d..(nu + 1) * d];
-                let pred = (0..p).map(|j| ro.coef[j] * net.activation.f(dot(&net.w[j * d..(j + 1) * d], zr))).sum::<f64>() / (p as f64).sqrt();
+                let pred = (0..p)
+                    .map(|j| ro.coef[j] * net.activation.f(dot(&net.w[j * d..(j + 1) * d], zr)))
+                    .sum::<f64>()
+                    / (p as f64).sqrt();
                 s += (y[nu] - pred) * net.activation.f(dot(&net.w[i * d..(i + 1) * d], zr));
             }
             assert!(s.abs() < 1e-8, "feature {i}: {s}");
@@ -581,7 +618,10 @@ mod tests {
         let (d, n) = (4, 500);
         let (_, target) = setup(d, 2, "relu", "1 + 2*z1 + z1*z2");
         let exec = Exec::new(33, 2).unwrap();
-        let batch = Batch { key: StreamKey::new(2, Purpose::Train, 1), n };
+        let batch = Batch {
+            key: StreamKey::new(2, Purpose::Train, 1),
+            n,
+        };
         let sh = label_shift(&exec, &target, &batch, true);
         let mut z = vec![0.0; n * d];
         gaussian_rows(&batch.key, 0, d, &mut z, None);

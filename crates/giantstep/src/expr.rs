@@ -261,7 +261,9 @@ impl Parser<'_> {
     fn enter(&mut self) -> Result<()> {
         self.depth += 1;
         if self.depth > MAX_DEPTH {
-            return Err(self.err(format!("the expression is nested too deeply (more than {MAX_DEPTH} levels)")));
+            return Err(self.err(format!(
+                "the expression is nested too deeply (more than {MAX_DEPTH} levels)"
+            )));
         }
         Ok(())
     }
@@ -426,7 +428,9 @@ impl Parser<'_> {
 
     fn atom(&mut self) -> Result<()> {
         let Some(c) = self.peek() else {
-            return Err(self.err("expected a number, a variable, a function or '(', but found the end of the expression"));
+            return Err(
+                self.err("expected a number, a variable, a function or '(', but found the end of the expression")
+            );
         };
         if c.is_ascii_digit() || c == b'.' {
             let v = self.number()?;
@@ -484,16 +488,20 @@ impl Parser<'_> {
                     if k <= 8 {
                         Func::Hermite(k)
                     } else {
-                        return Err(self.err_at(start, format!("unknown function '{name}' (he0..he8 exist; write he({k}, x) for higher degrees)")));
+                        return Err(self.err_at(
+                            start,
+                            format!("unknown function '{name}' (he0..he8 exist; write he({k}, x) for higher degrees)"),
+                        ));
                     }
                 } else if self.peek() == Some(b'(') {
                     return Err(self.err_at(start, format!(
                         "unknown function '{name}' (known: he0..he8, he(k, x), tanh, erf, relu, sign, abs, exp, sin, cos, sqrt)"
                     )));
                 } else {
-                    return Err(self.err_at(start, format!(
-                        "unknown variable '{name}' (variables are z1, z2, ..., zr)"
-                    )));
+                    return Err(self.err_at(
+                        start,
+                        format!("unknown variable '{name}' (variables are z1, z2, ..., zr)"),
+                    ));
                 }
             }
         };
@@ -510,7 +518,10 @@ impl Parser<'_> {
         let kpos = self.pos;
         let k = self.number()?;
         if k.fract() != 0.0 || !(0.0..=64.0).contains(&k) {
-            return Err(self.err_at(kpos, format!("he(k, x) needs an integer degree 0 <= k <= 64, but k is {k}")));
+            return Err(self.err_at(
+                kpos,
+                format!("he(k, x) needs an integer degree 0 <= k <= 64, but k is {k}"),
+            ));
         }
         self.expect(b',')?;
         self.expr()?;
@@ -554,10 +565,11 @@ mod tests {
         assert_eq!(ev("abs(z2)", &x), 0.3);
         assert!((ev("tanh(z1)", &x) - 0.7f64.tanh()).abs() < 1e-15);
         assert!((ev("erf(z1)", &x) - 0.677_801_193_837_418_5).abs() < 1e-12);
-        assert!((ev("exp(z1)+sin(z1)+cos(z1)+sqrt(z1)", &x)
-            - (0.7f64.exp() + 0.7f64.sin() + 0.7f64.cos() + 0.7f64.sqrt()))
-        .abs()
-            < 1e-14);
+        assert!(
+            (ev("exp(z1)+sin(z1)+cos(z1)+sqrt(z1)", &x) - (0.7f64.exp() + 0.7f64.sin() + 0.7f64.cos() + 0.7f64.sqrt()))
+                .abs()
+                < 1e-14
+        );
     }
 
     #[test]

@@ -106,7 +106,10 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<Vec<f64>>)>
     for j in (0..n).rev() {
         values.push(s[j]);
         let mut v: Vec<f64> = (0..n).map(|i| u[(i, j)]).collect();
-        let big = v.iter().cloned().fold(0.0f64, |acc, x| if x.abs() > acc.abs() { x } else { acc });
+        let big = v
+            .iter()
+            .cloned()
+            .fold(0.0f64, |acc, x| if x.abs() > acc.abs() { x } else { acc });
         if big < 0.0 {
             v.iter_mut().for_each(|x| *x = -*x);
         }
@@ -158,8 +161,11 @@ pub fn orthonormalize_rows(a: &mut [f64], r: usize, d: usize) -> Result<()> {
         }
         let row = &mut a[k * d..(k + 1) * d];
         let nrm = norm(row);
-        if !(nrm > 1e-12) {
-            return Err(Error::Numerical(format!("teacher rows are linearly dependent at row {}", k + 1)));
+        if nrm.is_nan() || nrm <= 1e-12 {
+            return Err(Error::Numerical(format!(
+                "teacher rows are linearly dependent at row {}",
+                k + 1
+            )));
         }
         row.iter_mut().for_each(|x| *x /= nrm);
     }

@@ -102,7 +102,15 @@ mod tests {
 
     #[test]
     fn symmetric_init_has_zero_output() {
-        let net = Network::init(10, 8, act(), FirstLayerInit::Gaussian, SecondLayerInit::Gaussian, true, 3);
+        let net = Network::init(
+            10,
+            8,
+            act(),
+            FirstLayerInit::Gaussian,
+            SecondLayerInit::Gaussian,
+            true,
+            3,
+        );
         let z: Vec<f64> = (0..10).map(|i| (i as f64).cos()).collect();
         assert!(net.output(&z).abs() < 1e-15);
         assert_eq!(&net.w[..40], &net.w[40..]);
@@ -114,14 +122,30 @@ mod tests {
     #[test]
     fn scales_of_inits() {
         let (d, p) = (400, 200);
-        let g = Network::init(d, p, act(), FirstLayerInit::Gaussian, SecondLayerInit::Hypercube, false, 1);
+        let g = Network::init(
+            d,
+            p,
+            act(),
+            FirstLayerInit::Gaussian,
+            SecondLayerInit::Hypercube,
+            false,
+            1,
+        );
         let mean_sq: f64 = (0..p).map(|i| norm(&g.w[i * d..(i + 1) * d]).powi(2)).sum::<f64>() / p as f64;
         assert!((mean_sq - 1.0).abs() < 0.02, "{mean_sq}");
         assert!(g.a.iter().all(|a| (a.abs() - 1.0 / (p as f64).sqrt()).abs() < 1e-15));
         let s = Network::init(d, p, act(), FirstLayerInit::Sphere, SecondLayerInit::Uniform, false, 1);
         assert!((0..p).all(|i| (norm(&s.w[i * d..(i + 1) * d]) - 1.0).abs() < 1e-13));
         assert!(s.a.iter().all(|a| a.abs() <= 1.0 / (p as f64).sqrt()));
-        let n = Network::init(d, p, act(), FirstLayerInit::Gaussian, SecondLayerInit::Gaussian, false, 1);
+        let n = Network::init(
+            d,
+            p,
+            act(),
+            FirstLayerInit::Gaussian,
+            SecondLayerInit::Gaussian,
+            false,
+            1,
+        );
         let var: f64 = n.a.iter().map(|a| a * a).sum::<f64>();
         assert!((var - 1.0).abs() < 0.3, "{var}");
     }

@@ -78,7 +78,14 @@ pub struct GradientGeometry {
 ///
 /// # Errors
 /// [`crate::Error::Numerical`] if the SVD fails.
-pub fn gradient_geometry(g: &[f64], w: &[f64], p: usize, d: usize, w_star: &[f64], r: usize) -> Result<GradientGeometry> {
+pub fn gradient_geometry(
+    g: &[f64],
+    w: &[f64],
+    p: usize,
+    d: usize,
+    w_star: &[f64],
+    r: usize,
+) -> Result<GradientGeometry> {
     let mut sv = singular_values(g, p, d)?;
     sv.truncate(GRADIENT_SINGULAR_VALUES);
     let count = p.min(GRADIENT_NEURONS);
@@ -90,11 +97,19 @@ pub fn gradient_geometry(g: &[f64], w: &[f64], p: usize, d: usize, w_star: &[f64
         let wi = &w[i * d..(i + 1) * d];
         let wn = norm(wi);
         let c = if wn > 0.0 { dot(gi, wi) / (wn * wn) } else { 0.0 };
-        perp.iter_mut().zip(gi.iter().zip(wi)).for_each(|(q, (a, b))| *q = a - c * b);
+        perp.iter_mut()
+            .zip(gi.iter().zip(wi))
+            .for_each(|(q, (a, b))| *q = a - c * b);
         let cosines = |v: &[f64]| -> Vec<f64> {
             let n = norm(v);
             (0..r)
-                .map(|k| if n > 0.0 { dot(v, &w_star[k * d..(k + 1) * d]) / n } else { 0.0 })
+                .map(|k| {
+                    if n > 0.0 {
+                        dot(v, &w_star[k * d..(k + 1) * d]) / n
+                    } else {
+                        0.0
+                    }
+                })
                 .collect()
         };
         grad_cos.push(cosines(gi));

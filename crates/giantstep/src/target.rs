@@ -13,10 +13,22 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
         "(he1(z1) + he2(z1)/2 + he4(z1)/24 + he1(z2) + he2(z2)/2 + he4(z2)/24)/2",
         "(f(z1)+f(z2))/2 with f = he1 + he2/2 + he4/24; E[y^2] = 0.7708",
     ),
-    ("stairway-pm", "(z1 + z1^2 + z2 - z2^2)/2", "E[y^2] = 1.5, linear-kernel error 1.0"),
-    ("stuck-spike", "((4*z1 + z1^2) + z2)/2", "gradients stay on the line of slope 1/4"),
+    (
+        "stairway-pm",
+        "(z1 + z1^2 + z2 - z2^2)/2",
+        "E[y^2] = 1.5, linear-kernel error 1.0",
+    ),
+    (
+        "stuck-spike",
+        "((4*z1 + z1^2) + z2)/2",
+        "gradients stay on the line of slope 1/4",
+    ),
     ("staircase2", "z1 + z1*z2", "e1 at step 1, e2 at step 2"),
-    ("staircase3", "z1 + z1*z2 + z1*z2*z3", "one new direction per step (generic activation)"),
+    (
+        "staircase3",
+        "z1 + z1*z2 + z1*z2*z3",
+        "one new direction per step (generic activation)",
+    ),
     ("parity2", "z1*z2", "leap 2: needs n = Θ(d²)"),
     ("hard-he2", "he2(z1)", "no first Hermite coefficient: needs n = Θ(d²)"),
 ];
@@ -61,10 +73,15 @@ impl Target {
     /// [`Error::Config`] if `r > d` or the expression uses a variable above `r`.
     pub fn new(expr: Expr, r: usize, d: usize, teacher: TeacherKind, noise: f64, seed: u64) -> Result<Target> {
         if r > d {
-            return Err(Error::config(format!("target.r must be <= network.d = {d}, but is {r}")));
+            return Err(Error::config(format!(
+                "target.r must be <= network.d = {d}, but is {r}"
+            )));
         }
         if expr.max_var() > r {
-            return Err(Error::config(format!("the target uses z{} but target.r is {r}", expr.max_var())));
+            return Err(Error::config(format!(
+                "the target uses z{} but target.r is {r}",
+                expr.max_var()
+            )));
         }
         let mut w_star = vec![0.0; r * d];
         let canonical = teacher == TeacherKind::Canonical;

@@ -26,7 +26,13 @@ fn rel(a: f64, b: f64) -> f64 {
 
 /// Every number of a result except wall time and thread count, flattened in a fixed order.
 fn numbers(r: &RunResult) -> Vec<f64> {
-    let mut v = vec![r.test_error, r.train_error, r.rf_test_error, r.rf_train_error, r.test_label_second_moment];
+    let mut v = vec![
+        r.test_error,
+        r.train_error,
+        r.rf_test_error,
+        r.rf_train_error,
+        r.test_label_second_moment,
+    ];
     for s in &r.steps {
         v.push(s.batch_mse);
         v.extend(&s.overlaps.mean_abs_cos);
@@ -70,7 +76,10 @@ fn chunk_size_does_not_change_results() {
         for (i, (x, y)) in a.iter().zip(&b).enumerate() {
             // Cosines of near-zero size carry absolute, not relative, rounding: compare at 1e-12
             // relative to the scale of 1 for them.
-            assert!(rel(*x, *y) < 1e-12 || (x - y).abs() < 1e-13, "{chunk} value {i}: {x} vs {y}");
+            assert!(
+                rel(*x, *y) < 1e-12 || (x - y).abs() < 1e-13,
+                "{chunk} value {i}: {x} vs {y}"
+            );
         }
     }
 }
@@ -109,8 +118,17 @@ fn staircase2_one_and_two_steps() {
     ]);
     let closed = 1.5 / 5.5f64.sqrt();
     let s1 = &r.steps[0].overlaps;
-    assert!((s1.mean_abs_cos[0] - closed).abs() < 0.03, "step 1 |cos| e1 = {} vs {closed}", s1.mean_abs_cos[0]);
-    assert!(s1.mean_abs_cos[1] < 2.0 * r.random_level, "step 1 |cos| e2 = {} vs random {}", s1.mean_abs_cos[1], r.random_level);
+    assert!(
+        (s1.mean_abs_cos[0] - closed).abs() < 0.03,
+        "step 1 |cos| e1 = {} vs {closed}",
+        s1.mean_abs_cos[0]
+    );
+    assert!(
+        s1.mean_abs_cos[1] < 2.0 * r.random_level,
+        "step 1 |cos| e2 = {} vs random {}",
+        s1.mean_abs_cos[1],
+        r.random_level
+    );
     let v = &s1.teacher_gram_eigenvectors[0];
     let angle = v[0].abs().min(1.0).acos().to_degrees();
     assert!(angle < 10.0, "top eigenvector {v:?} is {angle}° from e1");
@@ -127,7 +145,15 @@ fn staircase2_one_and_two_steps() {
 #[test]
 fn parity_is_not_learned_at_linear_batch() {
     let at = |target: &str, d: &str| {
-        simulate(&[target, d, "network.p=256", "train.n=4d", "train.steps=2", "eval.n_test=100", "readout.n=100"])
+        simulate(&[
+            target,
+            d,
+            "network.p=256",
+            "train.n=4d",
+            "train.steps=2",
+            "eval.n_test=100",
+            "readout.n=100",
+        ])
     };
     let mean = |r: &RunResult| {
         let c = &r.steps[1].overlaps.mean_abs_cos;
@@ -135,17 +161,35 @@ fn parity_is_not_learned_at_linear_batch() {
     };
     let small = mean(&at("target.expr=z1*z2", "network.d=256"));
     let large = mean(&at("target.expr=z1*z2", "network.d=1024"));
-    assert!(small / large >= 1.6, "z1*z2 step-2 |cos|: d=256 {small}, d=1024 {large}");
-    let e1_small = at("target.expr=z1 + z1*z2", "network.d=256").steps[1].overlaps.mean_abs_cos[0];
-    let e1_large = at("target.expr=z1 + z1*z2", "network.d=1024").steps[1].overlaps.mean_abs_cos[0];
+    assert!(
+        small / large >= 1.6,
+        "z1*z2 step-2 |cos|: d=256 {small}, d=1024 {large}"
+    );
+    let e1_small = at("target.expr=z1 + z1*z2", "network.d=256").steps[1]
+        .overlaps
+        .mean_abs_cos[0];
+    let e1_large = at("target.expr=z1 + z1*z2", "network.d=1024").steps[1]
+        .overlaps
+        .mean_abs_cos[0];
     assert!(e1_large > 0.9 * e1_small, "e1: d=256 {e1_small}, d=1024 {e1_large}");
 }
 
 /// After two steps at n = 8d, d = 256, the trained network beats random features on z1 + z1*z2.
 #[test]
 fn trained_beats_random_features() {
-    let r = simulate(&["target.preset=staircase2", "network.d=256", "train.n=8d", "train.steps=2", "eval.n_test=4000"]);
-    assert!(r.test_error < r.rf_test_error, "test {} vs rf {}", r.test_error, r.rf_test_error);
+    let r = simulate(&[
+        "target.preset=staircase2",
+        "network.d=256",
+        "train.n=8d",
+        "train.steps=2",
+        "eval.n_test=4000",
+    ]);
+    assert!(
+        r.test_error < r.rf_test_error,
+        "test {} vs rf {}",
+        r.test_error,
+        r.rf_test_error
+    );
     // Both below predicting 0 (E[y²] = 2).
     assert!(r.rf_test_error < r.test_label_second_moment);
 }
@@ -154,13 +198,24 @@ fn trained_beats_random_features() {
 /// moment, and the correlation loss gives the same first step as the residual loss.
 #[test]
 fn symmetric_init_first_step_is_correlation_step() {
-    let base = ["network.d=32", "network.p=16", "train.n=200", "eval.n_test=50", "readout.n=50"];
+    let base = [
+        "network.d=32",
+        "network.p=16",
+        "train.n=200",
+        "eval.n_test=50",
+        "readout.n=50",
+    ];
     let mut a = base.to_vec();
     a.push("train.loss=residual");
     let mut b = base.to_vec();
     b.push("train.loss=correlation");
     let (ra, rb) = (simulate(&a), simulate(&b));
-    for (x, y) in ra.steps[0].overlaps.mean_abs_cos.iter().zip(&rb.steps[0].overlaps.mean_abs_cos) {
+    for (x, y) in ra.steps[0]
+        .overlaps
+        .mean_abs_cos
+        .iter()
+        .zip(&rb.steps[0].overlaps.mean_abs_cos)
+    {
         assert!((x - y).abs() < 1e-12);
     }
 }

@@ -1,0 +1,304 @@
+//! Command-line tests: every spelling of the run flags, the JSON schema, and bad input (one-line
+//! error, exit code 2, nothing written).
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_giantstep"))
+}
+
+/// A fresh temporary directory per test.
+fn tempdir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("giantstep-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+const TINY: &[&str] = &["--d", "16", "--p", "8", "--n", "64", "--set", "eval.n_test=64"];
+
+fn run_tiny(extra: &[&str]) -> Output {
+    let mut a = vec!["run"];
+    a.extend_from_slice(TINY);
+    a.extend_from_slice(extra);
+    run(&a)
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(out.status.success(), "stderr: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn json_schema_has_the_documented_fields() {
+    let v = json(&run_tiny(&["--json", "--steps", "2"]));
+    for key in [
+        "config",
+        "steps",
+        "test_error",
+        "train_error",
+        "rf_test_error",
+        "elapsed_s",
+        "random_level",
+        "initial",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    for key in [
+        "t",
+        "n",
+        "eta",
+        "mean_abs_cos",
+        "max_abs_cos",
+        "teacher_gram_eigenvalues",
+        "teacher_gram_eigenvectors",
+        "outside_mass",
+        "grad_singular_values",
+        "grad_cos",
+        "grad_perp_cos",
+    ] {
+        assert!(steps[0].get(key).is_some(), "missing steps[].{key}");
+    }
+    assert_eq!(steps[0]["n"], 64);
+    assert_eq!(steps[0]["mean_abs_cos"].as_array().unwrap().len(), 2);
+    assert_eq!(steps[0]["grad_cos"].as_array().unwrap().len(), 8);
+    assert_eq!(steps[0]["grad_singular_values"].as_array().unwrap().len(), 4);
+    // Every default is explicit in the resolved config.
+    let c = &v["config"];
+    assert_eq!(c["network"]["d"], 16);
+    assert_eq!(c["train"]["eta0"], 1.0);
+    assert_eq!(c["readout"]["n"], 64);
+    assert_eq!(c["target"]["expr"], "z1 + z1*z2");
+    assert_eq!(c["target"]["r"], 2);
+    assert!(c["threads"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn short_flags_and_set_agree() {
+    let a = json(&run(&[
+        "run",
+        "--target",
+        "z1*z2",
+        "--d",
+        "16",
+        "--p",
+        "8",
+        "--n",
+        "2d",
+        "--steps",
+        "2",
+        "--activation",
+        "tanh",
+        "--eta0",
+        "0.5",
+        "--seed",
+        "3",
+        "--threads",
+        "1",
+        "--set",
+        "eval.n_test=64",
+        "--json",
+    ]));
+    let b = json(&run(&[
+        "run",
+        "--set",
+        "target.expr=z1*z2",
+        "--set",
+        "network.d=16",
+        "--set",
+        "network.p=8",
+        "--set",
+        "train.n=2d",
+        "--set",
+        "train.steps=2",
+        "--set",
+        "network.activation=tanh",
+        "--set",
+        "train.eta0=0.5",
+        "--set",
+        "seed=3",
+        "--set",
+        "threads=1",
+        "--set",
+        "eval.n_test=64",
+        "--json",
+    ]));
+    assert_eq!(a["test_error"], b["test_error"]);
+    assert_eq!(a["config"], b["config"]);
+    assert_eq!(a["steps"][0]["n"], 32);
+    assert_eq!(a["steps"][0]["eta"], 0.5 * 8.0 * 2f64.sqrt());
+}
+
+#[test]
+fn config_file_with_flags_overriding() {
+    let dir = tempdir("config");
+    let path = dir.join("c.toml");
+    std::fs::write(
+        &path,
+        "seed = 4\n[network]\nd = 16\np = 8\n[train]\nn = 64\nsteps = 2\n[eval]\nn_test = 64\n",
+    )
+    .unwrap();
+    let v = json(&run(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--steps",
+        "1",
+        "--json",
+    ]));
+    assert_eq!(v["config"]["seed"], 4);
+    assert_eq!(v["steps"].as_array().unwrap().len(), 1);
+    // --target given as a preset replaces an expr from the file.
+    std::fs::write(
+        &path,
+        "[target]\nexpr = \"z1\"\n[network]\nd = 16\np = 8\n[eval]\nn_test = 64\n",
+    )
+    .unwrap();
+    let v = json(&run(&[
+        "run",
+        "--config",
+        path.to_str().unwrap(),
+        "--target",
+        "parity2",
+        "--json",
+    ]));
+    assert_eq!(v["config"]["target"]["preset"], "parity2");
+    assert_eq!(v["config"]["target"]["expr"], "z1*z2");
+}
+
+#[test]
+fn summary_explains_the_run() {
+    let out = run_tiny(&[]);
+    assert!(out.status.success());
+    let s = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "target  y = z1 + z1*z2",
+        "random features",
+        "learned after 1 step",
+        "test error",
+        "sqrt(2/(pi d))",
+    ] {
+        assert!(s.contains(want), "summary lacks '{want}':\n{s}");
+    }
+}
+
+#[test]
+fn out_file_is_written_atomically() {
+    let dir = tempdir("out");
+    let path = dir.join("r.json");
+    let out = run_tiny(&["-o", path.to_str().unwrap(), "--quiet"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert!(v["test_error"].is_number());
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        1,
+        "temporary files left behind"
+    );
+}
+
+/// Bad input: one line on stderr naming the problem, exit code 2, nothing on stdout, no file.
+#[test]
+fn bad_input_is_one_line_exit_2_nothing_written() {
+    let dir = tempdir("bad");
+    let toml_path = dir.join("bad.toml");
+    std::fs::write(&toml_path, "seed = 1\n[network\nd = 16\n").unwrap();
+    let unknown_path = dir.join("unknown.toml");
+    std::fs::write(&unknown_path, "[train]\nrate = 3\n").unwrap();
+    let out_path = dir.join("result.json");
+    let out_s = out_path.to_str().unwrap().to_string();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (vec!["--target".into(), "z1 + foo(z2)".into()], "unknown function 'foo'"),
+        (vec!["--target".into(), "z1 + y2".into()], "unknown variable 'y2'"),
+        (
+            vec!["--target".into(), "z1 + z3".into(), "--set".into(), "target.r=2".into()],
+            "uses z3 but target.r is 2",
+        ),
+        (vec!["--target".into(), "z1 + (z2".into()], "at column 9"),
+        (vec!["--target".into(), "z1 ** z2".into()], "at column 5"),
+        (
+            vec!["--set".into(), "target.r=17".into()],
+            "target.r must be <= network.d = 16",
+        ),
+        (vec!["--p".into(), "7".into()], "network.p must be even"),
+        (vec!["--n".into(), "0".into()], "train.n must be > 0"),
+        (vec!["--d".into(), "0".into()], "network.d must be > 0"),
+        (vec!["--p".into(), "0".into()], "network.p must be > 0"),
+        (
+            vec!["--set".into(), "readout.lambda=-1".into()],
+            "readout.lambda must be >= 0",
+        ),
+        (
+            vec!["--set".into(), "target.noise=-0.5".into()],
+            "target.noise must be >= 0",
+        ),
+        (
+            vec!["--set".into(), "train.etta=1".into()],
+            "unknown configuration key 'train.etta'",
+        ),
+        (
+            vec!["--config".into(), unknown_path.to_str().unwrap().into()],
+            "unknown configuration key 'train.rate'",
+        ),
+        (vec!["--config".into(), toml_path.to_str().unwrap().into()], "at line 2"),
+        (
+            vec!["--config".into(), dir.join("missing.toml").to_str().unwrap().into()],
+            "cannot read configuration file",
+        ),
+        (vec!["--eta0".into(), "1e308".into()], "non-finite after step 1"),
+        (
+            vec!["--eta0".into(), "1e300".into(), "--activation".into(), "he4".into()],
+            "readout features σ(W z) overflowed",
+        ),
+        (
+            vec!["--n".into(), "d^x".into()],
+            "train.n must be an integer or of the form",
+        ),
+        (vec!["--activation".into(), "sigmoid".into()], "activation must be"),
+        (vec!["--d".into(), "abc".into()], "network.d"),
+    ];
+    for (extra, want) in cases {
+        let mut args: Vec<String> = vec!["run".into()];
+        args.extend(TINY.iter().map(|s| s.to_string()));
+        args.extend(extra.iter().cloned());
+        args.push("-o".into());
+        args.push(out_s.clone());
+        let out = bin().args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(want), "{extra:?}: expected '{want}' in: {stderr}");
+        assert_eq!(
+            stderr.trim_end().lines().count(),
+            1,
+            "{extra:?}: not one line: {stderr}"
+        );
+        assert!(out.stdout.is_empty(), "{extra:?}: wrote to stdout");
+        assert!(!out_path.exists(), "{extra:?}: wrote the output file");
+    }
+    // An unwritable output path is refused before the run.
+    let out = run_tiny(&["-o", "/nonexistent-dir/r.json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("cannot write output /nonexistent-dir/r.json"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = run_tiny(&["-o", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}
+
+#[test]
+fn unknown_subcommand_and_flag_exit_2() {
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2));
+    assert_eq!(run(&["run", "--nope"]).status.code(), Some(2));
+    assert_eq!(run(&["--help"]).status.code(), Some(0));
+}
