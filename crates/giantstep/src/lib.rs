@@ -35,6 +35,7 @@ pub mod network;
 pub mod observe;
 pub mod run;
 pub mod target;
+pub mod theory;
 
 pub use config::Config;
 pub use error::{Error, Result};

@@ -1,0 +1,433 @@
+//! The theory of SPEC §5 as pure functions: Hermite expansions ([`hermite`]), activation
+//! coefficients ([`activation`]), the generic learnable-subspace recursion and leap index
+//! ([`subspace`]), the activation-aware representative-neuron recursion ([`neuron`]), closed forms
+//! and error floors ([`closed`]). [`analyze`] assembles them into the report of
+//! `giantstep theory`.
+//!
+//! Conventions: `He_k` are the probabilists' Hermite polynomials (`He_1 = x`, `He_2 = x² − 1`);
+//! `c_α = E[g*(x) He_α(x)]`; the **leap index** is the smallest batch exponent `ℓ` for which the
+//! generic recursion reaches every direction the target depends on; a **staircase** has leap 1.
+
+pub mod activation;
+pub mod closed;
+pub mod hermite;
+pub mod neuron;
+pub mod quadrature;
+pub mod subspace;
+
+use crate::activation::Activation;
+use crate::config::Preprocess;
+use crate::error::{Error, Result};
+use crate::expr::{hermite as he, Expr};
+use crate::linalg::dot;
+use activation::{ActivationCoefficients, ZERO};
+use closed::{OneStepCosine, QuadraticOneStep, RandomFeaturesFloor};
+use hermite::{Coefficient, ExpandOptions, Expansion, Method};
+use neuron::{NeuronParams, NeuronStep, Points};
+use serde::{Deserialize, Serialize};
+use subspace::Basis;
+
+/// Largest teacher rank the theory handles.
+pub const MAX_RANK: usize = 16;
+
+/// Inputs of [`analyze`].
+#[derive(Debug, Clone)]
+pub struct TheoryOptions {
+    /// Student activation.
+    pub activation: Activation,
+    /// Number of steps `T`.
+    pub steps: usize,
+    /// Batch exponent `κ` (`n = d^κ`) of the generic recursion; `ℓ = ⌊κ⌋`.
+    pub kappa: f64,
+    /// `α = n/d` of the activation-aware recursion and the one-step closed form.
+    pub alpha: f64,
+    /// `γ = η/p`.
+    pub gamma: f64,
+    /// `η0` of `η = η0 p sqrt(n/d)` for the `n = βd²` closed form.
+    pub eta0: f64,
+    /// `β = n/d²` for the quadratic closed form.
+    pub beta: f64,
+    /// `log p / log d` for the random-features floor.
+    pub log_d_p: f64,
+    /// Label preprocessing.
+    pub preprocess: Preprocess,
+    /// Row normalization in the activation-aware recursion.
+    pub normalize: bool,
+    /// Correlation loss (`e = ỹ`).
+    pub correlation: bool,
+    /// Hermite degree `K`.
+    pub max_degree: u32,
+}
+
+impl Default for TheoryOptions {
+    fn default() -> Self {
+        TheoryOptions {
+            activation: "relu".parse().expect("relu"),
+            steps: 3,
+            kappa: 1.0,
+            alpha: 4.0,
+            gamma: 2.0,
+            eta0: 1.0,
+            beta: 1.0,
+            log_d_p: 512f64.ln() / 256f64.ln(),
+            preprocess: Preprocess::None,
+            normalize: false,
+            correlation: false,
+            max_degree: 6,
+        }
+    }
+}
+
+/// A learned subspace after a step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubspaceStep {
+    /// Step, from 1.
+    pub step: usize,
+    /// Dimension.
+    pub dim: usize,
+    /// Orthonormal basis (rows, teacher coordinates).
+    pub basis: Basis,
+}
+
+/// A direction the generic rule learns but the activation cannot (SPEC §5.2 drift criterion).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Blocked {
+    /// The direction's name (`e3`) or its coordinates.
+    pub direction: String,
+    /// The direction in teacher coordinates.
+    pub vector: Vec<f64>,
+    /// The step at which the generic rule would learn it.
+    pub step: usize,
+    /// The coefficients `c_{k+1}(σ)` the drift needs and the activation lacks (values of `k+1`).
+    pub missing: Vec<u32>,
+    /// A sentence.
+    pub message: String,
+}
+
+/// Error floors (SPEC §5.4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Floors {
+    /// `E[g²] − μ0² − |μ1|²`.
+    pub linear_kernel: f64,
+    /// Random features at the given `κ` and `log_d p`.
+    pub random_features: RandomFeaturesFloor,
+    /// Oracle floor for each generic `U_t`.
+    pub oracle: Vec<OracleFloor>,
+}
+
+/// Oracle floor of one learned subspace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OracleFloor {
+    /// Step.
+    pub step: usize,
+    /// Dimension of `U_t`.
+    pub dim: usize,
+    /// `E[g²] − E[E[g|P_U x]²] − |P_{U⊥} μ1|²`.
+    pub error: f64,
+}
+
+/// The report of `giantstep theory` (its JSON schema).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TheoryReport {
+    /// The target.
+    pub expr: String,
+    /// Teacher rank.
+    pub r: usize,
+    /// How the expectations were computed.
+    pub quadrature: Method,
+    /// `μ0 = E[g*]`.
+    pub mean: f64,
+    /// `E[g*²]`.
+    pub second_moment: f64,
+    /// `μ1 = E[g* x]`.
+    pub mu1: Vec<f64>,
+    /// Nonzero Hermite coefficients with `|α| ≤ K`.
+    pub hermite: Vec<Coefficient>,
+    /// The activation's coefficients.
+    pub activation: ActivationCoefficients,
+    /// Preprocessing the recursions assume.
+    pub preprocess: Preprocess,
+    /// Leap index under that preprocessing.
+    pub leap_index: Option<u32>,
+    /// Leap index of the raw labels.
+    pub leap_index_raw: Option<u32>,
+    /// Leap index after linear preprocessing.
+    pub leap_index_linear: Option<u32>,
+    /// Whether the target is a staircase (raw leap index 1).
+    pub staircase: bool,
+    /// Batch exponent `κ` and `ℓ = ⌊κ⌋`.
+    pub kappa: f64,
+    /// `ℓ`.
+    pub ell: u32,
+    /// Generic `U_1..U_T`.
+    pub generic_subspaces: Vec<SubspaceStep>,
+    /// `γ = η/p`.
+    pub gamma: f64,
+    /// `α = n/d`.
+    pub alpha: f64,
+    /// Activation-aware subspaces for `n = αd`.
+    pub activation_subspaces: Vec<SubspaceStep>,
+    /// Predicted mean |cos| per step and teacher direction (activation-aware, `n = αd`).
+    pub predicted_abs_cos: Vec<Vec<f64>>,
+    /// The representative neurons after each step.
+    pub neurons: Vec<NeuronStep>,
+    /// Directions blocked by the activation.
+    pub blocked: Vec<Blocked>,
+    /// The one-step closed form at `n = αd`.
+    pub one_step_cosine: OneStepCosine,
+    /// The one-step closed form at `n = βd²`.
+    pub quadratic_one_step: QuadraticOneStep,
+    /// Linear-kernel error.
+    pub linear_kernel_error: f64,
+    /// Error floors.
+    pub floors: Floors,
+    /// Caveats (regime of validity, swamping spike, Monte Carlo fallback).
+    pub warnings: Vec<String>,
+}
+
+fn name_direction(v: &[f64]) -> String {
+    for (k, x) in v.iter().enumerate() {
+        if x.abs() > 1.0 - 1e-9 {
+            return format!("e{}", k + 1);
+        }
+    }
+    format!(
+        "({})",
+        v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")
+    )
+}
+
+fn orthonormal_span(vectors: &[Vec<f64>], r: usize) -> Result<Basis> {
+    let scale = vectors.iter().map(|v| dot(v, v).sqrt()).fold(0.0, f64::max);
+    subspace::range(vectors, r, 1e-7 * scale.max(1e-300))
+}
+
+/// Expands the target with its preprocessing: returns the raw expansion and the function the
+/// recursions use (`g`, `g − μ0` or `g − μ0 − <μ1, x>`).
+pub fn preprocessed<'a>(g: &'a dyn Fn(&[f64]) -> f64, ex: &Expansion, pre: Preprocess) -> impl Fn(&[f64]) -> f64 + 'a {
+    let mu0 = if pre == Preprocess::None { 0.0 } else { ex.mean() };
+    let mu1 = if pre == Preprocess::Linear {
+        ex.mu1()
+    } else {
+        vec![0.0; ex.r]
+    };
+    move |x: &[f64]| g(x) - mu0 - dot(&mu1, x)
+}
+
+/// Runs the whole theory of SPEC §5 on a target expression.
+///
+/// # Errors
+/// [`Error::Config`] for `r > 16` or invalid options, [`Error::Numerical`] for targets that are not
+/// finite or not square-integrable.
+pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryReport> {
+    if r == 0 || r > MAX_RANK {
+        return Err(Error::config(format!(
+            "the theory handles 1 <= r <= {MAX_RANK}, but r is {r}"
+        )));
+    }
+    if r < expr.max_var() {
+        return Err(Error::config(format!(
+            "the target uses z{} but r is {r}",
+            expr.max_var()
+        )));
+    }
+    for (name, v) in [("kappa", opts.kappa), ("alpha", opts.alpha), ("beta", opts.beta)] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(Error::config(format!("{name} must be > 0, but is {v}")));
+        }
+    }
+    if !opts.gamma.is_finite() || !opts.eta0.is_finite() {
+        return Err(Error::config("eta0 and gamma must be finite"));
+    }
+    let g = |x: &[f64]| expr.eval(x);
+    let eo = ExpandOptions {
+        max_degree: opts.max_degree,
+        ..Default::default()
+    };
+    let ex = hermite::expand(&g, r, eo)?;
+    let act = activation::coefficients(&opts.activation, opts.max_degree + 1)?;
+    let mut warnings = Vec::new();
+    if let Method::MonteCarlo { samples } = ex.method {
+        warnings.push(format!(
+            "the quadrature grid would exceed 1e8 points at r = {r}: coefficients are Monte Carlo estimates from {samples} samples"
+        ));
+    }
+    let g_used = preprocessed(&g, &ex, opts.preprocess);
+    let g_lin = preprocessed(&g, &ex, Preprocess::Linear);
+    let leap_index = subspace::leap_index(&g_used, r, eo)?;
+    let leap_index_raw = subspace::leap_index(&g, r, eo)?;
+    let leap_index_linear = subspace::leap_index(&g_lin, r, eo)?;
+    let ell = (opts.kappa.floor() as u32).max(1);
+    if opts.kappa < 1.0 {
+        warnings.push(format!(
+            "kappa = {} < 1: a batch n = o(d) learns nothing; the generic recursion is shown for l = 1",
+            opts.kappa
+        ));
+    }
+    let mu1 = ex.mu1();
+    if ell >= 2 && opts.preprocess == Preprocess::None && dot(&mu1, &mu1).sqrt() > ex.zero_tol {
+        warnings.push("with n = d^l, l >= 2, and mu1 != 0, the amplified first-order spike swamps every neuron unless labels are preprocessed (use preprocess = linear)".into());
+    }
+    let generic = subspace::generic_subspaces(&g_used, r, ell, opts.steps, eo)?;
+    let generic_subspaces: Vec<SubspaceStep> = generic
+        .iter()
+        .enumerate()
+        .map(|(t, b)| SubspaceStep {
+            step: t + 1,
+            dim: b.len(),
+            basis: b.clone(),
+        })
+        .collect();
+
+    // Activation-aware recursion (n = αd).
+    let params = NeuronParams {
+        gamma: opts.gamma,
+        alpha: opts.alpha,
+        normalize: opts.normalize,
+        correlation: opts.correlation,
+        steps: opts.steps,
+    };
+    let neurons = neuron::neuron_recursion(&g_used, r, opts.activation, params)?;
+    let mut seen: Vec<Vec<f64>> = Vec::new();
+    let mut activation_subspaces = Vec::with_capacity(opts.steps);
+    for st in &neurons {
+        seen.push(st.m_plus.clone());
+        seen.push(st.m_minus.clone());
+        let b = orthonormal_span(&seen, r)?;
+        activation_subspaces.push(SubspaceStep {
+            step: st.step,
+            dim: b.len(),
+            basis: b,
+        });
+    }
+    // Drift criterion: what the generic rule (l = 1) would add from where the neurons are, minus
+    // what they actually learn.
+    let pts = Points::new(r)?;
+    let mut blocked: Vec<Blocked> = Vec::new();
+    let mut blocked_span: Basis = vec![];
+    for t in 0..opts.steps {
+        let prev: Basis = if t == 0 {
+            vec![]
+        } else {
+            activation_subspaces[t - 1].basis.clone()
+        };
+        let generic_new = subspace::new_directions(&g_used, r, &prev, 1, eo)?;
+        let now = &activation_subspaces[t].basis;
+        let mut residuals = Vec::new();
+        for v in &generic_new {
+            let mut res = v.clone();
+            for b in now.iter().chain(&blocked_span) {
+                let c = dot(b, &res);
+                res.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
+            }
+            residuals.push(res);
+        }
+        for v in subspace::range(&residuals, r, 1e-6)? {
+            let mut missing: Vec<u32> = Vec::new();
+            let overlaps: Vec<Vec<f64>> = if t == 0 {
+                vec![vec![0.0; r]]
+            } else {
+                vec![neurons[t - 1].m_plus.clone(), neurons[t - 1].m_minus.clone()]
+            };
+            for m in &overlaps {
+                let nm = dot(m, m).sqrt();
+                let kmax = if nm > 0.0 { opts.max_degree } else { 0 };
+                for k in 0..=kmax {
+                    let mut tk = 0.0;
+                    for i in 0..pts.len() {
+                        let x = &pts.x[i * r..(i + 1) * r];
+                        let proj = if nm > 0.0 { dot(m, x) / nm } else { 0.0 };
+                        tk += pts.w[i] * g_used(x) * dot(&v, x) * he(k, proj);
+                    }
+                    let c = act.c.get(k as usize + 1).copied().unwrap_or(0.0);
+                    if tk.abs() > 1e-8 * ex.second_moment.sqrt().max(1.0)
+                        && c.abs() < ZERO
+                        && !missing.contains(&(k + 1))
+                    {
+                        missing.push(k + 1);
+                    }
+                }
+            }
+            missing.sort_unstable();
+            let name = name_direction(&v);
+            let message = if missing.is_empty() {
+                format!(
+                    "{name} is blocked at step {}: the drift vanishes at the overlaps the neurons reach",
+                    t + 1
+                )
+            } else {
+                let needs: Vec<String> = missing.iter().map(|k| format!("c{k}")).collect();
+                let has: Vec<String> = missing.iter().map(|k| format!("c{k} = 0")).collect();
+                format!(
+                    "{name} is blocked at step {}: needs {}, {} has {}",
+                    t + 1,
+                    needs.join(" or "),
+                    opts.activation,
+                    has.join(", ")
+                )
+            };
+            blocked_span.push(v.clone());
+            blocked.push(Blocked {
+                direction: name,
+                vector: v,
+                step: t + 1,
+                missing,
+                message,
+            });
+        }
+    }
+    if opts.kappa >= 2.0 {
+        warnings.push("the activation-aware prediction and the first closed form are for n = alpha d; at kappa >= 2 use quadratic_one_step".into());
+    }
+
+    let one_step_cosine = closed::one_step_cosine(&ex, &act, opts.gamma, opts.alpha);
+    let v = if opts.preprocess == Preprocess::Linear {
+        act.e_dsigma2 - act.c[1].powi(2)
+    } else {
+        act.e_dsigma2
+    };
+    let quadratic_one_step = closed::quadratic_one_step(&ex, &act, opts.eta0, opts.beta, v);
+    let linear_kernel_error = closed::linear_kernel_error(&ex);
+    let random_features = closed::random_features_floor(&ex, &act, opts.kappa, opts.log_d_p);
+    let mut oracle = Vec::new();
+    for s in &generic_subspaces {
+        oracle.push(OracleFloor {
+            step: s.step,
+            dim: s.dim,
+            error: closed::oracle_floor(&g, &ex, &s.basis, eo)?,
+        });
+    }
+    Ok(TheoryReport {
+        expr: expr.source().to_string(),
+        r,
+        quadrature: ex.method.clone(),
+        mean: ex.mean(),
+        second_moment: ex.second_moment,
+        mu1,
+        hermite: ex.nonzero(),
+        activation: act,
+        preprocess: opts.preprocess,
+        leap_index,
+        leap_index_raw,
+        leap_index_linear,
+        staircase: leap_index_raw == Some(1),
+        kappa: opts.kappa,
+        ell,
+        generic_subspaces,
+        gamma: opts.gamma,
+        alpha: opts.alpha,
+        predicted_abs_cos: neurons.iter().map(|n| n.abs_cos.clone()).collect(),
+        activation_subspaces,
+        neurons,
+        blocked,
+        one_step_cosine,
+        quadratic_one_step,
+        linear_kernel_error,
+        floors: Floors {
+            linear_kernel: linear_kernel_error,
+            random_features,
+            oracle,
+        },
+        warnings,
+    })
+}
