@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod summary;
+mod theory_cmd;
 
 /// Feature learning in two-layer networks after a few giant gradient steps: simulation and theory.
 #[derive(Parser, Debug)]
@@ -23,6 +24,9 @@ struct Cli {
 enum Command {
     /// Simulate T giant steps, fit the ridge readout, and report overlaps and errors.
     Run(RunArgs),
+    /// Predict what a few giant steps learn (SPEC §5): Hermite coefficients, leap index,
+    /// learnable subspaces, blocked directions, closed forms, error floors.
+    Theory(theory_cmd::TheoryArgs),
 }
 
 #[derive(Args, Debug, Default)]
@@ -205,6 +209,7 @@ fn main() -> ExitCode {
     };
     let result = match &cli.command {
         Command::Run(args) => cmd_run(args),
+        Command::Theory(args) => theory_cmd::cmd_theory(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -89,6 +89,13 @@ pub fn render(res: &RunResult) -> String {
             st.overlaps.teacher_gram_eigenvalues[0], st.overlaps.outside_mass, ratio
         );
         let _ = writeln!(s, "{row}");
+        if let Some(pred) = res.theory.as_ref().and_then(|t| t.predicted_mean_abs_cos.get(st.t - 1)) {
+            let mut row = format!("{:>4} {:>10}", "", "theory");
+            for v in pred.iter().take(cols) {
+                row += &format!(" {:>9.4}", v);
+            }
+            let _ = writeln!(s, "{row}");
+        }
     }
     if res.r > cols {
         let _ = writeln!(s, "({} more teacher directions in --json)", res.r - cols);
@@ -117,7 +124,7 @@ pub fn render(res: &RunResult) -> String {
             } else {
                 learned.join(", ")
             },
-            if not.is_empty() {
+            if !not.is_empty() {
                 format!("; at the random level: {}", not.join(", "))
             } else {
                 String::new()
@@ -149,6 +156,26 @@ pub fn render(res: &RunResult) -> String {
         "  predicting 0      test error {:.4}   (E[y^2] on the test set)",
         res.test_label_second_moment
     );
+    if let Some(t) = &res.theory {
+        let _ = writeln!(
+            s,
+            "  linear kernel     error {:.4}        (theory: E[g^2] - mu0^2 - |mu1|^2)",
+            t.linear_kernel_error
+        );
+        let _ = writeln!(
+            s,
+            "theory rows: the activation-aware recursion of SPEC 5.2 at n = {:.2} d",
+            res.steps[0].n as f64 / d
+        );
+        for b in &t.blocked {
+            let _ = writeln!(s, "theory: {b}");
+        }
+        for w in &t.warnings {
+            let _ = writeln!(s, "theory note: {w}");
+        }
+    } else if let Some(note) = &res.theory_note {
+        let _ = writeln!(s, "theory: not attached ({note})");
+    }
     let _ = writeln!(s, "elapsed {:.2} s on {} thread(s)", res.elapsed_s, c.threads);
     s
 }

@@ -302,3 +302,77 @@ fn unknown_subcommand_and_flag_exit_2() {
     assert_eq!(run(&["run", "--nope"]).status.code(), Some(2));
     assert_eq!(run(&["--help"]).status.code(), Some(0));
 }
+
+#[test]
+fn theory_json_has_the_documented_fields() {
+    let v = json(&run(&["theory", "staircase3", "--json"]));
+    for key in [
+        "r",
+        "mean",
+        "second_moment",
+        "mu1",
+        "hermite",
+        "leap_index",
+        "staircase",
+        "generic_subspaces",
+        "activation_subspaces",
+        "predicted_abs_cos",
+        "blocked",
+        "one_step_cosine",
+        "linear_kernel_error",
+        "floors",
+    ] {
+        assert!(v.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(v["r"], 3);
+    assert_eq!(v["leap_index"], 1);
+    assert_eq!(v["staircase"], true);
+    assert_eq!(v["generic_subspaces"][2]["dim"], 3);
+    assert_eq!(v["activation_subspaces"][2]["dim"], 2);
+    assert_eq!(v["blocked"][0]["direction"], "e3");
+    assert_eq!(v["blocked"][0]["missing"][0], 3);
+    assert_eq!(v["hermite"].as_array().unwrap().len(), 3);
+    let text = String::from_utf8(run(&["theory", "z1 + z1*z2", "--activation", "tanh"]).stdout).unwrap();
+    assert!(
+        text.contains("e2 is blocked at step 2: needs c2, tanh has c2 = 0"),
+        "{text}"
+    );
+    assert!(text.contains("leap index 1"), "{text}");
+}
+
+#[test]
+fn theory_run_section_in_json() {
+    let v = json(&run_tiny(&["--json", "--steps", "2"]));
+    let t = &v["theory"];
+    assert_eq!(t["predicted_mean_abs_cos"].as_array().unwrap().len(), 2);
+    assert!(t["linear_kernel_error"].as_f64().unwrap() > 0.99);
+    assert!(t["principal_angles_deg"].is_array());
+}
+
+#[test]
+fn theory_bad_input_is_one_line_exit_2() {
+    for (args, want) in [
+        (vec!["theory", "exp(z1^2)"], "not square-integrable"),
+        (vec!["theory", "1/z1"], "not square-integrable"),
+        (vec!["theory", "z1 + foo(z2)"], "unknown function 'foo'"),
+        (
+            vec!["theory", "z1", "--preprocess", "cubic"],
+            "--preprocess must be none, mean or linear",
+        ),
+        (vec!["theory", "z1", "--alpha", "0"], "alpha must be > 0"),
+        (vec!["theory", "z1", "--activation", "softplus"], "activation must be"),
+        (vec!["theory", "z1*z17"], "the theory handles 1 <= r <= 16"),
+    ] {
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // Monte Carlo fallback is announced.
+    let out = run(&["theory", "z1*z9 + z2", "--steps", "1", "--degree", "2"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Monte Carlo"), "{text}");
+}

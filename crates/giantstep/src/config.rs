@@ -28,8 +28,9 @@
 //! | `readout.n` | `train.n` | readout batch size |
 //! | `readout.lambda` | 1.0 | ridge `λ` |
 //! | `readout.batch` | `"fresh"` | or `"last"` (the last training batch) |
-//! | `readout.add_back` | `"empirical"` | or `"oracle"` (needs the theory module) |
+//! | `readout.add_back` | `"empirical"` | or `"oracle"`: the exact `μ0 + <W*ᵀμ1, z>` from the theory |
 //! | `eval.n_test` | 10000 | test samples |
+//! | `eval.theory` | true | attach the theory's predictions (SPEC §5) to the result |
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -326,11 +327,16 @@ impl Default for ReadoutConfig {
 pub struct EvalConfig {
     /// Test samples.
     pub n_test: usize,
+    /// Attach the theory's predictions to the result (SPEC §5; skipped for r > 8).
+    pub theory: bool,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { n_test: 10_000 }
+        EvalConfig {
+            n_test: 10_000,
+            theory: true,
+        }
     }
 }
 
@@ -407,7 +413,7 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("readout", &["n", "lambda", "batch", "add_back"]),
-    ("eval", &["n_test"]),
+    ("eval", &["n_test", "theory"]),
 ];
 
 fn check_keys(table: &toml::Table) -> Result<()> {
@@ -651,11 +657,6 @@ impl Config {
                 "readout.lambda must be >= 0, but is {}",
                 c.readout.lambda
             )));
-        }
-        if c.readout.add_back == AddBack::Oracle && c.train.preprocess != Preprocess::None {
-            return Err(Error::config(
-                "readout.add_back = \"oracle\" needs the theory module, which is not built yet; use \"empirical\"",
-            ));
         }
         if c.eval.n_test == 0 {
             return Err(Error::config("eval.n_test must be > 0, but is 0"));

@@ -2,7 +2,7 @@
 //! ridge readout on the trained and on the initial first layer (random-features baseline), and the
 //! test errors. The JSON form of [`RunResult`] is the schema of `giantstep run --json`.
 
-use crate::config::{Config, Loss, Normalize, Preprocess, ReadoutBatch};
+use crate::config::{AddBack, Config, Loss, Normalize, Preprocess, ReadoutBatch};
 use crate::data::{Purpose, StreamKey};
 use crate::engine::{self, Batch, ErrorSignal, Exec};
 use crate::error::{Error, Result};
@@ -58,8 +58,45 @@ pub struct RunResult {
     pub rf_train_error: f64,
     /// `mean y²` on the test set: the error of predicting 0.
     pub test_label_second_moment: f64,
+    /// The theory's predictions next to the measurements (absent when `eval.theory = false`,
+    /// `r > 8`, or the target has no Hermite expansion; then `theory_note` says why).
+    pub theory: Option<RunTheory>,
+    /// Why `theory` is absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub theory_note: Option<String>,
     /// Wall time of the run in seconds.
     pub elapsed_s: f64,
+}
+
+/// Theory next to simulation, per step (SPEC §5 against §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunTheory {
+    /// `E[g²] − μ0² − |μ1|²`.
+    pub linear_kernel_error: f64,
+    /// `μ0` (used by the `oracle` add-back).
+    pub mu0: f64,
+    /// `μ1` in teacher coordinates.
+    pub mu1: Vec<f64>,
+    /// The one-step closed form at `α = n/d`, `γ = η/p` (mean |cos| with `μ1/|μ1|`).
+    pub one_step_cosine: f64,
+    /// The one-step closed form at `β = n/d²` (mean |cos| per direction).
+    pub quadratic_one_step: Vec<f64>,
+    /// Activation-aware predicted mean |cos| per step and direction (`n = αd` recursion).
+    pub predicted_mean_abs_cos: Vec<Vec<f64>>,
+    /// Measured mean |cos| per step and direction (copied from `steps`).
+    pub measured_mean_abs_cos: Vec<Vec<f64>>,
+    /// Dimension of the generic `U_t` at `ℓ = ⌊log n / log d⌋`.
+    pub generic_subspace_dims: Vec<usize>,
+    /// Dimension of the activation-aware subspace per step.
+    pub predicted_subspace_dims: Vec<usize>,
+    /// Dimension of the measured subspace: teacher-Gram eigenvalues above `10/d`.
+    pub measured_subspace_dims: Vec<usize>,
+    /// Principal angles (degrees) between predicted and measured subspaces per step.
+    pub principal_angles_deg: Vec<Vec<f64>>,
+    /// Directions the activation blocks (messages).
+    pub blocked: Vec<String>,
+    /// Caveats (regime of validity).
+    pub warnings: Vec<String>,
 }
 
 /// Runs the simulation of SPEC §3 for a configuration.
@@ -136,7 +173,39 @@ pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunRe
             n: cfg.readout_n(),
         },
     };
-    let shift = preprocess_shift(&exec, &target, &readout_batch, cfg.train.preprocess);
+    let theory = if cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle {
+        Some(theory_for(&cfg, &target, n, eta, &steps))
+    } else {
+        None
+    };
+    let shift = match (cfg.readout.add_back, cfg.train.preprocess) {
+        (_, Preprocess::None) => None,
+        (AddBack::Empirical, pre) => preprocess_shift(&exec, &target, &readout_batch, pre),
+        (AddBack::Oracle, pre) => {
+            let th = match &theory {
+                Some(Ok(t)) => t,
+                Some(Err(e)) => {
+                    return Err(Error::config(format!(
+                        "readout.add_back = \"oracle\" needs the theory: {e}"
+                    )))
+                }
+                None => unreachable!("theory computed for the oracle add-back"),
+            };
+            Some(engine::LabelShift {
+                mean: th.mu0,
+                linear: (pre == Preprocess::Linear).then(|| {
+                    // W*ᵀ μ1 in input coordinates.
+                    let mut b = vec![0.0; d];
+                    for (k, m) in th.mu1.iter().enumerate() {
+                        b.iter_mut()
+                            .zip(&target.w_star[k * d..(k + 1) * d])
+                            .for_each(|(x, w)| *x += m * w);
+                    }
+                    b
+                }),
+            })
+        }
+    };
     let act = net_cfg.activation;
     let readouts = engine::fit_readouts(
         &exec,
@@ -174,8 +243,89 @@ pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunRe
         rf_test_error: errors[1],
         rf_train_error: readouts[1].train_error,
         test_label_second_moment: y2,
+        theory_note: match &theory {
+            None => Some("eval.theory = false".into()),
+            Some(Err(e)) => Some(e.to_string()),
+            Some(Ok(_)) if !cfg.eval.theory => Some("eval.theory = false".into()),
+            Some(Ok(_)) => None,
+        },
+        theory: match theory {
+            Some(Ok(t)) if cfg.eval.theory => Some(t),
+            _ => None,
+        },
         elapsed_s: start.elapsed().as_secs_f64(),
         config: cfg,
+    })
+}
+
+/// Largest rank for which `run` attaches the theory (its cost grows like nodes^r).
+const RUN_THEORY_MAX_RANK: usize = 8;
+
+fn theory_for(cfg: &Config, target: &Target, n: usize, eta: f64, steps: &[StepRecord]) -> Result<RunTheory> {
+    use crate::theory::{self, subspace::principal_angles, TheoryOptions};
+    let r = target.r;
+    if r > RUN_THEORY_MAX_RANK {
+        return Err(Error::config(format!(
+            "the theory is attached for r <= {RUN_THEORY_MAX_RANK}, but r is {r}; run giantstep theory"
+        )));
+    }
+    let (d, p) = (cfg.network.d as f64, cfg.network.p as f64);
+    let nf = n as f64;
+    let opts = TheoryOptions {
+        activation: cfg.network.activation,
+        steps: cfg.train.steps,
+        kappa: nf.ln() / d.ln(),
+        alpha: nf / d,
+        gamma: eta / p,
+        eta0: eta / (p * (nf / d).sqrt()),
+        beta: nf / (d * d),
+        log_d_p: p.ln() / d.ln(),
+        preprocess: cfg.train.preprocess,
+        normalize: cfg.train.normalize != Normalize::None,
+        correlation: cfg.train.loss == Loss::Correlation,
+        max_degree: 6,
+        leap: false,
+    };
+    let rep = theory::analyze(&target.expr, r, &opts)?;
+    // The quadratic closed form's caveat only matters when the batch is quadratic.
+    let mut warnings: Vec<String> = rep
+        .warnings
+        .iter()
+        .filter(|w| opts.kappa >= 2.0 || !w.contains("quadratic_one_step"))
+        .cloned()
+        .collect();
+    if cfg.train.reuse > 1 {
+        warnings.push("the recursions assume fresh batches; train.reuse > 1 is outside their scope".into());
+    }
+    let threshold = 10.0 / d;
+    let mut measured_dims = Vec::new();
+    let mut angles = Vec::new();
+    for (st, pred) in steps.iter().zip(&rep.activation_subspaces) {
+        let o = &st.overlaps;
+        let measured: Vec<Vec<f64>> = o
+            .teacher_gram_eigenvalues
+            .iter()
+            .zip(&o.teacher_gram_eigenvectors)
+            .filter(|(v, _)| **v > threshold)
+            .map(|(_, e)| e.clone())
+            .collect();
+        measured_dims.push(measured.len());
+        angles.push(principal_angles(&pred.basis, &measured)?);
+    }
+    Ok(RunTheory {
+        linear_kernel_error: rep.linear_kernel_error,
+        mu0: rep.mean,
+        mu1: rep.mu1.clone(),
+        one_step_cosine: rep.one_step_cosine.mean_abs,
+        quadratic_one_step: rep.quadratic_one_step.mean_abs_cos.clone(),
+        predicted_mean_abs_cos: rep.predicted_abs_cos.clone(),
+        measured_mean_abs_cos: steps.iter().map(|s| s.overlaps.mean_abs_cos.clone()).collect(),
+        generic_subspace_dims: rep.generic_subspaces.iter().map(|u| u.dim).collect(),
+        predicted_subspace_dims: rep.activation_subspaces.iter().map(|u| u.dim).collect(),
+        measured_subspace_dims: measured_dims,
+        principal_angles_deg: angles,
+        blocked: rep.blocked.iter().map(|b| b.message.clone()).collect(),
+        warnings,
     })
 }
 

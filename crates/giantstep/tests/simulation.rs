@@ -240,3 +240,58 @@ fn reuse_and_readout_on_last_batch_run() {
         assert!(s.overlaps.mean_abs_cos.iter().all(|v| v.is_finite()));
     }
 }
+
+/// The oracle add-back (exact μ0 + <W*ᵀμ1, z> from the theory) gives the same test error as the
+/// empirical one up to the estimation noise of the latter, and the theory section is attached.
+#[test]
+fn oracle_add_back_and_theory_section() {
+    let base = [
+        "target.preset=stairway-he124",
+        "network.d=64",
+        "network.p=128",
+        "train.n=d^1.5",
+        "train.preprocess=linear",
+        "readout.batch=last",
+        "eval.n_test=4000",
+    ];
+    let emp = simulate(&base);
+    let mut o = base.to_vec();
+    o.push("readout.add_back=oracle");
+    let ora = simulate(&o);
+    assert!(
+        (emp.test_error - ora.test_error).abs() < 0.05 * emp.test_error,
+        "{} vs {}",
+        emp.test_error,
+        ora.test_error
+    );
+    assert!(ora.test_error < ora.test_label_second_moment);
+    let th = ora.theory.as_ref().unwrap();
+    assert!((th.linear_kernel_error - 0.270_833_333_333).abs() < 1e-9);
+    assert!((th.mu0).abs() < 1e-12 && (th.mu1[0] - 0.5).abs() < 1e-12);
+    assert_eq!(th.measured_mean_abs_cos.len(), 1);
+    assert_eq!(th.principal_angles_deg.len(), 1);
+    // Disabled on request, with a note.
+    let mut off = base.to_vec();
+    off.push("eval.theory=false");
+    let r = simulate(&off);
+    assert!(r.theory.is_none() && r.theory_note.is_some());
+}
+
+/// The theory section of a staircase run: the predicted subspace matches the measured one.
+#[test]
+fn predicted_and_measured_subspaces_align() {
+    let r = simulate(&[
+        "target.preset=staircase2",
+        "network.d=512",
+        "network.p=256",
+        "train.eta=768",
+        "train.steps=2",
+        "eval.n_test=500",
+    ]);
+    let th = r.theory.as_ref().unwrap();
+    assert_eq!(th.predicted_subspace_dims, vec![1, 2]);
+    assert_eq!(th.measured_subspace_dims, vec![1, 2]);
+    for angles in &th.principal_angles_deg {
+        assert!(angles.iter().all(|a| *a < 10.0), "{angles:?}");
+    }
+}

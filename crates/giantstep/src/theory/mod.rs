@@ -57,6 +57,8 @@ pub struct TheoryOptions {
     pub correlation: bool,
     /// Hermite degree `K`.
     pub max_degree: u32,
+    /// Compute the leap indices (the costliest part; `giantstep run` skips them).
+    pub leap: bool,
 }
 
 impl Default for TheoryOptions {
@@ -74,6 +76,7 @@ impl Default for TheoryOptions {
             normalize: false,
             correlation: false,
             max_degree: 6,
+            leap: true,
         }
     }
 }
@@ -185,6 +188,11 @@ pub struct TheoryReport {
     pub warnings: Vec<String>,
 }
 
+fn mu1_norm(ex: &Expansion) -> f64 {
+    let m = ex.mu1();
+    dot(&m, &m).sqrt()
+}
+
 fn name_direction(v: &[f64]) -> String {
     for (k, x) in v.iter().enumerate() {
         if x.abs() > 1.0 - 1e-9 {
@@ -199,7 +207,8 @@ fn name_direction(v: &[f64]) -> String {
 
 fn orthonormal_span(vectors: &[Vec<f64>], r: usize) -> Result<Basis> {
     let scale = vectors.iter().map(|v| dot(v, v).sqrt()).fold(0.0, f64::max);
-    subspace::range(vectors, r, 1e-7 * scale.max(1e-300))
+    // Overlaps of learned directions are O(0.01..1); below 1e-9 is quadrature rounding.
+    subspace::range(vectors, r, (1e-7 * scale).max(1e-9))
 }
 
 /// Expands the target with its preprocessing: returns the raw expansion and the function the
@@ -247,6 +256,11 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     let ex = hermite::expand(&g, r, eo)?;
     let act = activation::coefficients(&opts.activation, opts.max_degree + 1)?;
     let mut warnings = Vec::new();
+    if mu1_norm(&ex) > ex.zero_tol && opts.preprocess == Preprocess::None {
+        warnings.push(
+            "quadratic_one_step assumes mu1 = 0 or linear preprocessing; here mu1 != 0 and labels are raw".into(),
+        );
+    }
     if let Method::MonteCarlo { samples } = ex.method {
         warnings.push(format!(
             "the quadrature grid would exceed 1e8 points at r = {r}: coefficients are Monte Carlo estimates from {samples} samples"
@@ -254,9 +268,16 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     }
     let g_used = preprocessed(&g, &ex, opts.preprocess);
     let g_lin = preprocessed(&g, &ex, Preprocess::Linear);
-    let leap_index = subspace::leap_index(&g_used, r, eo)?;
-    let leap_index_raw = subspace::leap_index(&g, r, eo)?;
-    let leap_index_linear = subspace::leap_index(&g_lin, r, eo)?;
+    let leap = |f: &dyn Fn(&[f64]) -> f64| {
+        if opts.leap {
+            subspace::leap_index(f, r, eo)
+        } else {
+            Ok(None)
+        }
+    };
+    let leap_index = leap(&g_used)?;
+    let leap_index_raw = leap(&g)?;
+    let leap_index_linear = leap(&g_lin)?;
     let ell = (opts.kappa.floor() as u32).max(1);
     if opts.kappa < 1.0 {
         warnings.push(format!(

@@ -131,15 +131,13 @@ pub fn neuron_recursion(
         let mut a_vec = [vec![0.0; r], vec![0.0; r]];
         let mut b = [0.0; 2];
         let mut c = [0.0; 2];
-        for i in 0..pts.len() {
-            let x = &pts.x[i * r..(i + 1) * r];
-            let w = pts.w[i];
+        for ((x, &w), &gi) in pts.x.chunks_exact(r).zip(&pts.w).zip(&gv) {
             let u = [dot(&m[0], x), dot(&m[1], x)];
             let mom = [sm.moments(u[0], rho[0]), sm.moments(u[1], rho[1])];
             let e = if params.correlation {
-                gv[i]
+                gi
             } else {
-                gv[i] - 0.5 * (mom[0][0] - mom[1][0])
+                gi - 0.5 * (mom[0][0] - mom[1][0])
             };
             for s in 0..2 {
                 let t = w * e * mom[s][1];
