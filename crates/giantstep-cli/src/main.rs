@@ -9,7 +9,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod plot;
+mod reproduce;
 mod summary;
+mod sweep_cmd;
 mod theory_cmd;
 
 /// Feature learning in two-layer networks after a few giant gradient steps: simulation and theory.
@@ -27,6 +30,26 @@ enum Command {
     /// Predict what a few giant steps learn (SPEC §5): Hermite coefficients, leap index,
     /// learnable subspaces, blocked directions, closed forms, error floors.
     Theory(theory_cmd::TheoryArgs),
+    /// Run a plan (base configuration × axes) into a JSON-lines record file; resumable, shardable.
+    Sweep(sweep_cmd::SweepArgs),
+    /// Union record files (shards) of one plan without duplicates.
+    Merge(sweep_cmd::MergeArgs),
+    /// Draw a figure from a record file (.svg or .png).
+    Plot(PlotArgs),
+    /// Reproduce an experiment of the paper: records, figures and a markdown summary.
+    Reproduce(reproduce::ReproduceArgs),
+}
+
+#[derive(Args, Debug)]
+struct PlotArgs {
+    /// stairway, cosines or overlaps.
+    #[arg(value_enum)]
+    figure: plot::Figure,
+    /// Record file written by `giantstep sweep`.
+    records: PathBuf,
+    /// Output figure (.svg or .png).
+    #[arg(long, short = 'o')]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug, Default)]
@@ -133,8 +156,24 @@ fn set_string(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result
     Ok(())
 }
 
+/// Checks that a record file can be appended to (it may exist).
+pub(crate) fn check_writable_append(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        if path.is_dir() {
+            bail!("cannot write output {}: it is a directory", path.display());
+        }
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map(|_| ())
+            .with_context(|| format!("cannot write output {}", path.display()))
+    } else {
+        check_writable(path)
+    }
+}
+
 /// Checks up front that `path` can be written, so that a long run does not fail at the end.
-fn check_writable(path: &Path) -> anyhow::Result<()> {
+pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -155,7 +194,7 @@ fn check_writable(path: &Path) -> anyhow::Result<()> {
 }
 
 /// Writes `text` to `path` atomically (temporary file in the same directory, then rename).
-fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+pub(crate) fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -208,11 +247,19 @@ fn main() -> ExitCode {
         }
     };
     let result = match &cli.command {
-        Command::Run(args) => cmd_run(args),
-        Command::Theory(args) => theory_cmd::cmd_theory(args),
+        Command::Run(args) => cmd_run(args).map(|_| true),
+        Command::Theory(args) => theory_cmd::cmd_theory(args).map(|_| true),
+        Command::Sweep(args) => sweep_cmd::cmd_sweep(args),
+        Command::Merge(args) => sweep_cmd::cmd_merge(args).map(|_| true),
+        Command::Plot(args) => check_writable(&args.out)
+            .and_then(|_| plot::cmd_plot(args.figure, &args.records, &args.out))
+            .map(|_| true),
+        Command::Reproduce(args) => reproduce::cmd_reproduce(args),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::SUCCESS,
+        // Some sweep points failed: they were reported and recorded.
+        Ok(false) => ExitCode::from(1),
         Err(e) => {
             // A closed pipe (e.g. `| head`) is not an error.
             if e.chain().any(|c| {

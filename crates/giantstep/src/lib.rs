@@ -34,6 +34,7 @@ pub mod linalg;
 pub mod network;
 pub mod observe;
 pub mod run;
+pub mod sweep;
 pub mod target;
 pub mod theory;
 

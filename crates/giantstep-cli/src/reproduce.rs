@@ -1,0 +1,325 @@
+//! `giantstep reproduce NAME`: the paper's experiments as built-in plans, with figures and a
+//! markdown summary.
+
+use crate::plot::{plot_records, Figure};
+use anyhow::bail;
+use clap::Args;
+use giantstep::sweep::{read_records, Plan, Record};
+use std::fmt::Write;
+use std::path::PathBuf;
+
+/// The experiments `reproduce` knows.
+pub const NAMES: &[&str] = &[
+    "stairway-he124",
+    "stairway-pm",
+    "cosines-stuck",
+    "cosines-staircase",
+    "staircase3",
+    "onestep-notebook",
+];
+
+#[derive(Args, Debug)]
+pub struct ReproduceArgs {
+    /// Experiment: stairway-he124, stairway-pm, cosines-stuck, cosines-staircase, staircase3, onestep-notebook.
+    name: String,
+    /// quick (minutes on a laptop) or paper (the paper's sizes; hours).
+    #[arg(long, default_value = "quick")]
+    scale: String,
+    /// Output directory (default: reproduce/NAME).
+    #[arg(long, short = 'o')]
+    out: Option<PathBuf>,
+    /// Points run at the same time.
+    #[arg(long, default_value_t = 2)]
+    jobs: usize,
+    /// No progress bar.
+    #[arg(long, short = 'q')]
+    quiet: bool,
+}
+
+/// The plan of an experiment at a scale (TOML text).
+pub fn plan_text(name: &str, paper: bool) -> anyhow::Result<String> {
+    let text = match (name, paper) {
+        ("stairway-he124" | "stairway-pm", false) => format!(
+            r#"name = "{name}"
+figure = "stairway"
+[base]
+target = {{ preset = "{name}" }}
+network = {{ d = 128, p = 256 }}
+eval = {{ n_test = 5000 }}
+[axes]
+"train.n" = {{ from = 0.25, to = 2.25, step = 0.25, power_of_d = true }}
+"train.steps" = "1..=3"
+seed = "0..2"
+"#
+        ),
+        ("stairway-he124" | "stairway-pm", true) => format!(
+            r#"name = "{name}"
+figure = "stairway"
+[base]
+target = {{ preset = "{name}" }}
+network = {{ d = 512, p = 1024 }}
+eval = {{ n_test = 100000 }}
+[axes]
+"train.n" = {{ from = 0.25, to = 2.25, step = 0.05, power_of_d = true }}
+"train.steps" = "1..=6"
+seed = "0..10"
+"#
+        ),
+        ("cosines-stuck" | "cosines-staircase", _) => {
+            let preset = if name == "cosines-stuck" {
+                "stuck-spike"
+            } else {
+                "staircase2"
+            };
+            let d = if paper { 1024 } else { 256 };
+            format!(
+                r#"name = "{name}"
+figure = "cosines"
+[base]
+target = {{ preset = "{preset}" }}
+network = {{ d = {d}, p = 256 }}
+train = {{ n = "4d", eta0 = 1.5, steps = 3 }}
+eval = {{ n_test = 5000 }}
+[axes]
+seed = [0]
+"#
+            )
+        }
+        ("staircase3", _) => {
+            let (d, seeds) = if paper { (2048, 10) } else { (512, 2) };
+            format!(
+                r#"name = "staircase3"
+figure = "overlaps"
+[base]
+target = {{ preset = "staircase3" }}
+network = {{ d = {d}, p = 256 }}
+train = {{ n = "4d", eta0 = 1.5, steps = 4 }}
+eval = {{ n_test = 5000 }}
+[axes]
+"network.activation" = ["relu", "relu:0.5"]
+seed = "0..{seeds}"
+"#
+            )
+        }
+        ("onestep-notebook", _) => {
+            // eta0 = 10·sqrt(d/p) reproduces the notebook's eta = 10·sqrt(n p).
+            let (d, p, n_test, seeds) = if paper {
+                (512, 1024, 100_000, 10)
+            } else {
+                (128, 256, 10_000, 3)
+            };
+            let eta0 = 10.0 * (d as f64 / p as f64).sqrt();
+            format!(
+                r#"name = "onestep-notebook"
+figure = "stairway"
+[base]
+target = {{ preset = "stairway-he124" }}
+network = {{ d = {d}, p = {p}, second_layer = "gaussian" }}
+train = {{ steps = 1, eta0 = {eta0}, preprocess = "linear" }}
+readout = {{ lambda = 1.0, batch = "last", add_back = "oracle" }}
+eval = {{ n_test = {n_test} }}
+[axes]
+"train.n" = ["d^1.3", "d^1.65", "d^2"]
+seed = "0..{seeds}"
+"#
+            )
+        }
+        _ => bail!("unknown experiment '{name}' (known: {})", NAMES.join(", ")),
+    };
+    Ok(text)
+}
+
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let m = v.iter().sum::<f64>() / n;
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (m, var.sqrt())
+}
+
+/// The markdown summary of an experiment's records.
+pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result<String> {
+    let mut s = String::new();
+    let results: Vec<_> = records.iter().filter_map(|r| r.result.as_ref()).collect();
+    let failed = records.iter().filter(|r| r.error.is_some()).count();
+    let _ = writeln!(s, "# {name}\n");
+    let _ = writeln!(
+        s,
+        "{} points ({} failed). Regenerate with `giantstep reproduce {name}`.\n",
+        records.len(),
+        failed
+    );
+    match figure {
+        Figure::Stairway => {
+            let data = crate::plot::stairway_data(records)?;
+            let steps: Vec<usize> = data.trained.keys().copied().collect();
+            let _ = write!(s, "| log n / log d |");
+            for t in &steps {
+                let _ = write!(s, " T = {t} |");
+            }
+            let _ = writeln!(s, " random features |");
+            let _ = writeln!(s, "|---|{}---|", "---|".repeat(steps.len()));
+            for (k, rf) in &data.rf {
+                let _ = write!(s, "| {:.2} |", *k as f64 / 1e6);
+                for t in &steps {
+                    match data.trained[t].get(k) {
+                        Some(v) => {
+                            let (m, sd) = mean_std(v);
+                            let _ = write!(s, " {m:.4} ± {sd:.4} |");
+                        }
+                        None => {
+                            let _ = write!(s, " - |");
+                        }
+                    }
+                }
+                let (m, sd) = mean_std(rf);
+                let _ = writeln!(s, " {m:.4} ± {sd:.4} |");
+            }
+            let _ = writeln!(
+                s,
+                "\nTest error, mean ± std over seeds. E[y²] on the test sets: {:.4}.",
+                data.second_moment
+            );
+            if let Some(lk) = data.linear_kernel {
+                let _ = writeln!(s, "Theory: linear-kernel error {lk:.4} (E[g²] − μ0² − |μ1|²).");
+            }
+        }
+        Figure::Cosines => {
+            let r = results
+                .iter()
+                .max_by_key(|r| r.steps.len())
+                .ok_or_else(|| anyhow::anyhow!("no finished points"))?;
+            let th = r.theory.as_ref();
+            let _ = writeln!(
+                s,
+                "| step | measured mean abs cos | predicted (theory) | fraction of G_i within 10° of the mu1 line |"
+            );
+            let _ = writeln!(s, "|---|---|---|---|");
+            let line = th.map(|t| t.mu1.clone());
+            for (t, st) in r.steps.iter().enumerate() {
+                let pred = th
+                    .and_then(|t2| t2.predicted_mean_abs_cos.get(t))
+                    .map(|p| fmt_vec(p))
+                    .unwrap_or_else(|| "-".into());
+                let frac = line.as_ref().map_or("-".to_string(), |m| {
+                    let n = (m[0] * m[0] + m[1] * m[1]).sqrt();
+                    let on: usize = st
+                        .gradient
+                        .grad_cos
+                        .iter()
+                        .filter(|c| {
+                            let cn = (c[0] * c[0] + c[1] * c[1]).sqrt();
+                            cn > 0.0
+                                && ((c[0] * m[0] + c[1] * m[1]).abs() / (cn * n))
+                                    .min(1.0)
+                                    .acos()
+                                    .to_degrees()
+                                    < 10.0
+                        })
+                        .count();
+                    format!("{:.2}", on as f64 / st.gradient.grad_cos.len().max(1) as f64)
+                });
+                let _ = writeln!(
+                    s,
+                    "| {} | {} | {} | {} |",
+                    st.t,
+                    fmt_vec(&st.overlaps.mean_abs_cos),
+                    pred,
+                    frac
+                );
+            }
+            if let Some(m) = line {
+                let _ = writeln!(s, "\nTheory line: mu1 = {} (slope {:.4}).", fmt_vec(&m), m[1] / m[0]);
+            }
+        }
+        Figure::Overlaps => {
+            let panels = crate::plot::overlap_data(records)?;
+            for p in &panels {
+                let _ = writeln!(s, "## activation {}\n", p.activation);
+                let _ = writeln!(s, "| step | direction | measured mean abs cos (± std) | predicted |");
+                let _ = writeln!(s, "|---|---|---|---|");
+                let steps = p.measured.first().map_or(0, |m| m.len());
+                for t in 0..steps {
+                    for (k, m) in p.measured.iter().enumerate() {
+                        let pred = p
+                            .predicted
+                            .as_ref()
+                            .map_or("-".to_string(), |pr| format!("{:.4}", pr[k][t]));
+                        let _ = writeln!(
+                            s,
+                            "| {} | w*{} | {:.4} ± {:.4} | {} |",
+                            t + 1,
+                            k + 1,
+                            m[t].0,
+                            m[t].1,
+                            pred
+                        );
+                    }
+                }
+                let _ = writeln!(s, "\nRandom level sqrt(2/(pi d)) = {:.4}.\n", p.random_level);
+            }
+            let mut seen = std::collections::BTreeSet::new();
+            for r in &results {
+                if let Some(t) = &r.theory {
+                    for b in &t.blocked {
+                        if seen.insert((r.config.network.activation.to_string(), b.clone())) {
+                            let _ = writeln!(s, "- {}: {b}", r.config.network.activation);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(s)
+}
+
+fn fmt_vec(v: &[f64]) -> String {
+    format!(
+        "({})",
+        v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")
+    )
+}
+
+pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
+    let paper = match args.scale.as_str() {
+        "quick" => false,
+        "paper" => true,
+        other => bail!("--scale must be quick or paper, but is '{other}'"),
+    };
+    let text = plan_text(&args.name, paper)?;
+    let plan = Plan::from_toml(&text, &args.name)?;
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("reproduce").join(&args.name));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
+    crate::check_writable(&dir.join("summary.md"))?;
+    std::fs::write(dir.join("plan.toml"), &text)?;
+    let records_path = dir.join("records.jsonl");
+    let s = crate::sweep_cmd::sweep_with_progress(&plan, &records_path, None, args.jobs, args.quiet)?;
+    let (records, _) = read_records(&records_path)?;
+    let figure = Figure::from_name(plan.figure.as_deref().unwrap_or("stairway")).expect("known figure");
+    let fig_name = plan.figure.clone().unwrap_or_default();
+    let svg = dir.join(format!("{fig_name}.svg"));
+    let png = dir.join(format!("{fig_name}.png"));
+    plot_records(figure, &records, &[&svg, &png])?;
+    crate::write_atomic(&dir.join("summary.md"), &summary(&args.name, figure, &records)?)?;
+    if !args.quiet {
+        eprintln!(
+            "{} points ({} already done, {} ran, {} failed)",
+            s.shard_points, s.skipped, s.ran, s.failed
+        );
+    }
+    println!(
+        "figure:  {}\n         {}\nsummary: {}\nrecords: {}",
+        svg.display(),
+        png.display(),
+        dir.join("summary.md").display(),
+        records_path.display()
+    );
+    Ok(s.failed == 0)
+}

@@ -1,0 +1,598 @@
+//! Sweeps: a plan (a base configuration plus axes) expands into points; each point runs as an
+//! independent [`crate::run()`] and is appended to a JSON-lines record file as soon as it finishes.
+//! Rerunning skips finished points (resume), `--shard i/N` runs a deterministic subset, and
+//! [`merge`] unions shards. A point's result does not depend on where it ran.
+//!
+//! Plan format (TOML):
+//!
+//! ```toml
+//! name = "stairway"            # optional
+//! figure = "stairway"          # optional: stairway | cosines | overlaps
+//! [base]                       # any keys of `giantstep run`
+//! target = { preset = "stairway-he124" }
+//! network = { d = 128, p = 256 }
+//! [axes]                       # dotted keys; first axis varies slowest
+//! "train.n" = { from = 0.25, to = 2.25, step = 0.25, power_of_d = true }   # n = d^0.25 ... d^2.25
+//! "train.steps" = "1..=3"      # inclusive integer range ("0..3" is exclusive)
+//! seed = "0..3"
+//! "network.activation" = ["relu", "relu:0.5"]
+//! ```
+
+use crate::config::{apply_set, Config};
+use crate::error::{Error, Result};
+use crate::run::RunResult;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, Seek, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+/// One axis of a plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Axis {
+    /// Dotted configuration key.
+    pub key: String,
+    /// Its values, in order.
+    pub values: Vec<toml::Value>,
+}
+
+/// A sweep plan.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Optional name.
+    pub name: Option<String>,
+    /// Optional figure to draw from its records.
+    pub figure: Option<String>,
+    /// Base configuration table.
+    pub base: toml::Table,
+    /// Axes (first varies slowest).
+    pub axes: Vec<Axis>,
+}
+
+/// One point of a plan.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Position in the plan's enumeration.
+    pub index: usize,
+    /// Resolved configuration (`threads` normalized to 0: it never changes results).
+    pub config: Config,
+    /// Hash of the configuration.
+    pub hash: String,
+}
+
+/// FNV-1a 64-bit hash as 16 hex digits (stable across platforms and versions).
+pub fn fnv_hex(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+fn axis_values(key: &str, v: &toml::Value) -> Result<Vec<toml::Value>> {
+    let bad = |msg: String| Error::config(format!("axis '{key}': {msg}"));
+    let values = match v {
+        toml::Value::Array(a) => a.clone(),
+        toml::Value::String(s) if s.contains("..") => {
+            let (lo, hi, inclusive) = match s.split_once("..=") {
+                Some((a, b)) => (a, b, true),
+                None => {
+                    let (a, b) = s.split_once("..").expect("contains ..");
+                    (a, b, false)
+                }
+            };
+            let lo: i64 = lo.trim().parse().map_err(|_| {
+                bad(format!(
+                    "expected an integer range like \"0..10\" or \"1..=6\", but got \"{s}\""
+                ))
+            })?;
+            let hi: i64 = hi.trim().parse().map_err(|_| {
+                bad(format!(
+                    "expected an integer range like \"0..10\" or \"1..=6\", but got \"{s}\""
+                ))
+            })?;
+            let hi = if inclusive { hi + 1 } else { hi };
+            (lo..hi).map(toml::Value::Integer).collect()
+        }
+        toml::Value::Table(t) => {
+            for k in t.keys() {
+                if !["from", "to", "step", "power_of_d"].contains(&k.as_str()) {
+                    return Err(bad(format!(
+                        "unknown range key '{k}' (known: from, to, step, power_of_d)"
+                    )));
+                }
+            }
+            let num = |k: &str| -> Result<f64> {
+                match t.get(k) {
+                    Some(toml::Value::Float(f)) => Ok(*f),
+                    Some(toml::Value::Integer(i)) => Ok(*i as f64),
+                    _ => Err(bad(format!("a range needs a number '{k}'"))),
+                }
+            };
+            let (from, to, step) = (num("from")?, num("to")?, num("step")?);
+            if !(step > 0.0) || !from.is_finite() || !to.is_finite() {
+                return Err(bad(format!(
+                    "a range needs finite from/to and step > 0, but got from = {from}, to = {to}, step = {step}"
+                )));
+            }
+            let count = ((to - from) / step + 1e-9).floor();
+            if count < 0.0 || count > 1e6 {
+                return Err(bad(format!("the range {from}..{to} by {step} is empty or too long")));
+            }
+            let power = t.get("power_of_d").and_then(|v| v.as_bool()).unwrap_or(false);
+            (0..=count as usize)
+                .map(|i| {
+                    // Round to 1e-9 so that 0.1 + 0.2 prints as 0.3.
+                    let x = ((from + i as f64 * step) * 1e9).round() / 1e9;
+                    if power {
+                        toml::Value::String(format!("d^{x}"))
+                    } else {
+                        toml::Value::Float(x)
+                    }
+                })
+                .collect()
+        }
+        other => vec![other.clone()],
+    };
+    if values.is_empty() {
+        return Err(bad("the axis has no values".into()));
+    }
+    Ok(values)
+}
+
+fn set_value(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
+    // Create the path with apply_set, then put the typed value in place.
+    apply_set(table, &format!("{key}=0"))?;
+    let parts: Vec<&str> = key.split('.').collect();
+    let mut cur = table;
+    for p in &parts[..parts.len() - 1] {
+        cur = cur
+            .get_mut(*p)
+            .and_then(|v| v.as_table_mut())
+            .expect("created by apply_set");
+    }
+    cur.insert(parts[parts.len() - 1].to_string(), value);
+    Ok(())
+}
+
+impl Plan {
+    /// Parses a plan.
+    ///
+    /// # Errors
+    /// Malformed TOML (with line), unknown plan keys, empty axes, invalid ranges.
+    pub fn from_toml(text: &str, source_name: &str) -> Result<Plan> {
+        let mut t = crate::config::parse_table(text, source_name)?;
+        for k in t.keys() {
+            if !["name", "figure", "base", "axes"].contains(&k.as_str()) {
+                return Err(Error::UnknownKey {
+                    key: k.clone(),
+                    section: " of a plan".into(),
+                    known: "name, figure, base, axes".into(),
+                });
+            }
+        }
+        let text_of = |v: Option<toml::Value>| v.and_then(|v| v.as_str().map(str::to_string));
+        let name = text_of(t.remove("name"));
+        let figure = text_of(t.remove("figure"));
+        if let Some(f) = &figure {
+            if !["stairway", "cosines", "overlaps"].contains(&f.as_str()) {
+                return Err(Error::config(format!(
+                    "figure must be stairway, cosines or overlaps, but is '{f}'"
+                )));
+            }
+        }
+        let base = match t.remove("base") {
+            Some(toml::Value::Table(b)) => b,
+            None => toml::Table::new(),
+            Some(_) => return Err(Error::config("[base] must be a table")),
+        };
+        let axes_table = match t.remove("axes") {
+            Some(toml::Value::Table(a)) => a,
+            None => toml::Table::new(),
+            Some(_) => return Err(Error::config("[axes] must be a table")),
+        };
+        // toml::Table keeps keys sorted; axes are ordered by key name, which is deterministic.
+        let mut axes = Vec::new();
+        for (key, v) in axes_table {
+            axes.push(Axis {
+                values: axis_values(&key, &v)?,
+                key,
+            });
+        }
+        let plan = Plan {
+            name,
+            figure,
+            base,
+            axes,
+        };
+        plan.points()?; // validate every point now
+        Ok(plan)
+    }
+
+    /// The plan's identity: a hash of its base and axes.
+    pub fn id(&self) -> String {
+        let axes: Vec<(String, Vec<toml::Value>)> =
+            self.axes.iter().map(|a| (a.key.clone(), a.values.clone())).collect();
+        fnv_hex(&serde_json::to_string(&(&self.base, axes)).expect("serializable"))
+    }
+
+    /// Number of points.
+    pub fn len(&self) -> usize {
+        self.axes.iter().map(|a| a.values.len()).product()
+    }
+
+    /// Whether the plan has no points (never: an axis with no values is refused).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// All points, validated.
+    ///
+    /// # Errors
+    /// The first invalid point's configuration error, naming the point.
+    pub fn points(&self) -> Result<Vec<Point>> {
+        let total = self.len();
+        let mut out = Vec::with_capacity(total);
+        for index in 0..total {
+            let mut table = self.base.clone();
+            let mut rem = index;
+            let mut assignment = Vec::new();
+            for axis in self.axes.iter().rev() {
+                let v = &axis.values[rem % axis.values.len()];
+                rem /= axis.values.len();
+                assignment.push((axis.key.clone(), v.clone()));
+            }
+            for (k, v) in assignment.into_iter().rev() {
+                set_value(&mut table, &k, v)?;
+            }
+            let config = Config::from_table(table)
+                .and_then(|c| c.resolve())
+                .map_err(|e| Error::config(format!("plan point {index}: {e}")))?;
+            let mut config = config;
+            config.threads = 0;
+            let hash = fnv_hex(&serde_json::to_string(&config).expect("serializable"));
+            out.push(Point { index, config, hash });
+        }
+        Ok(out)
+    }
+}
+
+/// A deterministic `1/count` of the points: those with `index % count == index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    /// This shard, `0..count`.
+    pub index: usize,
+    /// Number of shards.
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Shard> {
+        let bad = || Error::config(format!("--shard must be i/N with 0 <= i < N, but is '{s}'"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+impl Shard {
+    /// Whether a point belongs to this shard.
+    pub fn contains(&self, point_index: usize) -> bool {
+        point_index % self.count == self.index
+    }
+}
+
+/// One line of a record file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// Hash of the point's configuration.
+    pub hash: String,
+    /// Identity of the plan it belongs to.
+    pub plan: String,
+    /// Index of the point in the plan.
+    pub index: usize,
+    /// Resolved configuration.
+    pub config: Config,
+    /// The result (absent when the point failed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<RunResult>,
+    /// Why the point failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// giantstep version.
+    pub version: String,
+    /// Wall time of the point.
+    pub wall_s: f64,
+}
+
+/// Reads a record file. A last line without its newline that does not parse (a write cut short by
+/// a kill) is dropped, and the byte length of the valid prefix is returned so that the caller can
+/// truncate before appending.
+///
+/// # Errors
+/// [`Error::Io`] if unreadable; [`Error::Config`] for a line that is not a JSON record.
+pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
+    let io = |e| Error::Io {
+        path: path.display().to_string(),
+        source: e,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut reader = std::io::BufReader::new(file);
+    let mut records = Vec::new();
+    let mut valid = 0u64;
+    let mut line = String::new();
+    let mut number = 0;
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        number += 1;
+        let complete = line.ends_with('\n');
+        if line.trim().is_empty() {
+            valid += n as u64;
+            continue;
+        }
+        match serde_json::from_str::<Record>(line.trim_end()) {
+            Ok(r) if complete => {
+                records.push(r);
+                valid += n as u64;
+            }
+            Ok(_) | Err(_) if !complete => break, // truncated last line: redo its point
+            Ok(_) => unreachable!(),
+            Err(e) => {
+                return Err(Error::config(format!(
+                    "{} line {number} is not a giantstep JSON record: {e}",
+                    path.display()
+                )))
+            }
+        }
+    }
+    Ok((records, valid))
+}
+
+/// What a sweep did.
+#[derive(Debug, Clone, Default)]
+pub struct SweepSummary {
+    /// Points of this shard.
+    pub shard_points: usize,
+    /// Points skipped because they were already in the file.
+    pub skipped: usize,
+    /// Points run now.
+    pub ran: usize,
+    /// Points that failed (recorded with their error).
+    pub failed: usize,
+}
+
+/// Progress events of [`run_sweep`].
+pub enum Progress<'a> {
+    /// The sweep starts: points to run now, of how many in the shard.
+    Start {
+        /// Points left to run.
+        todo: usize,
+        /// Points of the shard.
+        total: usize,
+    },
+    /// A point finished (or failed).
+    Done {
+        /// The point.
+        point: &'a Point,
+        /// Its error, if it failed.
+        error: Option<&'a str>,
+    },
+}
+
+/// Runs the points of `shard` that `out` does not hold yet, `jobs` at a time, appending each
+/// record as it finishes.
+///
+/// # Errors
+/// Records of a different plan in `out`, an unreadable or unwritable `out`.
+pub fn run_sweep(
+    plan: &Plan,
+    out: &Path,
+    shard: Option<Shard>,
+    jobs: usize,
+    progress: &(dyn Fn(Progress<'_>) + Sync),
+) -> Result<SweepSummary> {
+    let plan_id = plan.id();
+    let points: Vec<Point> = plan
+        .points()?
+        .into_iter()
+        .filter(|p| shard.is_none_or(|s| s.contains(p.index)))
+        .collect();
+    let io = |e| Error::Io {
+        path: out.display().to_string(),
+        source: e,
+    };
+    let (done, valid) = if out.exists() { read_records(out)? } else { (vec![], 0) };
+    if let Some(other) = done.iter().find(|r| r.plan != plan_id) {
+        return Err(Error::config(format!(
+            "{} holds records of a different plan ({}; this plan is {}); use another --out",
+            out.display(),
+            other.plan,
+            plan_id
+        )));
+    }
+    let done_hashes: std::collections::HashSet<&str> = done.iter().map(|r| r.hash.as_str()).collect();
+    let todo: Vec<&Point> = points
+        .iter()
+        .filter(|p| !done_hashes.contains(p.hash.as_str()))
+        .collect();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(out)
+        .map_err(io)?;
+    // Drop a truncated last line before appending.
+    file.set_len(valid).map_err(io)?;
+    file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
+    let summary = SweepSummary {
+        shard_points: points.len(),
+        skipped: points.len() - todo.len(),
+        ..Default::default()
+    };
+    progress(Progress::Start {
+        todo: todo.len(),
+        total: points.len(),
+    });
+    let jobs = jobs.clamp(1, todo.len().max(1));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads_per_job = (cores / jobs).max(1);
+    let next = AtomicUsize::new(0);
+    let state = Mutex::new((file, summary, None::<Error>));
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= todo.len() || state.lock().map(|s| s.2.is_some()).unwrap_or(true) {
+                    break;
+                }
+                let point = todo[i];
+                let mut cfg = point.config.clone();
+                cfg.threads = threads_per_job;
+                let start = std::time::Instant::now();
+                let outcome = crate::run::run(&cfg);
+                let wall_s = start.elapsed().as_secs_f64();
+                let (result, error) = match outcome {
+                    Ok(mut r) => {
+                        r.config.threads = 0;
+                        (Some(r), None)
+                    }
+                    Err(e) => (None, Some(e.to_string())),
+                };
+                let record = Record {
+                    hash: point.hash.clone(),
+                    plan: plan_id.clone(),
+                    index: point.index,
+                    config: point.config.clone(),
+                    result,
+                    error: error.clone(),
+                    version: env!("CARGO_PKG_VERSION").to_string(),
+                    wall_s,
+                };
+                let line = serde_json::to_string(&record).expect("serializable") + "\n";
+                let mut guard = state.lock().expect("sweep state");
+                let (file, summary, failure) = &mut *guard;
+                if let Err(e) = file
+                    .write_all(line.as_bytes())
+                    .and_then(|_| file.flush())
+                    .and_then(|_| file.sync_data())
+                {
+                    *failure = Some(io(e));
+                    break;
+                }
+                summary.ran += 1;
+                if error.is_some() {
+                    summary.failed += 1;
+                }
+                drop(guard);
+                progress(Progress::Done {
+                    point,
+                    error: error.as_deref(),
+                });
+            });
+        }
+    });
+    let (_, summary, failure) = state.into_inner().expect("sweep state");
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
+}
+
+/// Unions record files of the same plan without duplicates, sorted by point index.
+///
+/// # Errors
+/// Unreadable inputs, lines that are not records, or records of different plans.
+pub fn merge(inputs: &[PathBuf]) -> Result<Vec<Record>> {
+    let mut all: Vec<Record> = Vec::new();
+    let mut plan: Option<(String, String)> = None;
+    let mut seen = std::collections::HashSet::new();
+    for path in inputs {
+        let (records, _) = read_records(path)?;
+        for r in records {
+            match &plan {
+                None => plan = Some((r.plan.clone(), path.display().to_string())),
+                Some((p, from)) if *p != r.plan => {
+                    return Err(Error::config(format!(
+                        "{} holds records of plan {} but {from} holds plan {p}: refusing to merge different plans",
+                        path.display(),
+                        r.plan
+                    )))
+                }
+                _ => {}
+            }
+            if seen.insert(r.hash.clone()) {
+                all.push(r);
+            }
+        }
+    }
+    all.sort_by_key(|r| r.index);
+    Ok(all)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAN: &str = r#"
+name = "t"
+[base]
+network = { d = 8, p = 4 }
+eval = { n_test = 16, theory = false }
+[axes]
+"train.n" = { from = 0.5, to = 1.5, step = 0.5, power_of_d = true }
+seed = "0..2"
+"train.steps" = [1, 2]
+"#;
+
+    #[test]
+    fn plan_expands_to_the_cartesian_product() {
+        let p = Plan::from_toml(PLAN, "p").unwrap();
+        assert_eq!(p.len(), 12);
+        let pts = p.points().unwrap();
+        let hashes: std::collections::HashSet<_> = pts.iter().map(|p| p.hash.clone()).collect();
+        assert_eq!(hashes.len(), 12);
+        // seed is the first axis in key order, "train.n" next, "train.steps" fastest.
+        assert_eq!(pts[0].config.train.n, crate::config::BatchSize::Expr("d^0.5".into()));
+        assert_eq!(pts[1].config.train.steps, 2);
+        assert_eq!(pts[6].config.seed, 1);
+    }
+
+    #[test]
+    fn plan_errors() {
+        for (text, want) in [
+            ("foo = 1", "unknown configuration key 'foo'"),
+            ("[axes]\nseed = []", "the axis has no values"),
+            ("[axes]\nseed = \"3..3\"", "the axis has no values"),
+            ("[axes]\n\"train.etta\" = [1]", "unknown configuration key 'train.etta'"),
+            ("[axes]\nseed = \"a..b\"", "integer range"),
+            ("[axes]\nx = { from = 0, to = 1, step = 0 }", "step > 0"),
+            ("figure = \"pie\"", "figure must be"),
+            ("[base]\nnetwork = { p = 3 }", "plan point 0"),
+        ] {
+            let e = Plan::from_toml(text, "p").unwrap_err().to_string();
+            assert!(e.contains(want), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn shards_partition_the_points() {
+        let s: Shard = "1/3".parse().unwrap();
+        assert!(s.contains(4) && !s.contains(3));
+        for bad in ["3/3", "1", "a/b", "0/0"] {
+            assert!(bad.parse::<Shard>().is_err());
+        }
+    }
+}
