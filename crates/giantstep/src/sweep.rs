@@ -111,13 +111,13 @@ fn axis_values(key: &str, v: &toml::Value) -> Result<Vec<toml::Value>> {
                 }
             };
             let (from, to, step) = (num("from")?, num("to")?, num("step")?);
-            if !(step > 0.0) || !from.is_finite() || !to.is_finite() {
+            if step.is_nan() || step <= 0.0 || !from.is_finite() || !to.is_finite() {
                 return Err(bad(format!(
                     "a range needs finite from/to and step > 0, but got from = {from}, to = {to}, step = {step}"
                 )));
             }
             let count = ((to - from) / step + 1e-9).floor();
-            if count < 0.0 || count > 1e6 {
+            if !(0.0..=1e6).contains(&count) {
                 return Err(bad(format!("the range {from}..{to} by {step} is empty or too long")));
             }
             let power = t.get("power_of_d").and_then(|v| v.as_bool()).unwrap_or(false);
