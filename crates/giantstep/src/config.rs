@@ -106,7 +106,8 @@ pub enum Precision {
     /// Double precision (default).
     #[default]
     F64,
-    /// Single precision in the GEMMs (planned; rejected for now).
+    /// Single precision in the GEMMs; sums across chunks, the Gram matrix, the gradient total and
+    /// the errors stay in `f64`.
     F32,
 }
 
@@ -582,9 +583,6 @@ impl Config {
         let mut c = self.clone();
         if c.threads == 0 {
             c.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-        }
-        if c.precision == Precision::F32 {
-            return Err(Error::config("precision = \"f32\" is not implemented yet; use \"f64\""));
         }
         if c.chunk == 0 {
             return Err(Error::config("chunk must be > 0, but is 0"));

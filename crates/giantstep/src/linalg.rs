@@ -9,66 +9,197 @@
 use crate::error::{Error, Result};
 use faer::{Mat, Side};
 
-/// `C (m×n) = Aᵀ? · B?` with row-major storage and optional transposes:
-/// `C = op(A) · op(B)` where `op(A)` is `m×k` and `op(B)` is `k×n`.
+/// Floating-point types of the hot loops (`f64`, and `f32` with `precision = "f32"`).
+pub trait Real: Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'static {
+    /// Conversion from `f64` (rounding for `f32`).
+    fn from_f64(x: f64) -> Self;
+    /// Exact conversion to `f64`.
+    fn to_f64(self) -> f64;
+}
+
+impl Real for f64 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}
+
+impl Real for f32 {
+    #[inline(always)]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline(always)]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+/// A strided view of a matrix for [`matmul_strided`]: element `(i, j)` is at
+/// `data[offset + i·row_stride + j·col_stride]`.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a, T> {
+    /// The storage.
+    pub data: &'a [T],
+    /// Offset of element (0, 0).
+    pub offset: usize,
+    /// Stride between rows.
+    pub row_stride: usize,
+    /// Stride between columns.
+    pub col_stride: usize,
+}
+
+impl<'a, T> View<'a, T> {
+    /// Row-major `rows×cols` storage, optionally read transposed.
+    pub fn row_major(data: &'a [T], cols: usize, transposed: bool) -> Self {
+        if transposed {
+            View {
+                data,
+                offset: 0,
+                row_stride: 1,
+                col_stride: cols,
+            }
+        } else {
+            View {
+                data,
+                offset: 0,
+                row_stride: cols,
+                col_stride: 1,
+            }
+        }
+    }
+
+    fn last_index(&self, rows: usize, cols: usize) -> usize {
+        self.offset + (rows - 1) * self.row_stride + (cols - 1) * self.col_stride
+    }
+}
+
+/// `C = A·B` (or `C += A·B` with `accumulate`) for strided views: `A` is `m×k`, `B` is `k×n`, and
+/// `C` is written at `c[c_offset + i·c_row_stride + j]`. One single-threaded GEMM of the `gemm`
+/// crate.
 ///
-/// `a` holds `A` row-major: if `trans_a`, `A` is stored `k×m`, else `m×k`. Likewise `b`.
-/// With `accumulate`, `C += op(A)·op(B)`, else `C = op(A)·op(B)`.
+/// # Panics
+/// If a view or `c` is too short for its shape.
+#[allow(clippy::too_many_arguments)]
+#[track_caller]
+pub fn matmul_strided<T: Real>(
+    c: &mut [T],
+    c_offset: usize,
+    c_row_stride: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View<'_, T>,
+    b: View<'_, T>,
+    accumulate: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(
+        c.len() > c_offset + (m - 1) * c_row_stride + (n - 1),
+        "matmul: c too short"
+    );
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                c[c_offset + i * c_row_stride..c_offset + i * c_row_stride + n].fill(T::default());
+            }
+        }
+        return;
+    }
+    assert!(a.data.len() > a.last_index(m, k), "matmul: a too short");
+    assert!(b.data.len() > b.last_index(k, n), "matmul: b too short");
+    // SAFETY: the asserts above bound every index the strides reach; `c` is a distinct mutable
+    // borrow, so it does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr().add(c_offset),
+            1,
+            c_row_stride as isize,
+            accumulate,
+            a.data.as_ptr().add(a.offset),
+            a.col_stride as isize,
+            a.row_stride as isize,
+            b.data.as_ptr().add(b.offset),
+            b.col_stride as isize,
+            b.row_stride as isize,
+            T::from_f64(1.0),
+            T::from_f64(1.0),
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        );
+    }
+}
+
+/// `C (m×n) = op(A)·op(B)` with row-major storage: `a` holds `A` as `k×m` if `trans_a` (else
+/// `m×k`), `b` holds `B` as `n×k` if `trans_b` (else `k×n`). With `accumulate`, `C += ...`.
 ///
 /// # Panics
 /// If a slice is shorter than its shape requires.
 #[allow(clippy::too_many_arguments)]
 #[track_caller]
-pub fn matmul(
-    c: &mut [f64],
+pub fn matmul<T: Real>(
+    c: &mut [T],
     m: usize,
     n: usize,
     k: usize,
-    a: &[f64],
+    a: &[T],
     trans_a: bool,
-    b: &[f64],
+    b: &[T],
     trans_b: bool,
     accumulate: bool,
 ) {
     assert!(c.len() >= m * n, "matmul: c has {} < {}", c.len(), m * n);
     assert!(a.len() >= m * k, "matmul: a has {} < {}", a.len(), m * k);
     assert!(b.len() >= k * n, "matmul: b has {} < {}", b.len(), k * n);
-    if m == 0 || n == 0 {
-        return;
+    let av = View::row_major(a, if trans_a { m } else { k }, trans_a);
+    let bv = View::row_major(b, if trans_b { k } else { n }, trans_b);
+    matmul_strided(c, 0, n, m, n, k, av, bv, accumulate);
+}
+
+/// Lower triangle (block rows of `block`, diagonal blocks whole) of `XᵀX` for a row-major `m×p`
+/// matrix `X`, written to the row-major `p×p` matrix `c` (the strict upper triangle beyond the
+/// diagonal blocks is left untouched). About half the flops of the full product; mirror with
+/// [`mirror_lower`] after summing.
+pub fn gram_lower<T: Real>(c: &mut [T], x: &[T], m: usize, p: usize, block: usize) {
+    let block = block.max(1);
+    let mut start = 0;
+    while start < p {
+        let rows = block.min(p - start);
+        let cols = start + rows;
+        let a = View {
+            data: x,
+            offset: start,
+            row_stride: 1,
+            col_stride: p,
+        }; // (Xᵀ)[start.., :]
+        let b = View {
+            data: x,
+            offset: 0,
+            row_stride: p,
+            col_stride: 1,
+        }; // X[:, ..cols]
+        matmul_strided(c, start * p, p, rows, cols, m, a, b, false);
+        start += rows;
     }
-    if k == 0 {
-        if !accumulate {
-            c[..m * n].fill(0.0);
+}
+
+/// Copies the lower triangle of a row-major `p×p` matrix onto its upper triangle.
+pub fn mirror_lower(c: &mut [f64], p: usize) {
+    for i in 0..p {
+        for j in i + 1..p {
+            c[i * p + j] = c[j * p + i];
         }
-        return;
-    }
-    // (row stride, column stride) of op(A) (m×k) and op(B) (k×n).
-    let (a_rs, a_cs) = if trans_a { (1, m as isize) } else { (k as isize, 1) };
-    let (b_rs, b_cs) = if trans_b { (1, k as isize) } else { (n as isize, 1) };
-    // SAFETY: the asserts above guarantee every index the strides can reach is in bounds, and
-    // `c` does not alias `a` or `b` (distinct borrows).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }
 
@@ -211,6 +342,29 @@ mod tests {
                     for (x, y) in c.iter().zip(&want) {
                         assert!((x - 2.0 * y).abs() < 1e-12 * (k as f64));
                     }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn gram_lower_matches_full_product() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for &(m, p, block) in &[(7, 5, 2), (33, 17, 16), (65, 129, 128), (10, 3, 8)] {
+            let x: Vec<f64> = (0..m * p).map(|_| rng.random::<f64>() - 0.5).collect();
+            let full = naive(p, p, m, &x, true, &x, false);
+            let mut c = vec![0.0; p * p];
+            gram_lower(&mut c, &x, m, p, block);
+            mirror_lower(&mut c, p);
+            for (a, b) in c.iter().zip(&full) {
+                assert!((a - b).abs() < 1e-12 * m as f64);
+            }
+            let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+            let mut cf = vec![0f32; p * p];
+            gram_lower(&mut cf, &xf, m, p, block);
+            for i in 0..p {
+                for j in 0..=i {
+                    assert!((cf[i * p + j] as f64 - full[i * p + j]).abs() < 1e-5 * m as f64);
                 }
             }
         }

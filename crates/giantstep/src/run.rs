@@ -115,6 +115,13 @@ pub fn run(config: &Config) -> Result<RunResult> {
 pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunResult> {
     let start = Instant::now();
     let cfg = config.resolve()?;
+    match cfg.precision {
+        crate::config::Precision::F64 => run_typed::<f64>(cfg, start, progress),
+        crate::config::Precision::F32 => run_typed::<f32>(cfg, start, progress),
+    }
+}
+
+fn run_typed<T: crate::linalg::Real>(cfg: Config, start: Instant, progress: &mut dyn FnMut(&str)) -> Result<RunResult> {
     let net_cfg = &cfg.network;
     let (d, p) = (net_cfg.d, net_cfg.p);
     let expr = Expr::parse(cfg.target.expr.as_deref().expect("resolved"))?;
@@ -148,7 +155,7 @@ pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunRe
             n,
         };
         let shift = preprocess_shift(&exec, &target, &batch, cfg.train.preprocess);
-        let grad = engine::gradient(&exec, &net, &target, &batch, shift.as_ref(), signal);
+        let grad = engine::gradient::<T>(&exec, &net, &target, &batch, shift.as_ref(), signal);
         let geometry = gradient_geometry(&grad.g, &net.w, p, d, &target.w_star, r)?;
         apply_step(&mut net.w, &grad.g, eta, p, d, cfg.train.normalize);
         if net.w.iter().any(|v| !v.is_finite()) {
@@ -207,7 +214,7 @@ pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunRe
         }
     };
     let act = net_cfg.activation;
-    let readouts = engine::fit_readouts(
+    let readouts = engine::fit_readouts::<T>(
         &exec,
         &[&net.w, &w0],
         d,
@@ -223,7 +230,7 @@ pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunRe
         key: StreamKey::new(cfg.seed, Purpose::Test, 0),
         n: cfg.eval.n_test,
     };
-    let (errors, y2) = engine::test_errors(
+    let (errors, y2) = engine::test_errors::<T>(
         &exec,
         &[(&net.w, &readouts[0]), (&w0, &readouts[1])],
         d,
