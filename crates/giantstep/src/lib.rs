@@ -25,6 +25,7 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod engine;

@@ -1,0 +1,164 @@
+//! `giantstep bench`: wall time and achieved GFLOP/s of each phase of a standard workload, next to
+//! the GFLOP/s the same binary reaches on a bare GEMM of the chunk shape on every thread at once.
+
+use crate::config::{FirstLayerInit, Precision, SecondLayerInit, TeacherKind};
+use crate::data::{Purpose, StreamKey};
+use crate::engine::{self, Batch, ErrorSignal, Exec};
+use crate::error::Result;
+use crate::expr::Expr;
+use crate::linalg::{matmul, Real};
+use crate::network::Network;
+use crate::target::{preset_expr, Target};
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+
+/// One timed phase.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Phase {
+    /// Name: data, step, readout, test.
+    pub name: String,
+    /// Wall time.
+    pub seconds: f64,
+    /// Useful floating-point operations (0 for data generation).
+    pub flops: f64,
+    /// Achieved GFLOP/s.
+    pub gflops: f64,
+    /// `gflops / bare_gemm_gflops`.
+    pub efficiency: f64,
+    /// Samples per second through the phase.
+    pub samples_per_s: f64,
+}
+
+/// The report of `giantstep bench`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    /// Workload name.
+    pub workload: String,
+    /// Input dimension.
+    pub d: usize,
+    /// Width.
+    pub p: usize,
+    /// Batch size of the step and of the readout.
+    pub n: usize,
+    /// Test samples.
+    pub n_test: usize,
+    /// Precision.
+    pub precision: Precision,
+    /// Threads.
+    pub threads: usize,
+    /// Chunk size.
+    pub chunk: usize,
+    /// The phases.
+    pub phases: Vec<Phase>,
+    /// GFLOP/s of bare `chunk×d · d×p` GEMMs run on all threads at once.
+    pub bare_gemm_gflops: f64,
+    /// (step + readout flops) / (step + readout time) / bare GEMM rate.
+    pub efficiency: f64,
+    /// Peak resident memory of the process (VmHWM).
+    pub peak_rss_bytes: u64,
+    /// Total wall time of the phases.
+    pub total_seconds: f64,
+}
+
+/// Peak resident set size of this process in bytes (0 where /proc is unavailable).
+pub fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<u64>().ok()))
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
+    let m = exec.chunk;
+    let z: Vec<T> = (0..m * d).map(|i| T::from_f64(((i * 7919) % 1000) as f64 / 1000.0 - 0.5)).collect();
+    let w: Vec<T> = (0..p * d).map(|i| T::from_f64(((i * 104_729) % 1000) as f64 / 1000.0 - 0.5)).collect();
+    let reps = 3;
+    let run = || {
+        let mut h = vec![T::default(); m * p];
+        for _ in 0..reps {
+            matmul(&mut h, m, p, d, &z, false, &w, true, false);
+        }
+    };
+    run(); // warm up
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..exec.threads {
+            s.spawn(run);
+        }
+    });
+    let secs = start.elapsed().as_secs_f64();
+    (exec.threads * reps) as f64 * 2.0 * (m * d * p) as f64 / secs / 1e9
+}
+
+/// Runs the benchmark: one giant step, the readout of the trained and initial layers, the test
+/// errors, and a data-generation-only pass, on `z1 + z1*z2` with ReLU.
+///
+/// # Errors
+/// As [`crate::run()`].
+#[allow(clippy::too_many_arguments)]
+pub fn bench(workload: &str, d: usize, p: usize, n: usize, n_test: usize, precision: Precision, threads: usize, chunk: usize) -> Result<BenchReport> {
+    match precision {
+        Precision::F64 => bench_typed::<f64>(workload, d, p, n, n_test, precision, threads, chunk),
+        Precision::F32 => bench_typed::<f32>(workload, d, p, n, n_test, precision, threads, chunk),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_typed<T: Real>(workload: &str, d: usize, p: usize, n: usize, n_test: usize, precision: Precision, threads: usize, chunk: usize) -> Result<BenchReport> {
+    let exec = Exec::new(chunk, threads)?;
+    let expr = Expr::parse(preset_expr("staircase2")?)?;
+    let target = Target::new(expr, 2, d, TeacherKind::Random, 0.0, 0)?;
+    let mut net = Network::init(d, p, "relu".parse()?, FirstLayerInit::Gaussian, SecondLayerInit::Hypercube, true, 0);
+    let w0 = net.w.clone();
+    let bare = bare_gemm::<T>(&exec, d, p);
+    let (df, pf, nf, tf) = (d as f64, p as f64, n as f64, n_test as f64);
+    let mut phases = Vec::new();
+    let mut phase = |name: &str, seconds: f64, flops: f64, samples: f64| {
+        let gflops = flops / seconds / 1e9;
+        phases.push(Phase {
+            name: name.into(),
+            seconds,
+            flops,
+            gflops,
+            efficiency: gflops / bare,
+            samples_per_s: samples / seconds,
+        });
+    };
+    let train = Batch { key: StreamKey::new(0, Purpose::Train, 0), n };
+    let t = Instant::now();
+    let _ = engine::label_shift(&exec, &target, &train, false);
+    phase("data", t.elapsed().as_secs_f64(), 0.0, nf);
+    let t = Instant::now();
+    let g = engine::gradient::<T>(&exec, &net, &target, &train, None, ErrorSignal::Residual);
+    phase("step", t.elapsed().as_secs_f64(), 4.0 * nf * df * pf, nf);
+    let eta = pf * (nf / df).sqrt();
+    net.w.iter_mut().zip(&g.g).for_each(|(w, gv)| *w += eta * gv);
+    let readout = Batch { key: StreamKey::new(0, Purpose::Readout, 0), n };
+    let t = Instant::now();
+    let ro = engine::fit_readouts::<T>(&exec, &[&net.w, &w0], d, p, net.activation, &target, &readout, None, 1.0)?;
+    phase("readout", t.elapsed().as_secs_f64(), 2.0 * (2.0 * nf * df * pf + nf * pf * pf), 2.0 * nf);
+    let test = Batch { key: StreamKey::new(0, Purpose::Test, 0), n: n_test };
+    let t = Instant::now();
+    let _ = engine::test_errors::<T>(&exec, &[(&net.w, &ro[0]), (&w0, &ro[1])], d, p, net.activation, &target, &test);
+    phase("test", t.elapsed().as_secs_f64(), 2.0 * 2.0 * tf * df * pf, 2.0 * tf);
+    let (sf, ss) = phases.iter().filter(|ph| ph.name == "step" || ph.name == "readout").fold((0.0, 0.0), |a, ph| (a.0 + ph.flops, a.1 + ph.seconds));
+    Ok(BenchReport {
+        workload: workload.into(),
+        d,
+        p,
+        n,
+        n_test,
+        precision,
+        threads: exec.threads,
+        chunk,
+        total_seconds: phases.iter().map(|ph| ph.seconds).sum(),
+        efficiency: sf / ss / 1e9 / bare,
+        phases,
+        bare_gemm_gflops: bare,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
