@@ -70,21 +70,49 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.chunk == 0 {
         bail!("--chunk must be > 0, but is 0");
     }
-    let threads = if args.threads == 0 { std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) } else { args.threads };
-    let (name, d, p) = if args.small { ("small", 256, 512) } else { ("standard", 512, 1024) };
+    let threads = if args.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        args.threads
+    };
+    let (name, d, p) = if args.small {
+        ("small", 256, 512)
+    } else {
+        ("standard", 512, 1024)
+    };
     let r = giantstep::bench::bench(name, d, p, d * d, 10_000, precision, threads, args.chunk)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
-        println!("workload {}: d = {}, p = {}, n = {} (= d^2), n_test = {}, {:?}, {} threads, chunk {}", r.workload, r.d, r.p, r.n, r.n_test, r.precision, r.threads, r.chunk);
-        println!("{:<8} {:>9} {:>9} {:>11} {:>12}", "phase", "seconds", "GFLOP/s", "efficiency", "samples/s");
+        println!(
+            "workload {}: d = {}, p = {}, n = {} (= d^2), n_test = {}, {:?}, {} threads, chunk {}",
+            r.workload, r.d, r.p, r.n, r.n_test, r.precision, r.threads, r.chunk
+        );
+        println!(
+            "{:<8} {:>9} {:>9} {:>11} {:>12}",
+            "phase", "seconds", "GFLOP/s", "efficiency", "samples/s"
+        );
         for ph in &r.phases {
-            let (g, e) = if ph.flops > 0.0 { (format!("{:.1}", ph.gflops), format!("{:.0}%", 100.0 * ph.efficiency)) } else { ("-".into(), "-".into()) };
-            println!("{:<8} {:>9.2} {:>9} {:>11} {:>12.3e}", ph.name, ph.seconds, g, e, ph.samples_per_s);
+            let (g, e) = if ph.flops > 0.0 {
+                (format!("{:.1}", ph.gflops), format!("{:.0}%", 100.0 * ph.efficiency))
+            } else {
+                ("-".into(), "-".into())
+            };
+            println!(
+                "{:<8} {:>9.2} {:>9} {:>11} {:>12.3e}",
+                ph.name, ph.seconds, g, e, ph.samples_per_s
+            );
         }
-        println!("bare GEMM ({}x{} by {}x{} on each thread): {:.1} GFLOP/s", r.chunk, r.d, r.d, r.p, r.bare_gemm_gflops);
+        println!(
+            "bare GEMM ({}x{} by {}x{} on each thread): {:.1} GFLOP/s",
+            r.chunk, r.d, r.d, r.p, r.bare_gemm_gflops
+        );
         println!("step + readout efficiency: {:.0}% of bare GEMM", 100.0 * r.efficiency);
-        println!("peak RSS {:.0} MB, total {:.1} s", r.peak_rss_bytes as f64 / 1e6, r.total_seconds);
+        println!(
+            "peak RSS {:.0} MB, total {:.1} s",
+            r.peak_rss_bytes as f64 / 1e6,
+            r.total_seconds
+        );
     }
     Ok(())
 }

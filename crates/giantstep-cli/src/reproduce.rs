@@ -300,7 +300,7 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
     crate::check_writable(&dir.join("summary.md"))?;
     std::fs::write(dir.join("plan.toml"), &text)?;
     let records_path = dir.join("records.jsonl");
-    let s = crate::sweep_cmd::sweep_with_progress(&plan, &records_path, None, args.jobs, args.quiet)?;
+    let s = crate::sweep_cmd::sweep_with_progress(&plan, &records_path, None, args.jobs, None, args.quiet)?;
     let (records, _) = read_records(&records_path)?;
     let figure = Figure::from_name(plan.figure.as_deref().unwrap_or("stairway")).expect("known figure");
     let fig_name = plan.figure.clone().unwrap_or_default();

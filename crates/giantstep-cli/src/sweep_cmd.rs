@@ -1,27 +1,54 @@
-//! `giantstep sweep` and `giantstep merge`.
+//! `giantstep sweep` (local, sharded, or as a Slurm job array) and `giantstep merge`.
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::Args;
-use giantstep::sweep::{merge, run_sweep, Plan, Progress, Shard, SweepSummary};
+use giantstep::sweep::{merge, run_sweep, shard_status, Plan, Progress, Shard, SweepSummary};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
     /// The plan (TOML: [base] configuration and [axes]).
-    plan: PathBuf,
-    /// Record file (JSON lines); finished points in it are skipped.
-    #[arg(long, short = 'o')]
-    out: PathBuf,
+    #[arg(required_unless_present = "status")]
+    plan: Option<PathBuf>,
+    /// Record file (JSON lines; finished points in it are skipped), or with --slurm the directory
+    /// that receives the scripts, shards and merged records.
+    #[arg(long, short = 'o', required_unless_present = "status")]
+    out: Option<PathBuf>,
     /// Points run at the same time (each with cores/jobs threads).
     #[arg(long, default_value_t = 1)]
     jobs: usize,
-    /// Run only the points with index % N == i (e.g. $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT).
+    /// Threads per point (default: cores/jobs); results do not depend on it.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Run only the points with index % N == i. Default inside a Slurm array task:
+    /// $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
     #[arg(long)]
     shard: Option<String>,
-    /// No progress bar.
+    /// No progress bar or summary line.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Write a Slurm job array (OUT/sweep.sbatch) and a dependent merge job (OUT/merge.sbatch).
+    #[arg(long)]
+    slurm: bool,
+    /// Number of array tasks (shards) [default: min(points, 8)].
+    #[arg(long, requires = "slurm")]
+    array_size: Option<usize>,
+    /// Slurm partition.
+    #[arg(long, requires = "slurm")]
+    partition: Option<String>,
+    /// Slurm time limit per task (e.g. 02:00:00).
+    #[arg(long, requires = "slurm")]
+    time: Option<String>,
+    /// CPUs per array task.
+    #[arg(long, requires = "slurm", default_value_t = 1)]
+    cpus_per_task: usize,
+    /// Submit with sbatch and print the job ids.
+    #[arg(long, requires = "slurm")]
+    submit: bool,
+    /// Report points done / missing per shard of a Slurm sweep directory.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["plan", "out", "slurm"])]
+    status: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -32,6 +59,9 @@ pub struct MergeArgs {
     /// The merged record file (written atomically).
     #[arg(long, short = 'o')]
     out: PathBuf,
+    /// Merge even if some points of the plan are missing.
+    #[arg(long)]
+    partial: bool,
 }
 
 /// Loads a plan file.
@@ -46,6 +76,7 @@ pub fn sweep_with_progress(
     out: &Path,
     shard: Option<Shard>,
     jobs: usize,
+    threads: Option<usize>,
     quiet: bool,
 ) -> anyhow::Result<SweepSummary> {
     let show = !quiet && std::io::stderr().is_terminal();
@@ -76,22 +107,47 @@ pub fn sweep_with_progress(
             }
         }
     };
-    let summary = run_sweep(plan, out, shard, jobs, &progress)?;
+    let summary = run_sweep(plan, out, shard, jobs, threads, &progress)?;
     bar.finish_and_clear();
     Ok(summary)
 }
 
-pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
-    let plan = load_plan(&args.plan)?;
-    let shard = match &args.shard {
-        Some(s) => Some(s.parse::<Shard>()?),
-        None => None,
-    };
-    if args.jobs == 0 {
-        anyhow::bail!("--jobs must be >= 1, but is 0");
+/// The shard of this process: `--shard`, else the Slurm array task variables.
+fn resolve_shard(arg: &Option<String>) -> anyhow::Result<Option<Shard>> {
+    if let Some(s) = arg {
+        return Ok(Some(s.parse::<Shard>()?));
     }
-    crate::check_writable_append(&args.out)?;
-    let s = sweep_with_progress(&plan, &args.out, shard, args.jobs, args.quiet)?;
+    match (
+        std::env::var("SLURM_ARRAY_TASK_ID"),
+        std::env::var("SLURM_ARRAY_TASK_COUNT"),
+    ) {
+        (Ok(i), Ok(n)) => Ok(Some(
+            format!("{i}/{n}")
+                .parse::<Shard>()
+                .context("SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT")?,
+        )),
+        _ => Ok(None),
+    }
+}
+
+pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
+    if let Some(dir) = &args.status {
+        return cmd_status(dir);
+    }
+    let (plan_path, out) = (args.plan.as_ref().expect("clap"), args.out.as_ref().expect("clap"));
+    let plan = load_plan(plan_path)?;
+    if args.jobs == 0 {
+        bail!("--jobs must be >= 1, but is 0");
+    }
+    if args.threads == Some(0) {
+        bail!("--threads must be >= 1, but is 0");
+    }
+    if args.slurm {
+        return cmd_slurm(args, plan_path, &plan, out).map(|_| true);
+    }
+    let shard = resolve_shard(&args.shard)?;
+    crate::check_writable_append(out)?;
+    let s = sweep_with_progress(&plan, out, shard, args.jobs, args.threads, args.quiet)?;
     if !args.quiet {
         eprintln!(
             "sweep: {} points{}, {} already done, {} ran, {} failed -> {}",
@@ -102,7 +158,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
             s.skipped,
             s.ran,
             s.failed,
-            args.out.display()
+            out.display()
         );
     }
     Ok(s.failed == 0)
@@ -110,7 +166,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
 
 pub fn cmd_merge(args: &MergeArgs) -> anyhow::Result<()> {
     crate::check_writable(&args.out)?;
-    let records = merge(&args.inputs)?;
+    let records = merge(&args.inputs, args.partial)?;
     let mut text = String::new();
     for r in &records {
         text += &serde_json::to_string(r)?;
@@ -124,4 +180,206 @@ pub fn cmd_merge(args: &MergeArgs) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// What `--slurm` records in its directory, to recognize it later.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SlurmMeta {
+    plan: String,
+    array_size: usize,
+    points: usize,
+}
+
+/// Quotes a string for a POSIX shell.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> anyhow::Result<()> {
+    let points = plan.len();
+    let n = args.array_size.unwrap_or(points.min(8));
+    if n == 0 || n > points {
+        bail!("--array-size must be between 1 and the plan's {points} points, but is {n}");
+    }
+    if args.cpus_per_task == 0 {
+        bail!("--cpus-per-task must be >= 1, but is 0");
+    }
+    let sbatch = if args.submit {
+        Some(which("sbatch").context("--submit needs sbatch on PATH, but there is none (write the scripts without --submit and submit them elsewhere)")?)
+    } else {
+        None
+    };
+    let id = plan.id();
+    let meta_path = dir.join("slurm.json");
+    if meta_path.exists() {
+        let meta: SlurmMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)
+            .with_context(|| format!("{} is not a giantstep Slurm directory file", meta_path.display()))?;
+        if meta.plan != id {
+            bail!(
+                "{} holds shards of a different plan ({}; this plan is {id}); use another directory",
+                dir.display(),
+                meta.plan
+            );
+        }
+        if meta.array_size != n {
+            bail!(
+                "{} was set up with {} array tasks, but --array-size is {n}; use the same size to resume",
+                dir.display(),
+                meta.array_size
+            );
+        }
+    }
+    std::fs::create_dir_all(dir.join("shards")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let dir = dir.canonicalize()?;
+    let exe = std::env::current_exe()?.canonicalize()?;
+    let text = std::fs::read_to_string(plan_path)?;
+    crate::write_atomic(&dir.join("plan.toml"), &text)?;
+    crate::write_atomic(
+        &meta_path_in(&dir),
+        &serde_json::to_string(&SlurmMeta {
+            plan: id,
+            array_size: n,
+            points,
+        })?,
+    )?;
+    let q = |p: &Path| sh_quote(&p.display().to_string());
+    let name = plan.name.clone().unwrap_or_else(|| "sweep".into());
+    let mut sweep = format!(
+        "#!/bin/bash\n# giantstep sweep as a Slurm job array: task i runs shard i/{n} of the plan.\n\
+         #SBATCH --job-name=giantstep-{name}\n#SBATCH --array=0-{}\n#SBATCH --cpus-per-task={}\n\
+         #SBATCH --requeue\n#SBATCH --open-mode=append\n#SBATCH --output={}/logs/sweep-%A_%a.out\n",
+        n - 1,
+        args.cpus_per_task,
+        dir.display()
+    );
+    if let Some(p) = &args.partition {
+        sweep += &format!("#SBATCH --partition={p}\n");
+    }
+    if let Some(t) = &args.time {
+        sweep += &format!("#SBATCH --time={t}\n");
+    }
+    sweep += &format!(
+        "set -euo pipefail\n# A requeued task resumes its own shard: finished points are skipped.\n\
+         exec {} sweep {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\" --out {}/\"shard-${{SLURM_ARRAY_TASK_ID}}.jsonl\" \\\n    --threads \"${{SLURM_CPUS_PER_TASK:-1}}\" --quiet\n",
+        q(&exe),
+        q(&dir.join("plan.toml")),
+        q(&dir.join("shards"))
+    );
+    let mut merge = format!(
+        "#!/bin/bash\n# Merges the shards of the array into records.jsonl (refuses while points are missing).\n\
+         #SBATCH --job-name=giantstep-{name}-merge\n#SBATCH --output={}/logs/merge-%j.out\n",
+        dir.display()
+    );
+    if let Some(p) = &args.partition {
+        merge += &format!("#SBATCH --partition={p}\n");
+    }
+    merge += &format!(
+        "set -euo pipefail\n{} merge {}/shard-*.jsonl --out {}\n",
+        q(&exe),
+        q(&dir.join("shards")),
+        q(&dir.join("records.jsonl"))
+    );
+    if let Some(fig) = &plan.figure {
+        for ext in ["svg", "png"] {
+            merge += &format!(
+                "{} plot {fig} {} -o {}\n",
+                q(&exe),
+                q(&dir.join("records.jsonl")),
+                q(&dir.join(format!("{fig}.{ext}")))
+            );
+        }
+    }
+    crate::write_atomic(&dir.join("sweep.sbatch"), &sweep)?;
+    crate::write_atomic(&dir.join("merge.sbatch"), &merge)?;
+    if let Some(sbatch) = sbatch {
+        let submit = |extra: &[String], script: &Path| -> anyhow::Result<String> {
+            let out = std::process::Command::new(&sbatch)
+                .arg("--parsable")
+                .args(extra)
+                .arg(script)
+                .output()?;
+            if !out.status.success() {
+                bail!("sbatch failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+            }
+            Ok(String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .to_string())
+        };
+        let array = submit(&[], &dir.join("sweep.sbatch"))?;
+        let merged = submit(&[format!("--dependency=afterok:{array}")], &dir.join("merge.sbatch"))?;
+        println!("array job {array} ({n} tasks)\nmerge job {merged} (after the array succeeds)");
+        println!("status: giantstep sweep --status {}", dir.display());
+    } else {
+        println!(
+            "wrote {} ({n} array tasks) and {}",
+            dir.join("sweep.sbatch").display(),
+            dir.join("merge.sbatch").display()
+        );
+        println!(
+            "submit: jid=$(sbatch --parsable {}) && sbatch --dependency=afterok:$jid {}",
+            q(&dir.join("sweep.sbatch")),
+            q(&dir.join("merge.sbatch"))
+        );
+    }
+    Ok(())
+}
+
+fn meta_path_in(dir: &Path) -> PathBuf {
+    dir.join("slurm.json")
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths).map(|p| p.join(name)).find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            p.is_file()
+                && p.metadata()
+                    .map(|m| m.permissions().mode() & 0o111 != 0)
+                    .unwrap_or(false)
+        })
+    })
+}
+
+fn cmd_status(dir: &Path) -> anyhow::Result<bool> {
+    let meta_path = meta_path_in(dir);
+    let meta: SlurmMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path).with_context(|| {
+        format!(
+            "{} is not a giantstep Slurm sweep directory (no slurm.json)",
+            dir.display()
+        )
+    })?)?;
+    let plan = load_plan(&dir.join("plan.toml"))?;
+    let files: Vec<PathBuf> = (0..meta.array_size)
+        .map(|i| dir.join("shards").join(format!("shard-{i}.jsonl")))
+        .collect();
+    let status = shard_status(&plan, &files)?;
+    println!(
+        "{:>5} {:>7} {:>6} {:>8} {:>7}",
+        "shard", "points", "done", "missing", "failed"
+    );
+    let (mut total, mut done) = (0, 0);
+    for s in &status {
+        println!(
+            "{:>5} {:>7} {:>6} {:>8} {:>7}",
+            s.shard,
+            s.points,
+            s.done,
+            s.points - s.done,
+            s.failed
+        );
+        total += s.points;
+        done += s.done;
+    }
+    println!(
+        "{done} of {total} points done; {}",
+        if done == total { "complete" } else { "incomplete" }
+    );
+    if dir.join("records.jsonl").exists() {
+        println!("merged: {}", dir.join("records.jsonl").display());
+    }
+    Ok(true)
 }

@@ -355,3 +355,167 @@ fn sweep_bad_input_exit_2_nothing_overwritten() {
     assert_eq!(std::fs::read_to_string(&not_json).unwrap(), "{\"a\": 1}\nhello\n");
     assert!(!dir.join("m.jsonl").exists());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Slurm (issue 6). The real-Slurm test is .ci/slurm-test.sh; these check the scripts and errors.
+
+#[test]
+fn slurm_scripts_status_and_partial_merge() {
+    let dir = tempdir("slurm");
+    let plan = write_plan(&dir, PLAN);
+    let out = dir.join("run");
+    let o = run(&[
+        "sweep",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--array-size",
+        "3",
+        "--partition",
+        "debug",
+        "--time",
+        "00:10:00",
+        "--cpus-per-task",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let script = std::fs::read_to_string(out.join("sweep.sbatch")).unwrap();
+    for want in [
+        "#SBATCH --array=0-2",
+        "#SBATCH --cpus-per-task=2",
+        "#SBATCH --partition=debug",
+        "#SBATCH --time=00:10:00",
+        "#SBATCH --requeue",
+        "--shard \"${SLURM_ARRAY_TASK_ID}/3\"",
+        "shard-${SLURM_ARRAY_TASK_ID}.jsonl",
+    ] {
+        assert!(script.contains(want), "sweep.sbatch lacks {want}:\n{script}");
+    }
+    let merge = std::fs::read_to_string(out.join("merge.sbatch")).unwrap();
+    assert!(
+        merge.contains(" merge ") && merge.contains("records.jsonl") && merge.contains(" plot stairway "),
+        "{merge}"
+    );
+    assert!(String::from_utf8_lossy(&o.stdout).contains("sbatch --dependency=afterok:$jid"));
+
+    // Run the array tasks by hand through the Slurm environment variables (no --shard).
+    let shards = out.join("shards");
+    for i in 0..3 {
+        if i == 1 {
+            continue; // task 1 "has not run yet"
+        }
+        let o = bin()
+            .args([
+                "sweep",
+                out.join("plan.toml").to_str().unwrap(),
+                "--out",
+                shards.join(format!("shard-{i}.jsonl")).to_str().unwrap(),
+                "-q",
+            ])
+            .env("SLURM_ARRAY_TASK_ID", i.to_string())
+            .env("SLURM_ARRAY_TASK_COUNT", "3")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let status = run(&["sweep", "--status", out.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("12 of 18 points done; incomplete"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "6", "0", "6", "0"]),
+        "{text}"
+    );
+    // merge refuses while points are missing, unless --partial.
+    let files: Vec<String> = [0, 2]
+        .iter()
+        .map(|i| shards.join(format!("shard-{i}.jsonl")).display().to_string())
+        .collect();
+    let merged = out.join("records.jsonl");
+    let o = run(&["merge", &files[0], &files[1], "--out", merged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("the records cover 12 of 18 points (missing 1, 4, 7"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!merged.exists());
+    let o = run(&[
+        "merge",
+        &files[0],
+        &files[1],
+        "--out",
+        merged.to_str().unwrap(),
+        "--partial",
+    ]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(&merged).unwrap().lines().count(), 12);
+}
+
+#[test]
+fn slurm_bad_input() {
+    let dir = tempdir("slurmbad");
+    let plan = write_plan(&dir, PLAN);
+    let out = dir.join("run");
+    // --submit without sbatch on PATH: error, nothing written.
+    let o = bin()
+        .args([
+            "sweep",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--slurm",
+            "--submit",
+        ])
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--submit needs sbatch on PATH"));
+    assert!(!out.exists());
+    // An array larger than the plan.
+    let o = run(&[
+        "sweep",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--array-size",
+        "19",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr)
+        .contains("--array-size must be between 1 and the plan's 18 points, but is 19"));
+    assert!(!out.exists());
+    // A directory that holds another plan's shards.
+    assert!(run(&[
+        "sweep",
+        plan.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--array-size",
+        "3"
+    ])
+    .status
+    .success());
+    let before = std::fs::read(out.join("sweep.sbatch")).unwrap();
+    let other = write_plan(&dir, &PLAN.replace("d = 24", "d = 20"));
+    let o = run(&[
+        "sweep",
+        other.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--slurm",
+        "--array-size",
+        "3",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("holds shards of a different plan"));
+    assert_eq!(std::fs::read(out.join("sweep.sbatch")).unwrap(), before);
+    // --status on a directory that is not a Slurm sweep.
+    let o = run(&["sweep", "--status", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a giantstep Slurm sweep directory"));
+}

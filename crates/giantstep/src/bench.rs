@@ -74,8 +74,12 @@ pub fn peak_rss_bytes() -> u64 {
 
 fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
     let m = exec.chunk;
-    let z: Vec<T> = (0..m * d).map(|i| T::from_f64(((i * 7919) % 1000) as f64 / 1000.0 - 0.5)).collect();
-    let w: Vec<T> = (0..p * d).map(|i| T::from_f64(((i * 104_729) % 1000) as f64 / 1000.0 - 0.5)).collect();
+    let z: Vec<T> = (0..m * d)
+        .map(|i| T::from_f64(((i * 7919) % 1000) as f64 / 1000.0 - 0.5))
+        .collect();
+    let w: Vec<T> = (0..p * d)
+        .map(|i| T::from_f64(((i * 104_729) % 1000) as f64 / 1000.0 - 0.5))
+        .collect();
     let reps = 3;
     let run = || {
         let mut h = vec![T::default(); m * p];
@@ -100,7 +104,16 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
 /// # Errors
 /// As [`crate::run()`].
 #[allow(clippy::too_many_arguments)]
-pub fn bench(workload: &str, d: usize, p: usize, n: usize, n_test: usize, precision: Precision, threads: usize, chunk: usize) -> Result<BenchReport> {
+pub fn bench(
+    workload: &str,
+    d: usize,
+    p: usize,
+    n: usize,
+    n_test: usize,
+    precision: Precision,
+    threads: usize,
+    chunk: usize,
+) -> Result<BenchReport> {
     match precision {
         Precision::F64 => bench_typed::<f64>(workload, d, p, n, n_test, precision, threads, chunk),
         Precision::F32 => bench_typed::<f32>(workload, d, p, n, n_test, precision, threads, chunk),
@@ -108,11 +121,28 @@ pub fn bench(workload: &str, d: usize, p: usize, n: usize, n_test: usize, precis
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bench_typed<T: Real>(workload: &str, d: usize, p: usize, n: usize, n_test: usize, precision: Precision, threads: usize, chunk: usize) -> Result<BenchReport> {
+fn bench_typed<T: Real>(
+    workload: &str,
+    d: usize,
+    p: usize,
+    n: usize,
+    n_test: usize,
+    precision: Precision,
+    threads: usize,
+    chunk: usize,
+) -> Result<BenchReport> {
     let exec = Exec::new(chunk, threads)?;
     let expr = Expr::parse(preset_expr("staircase2")?)?;
     let target = Target::new(expr, 2, d, TeacherKind::Random, 0.0, 0)?;
-    let mut net = Network::init(d, p, "relu".parse()?, FirstLayerInit::Gaussian, SecondLayerInit::Hypercube, true, 0);
+    let mut net = Network::init(
+        d,
+        p,
+        "relu".parse()?,
+        FirstLayerInit::Gaussian,
+        SecondLayerInit::Hypercube,
+        true,
+        0,
+    );
     let w0 = net.w.clone();
     let bare = bare_gemm::<T>(&exec, d, p);
     let (df, pf, nf, tf) = (d as f64, p as f64, n as f64, n_test as f64);
@@ -128,7 +158,10 @@ fn bench_typed<T: Real>(workload: &str, d: usize, p: usize, n: usize, n_test: us
             samples_per_s: samples / seconds,
         });
     };
-    let train = Batch { key: StreamKey::new(0, Purpose::Train, 0), n };
+    let train = Batch {
+        key: StreamKey::new(0, Purpose::Train, 0),
+        n,
+    };
     let t = Instant::now();
     let _ = engine::label_shift(&exec, &target, &train, false);
     phase("data", t.elapsed().as_secs_f64(), 0.0, nf);
@@ -137,15 +170,47 @@ fn bench_typed<T: Real>(workload: &str, d: usize, p: usize, n: usize, n_test: us
     phase("step", t.elapsed().as_secs_f64(), 4.0 * nf * df * pf, nf);
     let eta = pf * (nf / df).sqrt();
     net.w.iter_mut().zip(&g.g).for_each(|(w, gv)| *w += eta * gv);
-    let readout = Batch { key: StreamKey::new(0, Purpose::Readout, 0), n };
+    let readout = Batch {
+        key: StreamKey::new(0, Purpose::Readout, 0),
+        n,
+    };
     let t = Instant::now();
-    let ro = engine::fit_readouts::<T>(&exec, &[&net.w, &w0], d, p, net.activation, &target, &readout, None, 1.0)?;
-    phase("readout", t.elapsed().as_secs_f64(), 2.0 * (2.0 * nf * df * pf + nf * pf * pf), 2.0 * nf);
-    let test = Batch { key: StreamKey::new(0, Purpose::Test, 0), n: n_test };
+    let ro = engine::fit_readouts::<T>(
+        &exec,
+        &[&net.w, &w0],
+        d,
+        p,
+        net.activation,
+        &target,
+        &readout,
+        None,
+        1.0,
+    )?;
+    phase(
+        "readout",
+        t.elapsed().as_secs_f64(),
+        2.0 * (2.0 * nf * df * pf + nf * pf * pf),
+        2.0 * nf,
+    );
+    let test = Batch {
+        key: StreamKey::new(0, Purpose::Test, 0),
+        n: n_test,
+    };
     let t = Instant::now();
-    let _ = engine::test_errors::<T>(&exec, &[(&net.w, &ro[0]), (&w0, &ro[1])], d, p, net.activation, &target, &test);
+    let _ = engine::test_errors::<T>(
+        &exec,
+        &[(&net.w, &ro[0]), (&w0, &ro[1])],
+        d,
+        p,
+        net.activation,
+        &target,
+        &test,
+    );
     phase("test", t.elapsed().as_secs_f64(), 2.0 * 2.0 * tf * df * pf, 2.0 * tf);
-    let (sf, ss) = phases.iter().filter(|ph| ph.name == "step" || ph.name == "readout").fold((0.0, 0.0), |a, ph| (a.0 + ph.flops, a.1 + ph.seconds));
+    let (sf, ss) = phases
+        .iter()
+        .filter(|ph| ph.name == "step" || ph.name == "readout")
+        .fold((0.0, 0.0), |a, ph| (a.0 + ph.flops, a.1 + ph.seconds));
     Ok(BenchReport {
         workload: workload.into(),
         d,

@@ -299,6 +299,8 @@ pub struct Record {
     pub plan: String,
     /// Index of the point in the plan.
     pub index: usize,
+    /// Number of points in the plan (lets `merge` tell a complete set from a partial one).
+    pub points: usize,
     /// Resolved configuration.
     pub config: Config,
     /// The result (absent when the point failed).
@@ -391,8 +393,8 @@ pub enum Progress<'a> {
     },
 }
 
-/// Runs the points of `shard` that `out` does not hold yet, `jobs` at a time, appending each
-/// record as it finishes.
+/// Runs the points of `shard` that `out` does not hold yet, `jobs` at a time (each with `threads`
+/// threads, default cores/jobs), appending each record as it finishes.
 ///
 /// # Errors
 /// Records of a different plan in `out`, an unreadable or unwritable `out`.
@@ -401,9 +403,11 @@ pub fn run_sweep(
     out: &Path,
     shard: Option<Shard>,
     jobs: usize,
+    threads: Option<usize>,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<SweepSummary> {
     let plan_id = plan.id();
+    let total_points = plan.len();
     let points: Vec<Point> = plan
         .points()?
         .into_iter()
@@ -448,7 +452,7 @@ pub fn run_sweep(
     });
     let jobs = jobs.clamp(1, todo.len().max(1));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads_per_job = (cores / jobs).max(1);
+    let threads_per_job = threads.unwrap_or(cores / jobs).max(1);
     let next = AtomicUsize::new(0);
     let state = Mutex::new((file, summary, None::<Error>));
     std::thread::scope(|scope| {
@@ -475,6 +479,7 @@ pub fn run_sweep(
                     hash: point.hash.clone(),
                     plan: plan_id.clone(),
                     index: point.index,
+                    points: total_points,
                     config: point.config.clone(),
                     result,
                     error: error.clone(),
@@ -511,11 +516,13 @@ pub fn run_sweep(
     }
 }
 
-/// Unions record files of the same plan without duplicates, sorted by point index.
+/// Unions record files of the same plan without duplicates, sorted by point index. Unless
+/// `partial`, every point of the plan must be present.
 ///
 /// # Errors
-/// Unreadable inputs, lines that are not records, or records of different plans.
-pub fn merge(inputs: &[PathBuf]) -> Result<Vec<Record>> {
+/// Unreadable inputs, lines that are not records, records of different plans, or (without
+/// `partial`) missing points.
+pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
     let mut all: Vec<Record> = Vec::new();
     let mut plan: Option<(String, String)> = None;
     let mut seen = std::collections::HashSet::new();
@@ -539,7 +546,82 @@ pub fn merge(inputs: &[PathBuf]) -> Result<Vec<Record>> {
         }
     }
     all.sort_by_key(|r| r.index);
+    if !partial {
+        if let Some(first) = all.first() {
+            let total = first.points;
+            let present: std::collections::HashSet<usize> = all.iter().map(|r| r.index).collect();
+            let missing: Vec<String> = (0..total)
+                .filter(|i| !present.contains(i))
+                .map(|i| i.to_string())
+                .collect();
+            if !missing.is_empty() {
+                let shown: Vec<String> = missing.iter().take(10).cloned().collect();
+                return Err(Error::config(format!(
+                    "the records cover {} of {total} points (missing {}{}); finish the sweep or pass --partial",
+                    total - missing.len(),
+                    shown.join(", "),
+                    if missing.len() > 10 { ", ..." } else { "" }
+                )));
+            }
+        }
+    }
     Ok(all)
+}
+
+/// Points done and missing per shard of a plan, given each shard's record file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardStatus {
+    /// Shard index.
+    pub shard: usize,
+    /// Points of the plan in this shard.
+    pub points: usize,
+    /// Points with a record.
+    pub done: usize,
+    /// Points recorded with an error.
+    pub failed: usize,
+}
+
+/// Counts finished points per shard (`files[i]` is shard `i`'s record file; a missing file counts
+/// as nothing done).
+///
+/// # Errors
+/// Unreadable files or records of another plan.
+pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> {
+    let count = files.len();
+    let id = plan.id();
+    let points = plan.points()?;
+    let mut out = Vec::with_capacity(count);
+    for (i, f) in files.iter().enumerate() {
+        let shard = Shard { index: i, count };
+        let mine: std::collections::HashSet<&str> = points
+            .iter()
+            .filter(|p| shard.contains(p.index))
+            .map(|p| p.hash.as_str())
+            .collect();
+        let (records, _) = if f.exists() { read_records(f)? } else { (vec![], 0) };
+        if let Some(r) = records.iter().find(|r| r.plan != id) {
+            return Err(Error::config(format!(
+                "{} holds records of a different plan ({}, expected {id})",
+                f.display(),
+                r.plan
+            )));
+        }
+        let done: std::collections::HashSet<&str> = records
+            .iter()
+            .map(|r| r.hash.as_str())
+            .filter(|h| mine.contains(h))
+            .collect();
+        out.push(ShardStatus {
+            shard: i,
+            points: mine.len(),
+            done: done.len(),
+            failed: records
+                .iter()
+                .filter(|r| r.error.is_some() && mine.contains(r.hash.as_str()))
+                .count(),
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
