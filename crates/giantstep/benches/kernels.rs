@@ -1,0 +1,76 @@
+//! Criterion benches of the kernels: the giant step, the readout accumulation, data generation and
+//! target evaluation. `cargo bench -p giantstep`; the end-to-end numbers are `giantstep bench`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use giantstep::config::{FirstLayerInit, SecondLayerInit, TeacherKind};
+use giantstep::data::{gaussian_rows, Purpose, StreamKey};
+use giantstep::engine::{self, Batch, ErrorSignal, Exec};
+use giantstep::expr::Expr;
+use giantstep::network::Network;
+use giantstep::target::Target;
+
+const D: usize = 256;
+const P: usize = 512;
+const N: usize = 16_384;
+
+fn setup() -> (Network, Target, Exec) {
+    let expr = Expr::parse("z1 + z1*z2").unwrap();
+    let target = Target::new(expr, 2, D, TeacherKind::Random, 0.0, 0).unwrap();
+    let net = Network::init(D, P, "relu".parse().unwrap(), FirstLayerInit::Gaussian, SecondLayerInit::Hypercube, true, 0);
+    (net, target, Exec::new(4096, 1).unwrap())
+}
+
+fn step(c: &mut Criterion) {
+    let (net, target, exec) = setup();
+    let batch = Batch { key: StreamKey::new(0, Purpose::Train, 0), n: N };
+    let mut g = c.benchmark_group("step");
+    g.sample_size(10).throughput(Throughput::Elements(N as u64));
+    g.bench_with_input(BenchmarkId::new(format!("f64-d{D}-p{P}"), N), &N, |b, _| {
+        b.iter(|| engine::gradient::<f64>(&exec, &net, &target, &batch, None, ErrorSignal::Residual))
+    });
+    g.bench_with_input(BenchmarkId::new(format!("f32-d{D}-p{P}"), N), &N, |b, _| {
+        b.iter(|| engine::gradient::<f32>(&exec, &net, &target, &batch, None, ErrorSignal::Residual))
+    });
+    g.finish();
+}
+
+fn readout(c: &mut Criterion) {
+    let (net, target, exec) = setup();
+    let batch = Batch { key: StreamKey::new(0, Purpose::Readout, 0), n: N };
+    let mut g = c.benchmark_group("readout");
+    g.sample_size(10).throughput(Throughput::Elements(N as u64));
+    g.bench_with_input(BenchmarkId::new(format!("f64-d{D}-p{P}"), N), &N, |b, _| {
+        b.iter(|| engine::fit_readouts::<f64>(&exec, &[&net.w], D, P, net.activation, &target, &batch, None, 1.0).unwrap())
+    });
+    g.finish();
+}
+
+fn data(c: &mut Criterion) {
+    let key = StreamKey::new(0, Purpose::Train, 0);
+    let m = 4096;
+    let mut z = vec![0.0; m * D];
+    let mut g = c.benchmark_group("data");
+    g.throughput(Throughput::Elements((m * D) as u64));
+    g.bench_function(BenchmarkId::new(format!("gaussian-d{D}"), m), |b| b.iter(|| gaussian_rows(&key, 0, D, &mut z, None)));
+    g.finish();
+}
+
+fn target_eval(c: &mut Criterion) {
+    let m = 4096;
+    let mut z = vec![0.0; m * D];
+    gaussian_rows(&StreamKey::new(0, Purpose::Test, 0), 0, D, &mut z, None);
+    let mut g = c.benchmark_group("target");
+    g.throughput(Throughput::Elements(m as u64));
+    for (name, expr) in [("staircase3", "z1 + z1*z2 + z1*z2*z3"), ("stairway-he124", "(he1(z1) + he2(z1)/2 + he4(z1)/24 + he1(z2) + he2(z2)/2 + he4(z2)/24)/2")] {
+        let e = Expr::parse(expr).unwrap();
+        let r = e.max_var();
+        let t = Target::new(e, r, D, TeacherKind::Random, 0.0, 0).unwrap();
+        let mut x = vec![0.0; m * r];
+        let mut y = vec![0.0; m];
+        g.bench_function(BenchmarkId::new(name, m), |b| b.iter(|| t.labels(&z, m, None, &mut x, &mut y)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, readout, data, target_eval);
+criterion_main!(benches);
