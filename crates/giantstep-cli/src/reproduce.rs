@@ -232,7 +232,12 @@ pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result
                 );
             }
             if let Some(m) = line {
-                let _ = writeln!(s, "\nTheory line: mu1 = {} (slope {:.4}).", fmt_vec(&m), m[1] / m[0]);
+                let _ = writeln!(
+                    s,
+                    "\nTheory line: mu1 = {} (slope {:.4}).",
+                    fmt_vec(&m),
+                    m[1] / m[0] + 0.0
+                );
             }
         }
         Figure::Overlaps => {
@@ -279,7 +284,10 @@ pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result
 fn fmt_vec(v: &[f64]) -> String {
     format!(
         "({})",
-        v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| format!("{:.3}", if x.abs() < 5e-4 { 0.0 } else { *x }))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

@@ -113,7 +113,10 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
 fn vec3(v: &[f64]) -> String {
     format!(
         "({})",
-        v.iter().map(|x| format!("{x:.3}")).collect::<Vec<_>>().join(", ")
+        v.iter()
+            .map(|x| format!("{:.3}", if x.abs() < 5e-4 { 0.0 } else { *x }))
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 

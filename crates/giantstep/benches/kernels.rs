@@ -16,13 +16,24 @@ const N: usize = 16_384;
 fn setup() -> (Network, Target, Exec) {
     let expr = Expr::parse("z1 + z1*z2").unwrap();
     let target = Target::new(expr, 2, D, TeacherKind::Random, 0.0, 0).unwrap();
-    let net = Network::init(D, P, "relu".parse().unwrap(), FirstLayerInit::Gaussian, SecondLayerInit::Hypercube, true, 0);
+    let net = Network::init(
+        D,
+        P,
+        "relu".parse().unwrap(),
+        FirstLayerInit::Gaussian,
+        SecondLayerInit::Hypercube,
+        true,
+        0,
+    );
     (net, target, Exec::new(4096, 1).unwrap())
 }
 
 fn step(c: &mut Criterion) {
     let (net, target, exec) = setup();
-    let batch = Batch { key: StreamKey::new(0, Purpose::Train, 0), n: N };
+    let batch = Batch {
+        key: StreamKey::new(0, Purpose::Train, 0),
+        n: N,
+    };
     let mut g = c.benchmark_group("step");
     g.sample_size(10).throughput(Throughput::Elements(N as u64));
     g.bench_with_input(BenchmarkId::new(format!("f64-d{D}-p{P}"), N), &N, |b, _| {
@@ -36,11 +47,16 @@ fn step(c: &mut Criterion) {
 
 fn readout(c: &mut Criterion) {
     let (net, target, exec) = setup();
-    let batch = Batch { key: StreamKey::new(0, Purpose::Readout, 0), n: N };
+    let batch = Batch {
+        key: StreamKey::new(0, Purpose::Readout, 0),
+        n: N,
+    };
     let mut g = c.benchmark_group("readout");
     g.sample_size(10).throughput(Throughput::Elements(N as u64));
     g.bench_with_input(BenchmarkId::new(format!("f64-d{D}-p{P}"), N), &N, |b, _| {
-        b.iter(|| engine::fit_readouts::<f64>(&exec, &[&net.w], D, P, net.activation, &target, &batch, None, 1.0).unwrap())
+        b.iter(|| {
+            engine::fit_readouts::<f64>(&exec, &[&net.w], D, P, net.activation, &target, &batch, None, 1.0).unwrap()
+        })
     });
     g.finish();
 }
@@ -51,7 +67,9 @@ fn data(c: &mut Criterion) {
     let mut z = vec![0.0; m * D];
     let mut g = c.benchmark_group("data");
     g.throughput(Throughput::Elements((m * D) as u64));
-    g.bench_function(BenchmarkId::new(format!("gaussian-d{D}"), m), |b| b.iter(|| gaussian_rows(&key, 0, D, &mut z, None)));
+    g.bench_function(BenchmarkId::new(format!("gaussian-d{D}"), m), |b| {
+        b.iter(|| gaussian_rows(&key, 0, D, &mut z, None))
+    });
     g.finish();
 }
 
@@ -61,13 +79,21 @@ fn target_eval(c: &mut Criterion) {
     gaussian_rows(&StreamKey::new(0, Purpose::Test, 0), 0, D, &mut z, None);
     let mut g = c.benchmark_group("target");
     g.throughput(Throughput::Elements(m as u64));
-    for (name, expr) in [("staircase3", "z1 + z1*z2 + z1*z2*z3"), ("stairway-he124", "(he1(z1) + he2(z1)/2 + he4(z1)/24 + he1(z2) + he2(z2)/2 + he4(z2)/24)/2")] {
+    for (name, expr) in [
+        ("staircase3", "z1 + z1*z2 + z1*z2*z3"),
+        (
+            "stairway-he124",
+            "(he1(z1) + he2(z1)/2 + he4(z1)/24 + he1(z2) + he2(z2)/2 + he4(z2)/24)/2",
+        ),
+    ] {
         let e = Expr::parse(expr).unwrap();
         let r = e.max_var();
         let t = Target::new(e, r, D, TeacherKind::Random, 0.0, 0).unwrap();
         let mut x = vec![0.0; m * r];
         let mut y = vec![0.0; m];
-        g.bench_function(BenchmarkId::new(name, m), |b| b.iter(|| t.labels(&z, m, None, &mut x, &mut y)));
+        g.bench_function(BenchmarkId::new(name, m), |b| {
+            b.iter(|| t.labels(&z, m, None, &mut x, &mut y))
+        });
     }
     g.finish();
 }
