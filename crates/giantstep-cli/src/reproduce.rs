@@ -1,7 +1,8 @@
 //! `giantstep reproduce NAME`: the paper's experiments as built-in plans, with figures and a
 //! markdown summary.
 
-use crate::plot::{plot_records, Figure};
+use crate::plot::{mean_std, plot_records, Figure};
+use crate::theory_cmd::vec3 as fmt_vec;
 use anyhow::bail;
 use clap::Args;
 use giantstep::sweep::{read_records, Plan, Record};
@@ -127,17 +128,6 @@ seed = "0..{seeds}"
         _ => bail!("unknown experiment '{name}' (known: {})", NAMES.join(", ")),
     };
     Ok(text)
-}
-
-fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
 }
 
 /// The markdown summary of an experiment's records.
@@ -279,16 +269,6 @@ pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result
         }
     }
     Ok(s)
-}
-
-fn fmt_vec(v: &[f64]) -> String {
-    format!(
-        "({})",
-        v.iter()
-            .map(|x| format!("{:.3}", if x.abs() < 5e-4 { 0.0 } else { *x }))
-            .collect::<Vec<_>>()
-            .join(", ")
-    )
 }
 
 pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {

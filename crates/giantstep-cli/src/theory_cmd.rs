@@ -110,7 +110,8 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn vec3(v: &[f64]) -> String {
+/// `(a, b, c)` with 3 decimals, tiny values printed as 0.
+pub(crate) fn vec3(v: &[f64]) -> String {
     format!(
         "({})",
         v.iter()
