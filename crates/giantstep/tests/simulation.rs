@@ -295,3 +295,36 @@ fn predicted_and_measured_subspaces_align() {
         assert!(angles.iter().all(|a| *a < 10.0), "{angles:?}");
     }
 }
+
+/// precision = "f32" (f32 GEMMs, f64 sums across chunks) gives the f64 test errors within 1e-3
+/// relative on z1 + z1*z2 (measured: ~1e-8), and the same learned overlaps to 1e-4.
+#[test]
+fn f32_matches_f64() {
+    let base = [
+        "target.preset=staircase2",
+        "network.d=128",
+        "network.p=256",
+        "train.n=8d",
+        "train.steps=2",
+        "eval.n_test=2000",
+    ];
+    let a = simulate(&base);
+    let mut b = base.to_vec();
+    b.push("precision=f32");
+    let b = simulate(&b);
+    for (x, y) in [
+        (a.test_error, b.test_error),
+        (a.rf_test_error, b.rf_test_error),
+        (a.train_error, b.train_error),
+    ] {
+        assert!((x - y).abs() < 1e-3 * x, "{x} vs {y}");
+    }
+    for (x, y) in a.steps[1]
+        .overlaps
+        .mean_abs_cos
+        .iter()
+        .zip(&b.steps[1].overlaps.mean_abs_cos)
+    {
+        assert!((x - y).abs() < 1e-4, "{x} vs {y}");
+    }
+}
