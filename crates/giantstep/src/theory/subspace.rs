@@ -54,13 +54,21 @@ pub fn expand_rotated(g: &dyn Fn(&[f64]) -> f64, r: usize, q: &Basis, opts: Expa
         return expand(g, r, opts);
     }
     let h = |y: &[f64]| {
-        let mut x = [0.0f64; 64];
+        // x = Qᵀ y; a stack buffer for the usual small r, the heap beyond.
+        let mut stack = [0.0f64; 32];
+        let mut heap = Vec::new();
+        let x: &mut [f64] = if r <= stack.len() {
+            &mut stack[..r]
+        } else {
+            heap.resize(r, 0.0);
+            &mut heap
+        };
         for (yi, row) in y.iter().zip(q) {
-            for (xj, qj) in x[..r].iter_mut().zip(row) {
+            for (xj, qj) in x.iter_mut().zip(row) {
                 *xj += yi * qj;
             }
         }
-        g(&x[..r])
+        g(x)
     };
     expand(&h, r, opts)
 }
