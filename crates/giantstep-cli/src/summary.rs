@@ -9,6 +9,14 @@ const LEARNED_FACTOR: f64 = 3.0;
 /// At most this many teacher directions get a column.
 const MAX_COLUMNS: usize = 6;
 
+/// The configuration spelling of an option (`"random"`, `"hypercube"`, ...).
+fn name<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_value(v)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 pub fn render(res: &RunResult) -> String {
     let c = &res.config;
     let mut s = String::new();
@@ -22,9 +30,9 @@ pub fn render(res: &RunResult) -> String {
     let d = c.network.d as f64;
     let _ = writeln!(
         s,
-        "target  y = {expr}{preset}   (r = {}, {:?} teacher{})",
+        "target  y = {expr}{preset}   (r = {}, {} teacher{})",
         res.r,
-        c.target.teacher,
+        name(&c.target.teacher),
         if c.target.noise > 0.0 {
             format!(", noise {}", c.target.noise)
         } else {
@@ -33,27 +41,27 @@ pub fn render(res: &RunResult) -> String {
     );
     let _ = writeln!(
         s,
-        "network d = {}, p = {}, activation {}, {:?} rows, {:?} second layer{}",
+        "network d = {}, p = {}, activation {}, {} rows, {} second layer{}",
         c.network.d,
         c.network.p,
         c.network.activation,
-        c.network.first_layer,
-        c.network.second_layer,
+        name(&c.network.first_layer),
+        name(&c.network.second_layer),
         if c.network.symmetric { ", symmetric" } else { "" }
     );
     if let Some(st) = res.steps.first() {
         let _ = writeln!(
             s,
-            "train   {} step(s), n = {} = {:.2} d = d^{:.2}, eta = {:.4} = {:.3} p, {:?} loss, preprocess {:?}, normalize {:?}",
+            "train   {} step(s), n = {} = {:.2} d = d^{:.2}, eta = {:.4} = {:.3} p, {} loss, preprocess {}, normalize {}",
             res.steps.len(),
             st.n,
             st.n as f64 / d,
             (st.n as f64).ln() / d.ln(),
             st.eta,
             st.eta / c.network.p as f64,
-            c.train.loss,
-            c.train.preprocess,
-            c.train.normalize,
+            name(&c.train.loss),
+            name(&c.train.preprocess),
+            name(&c.train.normalize),
         );
     }
     let cols = res.r.min(MAX_COLUMNS);
