@@ -80,7 +80,16 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         ("standard", 512, 1024)
     };
-    let r = giantstep::bench::bench(name, d, p, d * d, 10_000, precision, threads, args.chunk)?;
+    let r = giantstep::bench::bench(&giantstep::bench::Workload {
+        name: name.into(),
+        d,
+        p,
+        n: d * d,
+        n_test: 10_000,
+        precision,
+        threads,
+        chunk: args.chunk,
+    })?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

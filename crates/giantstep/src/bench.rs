@@ -98,39 +98,50 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
     (exec.threads * reps) as f64 * 2.0 * (m * d * p) as f64 / secs / 1e9
 }
 
+/// The workload of [`bench`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Workload {
+    /// Name shown in the report (`standard`, `small`).
+    pub name: String,
+    /// Input dimension.
+    pub d: usize,
+    /// Width.
+    pub p: usize,
+    /// Batch size of the step and of the readout.
+    pub n: usize,
+    /// Test samples.
+    pub n_test: usize,
+    /// Precision of the GEMMs.
+    pub precision: Precision,
+    /// Worker threads.
+    pub threads: usize,
+    /// Samples per chunk.
+    pub chunk: usize,
+}
+
 /// Runs the benchmark: one giant step, the readout of the trained and initial layers, the test
 /// errors, and a data-generation-only pass, on `z1 + z1*z2` with ReLU.
 ///
 /// # Errors
 /// As [`crate::run()`].
-#[allow(clippy::too_many_arguments)]
-pub fn bench(
-    workload: &str,
-    d: usize,
-    p: usize,
-    n: usize,
-    n_test: usize,
-    precision: Precision,
-    threads: usize,
-    chunk: usize,
-) -> Result<BenchReport> {
-    match precision {
-        Precision::F64 => bench_typed::<f64>(workload, d, p, n, n_test, precision, threads, chunk),
-        Precision::F32 => bench_typed::<f32>(workload, d, p, n, n_test, precision, threads, chunk),
+pub fn bench(w: &Workload) -> Result<BenchReport> {
+    match w.precision {
+        Precision::F64 => bench_typed::<f64>(w),
+        Precision::F32 => bench_typed::<f32>(w),
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn bench_typed<T: Real>(
-    workload: &str,
-    d: usize,
-    p: usize,
-    n: usize,
-    n_test: usize,
-    precision: Precision,
-    threads: usize,
-    chunk: usize,
-) -> Result<BenchReport> {
+fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
+    let Workload {
+        ref name,
+        d,
+        p,
+        n,
+        n_test,
+        precision,
+        threads,
+        chunk,
+    } = *w;
     let exec = Exec::new(chunk, threads)?;
     let expr = Expr::parse(preset_expr("staircase2")?)?;
     let target = Target::new(expr, 2, d, TeacherKind::Random, 0.0, 0)?;
@@ -212,7 +223,7 @@ fn bench_typed<T: Real>(
         .filter(|ph| ph.name == "step" || ph.name == "readout")
         .fold((0.0, 0.0), |a, ph| (a.0 + ph.flops, a.1 + ph.seconds));
     Ok(BenchReport {
-        workload: workload.into(),
+        workload: name.clone(),
         d,
         p,
         n,
