@@ -83,19 +83,28 @@ pub fn sweep_with_progress(
     let bar = indicatif::ProgressBar::hidden();
     if show {
         bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        // Position and length count operations (millions of flops), so the ETA is weighted by
+        // the work of each point rather than by the number of points.
         bar.set_style(
-            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} points  eta {eta}  {msg}")
+            indicatif::ProgressStyle::with_template("{bar:30} {percent:>3}%  eta {eta}  {msg}")
                 .expect("template")
                 .progress_chars("=> "),
         );
     }
+    let done = std::sync::atomic::AtomicUsize::new(0);
+    let todo_points = std::sync::atomic::AtomicUsize::new(0);
     let progress = |p: Progress<'_>| match p {
-        Progress::Start { todo, .. } => bar.set_length(todo as u64),
-        Progress::Done { point, error } => {
-            bar.inc(1);
+        Progress::Start { todo, flops, .. } => {
+            todo_points.store(todo, std::sync::atomic::Ordering::SeqCst);
+            bar.set_length((flops / 1e6).ceil().max(1.0) as u64);
+        }
+        Progress::Done { point, error, flops } => {
+            bar.inc((flops / 1e6).round() as u64);
+            let k = done.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             let c = &point.config;
             bar.set_message(format!(
-                "last: #{} d={} n={} T={} seed={}",
+                "{k}/{} points, last: #{} d={} n={} T={} seed={}",
+                todo_points.load(std::sync::atomic::Ordering::SeqCst),
                 point.index,
                 c.network.d,
                 c.train_n(),

@@ -72,6 +72,19 @@ pub fn peak_rss_bytes() -> u64 {
         .map_or(0, |kb| kb * 1024)
 }
 
+/// GFLOP/s of a bare GEMM of the chunk shape (`chunk×d` by `d×p`) run on `threads` threads at
+/// once, as the streaming kernels run it: a short calibration for cost estimates.
+///
+/// # Errors
+/// If the thread count is not usable.
+pub fn calibrate_gemm(precision: Precision, d: usize, p: usize, threads: usize, chunk: usize) -> Result<f64> {
+    let exec = Exec::new(chunk, threads)?;
+    Ok(match precision {
+        Precision::F64 => bare_gemm::<f64>(&exec, d, p),
+        Precision::F32 => bare_gemm::<f32>(&exec, d, p),
+    })
+}
+
 fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
     let m = exec.chunk;
     let z: Vec<T> = (0..m * d)

@@ -203,6 +203,10 @@ pub enum AddBack {
     Empirical,
     /// The exact `μ0 + <W*ᵀμ1, z>` from the theory module.
     Oracle,
+    /// The authors' single-step notebook: the mean and linear term are re-estimated on the test
+    /// set itself (from its labels) and added back to the test predictions. This uses test labels
+    /// at prediction time, so its test error is optimistic; it exists to reproduce that notebook.
+    Test,
 }
 
 /// `[target]`.
@@ -270,6 +274,12 @@ pub struct TrainConfig {
     /// Absolute learning rate (overrides `eta0`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta: Option<f64>,
+    /// Learning-rate cap: `η ≤ eta_max0·p` (absent: no cap).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_max0: Option<f64>,
+    /// Per-step multipliers of `η`: step `t` uses entry `t` (the last entry repeats).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_schedule: Option<Vec<f64>>,
     /// Loss.
     pub loss: Loss,
     /// A fresh batch every `reuse` steps.
@@ -288,6 +298,8 @@ impl Default for TrainConfig {
             eta0: 1.0,
             eta_exp: 0.5,
             eta: None,
+            eta_max0: None,
+            eta_schedule: None,
             loss: Loss::Residual,
             reuse: 1,
             normalize: Normalize::None,
@@ -330,6 +342,9 @@ pub struct EvalConfig {
     pub n_test: usize,
     /// Attach the theory's predictions to the result (SPEC §5; skipped for r > 8).
     pub theory: bool,
+    /// Fit the readout and measure the test error after every step `t = 1..T` (in one run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub every_step: bool,
 }
 
 impl Default for EvalConfig {
@@ -337,6 +352,7 @@ impl Default for EvalConfig {
         EvalConfig {
             n_test: 10_000,
             theory: true,
+            every_step: false,
         }
     }
 }
@@ -407,6 +423,8 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "eta0",
             "eta_exp",
             "eta",
+            "eta_max0",
+            "eta_schedule",
             "loss",
             "reuse",
             "normalize",
@@ -414,7 +432,7 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("readout", &["n", "lambda", "batch", "add_back"]),
-    ("eval", &["n_test", "theory"]),
+    ("eval", &["n_test", "theory", "every_step"]),
 ];
 
 fn check_keys(table: &toml::Table) -> Result<()> {
@@ -646,6 +664,25 @@ impl Config {
                 return Err(Error::config(format!("train.eta must be finite, but is {eta}")));
             }
         }
+        if let Some(cap) = c.train.eta_max0 {
+            if !(cap > 0.0 && cap.is_finite()) {
+                return Err(Error::config(format!(
+                    "train.eta_max0 must be > 0 and finite, but is {cap}"
+                )));
+            }
+        }
+        if let Some(s) = &c.train.eta_schedule {
+            if s.is_empty() {
+                return Err(Error::config(
+                    "train.eta_schedule must list at least one multiplier (e.g. [1.0, 0.5])",
+                ));
+            }
+            if let Some(bad) = s.iter().find(|m| !(**m >= 0.0 && m.is_finite())) {
+                return Err(Error::config(format!(
+                    "train.eta_schedule multipliers must be >= 0 and finite, but one is {bad}"
+                )));
+            }
+        }
         if c.readout.n.is_none() {
             c.readout.n = Some(c.train.n.clone());
         }
@@ -686,15 +723,30 @@ impl Config {
             .expect("resolved config")
     }
 
-    /// The learning rate `η = eta0·p·(n/d)^eta_exp`, or `train.eta` when given.
+    /// The learning rate of step 1 (see [`Config::eta_at`]).
     pub fn eta(&self) -> f64 {
-        match self.train.eta {
+        self.eta_at(1)
+    }
+
+    /// The learning rate of step `t` (from 1): the base `η = eta0·p·(n/d)^eta_exp` (or
+    /// `train.eta` when given), capped at `eta_max0·p` when `train.eta_max0` is given, times the
+    /// step's multiplier in `train.eta_schedule` (the last entry repeats; 1 when absent).
+    pub fn eta_at(&self, t: usize) -> f64 {
+        let p = self.network.p as f64;
+        let mut eta = match self.train.eta {
             Some(eta) => eta,
             None => {
                 let n = self.train_n() as f64;
-                self.train.eta0 * self.network.p as f64 * (n / self.network.d as f64).powf(self.train.eta_exp)
+                self.train.eta0 * p * (n / self.network.d as f64).powf(self.train.eta_exp)
             }
+        };
+        if let Some(cap) = self.train.eta_max0 {
+            eta = eta.min(cap * p);
         }
+        if let Some(s) = self.train.eta_schedule.as_deref().filter(|s| !s.is_empty()) {
+            eta *= s[(t.max(1) - 1).min(s.len() - 1)];
+        }
+        eta
     }
 }
 

@@ -335,6 +335,25 @@ pub fn fit_readouts<T: Real>(
     shift: Option<&LabelShift>,
     lambda: f64,
 ) -> Result<Vec<Readout>> {
+    fit_readouts_each::<T>(exec, layers, d, p, act, target, batch, shift, lambda)
+        .into_iter()
+        .collect()
+}
+
+/// [`fit_readouts`] with one outcome per layer: a layer whose features overflow or whose ridge
+/// system is singular fails alone. Each layer's readout is bit-identical to fitting it alone.
+#[allow(clippy::too_many_arguments)]
+pub fn fit_readouts_each<T: Real>(
+    exec: &Exec,
+    layers: &[&[f64]],
+    d: usize,
+    p: usize,
+    act: Activation,
+    target: &Target,
+    batch: &Batch,
+    shift: Option<&LabelShift>,
+    lambda: f64,
+) -> Vec<Result<Readout>> {
     let k = layers.len();
     let layers_t: Vec<Vec<T>> = layers
         .iter()
@@ -405,9 +424,10 @@ pub fn fit_readouts<T: Real>(
     let mut out = Vec::with_capacity(k);
     for l in 0..k {
         if gram[l].iter().chain(&xty[l]).any(|v| !v.is_finite()) {
-            return Err(Error::Numerical(
+            out.push(Err(Error::Numerical(
                 "the readout features σ(W z) overflowed (first-layer weights too large); try a smaller eta0".into(),
-            ));
+            )));
+            continue;
         }
         // A = XᵀX/p + λI, q = Xᵀỹ/√p.
         let mut a: Vec<f64> = gram[l].iter().map(|v| v / pf).collect();
@@ -415,20 +435,23 @@ pub fn fit_readouts<T: Real>(
             a[i * p + i] += lambda;
         }
         let q: Vec<f64> = xty[l].iter().map(|v| v / pf.sqrt()).collect();
-        let coef = cholesky_solve(&a, p, &q).ok_or(Error::NotPositiveDefinite { lambda })?;
+        let Some(coef) = cholesky_solve(&a, p, &q) else {
+            out.push(Err(Error::NotPositiveDefinite { lambda }));
+            continue;
+        };
         // Σ(ỹ − Xâ/√p)² = Σỹ² − 2âᵀq + âᵀ(XᵀX/p)â.
         let mut quad = 0.0;
         for i in 0..p {
             quad += coef[i] * (dot(&a[i * p..(i + 1) * p], &coef) - lambda * coef[i]);
         }
         let sse = yy - 2.0 * dot(&coef, &q) + quad;
-        out.push(Readout {
+        out.push(Ok(Readout {
             coef,
             shift: shift.cloned(),
             train_error: (sse / n).max(0.0),
-        });
+        }));
     }
-    Ok(out)
+    out
 }
 
 /// Test errors `mean (y − ŷ)²` of several (first layer, readout) pairs on one fresh test set,

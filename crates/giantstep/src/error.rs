@@ -74,6 +74,43 @@ pub enum Error {
     },
 }
 
+impl Clone for Error {
+    /// A copy of the error; an [`Error::Io`] keeps its kind and message.
+    fn clone(&self) -> Self {
+        match self {
+            Error::Expr { expr, column, message } => Error::Expr {
+                expr: expr.clone(),
+                column: *column,
+                message: message.clone(),
+            },
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::UnknownKey { key, section, known } => Error::UnknownKey {
+                key: key.clone(),
+                section: section.clone(),
+                known: known.clone(),
+            },
+            Error::Toml {
+                source_name,
+                line,
+                column,
+                message,
+            } => Error::Toml {
+                source_name: source_name.clone(),
+                line: *line,
+                column: *column,
+                message: message.clone(),
+            },
+            Error::NonFinite { step, eta } => Error::NonFinite { step: *step, eta: *eta },
+            Error::NotPositiveDefinite { lambda } => Error::NotPositiveDefinite { lambda: *lambda },
+            Error::Numerical(m) => Error::Numerical(m.clone()),
+            Error::Io { path, source } => Error::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+        }
+    }
+}
+
 impl Error {
     /// Shorthand for [`Error::Config`].
     pub fn config(msg: impl Into<String>) -> Self {

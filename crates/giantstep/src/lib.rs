@@ -27,6 +27,7 @@
 pub mod activation;
 pub mod bench;
 pub mod config;
+pub mod cost;
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -41,4 +42,4 @@ pub mod theory;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use run::{run, run_with, RunResult, StepRecord};
+pub use run::{run, run_prefixes, run_with, RunResult, StepRecord};

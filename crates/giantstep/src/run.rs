@@ -4,7 +4,7 @@
 
 use crate::config::{AddBack, Config, Loss, Normalize, Preprocess, ReadoutBatch};
 use crate::data::{Purpose, StreamKey};
-use crate::engine::{self, Batch, ErrorSignal, Exec};
+use crate::engine::{self, Batch, ErrorSignal, Exec, Readout};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
 use crate::linalg::{dot, norm};
@@ -31,6 +31,12 @@ pub struct StepRecord {
     /// Geometry of the step's gradient.
     #[serde(flatten)]
     pub gradient: GradientGeometry,
+    /// Test error of the readout fitted after this step (only with `eval.every_step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_error: Option<f64>,
+    /// Train error of that readout (only with `eval.every_step`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_error: Option<f64>,
 }
 
 /// The result of a run (the object printed by `giantstep run --json`).
@@ -110,18 +116,92 @@ pub fn run(config: &Config) -> Result<RunResult> {
 
 /// [`run`], calling `progress` with a short message before each phase.
 ///
+/// With `eval.every_step = true` the readout and test error are also measured after every step
+/// `t < T` (one pass over the readout batch and one over the test set for all of them), and
+/// stored in `steps[t].test_error` / `steps[t].train_error`; every other field is as without it.
+///
 /// # Errors
 /// As [`run`].
 pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunResult> {
-    let start = Instant::now();
     let cfg = config.resolve()?;
+    let steps = cfg.train.steps;
+    let eval_at: Vec<usize> = if cfg.eval.every_step {
+        (1..=steps).collect()
+    } else {
+        vec![steps]
+    };
+    let mut outcomes = run_prefixes_resolved(&cfg, &eval_at, progress)?;
+    let mut last = outcomes.pop().expect("one outcome per evaluated T")?;
+    for (t, outcome) in outcomes.into_iter().enumerate() {
+        let r = outcome?;
+        last.steps[t].test_error = Some(r.test_error);
+        last.steps[t].train_error = Some(r.train_error);
+    }
+    if cfg.eval.every_step {
+        last.steps[steps - 1].test_error = Some(last.test_error);
+        last.steps[steps - 1].train_error = Some(last.train_error);
+    }
+    Ok(last)
+}
+
+/// Trains once up to the largest `T` in `eval_at` and returns, for each `T` in `eval_at` (in
+/// that order), the result that `run` gives for the same configuration with `train.steps = T`,
+/// bit-identical except `elapsed_s`: the steps are the same, the readouts of all `T` are fitted
+/// in one pass over the readout batch (one random-features readout when the readout batch is
+/// fresh) and tested in one pass over the test set.
+///
+/// The outcome of a `T` is an error when training diverged at or before step `T`, or when its
+/// readout failed; earlier `T` still have their results.
+///
+/// # Errors
+/// Invalid configuration or an empty `eval_at` (the per-`T` errors are in the vector).
+pub fn run_prefixes(config: &Config, eval_at: &[usize]) -> Result<Vec<Result<RunResult>>> {
+    let mut cfg = config.clone();
+    cfg.eval.every_step = false;
+    cfg.train.steps = eval_at.iter().copied().max().unwrap_or(0).max(1);
+    let cfg = cfg.resolve()?;
+    run_prefixes_resolved(&cfg, eval_at, &mut |_| {})
+}
+
+fn run_prefixes_resolved(
+    cfg: &Config,
+    eval_at: &[usize],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Result<RunResult>>> {
+    if eval_at.is_empty() || eval_at.iter().any(|&t| t == 0 || t > cfg.train.steps) {
+        return Err(Error::config(format!(
+            "steps to evaluate must lie in 1..={}, but are {eval_at:?}",
+            cfg.train.steps
+        )));
+    }
     match cfg.precision {
-        crate::config::Precision::F64 => run_typed::<f64>(cfg, start, progress),
-        crate::config::Precision::F32 => run_typed::<f32>(cfg, start, progress),
+        crate::config::Precision::F64 => run_typed::<f64>(cfg, eval_at, progress),
+        crate::config::Precision::F32 => run_typed::<f32>(cfg, eval_at, progress),
     }
 }
 
-fn run_typed<T: crate::linalg::Real>(cfg: Config, start: Instant, progress: &mut dyn FnMut(&str)) -> Result<RunResult> {
+/// The configuration a separate run of `T` steps would have.
+fn config_at(cfg: &Config, t: usize) -> Config {
+    let mut c = cfg.clone();
+    c.train.steps = t;
+    c.eval.every_step = false;
+    c
+}
+
+/// The training batch of step `t` (from 1).
+fn train_batch(cfg: &Config, t: usize, n: usize) -> Batch {
+    Batch {
+        key: StreamKey::new(cfg.seed, Purpose::Train, ((t - 1) / cfg.train.reuse) as u64),
+        n,
+    }
+}
+
+fn run_typed<T: crate::linalg::Real>(
+    cfg: &Config,
+    eval_at: &[usize],
+    progress: &mut dyn FnMut(&str),
+) -> Result<Vec<Result<RunResult>>> {
+    let start = Instant::now();
     let net_cfg = &cfg.network;
     let (d, p) = (net_cfg.d, net_cfg.p);
     let expr = Expr::parse(cfg.target.expr.as_deref().expect("resolved"))?;
@@ -140,56 +220,209 @@ fn run_typed<T: crate::linalg::Real>(cfg: Config, start: Instant, progress: &mut
     let w0 = net.w.clone();
     let initial = overlaps(&net.w, p, d, &target.w_star, r)?;
     let n = cfg.train_n();
-    let eta = cfg.eta();
     let signal = match cfg.train.loss {
         Loss::Residual => ErrorSignal::Residual,
         Loss::Correlation => ErrorSignal::Correlation,
     };
-    let mut steps = Vec::with_capacity(cfg.train.steps);
-    let mut last_batch = None;
-    for t in 1..=cfg.train.steps {
+    let t_max = eval_at.iter().copied().max().expect("non-empty");
+    let mut steps = Vec::with_capacity(t_max);
+    // The first layer after each evaluated step.
+    let mut snapshots: Vec<(usize, Vec<f64>)> = Vec::new();
+    let mut diverged: Option<Error> = None;
+    for t in 1..=t_max {
         progress(&format!("step {t}/{}", cfg.train.steps));
-        let batch_index = ((t - 1) / cfg.train.reuse) as u64;
-        let batch = Batch {
-            key: StreamKey::new(cfg.seed, Purpose::Train, batch_index),
-            n,
+        let eta = cfg.eta_at(t);
+        let mut step = || -> Result<StepRecord> {
+            let batch = train_batch(cfg, t, n);
+            let shift = preprocess_shift(&exec, &target, &batch, cfg.train.preprocess);
+            let grad = engine::gradient::<T>(&exec, &net, &target, &batch, shift.as_ref(), signal);
+            let geometry = gradient_geometry(&grad.g, &net.w, p, d, &target.w_star, r)?;
+            apply_step(&mut net.w, &grad.g, eta, p, d, cfg.train.normalize);
+            if net.w.iter().any(|v| !v.is_finite()) {
+                return Err(Error::NonFinite { step: t, eta });
+            }
+            Ok(StepRecord {
+                t,
+                n,
+                eta,
+                batch_mse: grad.batch_mse,
+                overlaps: overlaps(&net.w, p, d, &target.w_star, r)?,
+                gradient: geometry,
+                test_error: None,
+                train_error: None,
+            })
         };
-        let shift = preprocess_shift(&exec, &target, &batch, cfg.train.preprocess);
-        let grad = engine::gradient::<T>(&exec, &net, &target, &batch, shift.as_ref(), signal);
-        let geometry = gradient_geometry(&grad.g, &net.w, p, d, &target.w_star, r)?;
-        apply_step(&mut net.w, &grad.g, eta, p, d, cfg.train.normalize);
-        if net.w.iter().any(|v| !v.is_finite()) {
-            return Err(Error::NonFinite { step: t, eta });
+        match step() {
+            Ok(record) => steps.push(record),
+            Err(e) => {
+                // The results of T >= t fail with this error; earlier T keep theirs.
+                diverged = Some(e);
+                break;
+            }
         }
-        steps.push(StepRecord {
-            t,
-            n,
-            eta,
-            batch_mse: grad.batch_mse,
-            overlaps: overlaps(&net.w, p, d, &target.w_star, r)?,
-            gradient: geometry,
-        });
-        last_batch = Some(batch);
+        if eval_at.contains(&t) {
+            snapshots.push((t, net.w.clone()));
+        }
     }
+    let trained = steps.len();
 
     progress("readout");
-    let readout_batch = match cfg.readout.batch {
-        ReadoutBatch::Last => last_batch.expect("at least one step"),
+    // Theory per evaluated T (the oracle add-back needs it too).
+    let theories: Vec<Option<Result<RunTheory>>> = eval_at
+        .iter()
+        .map(|&t| {
+            (t <= trained && (cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle))
+                .then(|| theory_for(&config_at(cfg, t), &target, n, cfg.eta(), &steps[..t]))
+        })
+        .collect();
+    // Readouts: the layers that share a readout batch are fitted in one pass.
+    let readout_batch_of = |t: usize| match cfg.readout.batch {
+        ReadoutBatch::Last => train_batch(cfg, t, n),
         ReadoutBatch::Fresh => Batch {
             key: StreamKey::new(cfg.seed, Purpose::Readout, 0),
             n: cfg.readout_n(),
         },
     };
-    let theory = if cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle {
-        Some(theory_for(&cfg, &target, n, eta, &steps))
-    } else {
-        None
+    // For each evaluated T: (trained readout, random-features readout), or why not.
+    let mut fitted: Vec<Option<(Result<Readout>, Result<Readout>)>> = (0..eval_at.len()).map(|_| None).collect();
+    let mut groups: Vec<(Batch, Vec<usize>)> = Vec::new();
+    for (i, &t) in eval_at.iter().enumerate() {
+        if t > trained {
+            continue;
+        }
+        let b = readout_batch_of(t);
+        match groups.iter_mut().find(|(gb, _)| gb.key == b.key && gb.n == b.n) {
+            Some((_, members)) => members.push(i),
+            None => groups.push((b, vec![i])),
+        }
+    }
+    let act = net_cfg.activation;
+    for (batch, members) in &groups {
+        let shift = match readout_shift(cfg, &exec, &target, batch, &theories[members[0]], d) {
+            Ok(s) => s,
+            Err(e) => {
+                for &i in members {
+                    fitted[i] = Some((Err(e.clone()), Err(e.clone())));
+                }
+                continue;
+            }
+        };
+        let mut layers: Vec<&[f64]> = members.iter().map(|&i| snapshot(&snapshots, eval_at[i])).collect();
+        layers.push(&w0);
+        let mut outs = engine::fit_readouts_each::<T>(
+            &exec,
+            &layers,
+            d,
+            p,
+            act,
+            &target,
+            batch,
+            shift.as_ref(),
+            cfg.readout.lambda,
+        );
+        let rf = outs.pop().expect("the random-features layer");
+        for (&i, out) in members.iter().zip(outs) {
+            fitted[i] = Some((out, rf.clone()));
+        }
+    }
+
+    progress("test");
+    let test_batch = Batch {
+        key: StreamKey::new(cfg.seed, Purpose::Test, 0),
+        n: cfg.eval.n_test,
     };
-    let shift = match (cfg.readout.add_back, cfg.train.preprocess) {
+    let test_shift = (cfg.readout.add_back == AddBack::Test && cfg.train.preprocess != Preprocess::None)
+        .then(|| preprocess_shift(&exec, &target, &test_batch, cfg.train.preprocess))
+        .flatten();
+    // Every (layer, readout) pair to test, with its position.
+    let mut models: Vec<(&[f64], Readout)> = Vec::new();
+    let mut slots: Vec<Option<(usize, usize)>> = vec![None; eval_at.len()];
+    for (i, f) in fitted.iter().enumerate() {
+        if let Some((Ok(tr), Ok(rf))) = f {
+            let (mut tr, mut rf) = (tr.clone(), rf.clone());
+            if let Some(sh) = &test_shift {
+                tr.shift = Some(sh.clone());
+                rf.shift = Some(sh.clone());
+            }
+            slots[i] = Some((models.len(), models.len() + 1));
+            models.push((snapshot(&snapshots, eval_at[i]), tr));
+            models.push((&w0, rf));
+        }
+    }
+    let pairs: Vec<(&[f64], &Readout)> = models.iter().map(|(w, ro)| (*w, ro)).collect();
+    let (errors, y2) = if pairs.is_empty() {
+        (vec![], 0.0)
+    } else {
+        engine::test_errors::<T>(&exec, &pairs, d, p, act, &target, &test_batch)
+    };
+
+    let mut out = Vec::with_capacity(eval_at.len());
+    for (i, &t) in eval_at.iter().enumerate() {
+        if t > trained {
+            out.push(Err(diverged.clone().expect("training stopped early")));
+            continue;
+        }
+        let (tr, rf) = match fitted[i].take().expect("fitted") {
+            (Ok(tr), Ok(rf)) => (tr, rf),
+            (Err(e), _) | (_, Err(e)) => {
+                out.push(Err(e));
+                continue;
+            }
+        };
+        let (it, irf) = slots[i].expect("tested");
+        let theory = theories[i].clone();
+        let cfg_t = config_at(cfg, t);
+        out.push(Ok(RunResult {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            r,
+            random_level: (2.0 / (std::f64::consts::PI * d as f64)).sqrt(),
+            initial: initial.clone(),
+            steps: steps[..t].to_vec(),
+            test_error: errors[it],
+            train_error: tr.train_error,
+            rf_test_error: errors[irf],
+            rf_train_error: rf.train_error,
+            test_label_second_moment: y2,
+            theory_note: match &theory {
+                None => Some("eval.theory = false".into()),
+                Some(Err(e)) => Some(e.to_string()),
+                Some(Ok(_)) if !cfg.eval.theory => Some("eval.theory = false".into()),
+                Some(Ok(_)) => None,
+            },
+            theory: match theory {
+                Some(Ok(th)) if cfg.eval.theory => Some(th),
+                _ => None,
+            },
+            elapsed_s: start.elapsed().as_secs_f64(),
+            config: cfg_t,
+        }));
+    }
+    Ok(out)
+}
+
+fn snapshot(snapshots: &[(usize, Vec<f64>)], t: usize) -> &[f64] {
+    &snapshots
+        .iter()
+        .find(|(s, _)| *s == t)
+        .expect("snapshot of an evaluated step")
+        .1
+}
+
+/// The label shift of the readout batch: removed from its labels before the ridge fit and (for
+/// `empirical` and `oracle`) added back to the test predictions.
+fn readout_shift(
+    cfg: &Config,
+    exec: &Exec,
+    target: &Target,
+    batch: &Batch,
+    theory: &Option<Result<RunTheory>>,
+    d: usize,
+) -> Result<Option<engine::LabelShift>> {
+    Ok(match (cfg.readout.add_back, cfg.train.preprocess) {
         (_, Preprocess::None) => None,
-        (AddBack::Empirical, pre) => preprocess_shift(&exec, &target, &readout_batch, pre),
+        (AddBack::Empirical | AddBack::Test, pre) => preprocess_shift(exec, target, batch, pre),
         (AddBack::Oracle, pre) => {
-            let th = match &theory {
+            let th = match theory {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
                     return Err(Error::config(format!(
@@ -212,56 +445,6 @@ fn run_typed<T: crate::linalg::Real>(cfg: Config, start: Instant, progress: &mut
                 }),
             })
         }
-    };
-    let act = net_cfg.activation;
-    let readouts = engine::fit_readouts::<T>(
-        &exec,
-        &[&net.w, &w0],
-        d,
-        p,
-        act,
-        &target,
-        &readout_batch,
-        shift.as_ref(),
-        cfg.readout.lambda,
-    )?;
-    progress("test");
-    let test_batch = Batch {
-        key: StreamKey::new(cfg.seed, Purpose::Test, 0),
-        n: cfg.eval.n_test,
-    };
-    let (errors, y2) = engine::test_errors::<T>(
-        &exec,
-        &[(&net.w, &readouts[0]), (&w0, &readouts[1])],
-        d,
-        p,
-        act,
-        &target,
-        &test_batch,
-    );
-    Ok(RunResult {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        r,
-        random_level: (2.0 / (std::f64::consts::PI * d as f64)).sqrt(),
-        initial,
-        steps,
-        test_error: errors[0],
-        train_error: readouts[0].train_error,
-        rf_test_error: errors[1],
-        rf_train_error: readouts[1].train_error,
-        test_label_second_moment: y2,
-        theory_note: match &theory {
-            None => Some("eval.theory = false".into()),
-            Some(Err(e)) => Some(e.to_string()),
-            Some(Ok(_)) if !cfg.eval.theory => Some("eval.theory = false".into()),
-            Some(Ok(_)) => None,
-        },
-        theory: match theory {
-            Some(Ok(t)) if cfg.eval.theory => Some(t),
-            _ => None,
-        },
-        elapsed_s: start.elapsed().as_secs_f64(),
-        config: cfg,
     })
 }
 

@@ -58,6 +58,20 @@ pub struct Point {
     pub config: Config,
     /// Hash of the configuration.
     pub hash: String,
+    /// The group of points that differ from this one only in `train.steps` (numbered in order
+    /// of first appearance): a group trains once, to its largest `T`, and shares a shard.
+    pub group: usize,
+}
+
+/// The configuration with `train.steps` blanked: points with the same key form a group.
+/// Points with `eval.every_step` are never grouped (each is its own run).
+fn group_key(config: &Config, index: usize) -> String {
+    if config.eval.every_step {
+        return format!("point {index}");
+    }
+    let mut c = config.clone();
+    c.train.steps = 0;
+    serde_json::to_string(&c).expect("serializable")
 }
 
 /// FNV-1a 64-bit hash as 16 hex digits (stable across platforms and versions).
@@ -234,6 +248,7 @@ impl Plan {
     pub fn points(&self) -> Result<Vec<Point>> {
         let total = self.len();
         let mut out = Vec::with_capacity(total);
+        let mut groups: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for index in 0..total {
             let mut table = self.base.clone();
             let mut rem = index;
@@ -252,13 +267,22 @@ impl Plan {
             let mut config = config;
             config.threads = 0;
             let hash = fnv_hex(&serde_json::to_string(&config).expect("serializable"));
-            out.push(Point { index, config, hash });
+            let next = groups.len();
+            let group = *groups.entry(group_key(&config, index)).or_insert(next);
+            out.push(Point {
+                index,
+                config,
+                hash,
+                group,
+            });
         }
         Ok(out)
     }
 }
 
-/// A deterministic `1/count` of the points: those with `index % count == index`.
+/// A deterministic `1/count` of the points: those whose group has `group % count == index`
+/// (a group is the set of points that differ only in `train.steps`; without such an axis every
+/// point is its own group and the shard is `point index % count`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shard {
     /// This shard, `0..count`.
@@ -285,8 +309,8 @@ impl std::str::FromStr for Shard {
 
 impl Shard {
     /// Whether a point belongs to this shard.
-    pub fn contains(&self, point_index: usize) -> bool {
-        point_index % self.count == self.index
+    pub fn contains(&self, point: &Point) -> bool {
+        point.group % self.count == self.index
     }
 }
 
@@ -383,6 +407,8 @@ pub enum Progress<'a> {
         todo: usize,
         /// Points of the shard.
         total: usize,
+        /// Floating-point operations of the points left to run ([`crate::cost`]).
+        flops: f64,
     },
     /// A point finished (or failed).
     Done {
@@ -390,7 +416,68 @@ pub enum Progress<'a> {
         point: &'a Point,
         /// Its error, if it failed.
         error: Option<&'a str>,
+        /// Its share of the operations (a group's operations split evenly over its points).
+        flops: f64,
     },
+}
+
+/// The work of a sweep: groups of points that train once (see [`Point::group`]).
+#[derive(Debug, Clone)]
+pub struct WorkUnit<'a> {
+    /// The points of the group still to run, in plan order.
+    pub points: Vec<&'a Point>,
+    /// Operations of running them together.
+    pub flops: crate::cost::Flops,
+}
+
+/// Groups points into work units: the points of a group run as one training to their largest
+/// `T`, evaluated at each of their `T` ([`crate::run_prefixes`]).
+pub fn work_units<'a>(points: &[&'a Point]) -> Vec<WorkUnit<'a>> {
+    let mut units: Vec<WorkUnit<'a>> = Vec::new();
+    let mut by_group: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for p in points {
+        match by_group.get(&p.group) {
+            Some(&u) => units[u].points.push(p),
+            None => {
+                by_group.insert(p.group, units.len());
+                units.push(WorkUnit {
+                    points: vec![p],
+                    flops: Default::default(),
+                });
+            }
+        }
+    }
+    for u in &mut units {
+        let longest = u.points.iter().max_by_key(|p| p.config.train.steps).expect("non-empty");
+        u.flops = crate::cost::run_flops(&longest.config, u.points.len());
+    }
+    units
+}
+
+/// Runs a work unit: one result per point, in the unit's order.
+fn run_unit(unit: &WorkUnit<'_>, threads: usize) -> Vec<(Result<RunResult>, f64)> {
+    let start = std::time::Instant::now();
+    if let [point] = unit.points[..] {
+        let mut cfg = point.config.clone();
+        cfg.threads = threads;
+        let r = crate::run::run(&cfg);
+        return vec![(r, start.elapsed().as_secs_f64())];
+    }
+    let longest = unit
+        .points
+        .iter()
+        .max_by_key(|p| p.config.train.steps)
+        .expect("non-empty");
+    let mut cfg = longest.config.clone();
+    cfg.threads = threads;
+    let eval_at: Vec<usize> = unit.points.iter().map(|p| p.config.train.steps).collect();
+    let outcomes = match crate::run::run_prefixes(&cfg, &eval_at) {
+        Ok(o) => o,
+        Err(e) => unit.points.iter().map(|_| Err(e.clone())).collect(),
+    };
+    // The group's wall time, split evenly over its points.
+    let wall = start.elapsed().as_secs_f64() / unit.points.len() as f64;
+    outcomes.into_iter().map(|o| (o, wall)).collect()
 }
 
 /// Runs the points of `shard` that `out` does not hold yet, `jobs` at a time (each with `threads`
@@ -411,7 +498,7 @@ pub fn run_sweep(
     let points: Vec<Point> = plan
         .points()?
         .into_iter()
-        .filter(|p| shard.is_none_or(|s| s.contains(p.index)))
+        .filter(|p| shard.is_none_or(|s| s.contains(p)))
         .collect();
     let io = |e| Error::Io {
         path: out.display().to_string(),
@@ -446,11 +533,13 @@ pub fn run_sweep(
         skipped: points.len() - todo.len(),
         ..Default::default()
     };
+    let units = work_units(&todo);
     progress(Progress::Start {
         todo: todo.len(),
         total: points.len(),
+        flops: units.iter().map(|u| u.flops.total()).sum(),
     });
-    let jobs = jobs.clamp(1, todo.len().max(1));
+    let jobs = jobs.clamp(1, units.len().max(1));
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads_per_job = threads.unwrap_or(cores / jobs).max(1);
     let next = AtomicUsize::new(0);
@@ -459,53 +548,52 @@ pub fn run_sweep(
         for _ in 0..jobs {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= todo.len() || state.lock().map(|s| s.2.is_some()).unwrap_or(true) {
+                if i >= units.len() || state.lock().map(|s| s.2.is_some()).unwrap_or(true) {
                     break;
                 }
-                let point = todo[i];
-                let mut cfg = point.config.clone();
-                cfg.threads = threads_per_job;
-                let start = std::time::Instant::now();
-                let outcome = crate::run::run(&cfg);
-                let wall_s = start.elapsed().as_secs_f64();
-                let (result, error) = match outcome {
-                    Ok(mut r) => {
-                        r.config.threads = 0;
-                        (Some(r), None)
+                let unit = &units[i];
+                let share = unit.flops.total() / unit.points.len() as f64;
+                for (point, (outcome, wall_s)) in unit.points.iter().zip(run_unit(unit, threads_per_job)) {
+                    let (result, error) = match outcome {
+                        Ok(mut r) => {
+                            r.config.threads = 0;
+                            (Some(r), None)
+                        }
+                        Err(e) => (None, Some(e.to_string())),
+                    };
+                    let record = Record {
+                        hash: point.hash.clone(),
+                        plan: plan_id.clone(),
+                        index: point.index,
+                        points: total_points,
+                        config: point.config.clone(),
+                        result,
+                        error: error.clone(),
+                        version: env!("CARGO_PKG_VERSION").to_string(),
+                        wall_s,
+                    };
+                    let line = serde_json::to_string(&record).expect("serializable") + "\n";
+                    let mut guard = state.lock().expect("sweep state");
+                    let (file, summary, failure) = &mut *guard;
+                    if let Err(e) = file
+                        .write_all(line.as_bytes())
+                        .and_then(|_| file.flush())
+                        .and_then(|_| file.sync_data())
+                    {
+                        *failure = Some(io(e));
+                        return;
                     }
-                    Err(e) => (None, Some(e.to_string())),
-                };
-                let record = Record {
-                    hash: point.hash.clone(),
-                    plan: plan_id.clone(),
-                    index: point.index,
-                    points: total_points,
-                    config: point.config.clone(),
-                    result,
-                    error: error.clone(),
-                    version: env!("CARGO_PKG_VERSION").to_string(),
-                    wall_s,
-                };
-                let line = serde_json::to_string(&record).expect("serializable") + "\n";
-                let mut guard = state.lock().expect("sweep state");
-                let (file, summary, failure) = &mut *guard;
-                if let Err(e) = file
-                    .write_all(line.as_bytes())
-                    .and_then(|_| file.flush())
-                    .and_then(|_| file.sync_data())
-                {
-                    *failure = Some(io(e));
-                    break;
+                    summary.ran += 1;
+                    if error.is_some() {
+                        summary.failed += 1;
+                    }
+                    drop(guard);
+                    progress(Progress::Done {
+                        point,
+                        error: error.as_deref(),
+                        flops: share,
+                    });
                 }
-                summary.ran += 1;
-                if error.is_some() {
-                    summary.failed += 1;
-                }
-                drop(guard);
-                progress(Progress::Done {
-                    point,
-                    error: error.as_deref(),
-                });
             });
         }
     });
@@ -595,7 +683,7 @@ pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> 
         let shard = Shard { index: i, count };
         let mine: std::collections::HashSet<&str> = points
             .iter()
-            .filter(|p| shard.contains(p.index))
+            .filter(|p| shard.contains(p))
             .map(|p| p.hash.as_str())
             .collect();
         let (records, _) = if f.exists() { read_records(f)? } else { (vec![], 0) };

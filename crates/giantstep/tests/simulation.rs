@@ -328,3 +328,152 @@ fn f32_matches_f64() {
         assert!((x - y).abs() < 1e-4, "{x} vs {y}");
     }
 }
+
+/// The JSON of a result without its wall time.
+fn json_without_time(r: &RunResult) -> String {
+    let mut v = serde_json::to_value(r).unwrap();
+    v.as_object_mut().unwrap().remove("elapsed_s");
+    v.to_string()
+}
+
+/// Evaluating every T = 1..4 in one run gives, for each T, the JSON of a separate `run` with
+/// `train.steps = T`, bit for bit: fresh and last-batch readouts, f64 and f32, every add-back,
+/// batch reuse, a learning-rate cap and a per-step schedule.
+#[test]
+fn prefixes_equal_separate_runs_bit_for_bit() {
+    let cases: &[&[&str]] = &[
+        &[
+            "network.d=24",
+            "network.p=16",
+            "train.n=d^1.5",
+            "eval.n_test=400",
+            "chunk=50",
+        ],
+        &[
+            "network.d=20",
+            "network.p=12",
+            "precision=f32",
+            "train.preprocess=linear",
+            "readout.batch=last",
+            "readout.add_back=test",
+            "train.reuse=2",
+            "eval.n_test=300",
+        ],
+        &[
+            "network.d=16",
+            "network.p=8",
+            "target.preset=stairway-he124",
+            "train.n=d^2",
+            "train.eta_max0=5",
+            "train.eta_schedule=[1.0, 0.5]",
+            "train.preprocess=linear",
+            "readout.add_back=oracle",
+            "eval.n_test=300",
+            "threads=2",
+        ],
+    ];
+    for sets in cases {
+        let cfg = config(sets);
+        let together = giantstep::run_prefixes(&cfg, &[1, 2, 3, 4]).unwrap();
+        assert_eq!(together.len(), 4);
+        for (t, got) in (1..=4).zip(together) {
+            let mut c = cfg.clone();
+            c.train.steps = t;
+            let want = run(&c).unwrap();
+            assert_eq!(
+                json_without_time(&got.unwrap()),
+                json_without_time(&want),
+                "{sets:?}, T = {t}"
+            );
+        }
+        // eval.every_step attaches the same per-step errors to one run.
+        let mut c = cfg.clone();
+        c.train.steps = 4;
+        c.eval.every_step = true;
+        let every = run(&c).unwrap();
+        for t in 1..=4 {
+            let mut ct = cfg.clone();
+            ct.train.steps = t;
+            let single = run(&ct).unwrap();
+            assert_eq!(
+                every.steps[t - 1].test_error,
+                Some(single.test_error),
+                "{sets:?}, T = {t}"
+            );
+            assert_eq!(
+                every.steps[t - 1].train_error,
+                Some(single.train_error),
+                "{sets:?}, T = {t}"
+            );
+        }
+        assert_eq!(every.test_error, every.steps[3].test_error.unwrap());
+    }
+}
+
+/// A run that diverges at step 3 still yields the results of T = 1 and 2; T >= 3 fail with the
+/// error a separate run gives.
+#[test]
+fn prefixes_keep_the_steps_before_a_divergence() {
+    let cfg = config(&[
+        "network.d=16",
+        "network.p=8",
+        "network.activation=he4",
+        "train.eta_schedule=[1, 1, 1e200]",
+        "eval.n_test=200",
+    ]);
+    let out = giantstep::run_prefixes(&cfg, &[1, 2, 3, 4]).unwrap();
+    assert!(out[0].is_ok() && out[1].is_ok());
+    for (t, o) in (1..=4).zip(&out) {
+        let mut c = cfg.clone();
+        c.train.steps = t;
+        match (o, run(&c)) {
+            (Ok(a), Ok(b)) => assert_eq!(json_without_time(a), json_without_time(&b)),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("T = {t}: together {a:?}, separate {b:?}"),
+        }
+    }
+    assert!(out[2].is_err() && out[3].is_err());
+}
+
+/// The learning-rate schedule: the cap and the multipliers as documented.
+#[test]
+fn eta_cap_and_schedule() {
+    let c = config(&["network.d=100", "network.p=10", "train.n=d^2"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.eta_at(1), 10.0 * 10.0); // eta0·p·(n/d)^0.5 = 10·10
+    let c = config(&["network.d=100", "network.p=10", "train.n=d^2", "train.eta_max0=5"])
+        .resolve()
+        .unwrap();
+    assert_eq!(c.eta_at(1), 50.0);
+    let c = config(&[
+        "network.d=100",
+        "network.p=10",
+        "train.n=d^2",
+        "train.eta_max0=5",
+        "train.eta_schedule=[1, 0.5, 0.25]",
+    ])
+    .resolve()
+    .unwrap();
+    assert_eq!(
+        (c.eta_at(1), c.eta_at(2), c.eta_at(3), c.eta_at(7)),
+        (50.0, 25.0, 12.5, 12.5)
+    );
+    let r = run(&{
+        let mut c = c.clone();
+        c.train.steps = 3;
+        c.eval.n_test = 100;
+        c
+    })
+    .unwrap();
+    let etas: Vec<f64> = r.steps.iter().map(|s| s.eta).collect();
+    assert_eq!(etas, vec![50.0, 25.0, 12.5]);
+    for bad in [
+        "train.eta_max0=0",
+        "train.eta_schedule=[]",
+        "train.eta_schedule=[1, -1]",
+    ] {
+        let e = config(&[bad]).resolve().unwrap_err().to_string();
+        assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
+    }
+}
