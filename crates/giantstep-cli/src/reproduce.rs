@@ -35,6 +35,9 @@ pub struct ReproduceArgs {
     /// No progress bar.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Print the points, operations per phase and estimated wall time; run and write nothing.
+    #[arg(long)]
+    dry_run: bool,
 }
 
 /// The plan of an experiment at a scale (TOML text).
@@ -122,7 +125,7 @@ figure = "stairway"
 target = {{ preset = "stairway-he124" }}
 network = {{ d = {d}, p = {p}, second_layer = "gaussian" }}
 train = {{ steps = 1, eta0 = {eta0}, preprocess = "linear" }}
-readout = {{ lambda = 1.0, batch = "last", add_back = "oracle" }}
+readout = {{ lambda = 1.0, batch = "last", add_back = "test" }}
 eval = {{ n_test = {n_test} }}
 [axes]
 "train.n" = ["d^1.3", "d^1.65", "d^2"]
@@ -288,6 +291,13 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("reproduce").join(&args.name));
+    if args.dry_run {
+        print!(
+            "{}",
+            crate::sweep_cmd::dry_run(&plan, Some(&dir.join("records.jsonl")), None, args.jobs)?
+        );
+        return Ok(true);
+    }
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
     crate::check_writable(&dir.join("summary.md"))?;

@@ -64,6 +64,14 @@ pub fn render(res: &RunResult) -> String {
             name(&c.train.normalize),
         );
     }
+    if res.steps.iter().any(|st| st.eta != res.steps[0].eta) {
+        let gammas: Vec<String> = res
+            .steps
+            .iter()
+            .map(|st| format!("{:.3}", st.eta / c.network.p as f64))
+            .collect();
+        let _ = writeln!(s, "        eta/p per step: {}", gammas.join(", "));
+    }
     let cols = res.r.min(MAX_COLUMNS);
     let _ = writeln!(s);
     let mut header = format!("{:>4} {:>10}", "step", "batch mse");
@@ -107,6 +115,14 @@ pub fn render(res: &RunResult) -> String {
     }
     if res.r > cols {
         let _ = writeln!(s, "({} more teacher directions in --json)", res.r - cols);
+    }
+    if res.steps.iter().any(|st| st.test_error.is_some()) {
+        let errs: Vec<String> = res
+            .steps
+            .iter()
+            .filter_map(|st| st.test_error.map(|e| format!("T={} {e:.4}", st.t)))
+            .collect();
+        let _ = writeln!(s, "test error after each step (eval.every_step): {}", errs.join(", "));
     }
     let _ = writeln!(
         s,

@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use giantstep::sweep::{merge, run_sweep, shard_status, Plan, Progress, Shard, SweepSummary};
+use giantstep::sweep::{merge, read_records, run_sweep, shard_status, work_units, Plan, Progress, Shard, SweepSummary};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,10 @@ pub struct SweepArgs {
     /// Submit with sbatch and print the job ids.
     #[arg(long, requires = "slurm")]
     submit: bool,
+    /// Print the points, the operations per phase and an estimated wall time on this machine
+    /// (from a short calibration GEMM), then exit without running or writing anything.
+    #[arg(long, conflicts_with_all = ["slurm"])]
+    dry_run: bool,
     /// Report points done / missing per shard of a Slurm sweep directory.
     #[arg(long, value_name = "DIR", conflicts_with_all = ["plan", "out", "slurm"])]
     status: Option<PathBuf>,
@@ -155,6 +159,10 @@ pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
         return cmd_slurm(args, plan_path, &plan, out).map(|_| true);
     }
     let shard = resolve_shard(&args.shard)?;
+    if args.dry_run {
+        print!("{}", dry_run(&plan, Some(out), shard, args.jobs)?);
+        return Ok(true);
+    }
     crate::check_writable_append(out)?;
     let s = sweep_with_progress(&plan, out, shard, args.jobs, args.threads, args.quiet)?;
     if !args.quiet {
@@ -391,4 +399,106 @@ fn cmd_status(dir: &Path) -> anyhow::Result<bool> {
         println!("merged: {}", dir.join("records.jsonl").display());
     }
     Ok(true)
+}
+
+/// Human units for operations.
+fn flops_text(f: f64) -> String {
+    if f >= 1e15 {
+        format!("{:.2} PFLOP", f / 1e15)
+    } else if f >= 1e12 {
+        format!("{:.2} TFLOP", f / 1e12)
+    } else {
+        format!("{:.2} GFLOP", f / 1e9)
+    }
+}
+
+fn seconds_text(s: f64) -> String {
+    if s >= 3600.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else if s >= 60.0 {
+        format!("{:.1} min", s / 60.0)
+    } else {
+        format!("{s:.1} s")
+    }
+}
+
+/// The report of `--dry-run`: points left (those in `out` are skipped), training groups,
+/// operations per phase against running every point alone, and an estimated wall time from a
+/// calibration GEMM of the largest point's shape on all cores.
+pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usize) -> anyhow::Result<String> {
+    use std::fmt::Write;
+    let points: Vec<_> = plan
+        .points()?
+        .into_iter()
+        .filter(|p| shard.is_none_or(|s| s.contains(p)))
+        .collect();
+    let done: std::collections::HashSet<String> = match out {
+        Some(o) if o.is_file() => read_records(o)?.0.into_iter().map(|r| r.hash).collect(),
+        _ => Default::default(),
+    };
+    let todo: Vec<&giantstep::sweep::Point> = points.iter().filter(|p| !done.contains(&p.hash)).collect();
+    let units = work_units(&todo);
+    let mut grouped = giantstep::cost::Flops::default();
+    let mut alone = giantstep::cost::Flops::default();
+    for u in &units {
+        grouped += u.flops;
+    }
+    for p in &todo {
+        alone += giantstep::cost::run_flops(&p.config, 1);
+    }
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "plan {}: {} points{}, {} already done, {} to run in {} training groups (points that differ only in train.steps train once)",
+        plan.name.as_deref().unwrap_or("(unnamed)"),
+        points.len(),
+        shard.map(|s| format!(" in shard {}/{}", s.index, s.count)).unwrap_or_default(),
+        points.len() - todo.len(),
+        todo.len(),
+        units.len()
+    );
+    let _ = writeln!(
+        s,
+        "operations: steps {}, readouts {}, tests {}; total {} ({} if every point ran alone: {:.2}x)",
+        flops_text(grouped.step),
+        flops_text(grouped.readout),
+        flops_text(grouped.test),
+        flops_text(grouped.total()),
+        flops_text(alone.total()),
+        alone.total() / grouped.total().max(1.0)
+    );
+    let Some(big) = units.iter().max_by(|a, b| a.flops.total().total_cmp(&b.flops.total())) else {
+        let _ = writeln!(s, "nothing to run");
+        return Ok(s);
+    };
+    let c = &big.points[0].config;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rate = giantstep::bench::calibrate_gemm(c.precision, c.network.d, c.network.p, cores, c.chunk)?;
+    // Step and readout reach about 90% of the bare GEMM (README, Performance); data generation and
+    // elementwise work take the rest.
+    let efficiency = 0.85;
+    let secs = grouped.total() / (rate * 1e9 * efficiency);
+    let _ = writeln!(
+        s,
+        "bare GEMM here: {rate:.1} GFLOP/s ({:?}, {cores} threads, {}x{} by {}x{}); estimated wall time {} at {:.0}% of it with --jobs {jobs}",
+        c.precision,
+        c.chunk,
+        c.network.d,
+        c.network.d,
+        c.network.p,
+        seconds_text(secs),
+        efficiency * 100.0
+    );
+    let _ = writeln!(
+        s,
+        "largest group: {} point(s), d = {}, p = {}, n = {}, T up to {}: {} ({})",
+        big.points.len(),
+        c.network.d,
+        c.network.p,
+        c.train_n(),
+        big.points.iter().map(|p| p.config.train.steps).max().unwrap_or(0),
+        flops_text(big.flops.total()),
+        seconds_text(big.flops.total() / (rate * 1e9 * efficiency))
+    );
+    Ok(s)
 }

@@ -56,6 +56,13 @@ pub struct TheoryArgs {
     /// Maximal Hermite degree K.
     #[arg(long, default_value_t = 6)]
     degree: u32,
+    /// gamma of the steps after the first (default: the first step's gamma), for the stability
+    /// of repeated steps.
+    #[arg(long)]
+    gamma_later: Option<f64>,
+    /// Second-layer initialization: hypercube, gaussian or uniform (stability of later steps).
+    #[arg(long, default_value = "hypercube")]
+    second_layer: String,
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
@@ -96,7 +103,19 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
         correlation: args.correlation,
         max_degree: args.degree,
         leap: true,
+        second_layer: match args.second_layer.as_str() {
+            "hypercube" => giantstep::config::SecondLayerInit::Hypercube,
+            "gaussian" => giantstep::config::SecondLayerInit::Gaussian,
+            "uniform" => giantstep::config::SecondLayerInit::Uniform,
+            other => anyhow::bail!("--second-layer must be hypercube, gaussian or uniform, but is '{other}'"),
+        },
+        gamma_later: args.gamma_later,
     };
+    if let Some(g) = args.gamma_later {
+        if !(g.is_finite() && g >= 0.0) {
+            anyhow::bail!("--gamma-later must be >= 0 and finite, but is {g}");
+        }
+    }
     let report = analyze(&expr, r, &opts).context("theory")?;
     let out = if args.json {
         serde_json::to_string(&report)? + "\n"

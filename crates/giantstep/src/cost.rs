@@ -12,7 +12,8 @@ pub struct Flops {
     /// The readouts: `2·n·d·p + n·p²` per fitted layer (features and the lower triangle of the
     /// Gram matrix).
     pub readout: f64,
-    /// The test errors: `2·n_test·d·p` per tested layer.
+    /// The test errors: `2·n_test·d·p` per tested layer (the random-features model once per
+    /// readout batch).
     pub test: f64,
 }
 
@@ -48,7 +49,7 @@ pub fn run_flops(cfg: &Config, evaluated: usize) -> Flops {
     Flops {
         step: 4.0 * n * d * p * cfg.train.steps as f64,
         readout: readout_layers * (2.0 * n_ro * d * p + n_ro * p * p),
-        test: 2.0 * k * 2.0 * cfg.eval.n_test as f64 * d * p,
+        test: (k + readout_layers - k) * 2.0 * cfg.eval.n_test as f64 * d * p,
     }
 }
 

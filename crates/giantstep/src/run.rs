@@ -285,6 +285,8 @@ fn run_typed<T: crate::linalg::Real>(
     };
     // For each evaluated T: (trained readout, random-features readout), or why not.
     let mut fitted: Vec<Option<(Result<Readout>, Result<Readout>)>> = (0..eval_at.len()).map(|_| None).collect();
+    // The readout group of each evaluated T (its random-features readout is shared).
+    let mut group_of: Vec<usize> = vec![usize::MAX; eval_at.len()];
     let mut groups: Vec<(Batch, Vec<usize>)> = Vec::new();
     for (i, &t) in eval_at.iter().enumerate() {
         if t > trained {
@@ -297,6 +299,11 @@ fn run_typed<T: crate::linalg::Real>(
         }
     }
     let act = net_cfg.activation;
+    for (g, (_, members)) in groups.iter().enumerate() {
+        for &i in members {
+            group_of[i] = g;
+        }
+    }
     for (batch, members) in &groups {
         let shift = match readout_shift(cfg, &exec, &target, batch, &theories[members[0]], d) {
             Ok(s) => s,
@@ -335,8 +342,10 @@ fn run_typed<T: crate::linalg::Real>(
         .then(|| preprocess_shift(&exec, &target, &test_batch, cfg.train.preprocess))
         .flatten();
     // Every (layer, readout) pair to test, with its position.
+    // The random-features model of a readout group is tested once.
     let mut models: Vec<(&[f64], Readout)> = Vec::new();
     let mut slots: Vec<Option<(usize, usize)>> = vec![None; eval_at.len()];
+    let mut rf_slot: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for (i, f) in fitted.iter().enumerate() {
         if let Some((Ok(tr), Ok(rf))) = f {
             let (mut tr, mut rf) = (tr.clone(), rf.clone());
@@ -344,9 +353,12 @@ fn run_typed<T: crate::linalg::Real>(
                 tr.shift = Some(sh.clone());
                 rf.shift = Some(sh.clone());
             }
-            slots[i] = Some((models.len(), models.len() + 1));
+            let irf = *rf_slot.entry(group_of[i]).or_insert_with(|| {
+                models.push((&w0, rf));
+                models.len() - 1
+            });
+            slots[i] = Some((models.len(), irf));
             models.push((snapshot(&snapshots, eval_at[i]), tr));
-            models.push((&w0, rf));
         }
     }
     let pairs: Vec<(&[f64], &Readout)> = models.iter().map(|(w, ro)| (*w, ro)).collect();
@@ -475,6 +487,9 @@ fn theory_for(cfg: &Config, target: &Target, n: usize, eta: f64, steps: &[StepRe
         correlation: cfg.train.loss == Loss::Correlation,
         max_degree: 6,
         leap: false,
+        second_layer: cfg.network.second_layer,
+        // The largest γ of the later steps decides whether they blow up.
+        gamma_later: (2..=cfg.train.steps).map(|t| cfg.eta_at(t) / p).reduce(f64::max),
     };
     let rep = theory::analyze(&target.expr, r, &opts)?;
     // The quadratic closed form's caveat only matters when the batch is quadratic.

@@ -13,10 +13,11 @@ pub mod closed;
 pub mod hermite;
 pub mod neuron;
 pub mod quadrature;
+pub mod stability;
 pub mod subspace;
 
 use crate::activation::Activation;
-use crate::config::Preprocess;
+use crate::config::{Preprocess, SecondLayerInit};
 use crate::error::{Error, Result};
 use crate::expr::{hermite as he, Expr};
 use crate::linalg::dot;
@@ -59,6 +60,10 @@ pub struct TheoryOptions {
     pub max_degree: u32,
     /// Compute the leap indices (the costliest part; `giantstep run` skips them).
     pub leap: bool,
+    /// Second-layer distribution (for the stability of later steps).
+    pub second_layer: SecondLayerInit,
+    /// `γ` of the steps after the first (default: `gamma`).
+    pub gamma_later: Option<f64>,
 }
 
 impl Default for TheoryOptions {
@@ -77,6 +82,8 @@ impl Default for TheoryOptions {
             correlation: false,
             max_degree: 6,
             leap: true,
+            second_layer: SecondLayerInit::Hypercube,
+            gamma_later: None,
         }
     }
 }
@@ -184,6 +191,12 @@ pub struct TheoryReport {
     pub linear_kernel_error: f64,
     /// Error floors.
     pub floors: Floors,
+    /// Largest `γ` for which steps after the first stay stable (the aligned-state Jacobian,
+    /// [`stability`]); `None` when the first step aligns nothing (`μ1 = 0` or linear
+    /// preprocessing) or nothing diverges below `γ = 200`.
+    pub stable_gamma_max: Option<f64>,
+    /// The stability analysis at `gamma` (first step) and `gamma_later` (later steps).
+    pub stability: Option<stability::Stability>,
     /// Caveats (regime of validity, swamping spike, Monte Carlo fallback).
     pub warnings: Vec<String>,
 }
@@ -418,7 +431,27 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
             error: closed::oracle_floor(&g, &ex, &s.basis, eo)?,
         });
     }
+    let stability = if opts.preprocess == Preprocess::None {
+        match stability::AlignedState::new(&ex, opts.activation, &act, opts.second_layer)? {
+            Some(state) => Some(state.report(opts.gamma, opts.gamma_later.unwrap_or(opts.gamma))?),
+            None => None,
+        }
+    } else {
+        None
+    };
+    if let Some(st) = &stability {
+        if opts.steps >= 2 && st.lambda_min < -1.0 {
+            warnings.push(format!(
+                "steps after the first are unstable at gamma = {:.3} (stable up to {}): |eta G| grows about {:.2}x per step; cap the learning rate (train.eta_max0) or lower later steps (train.eta_schedule)",
+                st.gamma,
+                st.stable_gamma_max.map_or("-".to_string(), |g| format!("{g:.2}")),
+                st.growth
+            ));
+        }
+    }
     Ok(TheoryReport {
+        stable_gamma_max: stability.as_ref().and_then(|s| s.stable_gamma_max),
+        stability,
         expr: expr.source().to_string(),
         r,
         quadrature: ex.method.clone(),
