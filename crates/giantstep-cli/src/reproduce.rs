@@ -184,6 +184,7 @@ pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result
             if let Some(lk) = data.linear_kernel {
                 let _ = writeln!(s, "Theory: linear-kernel error {lk:.4} (E[g²] − μ0² − |μ1|²).");
             }
+            paper_comparison(&mut s, name, &data);
         }
         Figure::Cosines => {
             let r = results
@@ -325,4 +326,66 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
         records_path.display()
     );
     Ok(s.failed == 0)
+}
+
+/// The stairway figure's values in the paper (read off its figure; its d, p and η are not
+/// published): (log n / log d, steps, low, high), steps 0 = random features.
+fn paper_values(name: &str) -> &'static [(f64, usize, f64, f64)] {
+    match name {
+        "stairway-he124" => &[(2.25, 1, 0.21, 0.23), (2.25, 6, 0.12, 0.14), (2.25, 0, 0.55, 0.65)],
+        "stairway-pm" => &[
+            (1.75, 1, 0.5, 0.6),
+            (1.75, 2, 0.35, 0.45),
+            (1.75, 3, 0.15, 0.25),
+            (1.75, 6, 0.15, 0.25),
+            (2.25, 1, 0.3, 0.34),
+            (2.25, 2, 0.15, 0.2),
+            (2.25, 6, 0.15, 0.2),
+            (2.25, 0, 1.32, 1.42),
+        ],
+        _ => &[],
+    }
+}
+
+/// A table of the paper's values next to the measured seed means at the nearest batch size.
+fn paper_comparison(s: &mut String, name: &str, data: &crate::plot::StairwayData) {
+    let values = paper_values(name);
+    if values.is_empty() {
+        return;
+    }
+    let _ = writeln!(s, "\n## Against the paper\n");
+    let _ = writeln!(
+        s,
+        "| log n / log d | curve | paper (read off its figure) | here (seed mean ± std) |\n|---|---|---|---|"
+    );
+    for &(kappa, steps, lo, hi) in values {
+        let series = if steps == 0 {
+            Some(&data.rf)
+        } else {
+            data.trained.get(&steps)
+        };
+        let Some(series) = series else { continue };
+        let Some((k, v)) = series
+            .iter()
+            .min_by(|a, b| ((*a.0 as f64 / 1e6 - kappa).abs()).total_cmp(&((*b.0 as f64 / 1e6 - kappa).abs())))
+        else {
+            continue;
+        };
+        let (m, sd) = mean_std(v);
+        let curve = if steps == 0 {
+            "random features".to_string()
+        } else {
+            format!("T = {steps}")
+        };
+        let paper = if lo == hi {
+            format!("{lo:.2}")
+        } else {
+            format!("{lo:.2}–{hi:.2}")
+        };
+        let _ = writeln!(s, "| {:.2} | {curve} | {paper} | {m:.3} ± {sd:.3} |", *k as f64 / 1e6);
+    }
+    let _ = writeln!(
+        s,
+        "\nThe paper does not publish d, p or the learning rate of this figure; docs/stairway.md discusses the differences."
+    );
 }

@@ -759,8 +759,17 @@ seed = "0..2"
 
     #[test]
     fn shards_partition_the_points() {
-        let s: Shard = "1/3".parse().unwrap();
-        assert!(s.contains(4) && !s.contains(3));
+        let plan = Plan::from_toml(PLAN, "p").unwrap();
+        let points = plan.points().unwrap();
+        // "train.steps" = [1, 2] varies fastest: points 2k and 2k+1 form group k.
+        for p in &points {
+            assert_eq!(p.group, p.index / 2);
+        }
+        let shards: Vec<Shard> = (0..3).map(|i| format!("{i}/3").parse().unwrap()).collect();
+        for p in &points {
+            let owners: Vec<usize> = shards.iter().filter(|s| s.contains(p)).map(|s| s.index).collect();
+            assert_eq!(owners, vec![p.group % 3]);
+        }
         for bad in ["3/3", "1", "a/b", "0/0"] {
             assert!(bad.parse::<Shard>().is_err());
         }

@@ -450,3 +450,99 @@ fn principal_angles_between_predicted_and_measured() {
     let angles = principal_angles(&t.activation_subspaces[0].basis, &vec![vec![1.0, 0.0]]).unwrap();
     assert!(angles[0] < 1e-6);
 }
+
+/// Stability of later steps (issue 14): for ReLU with a ±1 second layer the collective mode of
+/// the aligned-state Jacobian is exactly `1 − γ/4` (docs/stairway.md), so the limit is γ = 8;
+/// saturating activations (tanh, erf) do not blow up; `μ1 = 0` has no aligned state.
+#[test]
+fn stability_closed_form_for_relu_and_saturating_activations() {
+    for gamma in [2.0, 5.0, 11.3] {
+        // stairway-pm: μ0 = 0 and the self-curvature vanishes for ReLU, so λ_min = 1 − γ/4.
+        let r = theory("stairway-pm", "relu", |o| o.gamma = gamma);
+        let st = r.stability.as_ref().unwrap();
+        assert!(
+            (st.lambda_min - (1.0 - gamma / 4.0)).abs() < 1e-3,
+            "γ = {gamma}: {st:?}"
+        );
+        assert!((st.growth - (gamma / 4.0 - 1.0).max(1.0)).abs() < 1e-3, "{st:?}");
+    }
+    let r = theory("stairway-pm", "relu", |_| {});
+    assert!(
+        (r.stable_gamma_max.unwrap() - 8.0).abs() < 0.01,
+        "{:?}",
+        r.stable_gamma_max
+    );
+    let r = theory("stairway-he124", "relu", |_| {});
+    let g = r.stable_gamma_max.unwrap();
+    assert!((7.8..=8.05).contains(&g), "he124: {g}");
+    for act in ["tanh", "erf"] {
+        let r = theory("stairway-he124", act, |o| o.gamma = 11.3);
+        assert_eq!(r.stable_gamma_max, None, "{act}");
+        assert!(r.stability.unwrap().lambda_min > -1.0);
+    }
+    assert!(theory("z1*z2", "relu", |_| {}).stability.is_none());
+    // The warning is given for multi-step runs above the limit only.
+    let warn = |gamma: f64, steps: usize| {
+        theory("stairway-he124", "relu", |o| {
+            o.gamma = gamma;
+            o.steps = steps;
+        })
+        .warnings
+        .iter()
+        .any(|w| w.contains("unstable"))
+    };
+    assert!(warn(11.3, 2) && !warn(11.3, 1) && !warn(5.0, 3));
+}
+
+/// Predicted against measured growth of |ηG| per step at γ = √128 (n = d², d = 128, p = 256):
+/// ReLU on stairway-he124 and stairway-pm (predicted 1.83 both; measured 1.86–2.35 at d = 128)
+/// within 30%, and tanh (predicted stable) shrinking.
+#[test]
+fn stability_growth_matches_simulation() {
+    for (target, act) in [
+        ("stairway-he124", "relu"),
+        ("stairway-pm", "relu"),
+        ("stairway-he124", "tanh"),
+    ] {
+        let mut t = toml::Table::new();
+        for s in [
+            format!("target.preset={target}"),
+            format!("network.activation={act}"),
+            "network.d=128".into(),
+            "network.p=256".into(),
+            "train.n=d^2".into(),
+            "train.steps=4".into(),
+            "eval.n_test=500".into(),
+        ] {
+            apply_set(&mut t, &s).unwrap();
+        }
+        let r = giantstep::run(&Config::from_table(t).unwrap()).unwrap();
+        let th = r.theory.as_ref().unwrap();
+        assert!(
+            th.warnings.iter().any(|w| w.contains("unstable")) == (act == "relu"),
+            "{:?}",
+            th.warnings
+        );
+        let g: Vec<f64> = r
+            .steps
+            .iter()
+            .map(|s| s.eta * s.gradient.grad_singular_values[0])
+            .collect();
+        let gamma = r.steps[0].eta / 256.0;
+        let predicted = theory(target, act, |o| o.gamma = gamma).stability.unwrap().growth;
+        for w in g[1..].windows(2) {
+            let measured = w[1] / w[0];
+            if act == "relu" {
+                assert!(
+                    (measured / predicted - 1.0).abs() < 0.3,
+                    "{target} {act}: {measured} vs {predicted}"
+                );
+            } else {
+                assert!(
+                    measured < 1.0 && predicted == 1.0,
+                    "{target} {act}: {measured} vs {predicted}"
+                );
+            }
+        }
+    }
+}
