@@ -21,6 +21,8 @@
 //! | `train.n` | `"4d"` | batch size: integer, `"4d"`, `"d^1.5"`, `"0.5 d^2"` |
 //! | `train.eta0`, `train.eta_exp` | 1.0, 0.5 | `η = eta0·p·(n/d)^eta_exp` |
 //! | `train.eta` | absent | absolute `η` (overrides eta0) |
+//! | `train.eta_max0` | absent | cap `η ≤ eta_max0·p` |
+//! | `train.eta_schedule` | absent | per-step multipliers of `η` (the last repeats) |
 //! | `train.loss` | `"residual"` | or `"correlation"` (`e = ỹ`) |
 //! | `train.reuse` | 1 | a new batch every `reuse` steps |
 //! | `train.normalize` | `"none"` | `"project"` or `"spherical"` |
@@ -28,9 +30,10 @@
 //! | `readout.n` | `train.n` | readout batch size |
 //! | `readout.lambda` | 1.0 | ridge `λ` |
 //! | `readout.batch` | `"fresh"` | or `"last"` (the last training batch) |
-//! | `readout.add_back` | `"empirical"` | or `"oracle"`: the exact `μ0 + <W*ᵀμ1, z>` from the theory |
+//! | `readout.add_back` | `"empirical"` | or `"oracle"`: the exact `μ0 + <W*ᵀμ1, z>` from the theory; or `"test"`: re-estimated on the test set (the authors' notebook) |
 //! | `eval.n_test` | 10000 | test samples |
 //! | `eval.theory` | true | attach the theory's predictions (SPEC §5) to the result |
+//! | `eval.every_step` | false | readout and test error after every step (docs/stairway.md) |
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
