@@ -165,6 +165,16 @@ pub fn render(res: &RunResult) -> String {
         "ridge readout (lambda = {}) on {rn}; test on {} fresh samples",
         c.readout.lambda, c.eval.n_test
     );
+    if c.train.preprocess != giantstep::config::Preprocess::None {
+        let how = match c.readout.add_back {
+            giantstep::config::AddBack::Empirical => "re-estimated on the readout batch",
+            giantstep::config::AddBack::Oracle => "the exact mu0 + <W* mu1, z> (oracle)",
+            giantstep::config::AddBack::Test => {
+                "re-estimated on the test set from its own labels (the authors' notebook; optimistic)"
+            }
+        };
+        let _ = writeln!(s, "  the part removed by preprocessing is added back: {how}");
+    }
     let _ = writeln!(
         s,
         "  trained network   test error {:.4}   train error {:.4}",

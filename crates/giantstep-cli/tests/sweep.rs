@@ -291,8 +291,8 @@ name = "steps"
 [base]
 target = { preset = "stairway-he124" }
 network = { d = 32, p = 32 }
-train = { n = "d^1.5", eta_max0 = 5.0, eta_schedule = [1.0, 0.6] }
-eval = { n_test = 2000 }
+train = { n = "d^2", eta_max0 = 5.0, eta_schedule = [1.0, 0.6] }
+eval = { n_test = 500 }
 [axes]
 "train.steps" = "1..=6"
 seed = [3]
@@ -315,7 +315,7 @@ seed = [3]
             "--p",
             "32",
             "--n",
-            "d^1.5",
+            "d^2",
             "--steps",
             &t,
             "--seed",
@@ -325,7 +325,7 @@ seed = [3]
             "--set",
             "train.eta_schedule=[1.0, 0.6]",
             "--set",
-            "eval.n_test=2000",
+            "eval.n_test=500",
             "--json",
             "--threads",
             "1",
@@ -552,10 +552,12 @@ fn slurm_scripts_status_and_partial_merge() {
     let o = run(&["merge", &files[0], &files[1], "--out", merged.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("the records cover 12 of 18 points (missing 1, 4, 7"),
+        String::from_utf8_lossy(&o.stderr).contains("the records cover 12 of 18 points (missing 2, 3, 8, 9, 14, 15)"),
         "{}",
         String::from_utf8_lossy(&o.stderr)
     );
+    // Shards hold whole groups of points that differ only in train.steps (the plan's fastest
+    // axis, 1..=2): shard 1 holds groups 1, 4, 7, that is points 2-3, 8-9, 14-15.
     assert!(!merged.exists());
     let o = run(&[
         "merge",

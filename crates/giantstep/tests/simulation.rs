@@ -477,3 +477,36 @@ fn eta_cap_and_schedule() {
         assert!(e.contains(bad.split('=').next().unwrap()), "{bad}: {e}");
     }
 }
+
+/// `readout.add_back = "test"` (the authors' notebook) adds back the mean and linear term
+/// estimated on the test set itself: on a linear target the test error is then the estimation
+/// error of `d + 1` numbers from `n_test` samples (about (d+1)/n_test = 5e-4), while the empirical
+/// add-back from a readout batch of 4d samples is off by about (d+1)/(4d) = 0.28.
+#[test]
+fn test_set_add_back_uses_the_test_set() {
+    let base = [
+        "target.expr=z1 + 0.5",
+        "network.d=8",
+        "network.p=8",
+        "train.preprocess=linear",
+        "eval.n_test=20000",
+        "eval.theory=false",
+        // A ridge this strong leaves the readout at ~0, so the prediction is the add-back alone.
+        "readout.lambda=1e6",
+    ];
+    let with = |add_back: &str| {
+        let mut sets: Vec<&str> = base.to_vec();
+        sets.push(add_back);
+        simulate(&sets)
+    };
+    let test = with("readout.add_back=test");
+    let empirical = with("readout.add_back=empirical");
+    assert!(test.test_error < 2e-3, "test-set add-back: {}", test.test_error);
+    assert!(
+        empirical.test_error > 0.05,
+        "empirical add-back: {}",
+        empirical.test_error
+    );
+    // The readout itself is the same: same train error.
+    assert_eq!(test.train_error, empirical.train_error);
+}

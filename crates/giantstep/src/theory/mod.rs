@@ -433,7 +433,33 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     }
     let stability = if opts.preprocess == Preprocess::None {
         match stability::AlignedState::new(&ex, opts.activation, &act, opts.second_layer)? {
-            Some(state) => Some(state.report(opts.gamma, opts.gamma_later.unwrap_or(opts.gamma))?),
+            Some(state) => {
+                // The limit depends on (target, activation, second layer) only: computed once per
+                // process (a sweep asks for it at every point).
+                static LIMITS: std::sync::Mutex<Vec<(String, Option<f64>)>> = std::sync::Mutex::new(Vec::new());
+                let key = format!(
+                    "{}|{}|{:?}|{}",
+                    expr.source(),
+                    opts.activation,
+                    opts.second_layer,
+                    opts.max_degree
+                );
+                let cached = LIMITS
+                    .lock()
+                    .ok()
+                    .and_then(|l| l.iter().find(|(k, _)| *k == key).map(|(_, v)| *v));
+                let limit = match cached {
+                    Some(v) => v,
+                    None => {
+                        let v = state.stable_gamma_max()?;
+                        if let Ok(mut l) = LIMITS.lock() {
+                            l.push((key, v));
+                        }
+                        v
+                    }
+                };
+                Some(state.report_with_limit(opts.gamma, opts.gamma_later.unwrap_or(opts.gamma), limit)?)
+            }
             None => None,
         }
     } else {

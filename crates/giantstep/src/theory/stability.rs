@@ -222,8 +222,8 @@ impl AlignedState {
     }
 
     /// The largest `γ` (used at every step, the first included) for which a later step is
-    /// stable (`λ_min(J) ≥ −1`), by a scan in steps of 0.25 refined by bisection; `None` if
-    /// stable up to 200.
+    /// stable (`λ_min(J) ≥ −1`), by a geometric scan (ratio 1.15 from 0.25) refined by bisection
+    /// to a relative 1e-6; `None` if stable up to 200.
     ///
     /// # Errors
     /// Eigensolver failure.
@@ -234,7 +234,7 @@ impl AlignedState {
         while g <= 200.0 {
             if !stable(g)? {
                 let mut hi = g;
-                for _ in 0..30 {
+                while hi - lo > 1e-6 * hi {
                     let mid = 0.5 * (lo + hi);
                     if stable(mid)? {
                         lo = mid;
@@ -245,7 +245,7 @@ impl AlignedState {
                 return Ok(Some(lo));
             }
             lo = g;
-            g += 0.25;
+            g *= 1.15;
         }
         Ok(None)
     }
@@ -255,6 +255,14 @@ impl AlignedState {
     /// # Errors
     /// Eigensolver failure.
     pub fn report(&self, gamma_first: f64, gamma: f64) -> Result<Stability> {
+        self.report_with_limit(gamma_first, gamma, self.stable_gamma_max()?)
+    }
+
+    /// [`AlignedState::report`] with a limit computed before.
+    ///
+    /// # Errors
+    /// Eigensolver failure.
+    pub fn report_with_limit(&self, gamma_first: f64, gamma: f64, limit: Option<f64>) -> Result<Stability> {
         let (lambda_min, lambda_max) = self.eigen_range(gamma_first, gamma)?;
         Ok(Stability {
             direction: self.direction.clone(),
@@ -263,7 +271,7 @@ impl AlignedState {
             lambda_min,
             lambda_max,
             growth: (-lambda_min).max(1.0),
-            stable_gamma_max: self.stable_gamma_max()?,
+            stable_gamma_max: limit,
         })
     }
 }
