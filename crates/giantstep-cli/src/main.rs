@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Simulate T giant steps, fit the ridge readout, and report overlaps and errors.
     Run(RunArgs),
-    /// Predict what a few giant steps learn (SPEC §5): Hermite coefficients, leap index,
+    /// Predict what a few giant steps learn (docs/theory.md): Hermite coefficients, leap index,
     /// learnable subspaces, blocked directions, closed forms, error floors.
     Theory(theory_cmd::TheoryArgs),
     /// Run a plan (base configuration × axes) into a JSON-lines record file; resumable, shardable.

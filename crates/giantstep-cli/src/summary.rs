@@ -198,7 +198,7 @@ pub fn render(res: &RunResult) -> String {
         );
         let _ = writeln!(
             s,
-            "theory rows: the activation-aware recursion of SPEC 5.2 at n = {:.2} d",
+            "theory rows: the activation-aware recursion of docs/theory.md §2 at n = {:.2} d",
             res.steps[0].n as f64 / d
         );
         for b in &t.blocked {

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 #[derive(Args, Debug)]
 pub struct SweepArgs {
-    /// The plan (TOML: [base] configuration and [axes]).
+    /// The plan (TOML: `[base]` configuration and `[axes]`).
     #[arg(required_unless_present = "status")]
     plan: Option<PathBuf>,
     /// Record file (JSON lines; finished points in it are skipped), or with --slurm the directory

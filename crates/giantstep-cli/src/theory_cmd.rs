@@ -1,4 +1,4 @@
-//! `giantstep theory`: the predictions of SPEC §5 for a target.
+//! `giantstep theory`: the predictions of docs/theory.md for a target.
 
 use anyhow::Context;
 use clap::Args;

@@ -1,4 +1,4 @@
-//! Activations `σ` of the student with their first and second derivatives (SPEC §2).
+//! Activations `σ` of the student with their first and second derivatives (docs/model.md §2).
 //!
 //! Every activation accepts a shift `b`: `σ(x − b)`, written `relu:0.5`. A shift makes all Hermite
 //! coefficients of ReLU nonzero.

@@ -111,7 +111,7 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
     (exec.threads * reps) as f64 * 2.0 * (m * d * p) as f64 / secs / 1e9
 }
 
-/// The workload of [`bench`].
+/// The workload of [`bench()`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct Workload {
     /// Name shown in the report (`standard`, `small`).

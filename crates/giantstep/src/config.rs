@@ -1,4 +1,4 @@
-//! Run configuration: the keys of `giantstep run` (SPEC §1–§3), their defaults, TOML loading,
+//! Run configuration: the keys of `giantstep run` (docs/model.md §1–§3), their defaults, TOML loading,
 //! dotted `--set key=value` overrides, and validation.
 //!
 //! | Key | Default | Meaning |
@@ -7,7 +7,7 @@
 //! | `threads` | 0 (all cores) | worker threads; results do not depend on it |
 //! | `precision` | `"f64"` | floating-point precision of the hot loops |
 //! | `chunk` | 4096 | samples per streamed chunk |
-//! | `target.expr` / `target.preset` | preset `staircase2` | `g*` over `z1..zr` (SPEC §1, §6) |
+//! | `target.expr` / `target.preset` | preset `staircase2` | `g*` over `z1..zr` (docs/model.md §1, §5) |
 //! | `target.r` | largest index used | teacher rank |
 //! | `target.teacher` | `"random"` | `"random"` orthonormal rows or `"canonical"` |
 //! | `target.noise` | 0 | label noise variance `Δ` |
@@ -26,13 +26,13 @@
 //! | `train.loss` | `"residual"` | or `"correlation"` (`e = ỹ`) |
 //! | `train.reuse` | 1 | a new batch every `reuse` steps |
 //! | `train.normalize` | `"none"` | `"project"` or `"spherical"` |
-//! | `train.preprocess` | `"none"` | `"mean"` or `"linear"` (SPEC §3.1) |
+//! | `train.preprocess` | `"none"` | `"mean"` or `"linear"` (docs/model.md §3.1) |
 //! | `readout.n` | `train.n` | readout batch size |
 //! | `readout.lambda` | 1.0 | ridge `λ` |
 //! | `readout.batch` | `"fresh"` | or `"last"` (the last training batch) |
 //! | `readout.add_back` | `"empirical"` | or `"oracle"`: the exact `μ0 + <W*ᵀμ1, z>` from the theory; or `"test"`: re-estimated on the test set (the authors' notebook) |
 //! | `eval.n_test` | 10000 | test samples |
-//! | `eval.theory` | true | attach the theory's predictions (SPEC §5) to the result |
+//! | `eval.theory` | true | attach the theory's predictions (docs/theory.md) to the result |
 //! | `eval.every_step` | false | readout and test error after every step (docs/stairway.md) |
 
 use crate::activation::Activation;
@@ -173,7 +173,7 @@ pub enum Normalize {
     Spherical,
 }
 
-/// Label preprocessing (SPEC §3.1).
+/// Label preprocessing (docs/model.md §3.1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum Preprocess {
@@ -219,7 +219,7 @@ pub struct TargetConfig {
     /// Expression over `z1..zr`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expr: Option<String>,
-    /// Named preset (SPEC §6).
+    /// Named preset (docs/model.md §5).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub preset: Option<String>,
     /// Teacher rank.
@@ -343,7 +343,7 @@ impl Default for ReadoutConfig {
 pub struct EvalConfig {
     /// Test samples.
     pub n_test: usize,
-    /// Attach the theory's predictions to the result (SPEC §5; skipped for r > 8).
+    /// Attach the theory's predictions to the result (docs/theory.md; skipped for r > 8).
     pub theory: bool,
     /// Fit the readout and measure the test error after every step `t = 1..T` (in one run).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -615,7 +615,7 @@ impl Config {
         if net.p == 0 {
             return Err(Error::config("network.p must be > 0, but is 0"));
         }
-        if net.symmetric && net.p % 2 != 0 {
+        if net.symmetric && !net.p.is_multiple_of(2) {
             return Err(Error::config(format!(
                 "network.p must be even with network.symmetric = true, but is {}",
                 net.p

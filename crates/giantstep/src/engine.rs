@@ -1,4 +1,4 @@
-//! The streaming kernels: the giant step (SPEC §3), label preprocessing (§3.1), the ridge readout
+//! The streaming kernels: the giant step (docs/model.md §3), label preprocessing (§3.1), the ridge readout
 //! and the test error (§3.2).
 //!
 //! Every pass streams the batch in chunks of `chunk` samples. A chunk is generated from its own
@@ -145,7 +145,7 @@ impl<T: Real> Samples<T> {
 /// computing ~56% of the full product at p = 1024).
 const GRAM_BLOCK: usize = 128;
 
-/// The part of the labels removed by preprocessing: `mean + <b, z>` (SPEC §3.1).
+/// The part of the labels removed by preprocessing: `mean + <b, z>` (docs/model.md §3.1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelShift {
     /// The subtracted mean.
@@ -227,7 +227,7 @@ pub struct Gradient {
     pub batch_mse: f64,
 }
 
-/// Computes the gradient `G` of SPEC §3 on a batch, streaming, with the GEMMs in precision `T`
+/// Computes the gradient `G` of docs/model.md §3 on a batch, streaming, with the GEMMs in precision `T`
 /// (`f64`, or `f32` with every sum across chunks in `f64`).
 pub fn gradient<T: Real>(
     exec: &Exec,
@@ -307,7 +307,7 @@ pub fn batch_loss(exec: &Exec, net: &Network, target: &Target, batch: &Batch, sh
     0.5 * gradient::<f64>(exec, net, target, batch, shift, ErrorSignal::Residual).batch_mse
 }
 
-/// A fitted ridge readout (SPEC §3.2).
+/// A fitted ridge readout (docs/model.md §3.2).
 #[derive(Debug, Clone)]
 pub struct Readout {
     /// Second-layer coefficients `â`.
@@ -522,7 +522,6 @@ pub fn test_errors<T: Real>(
 }
 
 #[cfg(test)]
-#[allow(clippy::needless_range_loop)]
 mod tests {
     use super::*;
     use crate::config::{FirstLayerInit, SecondLayerInit, TeacherKind};

@@ -30,7 +30,7 @@ pub enum Error {
     UnknownKey {
         /// The dotted key as given.
         key: String,
-        /// " in [section]" or "".
+        /// `" in [section]"` or `""`.
         section: String,
         /// Comma-separated list of the keys that are allowed there.
         known: String,

@@ -1,4 +1,4 @@
-//! The target expression language of SPEC §1.
+//! The target expression language of docs/model.md §1.
 //!
 //! A target `g*` is written over the teacher coordinates `z1..zr` (1-based), e.g. `z1 + z1*z2` or
 //! `(he1(z1) + he2(z1)/2)/2`. The grammar (precedence from low to high):

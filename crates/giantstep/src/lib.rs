@@ -2,8 +2,9 @@
 //!
 //! Simulation and theory of feature learning in two-layer networks trained by a few giant
 //! gradient steps, after Dandi, Krzakala, Loureiro, Pesce, Stephan, *How Two-Layer Neural
-//! Networks Learn, One (Giant) Step at a Time* (arXiv 2305.18270). The science and the notation
-//! are in SPEC.md; section numbers below refer to it.
+//! Networks Learn, One (Giant) Step at a Time* (arXiv 2305.18270). The model and its notation
+//! are in [`docs::model`], the theory in [`docs::theory`], the multi-step stairway in
+//! [`docs::stairway`] (the files `docs/*.md` of the repository; "§" numbers refer to them).
 //!
 //! - [`Config`]: every knob of a run, with defaults, TOML and `--set` overrides.
 //! - [`run()`]: one simulation, returning a [`RunResult`] (the schema of `giantstep run --json`).
@@ -25,6 +26,22 @@
 #![deny(missing_docs)]
 
 pub mod activation;
+pub mod docs {
+    //! The repository's documents, rendered here.
+
+    /// The model, its notation, the training protocol and the observables.
+    pub mod model {
+        #![doc = include_str!("../../../docs/model.md")]
+    }
+    /// The theory: Hermite expansions, learnable subspaces, closed forms, error floors.
+    pub mod theory {
+        #![doc = include_str!("../../../docs/theory.md")]
+    }
+    /// The stairway to accuracy: schedules, stability of later steps, per-step evaluation.
+    pub mod stairway {
+        #![doc = include_str!("../../../docs/stairway.md")]
+    }
+}
 pub mod bench;
 pub mod config;
 pub mod cost;

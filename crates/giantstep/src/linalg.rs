@@ -85,6 +85,8 @@ impl<'a, T> View<'a, T> {
 /// # Panics
 /// If a view or `c` is too short for its shape.
 #[allow(clippy::too_many_arguments)]
+// The one unsafe call of the crate: gemm's raw-pointer interface, bounds checked below.
+#[allow(unsafe_code)]
 #[track_caller]
 pub fn matmul_strided<T: Real>(
     c: &mut [T],

@@ -1,5 +1,5 @@
 //! The two-layer student `f(z; W, a) = (1/√p) Σ_i a_i σ(<w_i, z>)` and its initialization
-//! (SPEC §2).
+//! (docs/model.md §2).
 
 use crate::activation::Activation;
 use crate::config::{FirstLayerInit, SecondLayerInit};
@@ -40,7 +40,7 @@ impl Network {
         symmetric: bool,
         seed: u64,
     ) -> Network {
-        assert!(!symmetric || p % 2 == 0, "symmetric init needs an even width");
+        assert!(!symmetric || p.is_multiple_of(2), "symmetric init needs an even width");
         let drawn = if symmetric { p / 2 } else { p };
         let mut w = vec![0.0; p * d];
         let wkey = StreamKey::new(seed, Purpose::FirstLayer, 0);

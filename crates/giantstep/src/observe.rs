@@ -1,4 +1,4 @@
-//! Observables of SPEC §4: overlaps with the teacher, the teacher-space Gram matrix, the mass
+//! Observables of docs/model.md §4: overlaps with the teacher, the teacher-space Gram matrix, the mass
 //! outside the teacher space, and the geometry of the gradient.
 
 use crate::error::Result;
@@ -63,7 +63,7 @@ pub fn overlaps(w: &[f64], p: usize, d: usize, w_star: &[f64], r: usize) -> Resu
     })
 }
 
-/// Geometry of one step's gradient `G` (SPEC §4).
+/// Geometry of one step's gradient `G` (docs/model.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GradientGeometry {
     /// Top singular values of `G` (one dominant spike when `n = Θ(d)`).

@@ -74,7 +74,7 @@ pub struct RunResult {
     pub elapsed_s: f64,
 }
 
-/// Theory next to simulation, per step (SPEC §5 against §4).
+/// Theory next to simulation, per step (docs/theory.md against docs/model.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunTheory {
     /// `E[g²] − μ0² − |μ1|²`.
@@ -105,7 +105,7 @@ pub struct RunTheory {
     pub warnings: Vec<String>,
 }
 
-/// Runs the simulation of SPEC §3 for a configuration.
+/// Runs the simulation of docs/model.md §3 for a configuration.
 ///
 /// # Errors
 /// Invalid configuration ([`Error::Config`], [`Error::Expr`]), non-finite weights
@@ -542,7 +542,7 @@ fn preprocess_shift(exec: &Exec, target: &Target, batch: &Batch, pre: Preprocess
     }
 }
 
-/// `W ← W + η G`, with the optional row normalization of SPEC §3.
+/// `W ← W + η G`, with the optional row normalization of docs/model.md §3.
 pub fn apply_step(w: &mut [f64], g: &[f64], eta: f64, p: usize, d: usize, normalize: Normalize) {
     for i in 0..p {
         let row = &mut w[i * d..(i + 1) * d];

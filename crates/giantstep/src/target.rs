@@ -1,4 +1,4 @@
-//! Multi-index targets `y = g*(W* z) + sqrt(Δ)·ξ` (SPEC §1) and the named presets of SPEC §6.
+//! Multi-index targets `y = g*(W* z) + sqrt(Δ)·ξ` (docs/model.md §1) and the named presets of docs/model.md §5.
 
 use crate::config::TeacherKind;
 use crate::data::{fill_normal, Purpose, StreamKey};
@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::expr::Expr;
 use crate::linalg::{matmul, orthonormalize_rows};
 
-/// The presets of SPEC §6: `(name, expression, note)`.
+/// The presets of docs/model.md §5: `(name, expression, note)`.
 pub const PRESETS: &[(&str, &str, &str)] = &[
     (
         "stairway-he124",

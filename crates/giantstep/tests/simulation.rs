@@ -1,4 +1,4 @@
-//! End-to-end checks of the simulation against SPEC §5.3 and §6 (issue 2, "Must hold").
+//! End-to-end checks of the simulation against docs/theory.md §3 and docs/model.md §5 (issue 2, "Must hold").
 
 use giantstep::config::{apply_set, Config};
 use giantstep::{run, RunResult};
@@ -101,7 +101,7 @@ fn thread_count_gives_bit_identical_json() {
     assert_eq!(one, json("threads=3"));
 }
 
-/// SPEC §5.3/§6 staircase2: one step on z1 + z1*z2 (ReLU, symmetric, hypercube, d = 512, p = 256,
+/// docs/theory.md §3, docs/model.md §5, staircase2: one step on z1 + z1*z2 (ReLU, symmetric, hypercube, d = 512, p = 256,
 /// n = 4d, η = 3p) gives mean |cos(w, w*1)| = 0.640 ± 0.03 (closed form 1.5/sqrt(5.5) = 0.6396),
 /// |cos| with w*2 below twice the random level, and the top teacher-Gram eigenvector within 10° of
 /// e1; a second step brings |cos| with w*2 above 0.2.

@@ -1,4 +1,3 @@
-#![allow(clippy::needless_range_loop)]
 //! The theory engine (issue 3): a catalog of targets × activations with their expected learnable
 //! subspaces, exact values, rotation invariance, and theory against simulation.
 
@@ -239,7 +238,7 @@ fn exact_values() {
     // One-step closed form: 1.5/sqrt(5.5) at gamma = 3, alpha = 4 for z1 + z1 z2.
     let t = theory("staircase2", "relu", |_| {});
     assert!((t.one_step_cosine.mean_abs - 1.5 / 5.5f64.sqrt()).abs() < 1e-12);
-    // The E[y] correction splits the two signs (SPEC §5.3).
+    // The E[y] correction splits the two signs (docs/theory.md §3).
     let t = theory("1 + z1", "relu", |_| {});
     assert!(t.one_step_cosine.plus < t.one_step_cosine.minus);
     // Oracle floor on the full space is 0 for a polynomial; floors are ordered.

@@ -1,5 +1,5 @@
 //! Hermite coefficients of activations, `c_k(σ) = E[σ^(k)(ξ)] = E[σ(ξ) he_k(ξ)]`, `E[σ'(ξ)²]`,
-//! and the Gaussian smoothings the representative-neuron recursion of SPEC §5.2 needs.
+//! and the Gaussian smoothings the representative-neuron recursion of docs/theory.md §2 needs.
 
 use super::quadrature::{gauss_hermite, gaussian_integral, Rule};
 use crate::activation::{Activation, ActivationKind};

@@ -1,4 +1,4 @@
-//! Closed forms for one step (SPEC §5.3) and error floors (SPEC §5.4).
+//! Closed forms for one step (docs/theory.md §3) and error floors (docs/theory.md §4).
 
 use super::activation::{ActivationCoefficients, ZERO};
 use super::hermite::{expand, ExpandOptions, Expansion};
@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::linalg::dot;
 use serde::{Deserialize, Serialize};
 
-/// The one-step cosine at `n = αd` (SPEC §5.3).
+/// The one-step cosine at `n = αd` (docs/theory.md §3).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OneStepCosine {
     /// `γ = η/p`.
@@ -52,7 +52,7 @@ pub fn one_step_cosine(ex: &Expansion, act: &ActivationCoefficients, gamma: f64,
     }
 }
 
-/// The one-step prediction at `n = βd²` (SPEC §5.3, `μ1 = 0` or linear preprocessing).
+/// The one-step prediction at `n = βd²` (docs/theory.md §3, `μ1 = 0` or linear preprocessing).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QuadraticOneStep {
     /// `β = n/d²`.
@@ -97,7 +97,7 @@ pub fn quadratic_one_step(
     }
 }
 
-/// Random-features floor (SPEC §5.4).
+/// Random-features floor (docs/theory.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RandomFeaturesFloor {
     /// `κ = log n / log d`.

@@ -1,4 +1,4 @@
-//! Hermite expansion of a target in teacher coordinates (SPEC §5.1):
+//! Hermite expansion of a target in teacher coordinates (docs/theory.md §1):
 //! `g*(x) = Σ_α c_α He_α(x)/α!`, `c_α = E[g*(x) He_α(x)]`, `He_α(x) = Π_k he_{α_k}(x_k)`.
 //!
 //! Coefficients up to total degree `K` come from a tensor Gauss–Hermite grid (exact for

@@ -1,4 +1,4 @@
-//! The theory of SPEC §5 as pure functions: Hermite expansions ([`hermite`]), activation
+//! The theory of docs/theory.md as pure functions: Hermite expansions ([`hermite`]), activation
 //! coefficients ([`activation`]), the generic learnable-subspace recursion and leap index
 //! ([`subspace`]), the activation-aware representative-neuron recursion ([`neuron`]), closed forms
 //! and error floors ([`closed`]). [`analyze`] assembles them into the report of
@@ -99,7 +99,7 @@ pub struct SubspaceStep {
     pub basis: Basis,
 }
 
-/// A direction the generic rule learns but the activation cannot (SPEC §5.2 drift criterion).
+/// A direction the generic rule learns but the activation cannot (docs/theory.md §2 drift criterion).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Blocked {
     /// The direction's name (`e3`) or its coordinates.
@@ -114,7 +114,7 @@ pub struct Blocked {
     pub message: String,
 }
 
-/// Error floors (SPEC §5.4).
+/// Error floors (docs/theory.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Floors {
     /// `E[g²] − μ0² − |μ1|²`.
@@ -236,7 +236,7 @@ pub fn preprocessed<'a>(g: &'a dyn Fn(&[f64]) -> f64, ex: &Expansion, pre: Prepr
     move |x: &[f64]| g(x) - mu0 - dot(&mu1, x)
 }
 
-/// Runs the whole theory of SPEC §5 on a target expression.
+/// Runs the whole theory of docs/theory.md on a target expression.
 ///
 /// # Errors
 /// [`Error::Config`] for `r > 16` or invalid options, [`Error::Numerical`] for targets that are not

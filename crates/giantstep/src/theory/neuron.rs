@@ -1,4 +1,4 @@
-//! The activation-aware prediction of SPEC §5.2 for `n = αd`: two representative neurons (one per
+//! The activation-aware prediction of docs/theory.md §2 for `n = αd`: two representative neurons (one per
 //! sign `s = ±1` of the second layer) tracked by their teacher-space overlap `m_s ∈ R^r` and
 //! orthogonal norm `ρ_s`, `γ = η/p`:
 //!
@@ -202,11 +202,12 @@ mod tests {
             .collect()
     }
 
-    /// SPEC §5.2: z1 + z1 z2, ReLU, γ = 3, α = 4, row-normalized. SPEC quotes the recursion at
+    /// docs/theory.md §2: z1 + z1 z2, ReLU, γ = 3, α = 4, row-normalized. An earlier numpy version
+    /// of the recursion gave
     /// (0.640, 0), (0.707, 0.305), (0.742, 0.400) and the simulation (d = 1024) at
     /// (0.633, 0.027), (0.708, 0.328), (0.744, 0.404). This recursion (Stein form, exact
     /// quadrature) gives (0.6396, 0), (0.7028, 0.3241), (0.7410, 0.4025): within 0.006 of the
-    /// simulated steps 2–3 and within 0.02 of SPEC's recursion values.
+    /// simulated steps 2–3 and within 0.02 of that earlier version.
     #[test]
     fn staircase2_reference_values() {
         let p = predict("z1 + z1*z2", "relu", 3.0, true, 3);
@@ -221,7 +222,7 @@ mod tests {
         }
     }
 
-    /// The closed form of SPEC §5.3 at step 1: γ c1 |μ1| / sqrt(1 + γ²(c1²|μ1|² + E[y²] E[σ'²]/α)).
+    /// The closed form of docs/theory.md §3 at step 1: γ c1 |μ1| / sqrt(1 + γ²(c1²|μ1|² + E[y²] E[σ'²]/α)).
     #[test]
     fn first_step_matches_closed_form() {
         let p = predict("z1 + z1*z2", "relu", 3.0, false, 1);

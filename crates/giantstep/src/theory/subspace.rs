@@ -1,4 +1,4 @@
-//! The generic-activation subspace recursion of SPEC §5.2, the leap index and the staircase flag.
+//! The generic-activation subspace recursion of docs/theory.md §2, the leap index and the staircase flag.
 //!
 //! `U_0 = {0}`; `U_{t+1} = U_t ⊕ span{v ⊥ U_t appearing in a nonzero coefficient
 //! E[g*(x) He_α(P_{U_t} x) He_β(P_{U_t⊥} x)], 1 ≤ |β| ≤ ℓ}`. The coefficients are computed in an
