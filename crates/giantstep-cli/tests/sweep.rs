@@ -76,6 +76,7 @@ fn resume_after_sigkill_equals_uninterrupted() {
     let out = dir.join("killed.jsonl");
     // Kill at several pseudo-random moments, then finish.
     let mut state = 12345u64;
+    let mut killed_at: Option<usize> = None;
     for _ in 0..6 {
         state = state
             .wrapping_mul(6364136223846793005)
@@ -98,7 +99,16 @@ fn resume_after_sigkill_equals_uninterrupted() {
         std::thread::sleep(Duration::from_millis(delay));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
+        if killed_at.is_none() {
+            killed_at = Some(std::fs::read_to_string(&out).map_or(0, |t| t.lines().count()));
+        }
     }
+    // The first kill interrupted the sweep: fewer records than points were on disk.
+    let first = killed_at.unwrap();
+    assert!(
+        first < 18,
+        "the first kill came after the sweep finished ({first} records)"
+    );
     assert!(sweep(&plan, &out, &[]).status.success());
     let got = normalized(&out);
     let hashes: std::collections::HashSet<_> = got.iter().map(|r| r["hash"].as_str().unwrap().to_string()).collect();

@@ -210,6 +210,17 @@ fn symmetric_init_first_step_is_correlation_step() {
     let mut b = base.to_vec();
     b.push("train.loss=correlation");
     let (ra, rb) = (simulate(&a), simulate(&b));
+    // The readout on the training batch with an overwhelming ridge predicts 0, so its train error
+    // is the batch's mean y²: the first step's batch error must equal it.
+    let mut c = base.to_vec();
+    c.extend(["readout.batch=last", "readout.lambda=1e12"]);
+    let mean_y2 = simulate(&c).train_error;
+    assert!(
+        rel(ra.steps[0].batch_mse, mean_y2) < 1e-9,
+        "{} vs {mean_y2}",
+        ra.steps[0].batch_mse
+    );
+    assert!(mean_y2 > 0.5, "z1 + z1*z2 has E[y²] = 2: {mean_y2}");
     for (x, y) in ra.steps[0]
         .overlaps
         .mean_abs_cos
@@ -239,6 +250,30 @@ fn reuse_and_readout_on_last_batch_run() {
     for s in &r.steps {
         assert!(s.overlaps.mean_abs_cos.iter().all(|v| v.is_finite()));
     }
+    // Which batch the last step saw: the readout on it with an overwhelming ridge predicts 0, so
+    // its train error is that batch's mean y². With reuse = 2, step 2 reuses batch 1 and step 3
+    // draws batch 2; with reuse = 1, step 2 draws batch 2.
+    let last_batch_y2 = |steps: &str, reuse: &str| {
+        simulate(&[
+            "network.d=32",
+            "network.p=16",
+            "train.n=256",
+            steps,
+            reuse,
+            "readout.batch=last",
+            "readout.lambda=1e12",
+            "eval.n_test=100",
+        ])
+        .train_error
+    };
+    let batch1 = last_batch_y2("train.steps=1", "train.reuse=1");
+    let batch2 = last_batch_y2("train.steps=2", "train.reuse=1");
+    assert!(
+        rel(batch1, batch2) > 1e-3,
+        "batches 1 and 2 must differ: {batch1} {batch2}"
+    );
+    assert!(rel(last_batch_y2("train.steps=2", "train.reuse=2"), batch1) < 1e-9);
+    assert!(rel(last_batch_y2("train.steps=3", "train.reuse=2"), batch2) < 1e-9);
 }
 
 /// The oracle add-back (exact μ0 + <W*ᵀμ1, z> from the theory) gives the same test error as the
