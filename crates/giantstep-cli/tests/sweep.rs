@@ -647,3 +647,61 @@ fn slurm_bad_input() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a giantstep Slurm sweep directory"));
 }
+
+/// Two sweeps on one record file (issue 10): the second exits 2 with a clear message while the
+/// first holds the file, and the first finishes with every point exactly once.
+#[test]
+fn second_sweep_on_the_same_file_is_refused() {
+    let dir = tempdir("lock");
+    let text = r#"
+name = "lock"
+[base]
+network = { d = 64, p = 64 }
+train = { n = "d^2" }
+eval = { n_test = 50000, theory = false }
+[axes]
+seed = "0..24"
+"#;
+    let plan = write_plan(&dir, text);
+    let out = dir.join("r.jsonl");
+    let mut first = bin()
+        .args([
+            "sweep",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+            "--threads",
+            "1",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // The first sweep creates and locks the file at once; give it a moment.
+    for _ in 0..200 {
+        if out.exists() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let second = sweep(&plan, &out, &[]);
+    let lines_then = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert!(lines_then < 24, "the first sweep finished too early to test the lock");
+    assert_eq!(
+        second.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(err.contains("is in use by another giantstep sweep"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(first.wait().unwrap().success());
+    let records = normalized(&out);
+    assert_eq!(records.len(), 24);
+    let hashes: std::collections::HashSet<_> = records.iter().map(|r| r["hash"].to_string()).collect();
+    assert_eq!(hashes.len(), 24, "a point was written twice");
+    let _ = std::fs::remove_dir_all(&dir);
+}

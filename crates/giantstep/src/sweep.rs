@@ -504,7 +504,33 @@ pub fn run_sweep(
         path: out.display().to_string(),
         source: e,
     };
-    let (done, valid) = if out.exists() { read_records(out)? } else { (vec![], 0) };
+    // Lock the record file for the whole sweep before reading it: a second sweep on the same
+    // file would otherwise truncate and interleave it. The lock is advisory (flock) and released
+    // when the file is closed, also when the process is killed.
+    let existed = out.exists();
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(out)
+        .map_err(io)?;
+    if let Err(e) = file.try_lock() {
+        return Err(match e {
+            std::fs::TryLockError::WouldBlock => Error::config(format!(
+                "{} is in use by another giantstep sweep; wait for it to finish or use another --out",
+                out.display()
+            )),
+            std::fs::TryLockError::Error(e) => io(e),
+        });
+    }
+    let refuse = |e: Error| {
+        if !existed {
+            let _ = std::fs::remove_file(out);
+        }
+        e
+    };
+    let (done, valid) = read_records(out).map_err(refuse)?;
     if let Some(other) = done.iter().find(|r| r.plan != plan_id) {
         return Err(Error::config(format!(
             "{} holds records of a different plan ({}; this plan is {}); use another --out",
@@ -518,13 +544,6 @@ pub fn run_sweep(
         .iter()
         .filter(|p| !done_hashes.contains(p.hash.as_str()))
         .collect();
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .read(true)
-        .write(true)
-        .open(out)
-        .map_err(io)?;
     // Drop a truncated last line before appending.
     file.set_len(valid).map_err(io)?;
     file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
