@@ -105,7 +105,11 @@ pub fn stairway_data(records: &[Record]) -> anyhow::Result<StairwayData> {
             .entry(k)
             .or_default()
             .push(r.test_error);
-        data.rf.entry(k).or_default().push(r.rf_test_error);
+        // Every batch size gets an entry; it stays empty when the baseline was skipped.
+        let rf = data.rf.entry(k).or_default();
+        if let Some(v) = r.rf_test_error {
+            rf.push(v);
+        }
         y2.push(r.test_label_second_moment);
         if data.linear_kernel.is_none() {
             data.linear_kernel = r.theory.as_ref().map(|t| t.linear_kernel_error);
@@ -138,7 +142,7 @@ where
     );
     let mut ymax = data.second_moment;
     for m in data.trained.values().chain(std::iter::once(&data.rf)) {
-        for v in m.values() {
+        for v in m.values().filter(|v| !v.is_empty()) {
             let (mu, sd) = mean_std(v);
             ymax = ymax.max(mu + sd);
         }
@@ -192,12 +196,15 @@ where
             false,
         )?;
     }
-    let rf = data
+    let rf: Vec<(f64, f64, f64)> = data
         .rf
         .iter()
+        .filter(|(_, v)| !v.is_empty())
         .map(|(k, v)| (*k as f64 / 1e6, mean_std(v).0, mean_std(v).1))
         .collect();
-    series("random features (W0)".into(), RGBColor(90, 90, 90), rf, true)?;
+    if !rf.is_empty() {
+        series("random features (W0)".into(), RGBColor(90, 90, 90), rf, true)?;
+    }
     let hline = |chart: &mut ChartContext<'_, DB, _>, y: f64, label: String, color: RGBColor| -> anyhow::Result<()> {
         chart
             .draw_series(DashedLineSeries::new(

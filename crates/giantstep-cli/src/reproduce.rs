@@ -173,8 +173,12 @@ pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result
                         }
                     }
                 }
-                let (m, sd) = mean_std(rf);
-                let _ = writeln!(s, " {m:.4} ± {sd:.4} |");
+                if rf.is_empty() {
+                    let _ = writeln!(s, " skipped |");
+                } else {
+                    let (m, sd) = mean_std(rf);
+                    let _ = writeln!(s, " {m:.4} ± {sd:.4} |");
+                }
             }
             let _ = writeln!(
                 s,
@@ -365,6 +369,11 @@ fn paper_comparison(s: &mut String, name: &str, data: &crate::plot::StairwayData
             data.trained.get(&steps)
         };
         let Some(series) = series else { continue };
+        let series: std::collections::BTreeMap<i64, Vec<f64>> = series
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(k, v)| (*k, v.clone()))
+            .collect();
         let Some((k, v)) = series
             .iter()
             .min_by(|a, b| ((*a.0 as f64 / 1e6 - kappa).abs()).total_cmp(&((*b.0 as f64 / 1e6 - kappa).abs())))

@@ -180,11 +180,17 @@ pub fn render(res: &RunResult) -> String {
         "  trained network   test error {:.4}   train error {:.4}",
         res.test_error, res.train_error
     );
-    let _ = writeln!(
-        s,
-        "  random features   test error {:.4}   train error {:.4}   (same readout on the initial W0)",
-        res.rf_test_error, res.rf_train_error
-    );
+    match (res.rf_test_error, res.rf_train_error) {
+        (Some(test), Some(train)) => {
+            let _ = writeln!(
+                s,
+                "  random features   test error {test:.4}   train error {train:.4}   (same readout on the initial W0)"
+            );
+        }
+        _ => {
+            let _ = writeln!(s, "  random features   skipped (eval.baseline = false)");
+        }
+    }
     let _ = writeln!(
         s,
         "  predicting 0      test error {:.4}   (E[y^2] on the test set)",

@@ -31,7 +31,7 @@ fn main() -> Result<(), giantstep::Error> {
         );
     }
     println!(
-        "test error {:.4} (random features {:.4}, predicting 0 {:.4})",
+        "test error {:.4} (random features {:.4?}, predicting 0 {:.4})",
         result.test_error, result.rf_test_error, result.test_label_second_moment
     );
     if let Some(th) = &result.theory {

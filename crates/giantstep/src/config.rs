@@ -34,6 +34,7 @@
 //! | `eval.n_test` | 10000 | test samples |
 //! | `eval.theory` | true | attach the theory's predictions (docs/theory.md) to the result |
 //! | `eval.every_step` | false | readout and test error after every step (docs/stairway.md) |
+//! | `eval.baseline` | true | fit and test the random-features baseline (`rf_*` are `null` without) |
 
 use crate::activation::Activation;
 use crate::error::{Error, Result};
@@ -348,6 +349,15 @@ pub struct EvalConfig {
     /// Fit the readout and measure the test error after every step `t = 1..T` (in one run).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub every_step: bool,
+    /// Fit and test the random-features baseline (the readout on the initial layer).
+    #[serde(skip_serializing_if = "is_true")]
+    pub baseline: bool,
+}
+
+// Keys added after records existed are written only when they differ from their default, so
+// that the configurations (and hashes) of earlier records stay the same.
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 impl Default for EvalConfig {
@@ -356,6 +366,7 @@ impl Default for EvalConfig {
             n_test: 10_000,
             theory: true,
             every_step: false,
+            baseline: true,
         }
     }
 }
@@ -435,7 +446,7 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
         ],
     ),
     ("readout", &["n", "lambda", "batch", "add_back"]),
-    ("eval", &["n_test", "theory", "every_step"]),
+    ("eval", &["n_test", "theory", "every_step", "baseline"]),
 ];
 
 fn check_keys(table: &toml::Table) -> Result<()> {

@@ -42,14 +42,17 @@ pub fn run_flops(cfg: &Config, evaluated: usize) -> Flops {
     let n = cfg.train_n() as f64;
     let k = evaluated.max(1) as f64;
     let n_ro = cfg.readout_n() as f64;
-    let readout_layers = match cfg.readout.batch {
-        ReadoutBatch::Fresh => k + 1.0,
-        ReadoutBatch::Last => 2.0 * k,
+    // Random-features readouts: one per readout batch (one fresh batch, or each step's batch).
+    let rf = match (cfg.eval.baseline, cfg.readout.batch) {
+        (false, _) => 0.0,
+        (true, ReadoutBatch::Fresh) => 1.0,
+        (true, ReadoutBatch::Last) => k,
     };
+    let readout_layers = k + rf;
     Flops {
         step: 4.0 * n * d * p * cfg.train.steps as f64,
         readout: readout_layers * (2.0 * n_ro * d * p + n_ro * p * p),
-        test: (k + readout_layers - k) * 2.0 * cfg.eval.n_test as f64 * d * p,
+        test: readout_layers * 2.0 * cfg.eval.n_test as f64 * d * p,
     }
 }
 

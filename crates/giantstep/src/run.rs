@@ -58,10 +58,11 @@ pub struct RunResult {
     pub test_error: f64,
     /// Train error of the readout (on the readout batch).
     pub train_error: f64,
-    /// Test error of the same readout on the initial first layer (random features).
-    pub rf_test_error: f64,
-    /// Train error of the random-features readout.
-    pub rf_train_error: f64,
+    /// Test error of the same readout on the initial first layer (random features); `null` with
+    /// `eval.baseline = false`.
+    pub rf_test_error: Option<f64>,
+    /// Train error of the random-features readout (`null` with `eval.baseline = false`).
+    pub rf_train_error: Option<f64>,
     /// `mean y²` on the test set: the error of predicting 0.
     pub test_label_second_moment: f64,
     /// The theory's predictions next to the measurements (absent when `eval.theory = false`,
@@ -284,7 +285,9 @@ fn run_typed<T: crate::linalg::Real>(
         },
     };
     // For each evaluated T: (trained readout, random-features readout), or why not.
-    let mut fitted: Vec<Option<(Result<Readout>, Result<Readout>)>> = (0..eval_at.len()).map(|_| None).collect();
+    // (trained readout, random-features readout unless eval.baseline = false), or why not.
+    type Fitted = (Result<Readout>, Option<Result<Readout>>);
+    let mut fitted: Vec<Option<Fitted>> = (0..eval_at.len()).map(|_| None).collect();
     // The readout group of each evaluated T (its random-features readout is shared).
     let mut group_of: Vec<usize> = vec![usize::MAX; eval_at.len()];
     let mut groups: Vec<(Batch, Vec<usize>)> = Vec::new();
@@ -309,13 +312,15 @@ fn run_typed<T: crate::linalg::Real>(
             Ok(s) => s,
             Err(e) => {
                 for &i in members {
-                    fitted[i] = Some((Err(e.clone()), Err(e.clone())));
+                    fitted[i] = Some((Err(e.clone()), None));
                 }
                 continue;
             }
         };
         let mut layers: Vec<&[f64]> = members.iter().map(|&i| snapshot(&snapshots, eval_at[i])).collect();
-        layers.push(&w0);
+        if cfg.eval.baseline {
+            layers.push(&w0);
+        }
         let mut outs = engine::fit_readouts_each::<T>(
             &exec,
             &layers,
@@ -327,7 +332,10 @@ fn run_typed<T: crate::linalg::Real>(
             shift.as_ref(),
             cfg.readout.lambda,
         );
-        let rf = outs.pop().expect("the random-features layer");
+        let rf = cfg
+            .eval
+            .baseline
+            .then(|| outs.pop().expect("the random-features layer"));
         for (&i, out) in members.iter().zip(outs) {
             fitted[i] = Some((out, rf.clone()));
         }
@@ -344,22 +352,27 @@ fn run_typed<T: crate::linalg::Real>(
     // Every (layer, readout) pair to test, with its position.
     // The random-features model of a readout group is tested once.
     let mut models: Vec<(&[f64], Readout)> = Vec::new();
-    let mut slots: Vec<Option<(usize, usize)>> = vec![None; eval_at.len()];
+    let mut slots: Vec<Option<(usize, Option<usize>)>> = vec![None; eval_at.len()];
     let mut rf_slot: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     for (i, f) in fitted.iter().enumerate() {
-        if let Some((Ok(tr), Ok(rf))) = f {
-            let (mut tr, mut rf) = (tr.clone(), rf.clone());
+        let Some((Ok(tr), rf)) = f else { continue };
+        let with_test_shift = |ro: &Readout| {
+            let mut ro = ro.clone();
             if let Some(sh) = &test_shift {
-                tr.shift = Some(sh.clone());
-                rf.shift = Some(sh.clone());
+                ro.shift = Some(sh.clone());
             }
-            let irf = *rf_slot.entry(group_of[i]).or_insert_with(|| {
-                models.push((&w0, rf));
+            ro
+        };
+        let irf = match rf {
+            Some(Ok(rf)) => Some(*rf_slot.entry(group_of[i]).or_insert_with(|| {
+                models.push((&w0, with_test_shift(rf)));
                 models.len() - 1
-            });
-            slots[i] = Some((models.len(), irf));
-            models.push((snapshot(&snapshots, eval_at[i]), tr));
-        }
+            })),
+            Some(Err(_)) => continue,
+            None => None,
+        };
+        slots[i] = Some((models.len(), irf));
+        models.push((snapshot(&snapshots, eval_at[i]), with_test_shift(tr)));
     }
     let pairs: Vec<(&[f64], &Readout)> = models.iter().map(|(w, ro)| (*w, ro)).collect();
     let (errors, y2) = if pairs.is_empty() {
@@ -375,8 +388,9 @@ fn run_typed<T: crate::linalg::Real>(
             continue;
         }
         let (tr, rf) = match fitted[i].take().expect("fitted") {
-            (Ok(tr), Ok(rf)) => (tr, rf),
-            (Err(e), _) | (_, Err(e)) => {
+            (Ok(tr), None) => (tr, None),
+            (Ok(tr), Some(Ok(rf))) => (tr, Some(rf)),
+            (Err(e), _) | (_, Some(Err(e))) => {
                 out.push(Err(e));
                 continue;
             }
@@ -392,8 +406,8 @@ fn run_typed<T: crate::linalg::Real>(
             steps: steps[..t].to_vec(),
             test_error: errors[it],
             train_error: tr.train_error,
-            rf_test_error: errors[irf],
-            rf_train_error: rf.train_error,
+            rf_test_error: irf.map(|k| errors[k]),
+            rf_train_error: rf.map(|ro| ro.train_error),
             test_label_second_moment: y2,
             theory_note: match &theory {
                 None => Some("eval.theory = false".into()),

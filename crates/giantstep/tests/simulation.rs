@@ -29,8 +29,8 @@ fn numbers(r: &RunResult) -> Vec<f64> {
     let mut v = vec![
         r.test_error,
         r.train_error,
-        r.rf_test_error,
-        r.rf_train_error,
+        r.rf_test_error.unwrap(),
+        r.rf_train_error.unwrap(),
         r.test_label_second_moment,
     ];
     for s in &r.steps {
@@ -185,13 +185,13 @@ fn trained_beats_random_features() {
         "eval.n_test=4000",
     ]);
     assert!(
-        r.test_error < r.rf_test_error,
+        r.test_error < r.rf_test_error.unwrap(),
         "test {} vs rf {}",
         r.test_error,
-        r.rf_test_error
+        r.rf_test_error.unwrap()
     );
     // Both below predicting 0 (E[y²] = 2).
-    assert!(r.rf_test_error < r.test_label_second_moment);
+    assert!(r.rf_test_error.unwrap() < r.test_label_second_moment);
 }
 
 /// Symmetric initialization gives f ≡ 0, so the first step's batch error is the label second
@@ -349,7 +349,7 @@ fn f32_matches_f64() {
     let b = simulate(&b);
     for (x, y) in [
         (a.test_error, b.test_error),
-        (a.rf_test_error, b.rf_test_error),
+        (a.rf_test_error.unwrap(), b.rf_test_error.unwrap()),
         (a.train_error, b.train_error),
     ] {
         assert!((x - y).abs() < 1e-3 * x, "{x} vs {y}");
@@ -544,4 +544,41 @@ fn test_set_add_back_uses_the_test_set() {
     );
     // The readout itself is the same: same train error.
     assert_eq!(test.train_error, empirical.train_error);
+}
+
+/// `eval.baseline = false` skips the random-features readout and test: the JSON says
+/// `rf_test_error: null`, everything else is bit-identical, and the cost model drops that work.
+#[test]
+fn baseline_can_be_skipped() {
+    for extra in [
+        &[][..],
+        &["readout.batch=last", "train.steps=2", "eval.every_step=true"][..],
+    ] {
+        let mut base = vec!["network.d=24", "network.p=16", "eval.n_test=300"];
+        base.extend_from_slice(extra);
+        let with = simulate(&base);
+        let mut off = base.clone();
+        off.push("eval.baseline=false");
+        let without = simulate(&off);
+        assert_eq!(without.rf_test_error, None);
+        assert_eq!(without.rf_train_error, None);
+        let json = serde_json::to_value(&without).unwrap();
+        assert!(json["rf_test_error"].is_null() && json["rf_train_error"].is_null());
+        assert_eq!(json["config"]["eval"]["baseline"], false);
+        assert_eq!(without.test_error, with.test_error);
+        assert_eq!(without.train_error, with.train_error);
+        for (a, b) in without.steps.iter().zip(&with.steps) {
+            assert_eq!(a.test_error, b.test_error);
+        }
+        let cfg = |sets: &[&str]| config(sets).resolve().unwrap();
+        let (f_on, f_off) = (
+            giantstep::cost::run_flops(&cfg(&base), 1),
+            giantstep::cost::run_flops(&cfg(&off), 1),
+        );
+        assert_eq!(f_on.step, f_off.step);
+        assert!(f_off.readout < f_on.readout && f_off.test < f_on.test);
+    }
+    // The default configuration does not mention the key (earlier records keep their hashes).
+    let json = serde_json::to_value(config(&[]).resolve().unwrap()).unwrap();
+    assert!(json["eval"].get("baseline").is_none());
 }
