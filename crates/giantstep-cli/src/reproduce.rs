@@ -139,16 +139,17 @@ seed = "0..{seeds}"
 }
 
 /// The markdown summary of an experiment's records.
-pub fn summary(name: &str, figure: Figure, records: &[Record]) -> anyhow::Result<String> {
+pub fn summary(name: &str, paper: bool, figure: Figure, records: &[Record]) -> anyhow::Result<String> {
     let mut s = String::new();
     let results: Vec<_> = records.iter().filter_map(|r| r.result.as_ref()).collect();
     let failed = records.iter().filter(|r| r.error.is_some()).count();
     let _ = writeln!(s, "# {name}\n");
     let _ = writeln!(
         s,
-        "{} points ({} failed). Regenerate with `giantstep reproduce {name}`.\n",
+        "{} points ({} failed). Regenerate with `giantstep reproduce {name}{}`.\n",
         records.len(),
-        failed
+        failed,
+        if paper { " --scale paper" } else { "" }
     );
     match figure {
         Figure::Stairway => {
@@ -315,7 +316,7 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
     let svg = dir.join(format!("{fig_name}.svg"));
     let png = dir.join(format!("{fig_name}.png"));
     plot_records(figure, &records, &[&svg, &png])?;
-    crate::write_atomic(&dir.join("summary.md"), &summary(&args.name, figure, &records)?)?;
+    crate::write_atomic(&dir.join("summary.md"), &summary(&args.name, paper, figure, &records)?)?;
     if !args.quiet {
         eprintln!(
             "{} points ({} already done, {} ran, {} failed)",
