@@ -142,12 +142,19 @@ seed = "0..{seeds}"
 pub fn summary(name: &str, paper: bool, figure: Figure, records: &[Record]) -> anyhow::Result<String> {
     let mut s = String::new();
     let results: Vec<_> = records.iter().filter_map(|r| r.result.as_ref()).collect();
-    let failed = records.iter().filter(|r| r.error.is_some()).count();
+    // A retried point has a failed and a successful record: count points, not records.
+    let ok: std::collections::HashSet<&str> = records
+        .iter()
+        .filter(|r| r.result.is_some())
+        .map(|r| r.hash.as_str())
+        .collect();
+    let all: std::collections::HashSet<&str> = records.iter().map(|r| r.hash.as_str()).collect();
+    let failed = all.len() - ok.len();
     let _ = writeln!(s, "# {name}\n");
     let _ = writeln!(
         s,
         "{} points ({} failed). Regenerate with `giantstep reproduce {name}{}`.\n",
-        records.len(),
+        all.len(),
         failed,
         if paper { " --scale paper" } else { "" }
     );
@@ -307,8 +314,20 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
     crate::check_writable(&dir.join("summary.md"))?;
-    std::fs::write(dir.join("plan.toml"), &text)?;
+    // Refuse a directory that holds another experiment before writing anything into it.
     let records_path = dir.join("records.jsonl");
+    if records_path.is_file() {
+        let (existing, _) = read_records(&records_path)?;
+        if let Some(other) = existing.iter().find(|r| r.plan != plan.id()) {
+            bail!(
+                "{} holds records of another experiment or scale (plan {}; this one is {}); use another --out",
+                dir.display(),
+                other.plan,
+                plan.id()
+            );
+        }
+    }
+    crate::write_atomic(&dir.join("plan.toml"), &text)?;
     let s = crate::sweep_cmd::sweep_with_progress(&plan, &records_path, None, args.jobs, None, args.quiet)?;
     let (records, _) = read_records(&records_path)?;
     let figure = Figure::from_name(plan.figure.as_deref().unwrap_or("stairway")).expect("known figure");

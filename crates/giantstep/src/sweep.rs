@@ -373,7 +373,15 @@ pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
                 records.push(r);
                 valid += n as u64;
             }
-            Ok(_) | Err(_) if !complete => break, // truncated last line: redo its point
+            // A last line without its newline is a record cut short by a kill: drop it and redo
+            // its point. Anything else there means this is not a giantstep records file.
+            Ok(_) | Err(_) if !complete && (!records.is_empty() || line.starts_with("{\"hash\":\"")) => break,
+            Ok(_) | Err(_) if !complete => {
+                return Err(Error::config(format!(
+                    "{} is not a giantstep records file (line {number} is not a JSON record); use another --out",
+                    path.display()
+                )))
+            }
             Ok(_) => unreachable!(),
             Err(e) => {
                 return Err(Error::config(format!(
@@ -539,7 +547,12 @@ pub fn run_sweep(
             plan_id
         )));
     }
-    let done_hashes: std::collections::HashSet<&str> = done.iter().map(|r| r.hash.as_str()).collect();
+    // A point is done when one of its records has a result; failed points are run again.
+    let done_hashes: std::collections::HashSet<&str> = done
+        .iter()
+        .filter(|r| r.result.is_some())
+        .map(|r| r.hash.as_str())
+        .collect();
     let todo: Vec<&Point> = points
         .iter()
         .filter(|p| !done_hashes.contains(p.hash.as_str()))
@@ -562,7 +575,8 @@ pub fn run_sweep(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads_per_job = threads.unwrap_or(cores / jobs).max(1);
     let next = AtomicUsize::new(0);
-    let state = Mutex::new((file, summary, None::<Error>));
+    // The file, the summary, the first write error, and the length of the complete records.
+    let state = Mutex::new((file, summary, None::<Error>, valid));
     std::thread::scope(|scope| {
         for _ in 0..jobs {
             scope.spawn(|| loop {
@@ -592,16 +606,31 @@ pub fn run_sweep(
                         wall_s,
                     };
                     let line = serde_json::to_string(&record).expect("serializable") + "\n";
+                    // One record is one buffer written under the lock; a failed write (a full
+                    // disk) is cut back to the last complete record, so the file stays resumable.
                     let mut guard = state.lock().expect("sweep state");
-                    let (file, summary, failure) = &mut *guard;
+                    let (file, summary, failure, kept) = &mut *guard;
                     if let Err(e) = file
                         .write_all(line.as_bytes())
                         .and_then(|_| file.flush())
                         .and_then(|_| file.sync_data())
                     {
-                        *failure = Some(io(e));
+                        let cut = file
+                            .set_len(*kept)
+                            .and_then(|_| file.seek(std::io::SeekFrom::Start(*kept)));
+                        let records = summary.skipped + summary.ran;
+                        *failure = Some(Error::config(format!(
+                            "cannot write {}: {e}{}; {records} points kept, rerun to resume",
+                            out.display(),
+                            if cut.is_ok() {
+                                ""
+                            } else {
+                                " (and cutting the partial record failed)"
+                            }
+                        )));
                         return;
                     }
+                    *kept += line.len() as u64;
                     summary.ran += 1;
                     if error.is_some() {
                         summary.failed += 1;
@@ -616,7 +645,7 @@ pub fn run_sweep(
             });
         }
     });
-    let (_, summary, failure) = state.into_inner().expect("sweep state");
+    let (_, summary, failure, _) = state.into_inner().expect("sweep state");
     match failure {
         Some(e) => Err(e),
         None => Ok(summary),
@@ -632,7 +661,7 @@ pub fn run_sweep(
 pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
     let mut all: Vec<Record> = Vec::new();
     let mut plan: Option<(String, String)> = None;
-    let mut seen = std::collections::HashSet::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for path in inputs {
         let (records, _) = read_records(path)?;
         for r in records {
@@ -647,8 +676,14 @@ pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
                 }
                 _ => {}
             }
-            if seen.insert(r.hash.clone()) {
-                all.push(r);
+            // One record per point; a successful one replaces a failed one (a retried point).
+            match seen.get(&r.hash) {
+                None => {
+                    seen.insert(r.hash.clone(), all.len());
+                    all.push(r);
+                }
+                Some(&i) if all[i].result.is_none() && r.result.is_some() => all[i] = r,
+                Some(_) => {}
             }
         }
     }
@@ -682,9 +717,9 @@ pub struct ShardStatus {
     pub shard: usize,
     /// Points of the plan in this shard.
     pub points: usize,
-    /// Points with a record.
+    /// Points with a successful record.
     pub done: usize,
-    /// Points recorded with an error.
+    /// Points whose records are all failures (a rerun retries them).
     pub failed: usize,
 }
 
@@ -715,17 +750,20 @@ pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> 
         }
         let done: std::collections::HashSet<&str> = records
             .iter()
+            .filter(|r| r.result.is_some())
             .map(|r| r.hash.as_str())
             .filter(|h| mine.contains(h))
+            .collect();
+        let failed: std::collections::HashSet<&str> = records
+            .iter()
+            .filter(|r| r.error.is_some() && mine.contains(r.hash.as_str()) && !done.contains(r.hash.as_str()))
+            .map(|r| r.hash.as_str())
             .collect();
         out.push(ShardStatus {
             shard: i,
             points: mine.len(),
             done: done.len(),
-            failed: records
-                .iter()
-                .filter(|r| r.error.is_some() && mine.contains(r.hash.as_str()))
-                .count(),
+            failed: failed.len(),
         });
     }
     Ok(out)
