@@ -244,6 +244,12 @@ fn set_string(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result
 
 /// Checks that a record file can be appended to (it may exist).
 pub(crate) fn check_writable_append(path: &Path) -> anyhow::Result<()> {
+    if is_special(path) {
+        bail!(
+            "--out must be a regular file (records are appended to it and resumed from it), but {} is not",
+            path.display()
+        );
+    }
     if path.exists() {
         if path.is_dir() {
             bail!("cannot write output {}: it is a directory", path.display());
@@ -260,6 +266,10 @@ pub(crate) fn check_writable_append(path: &Path) -> anyhow::Result<()> {
 
 /// Checks up front that `path` can be written, so that a long run does not fail at the end.
 pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
+    if is_special(path) {
+        // Written through at the end (opening a FIFO now would wait for its reader).
+        return Ok(());
+    }
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
@@ -279,8 +289,22 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Writes `text` to `path` atomically (temporary file in the same directory, then rename).
+/// Whether `path` exists and is neither a regular file nor a directory (`/dev/null`,
+/// `/dev/stdout`, a FIFO, a device): such an output is written through, never replaced.
+pub(crate) fn is_special(path: &Path) -> bool {
+    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+}
+
+/// Writes `text` to `path` atomically (temporary file in the same directory, then rename); an
+/// existing special file (`/dev/null`, `/dev/stdout`, a FIFO) is written through instead.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
+    if is_special(path) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .with_context(|| format!("cannot write output {}", path.display()));
+    }
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;

@@ -376,3 +376,46 @@ fn theory_bad_input_is_one_line_exit_2() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Monte Carlo"), "{text}");
 }
+
+/// Outputs onto special files (issue 10): `-o /dev/null` and a FIFO are written through, never
+/// replaced by a regular file; a record file must be a regular file.
+#[test]
+fn special_files_are_written_through_or_refused() {
+    use std::os::unix::fs::FileTypeExt;
+    let o = run_tiny(&["-o", "/dev/null", "-q"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    // A FIFO: the run's JSON arrives at its reader.
+    let dir = tempdir("fifo");
+    let fifo = dir.join("out.fifo");
+    let made = Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if made {
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || std::fs::read_to_string(fifo).unwrap())
+        };
+        let o = run_tiny(&["--json", "-o", fifo.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let got = reader.join().unwrap();
+        assert_eq!(got.trim(), String::from_utf8_lossy(&o.stdout).trim());
+        assert!(std::fs::metadata(&fifo).unwrap().file_type().is_fifo());
+    } else {
+        eprintln!("special_files_are_written_through_or_refused: no mkfifo, FIFO case skipped");
+    }
+    // A record file cannot be a device.
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, "[base]\nnetwork = { d = 8, p = 4 }\n").unwrap();
+    let o = run(&["sweep", plan.to_str().unwrap(), "--out", "/dev/null"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("must be a regular file") && err.trim().lines().count() == 1,
+        "{err}"
+    );
+    assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -515,6 +515,12 @@ pub fn run_sweep(
     // Lock the record file for the whole sweep before reading it: a second sweep on the same
     // file would otherwise truncate and interleave it. The lock is advisory (flock) and released
     // when the file is closed, also when the process is killed.
+    if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
+        return Err(Error::config(format!(
+            "the record file must be a regular file (records are appended to it and resumed from it), but {} is not",
+            out.display()
+        )));
+    }
     let existed = out.exists();
     let mut file = std::fs::OpenOptions::new()
         .create(true)
