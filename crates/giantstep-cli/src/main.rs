@@ -295,6 +295,35 @@ pub(crate) fn is_special(path: &Path) -> bool {
     std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
+/// A one-line warning, with the estimated time, when a run would take more than ten minutes here
+/// (operations over a short calibration GEMM of the run's shape; only timed for large runs).
+fn warn_if_long(cfg: &giantstep::Config) {
+    let Ok(resolved) = cfg.resolve() else { return };
+    let evaluated = if resolved.eval.every_step {
+        resolved.train.steps
+    } else {
+        1
+    };
+    let flops = giantstep::cost::run_flops(&resolved, evaluated).total();
+    if flops < 1e13 {
+        return; // under 10 minutes at 17 GFLOP/s, the slowest machine measured
+    }
+    // The rate of a chunk-shaped GEMM no longer depends on the shape beyond a few hundred; capped
+    // so that the calibration never allocates more than a few MB (the run checks its memory).
+    let (d, p) = (resolved.network.d.min(1024), resolved.network.p.min(1024));
+    let Ok(rate) = giantstep::bench::calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk) else {
+        return;
+    };
+    let secs = flops / (rate * 1e9 * 0.85);
+    if secs > 600.0 {
+        eprintln!(
+            "giantstep: warning: this run does {:.1e} floating-point operations, about {:.0} min here ({rate:.0} GFLOP/s bare GEMM); -q silences this",
+            flops,
+            secs / 60.0
+        );
+    }
+}
+
 /// Writes `text` to `path` atomically (temporary file in the same directory, then rename); an
 /// existing special file (`/dev/null`, `/dev/stdout`, a FIFO) is written through instead.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
@@ -319,9 +348,24 @@ pub(crate) fn write_atomic(path: &Path, text: &str) -> anyhow::Result<()> {
 }
 
 fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
-    let cfg = args.config()?;
+    let mut cfg = args.config()?;
     if let Some(out) = &args.out {
         check_writable(out)?;
+    }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    if cfg.threads > 4 * cores {
+        if !args.quiet {
+            eprintln!(
+                "giantstep: warning: {} threads on {cores} cores would only add overhead; using {}",
+                cfg.threads,
+                4 * cores
+            );
+        }
+        cfg.threads = 4 * cores;
+    }
+    giantstep::preflight(&cfg)?;
+    if !args.quiet {
+        warn_if_long(&cfg);
     }
     let show_progress = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let mut progress = |msg: &str| {

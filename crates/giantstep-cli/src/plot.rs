@@ -389,12 +389,34 @@ pub fn overlap_data(records: &[Record]) -> anyhow::Result<Vec<OverlapPanel>> {
     if results.is_empty() {
         bail!("no finished points in the records");
     }
+    // One panel per experiment: activation, and target, d and n when the records hold several.
+    let distinct = |f: &dyn Fn(&giantstep::RunResult) -> String| {
+        results
+            .iter()
+            .map(|r| f(r))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+            > 1
+    };
+    let expr_of = |r: &giantstep::RunResult| r.config.target.expr.clone().unwrap_or_default();
+    let (many_targets, many_d, many_n) = (
+        distinct(&|r| format!("{} {}", expr_of(r), r.r)),
+        distinct(&|r| r.config.network.d.to_string()),
+        distinct(&|r| r.steps[0].n.to_string()),
+    );
     let mut groups: BTreeMap<String, Vec<&giantstep::RunResult>> = BTreeMap::new();
     for r in results {
-        groups
-            .entry(r.config.network.activation.to_string())
-            .or_default()
-            .push(r);
+        let mut label = r.config.network.activation.to_string();
+        if many_targets {
+            label += &format!(", {}", expr_of(r));
+        }
+        if many_d {
+            label += &format!(", d = {}", r.config.network.d);
+        }
+        if many_n {
+            label += &format!(", n = {}", r.steps[0].n);
+        }
+        groups.entry(label).or_default().push(r);
     }
     let mut panels = Vec::new();
     for (act, rs) in groups {
@@ -577,17 +599,22 @@ pub fn plot_records(figure: Figure, records: &[Record], outs: &[&Path]) -> anyho
         Figure::Overlaps => {
             let panels = overlap_data(records)?;
             let first = ok_records(records)[0];
-            let title = format!(
-                "overlaps — {}, d = {}, n = {}",
-                first
-                    .config
-                    .target
-                    .preset
-                    .as_deref()
-                    .unwrap_or(first.config.target.expr.as_deref().unwrap_or("")),
-                first.config.network.d,
-                first.steps[0].n
-            );
+            // The panels name what differs between them; the title only what they share.
+            let title = if panels.len() > 1 && panels.iter().any(|p| p.activation.contains(", ")) {
+                "overlaps".to_string()
+            } else {
+                format!(
+                    "overlaps — {}, d = {}, n = {}",
+                    first
+                        .config
+                        .target
+                        .preset
+                        .as_deref()
+                        .unwrap_or(first.config.target.expr.as_deref().unwrap_or("")),
+                    first.config.network.d,
+                    first.steps[0].n
+                )
+            };
             Prepared::Overlaps(panels, title)
         }
     };

@@ -293,6 +293,9 @@ pub fn summary(name: &str, paper: bool, figure: Figure, records: &[Record]) -> a
 }
 
 pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
+    if args.jobs == 0 {
+        bail!("--jobs must be >= 1, but is 0");
+    }
     let paper = match args.scale.as_str() {
         "quick" => false,
         "paper" => true,

@@ -74,6 +74,14 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|_| args.target.clone());
     let expr = Expr::parse(&text)?;
     let r = args.r.unwrap_or(expr.max_var().max(1));
+    // Measured here (2 cores): r = 7 takes about 6 s at the default degree 6, r = 8 about a
+    // minute and r >= 9 longer; at --degree 2, r = 16 takes about 10 s.
+    const MAX_THEORY_RANK: usize = 7;
+    if r > MAX_THEORY_RANK && args.degree > 2 {
+        anyhow::bail!(
+            "giantstep theory handles r <= {MAX_THEORY_RANK} teacher directions at --degree 3 or more (up to r = 16 with --degree 2), but the target has r = {r}"
+        );
+    }
     let preprocess = match args.preprocess.as_str() {
         "none" => Preprocess::None,
         "mean" => Preprocess::Mean,
@@ -86,8 +94,11 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
     if args.degree == 0 || args.degree > 12 {
         anyhow::bail!("--degree must be between 1 and 12, but is {}", args.degree);
     }
-    if args.steps == 0 {
-        anyhow::bail!("--steps must be > 0, but is 0");
+    if args.steps == 0 || args.steps > 100 {
+        anyhow::bail!("--steps must be between 1 and 100, but is {}", args.steps);
+    }
+    if !(args.kappa > 0.0 && args.kappa <= 8.0) {
+        anyhow::bail!("--kappa must be in (0, 8] (n = d^kappa), but is {}", args.kappa);
     }
     let opts = TheoryOptions {
         activation: args.activation.parse()?,

@@ -361,7 +361,16 @@ fn theory_bad_input_is_one_line_exit_2() {
         ),
         (vec!["theory", "z1", "--alpha", "0"], "alpha must be > 0"),
         (vec!["theory", "z1", "--activation", "softplus"], "activation must be"),
-        (vec!["theory", "z1*z17"], "the theory handles 1 <= r <= 16"),
+        (
+            vec!["theory", "z1*z17", "--degree", "2"],
+            "the theory handles 1 <= r <= 16",
+        ),
+        (vec!["theory", "z1+z12"], "giantstep theory handles r <= 7"),
+        (vec!["theory", "z1", "--kappa", "1000"], "--kappa must be in (0, 8]"),
+        (
+            vec!["theory", "z1", "--steps", "100000"],
+            "--steps must be between 1 and 100",
+        ),
     ] {
         let out = run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
@@ -418,4 +427,35 @@ fn special_files_are_written_through_or_refused() {
     );
     assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Bad input to `run` found by a hostile-user sweep (issue 10): targets that are not finite or not
+/// square-integrable are refused before any simulation; he(k, x) with a non-literal degree, a
+/// negative learning rate, absurd steps, n_test and memory get one clear line and exit 2.
+#[test]
+fn run_refuses_nonsense_before_simulating() {
+    for (extra, want) in [
+        (vec!["--target", "z1/0"], "target 'z1/0': the target is not finite"),
+        (vec!["--target", "exp(z1^2)"], "not square-integrable"),
+        (vec!["--target", "1/z1"], "not square-integrable"),
+        (vec!["--target", "sqrt(-1-z1^2)"], "not finite"),
+        (vec!["--target", "he(z1)"], "needs a literal integer degree k"),
+        (vec!["--target", "he(-1, z1)"], "needs a literal integer degree k"),
+        (vec!["--set", "train.eta0=-1"], "the learning rate must be >= 0"),
+        (vec!["--steps", "5000"], "train.steps must be <= 1000"),
+        (
+            vec!["--set", "eval.n_test=10000000000000"],
+            "eval.n_test must be <= 1e12",
+        ),
+        (vec!["--d", "300000", "--p", "100000"], "of memory"),
+    ] {
+        let mut args = vec!["run", "--d", "16", "--p", "8"];
+        args.extend(extra.iter().copied());
+        let out = run(&args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(want), "{args:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty());
+    }
 }

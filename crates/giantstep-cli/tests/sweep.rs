@@ -832,3 +832,31 @@ fn full_disk_keeps_complete_records() {
     assert_eq!(normalized(&moved), normalized(&clean), "after keeping {kept} records");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `plot overlaps` on records of different ranks and batch sizes (issues 10, 11): one panel per
+/// experiment, no index panic.
+#[test]
+fn plot_overlaps_draws_one_panel_per_experiment() {
+    let dir = tempdir("panels");
+    let text = r#"
+name = "panels"
+[base]
+network = { d = 24, p = 16 }
+train = { steps = 2 }
+eval = { n_test = 200 }
+[axes]
+"target.preset" = ["staircase3", "staircase2"]
+"train.n" = ["4d", "8d"]
+"#;
+    let plan = write_plan(&dir, text);
+    let out = dir.join("r.jsonl");
+    assert!(sweep(&plan, &out, &[]).status.success());
+    let svg = dir.join("o.svg");
+    let o = run(&["plot", "overlaps", out.to_str().unwrap(), "-o", svg.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = std::fs::read_to_string(&svg).unwrap();
+    for want in ["n = 96", "n = 192", "z1 + z1*z2 + z1*z2*z3"] {
+        assert!(text.contains(want), "no panel for {want}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -411,6 +411,11 @@ impl Default for Config {
     }
 }
 
+/// Largest number of giant steps accepted.
+pub const MAX_STEPS: usize = 1000;
+/// Largest batch or test-set size accepted (10¹², days of GEMM at any width).
+pub const MAX_SAMPLES: usize = 1_000_000_000_000;
+
 /// Allowed keys per section (for precise unknown-key messages).
 const TOP_KEYS: &[&str] = &[
     "seed",
@@ -666,12 +671,29 @@ impl Config {
         if c.train.steps == 0 {
             return Err(Error::config("train.steps must be > 0, but is 0"));
         }
+        if c.train.steps > MAX_STEPS {
+            return Err(Error::config(format!(
+                "train.steps must be <= {MAX_STEPS} (each step is a pass over a fresh batch), but is {}",
+                c.train.steps
+            )));
+        }
         if c.train.reuse == 0 {
             return Err(Error::config("train.reuse must be > 0, but is 0"));
         }
         c.train.n.resolve(net.d, "train.n")?;
         if !c.train.eta0.is_finite() || !c.train.eta_exp.is_finite() {
             return Err(Error::config("train.eta0 and train.eta_exp must be finite"));
+        }
+        if c.train.eta0 < 0.0 || c.train.eta.is_some_and(|e| e < 0.0) {
+            return Err(Error::config(format!(
+                "the learning rate must be >= 0 (a negative one climbs the loss), but train.{} is {}",
+                if c.train.eta0 < 0.0 { "eta0" } else { "eta" },
+                if c.train.eta0 < 0.0 {
+                    c.train.eta0
+                } else {
+                    c.train.eta.unwrap_or(0.0)
+                }
+            )));
         }
         if let Some(eta) = c.train.eta {
             if !eta.is_finite() {
@@ -710,6 +732,20 @@ impl Config {
         if c.eval.n_test == 0 {
             return Err(Error::config("eval.n_test must be > 0, but is 0"));
         }
+        if c.eval.n_test > MAX_SAMPLES {
+            return Err(Error::config(format!(
+                "eval.n_test must be <= {MAX_SAMPLES:.0e}, but is {}",
+                c.eval.n_test
+            )));
+        }
+        for (key, n) in [("train.n", c.train_n()), ("readout.n", c.readout_n())] {
+            if n > MAX_SAMPLES {
+                return Err(Error::config(format!(
+                    "{key} must be <= {MAX_SAMPLES:.0e} samples, but is {n} at d = {}",
+                    c.network.d
+                )));
+            }
+        }
         Ok(c)
     }
 
@@ -735,6 +771,18 @@ impl Config {
             .unwrap_or(&self.train.n)
             .resolve(self.network.d, "readout.n")
             .expect("resolved config")
+    }
+
+    /// Bytes a run of this (resolved) configuration holds at its peak, roughly: the first layer,
+    /// its initial copy and one snapshot per evaluated step (`p·d` each), per worker a chunk of
+    /// samples and features (`chunk·(d + p)`), a partial gradient (`p·d`) and partial Gram
+    /// matrices (`p²` per readout layer), and the reduced Gram matrices.
+    pub fn memory_estimate(&self, evaluated: usize) -> f64 {
+        let (d, p) = (self.network.d as f64, self.network.p as f64);
+        let threads = self.threads.max(1) as f64;
+        let chunk = self.chunk.min(self.train_n().max(self.eval.n_test)) as f64;
+        let layers = evaluated.max(1) as f64 + 1.0;
+        8.0 * (p * d * (3.0 + layers) + threads * (3.0 * chunk * (d + p) + p * d + layers * p * p) + layers * p * p)
     }
 
     /// The learning rate of step 1 (see [`Config::eta_at`]).

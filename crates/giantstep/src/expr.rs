@@ -516,6 +516,25 @@ impl Parser<'_> {
         self.expect(b'(')?;
         self.skip_ws();
         let kpos = self.pos;
+        // The degree is a literal integer: say so, rather than "malformed number".
+        let literal = self.src[kpos..]
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_digit() || c == '.');
+        if !literal {
+            let shown: String = self.src[kpos..]
+                .chars()
+                .take_while(|c| *c != ',' && *c != ')')
+                .take(20)
+                .collect();
+            return Err(self.err_at(
+                kpos,
+                format!(
+                    "he(k, x) needs a literal integer degree k (e.g. he(3, z1)), but k is '{}'",
+                    shown.trim()
+                ),
+            ));
+        }
         let k = self.number()?;
         if k.fract() != 0.0 || !(0.0..=64.0).contains(&k) {
             return Err(self.err_at(

@@ -175,6 +175,7 @@ fn run_prefixes_resolved(
             cfg.train.steps
         )));
     }
+    check_memory(cfg.memory_estimate(eval_at.len()), cfg)?;
     match cfg.precision {
         crate::config::Precision::F64 => run_typed::<f64>(cfg, eval_at, progress),
         crate::config::Precision::F32 => run_typed::<f32>(cfg, eval_at, progress),
@@ -207,6 +208,7 @@ fn run_typed<T: crate::linalg::Real>(
     let (d, p) = (net_cfg.d, net_cfg.p);
     let expr = Expr::parse(cfg.target.expr.as_deref().expect("resolved"))?;
     let r = cfg.target.r.expect("resolved");
+    check_target(&expr, r)?;
     let target = Target::new(expr, r, d, cfg.target.teacher, cfg.target.noise, cfg.seed)?;
     let exec = Exec::new(cfg.chunk, cfg.threads)?;
     let mut net = Network::init(
@@ -424,6 +426,78 @@ fn run_typed<T: crate::linalg::Real>(
         }));
     }
     Ok(out)
+}
+
+/// The checks a run makes before any work: the configuration, the memory it needs against this
+/// machine's, and the target (finite, square-integrable). A caller that wants to warn about a
+/// long run calls this first, so that a refused run prints nothing else.
+///
+/// # Errors
+/// As [`run`], for what can be known before simulating.
+pub fn preflight(config: &Config) -> Result<()> {
+    let cfg = config.resolve()?;
+    let evaluated = if cfg.eval.every_step { cfg.train.steps } else { 1 };
+    check_memory(cfg.memory_estimate(evaluated), &cfg)?;
+    let expr = Expr::parse(cfg.target.expr.as_deref().expect("resolved"))?;
+    check_target(&expr, cfg.target.r.expect("resolved"))
+}
+
+/// Total memory of this machine in bytes (`MemTotal` of /proc/meminfo), if known.
+fn machine_memory() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kb: f64 = text
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()?;
+    Some(kb * 1024.0)
+}
+
+fn human_bytes(b: f64) -> String {
+    match b {
+        b if b >= 1e12 => format!("{:.1} TB", b / 1e12),
+        b if b >= 1e9 => format!("{:.1} GB", b / 1e9),
+        b => format!("{:.0} MB", b / 1e6),
+    }
+}
+
+/// Refuses a run that cannot fit in this machine's memory before allocating anything.
+fn check_memory(needed: f64, cfg: &Config) -> Result<()> {
+    let Some(have) = machine_memory() else { return Ok(()) };
+    if needed > have {
+        let (d, p) = (cfg.network.d, cfg.network.p);
+        return Err(Error::config(format!(
+            "this run needs about {} of memory (p·d = {} weights per copy, p² = {} per Gram matrix, {} threads × chunk·(d+p)); this machine has {}",
+            human_bytes(needed),
+            p as f64 * d as f64,
+            p as f64 * p as f64,
+            cfg.threads,
+            human_bytes(have)
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses, before any simulation, a target that is not finite or not square-integrable under
+/// the Gaussian: for `r <= 4` the checks of the theory's Hermite expansion on its quadrature grid
+/// (at least 44 nodes per axis), beyond that finiteness at 2·10⁵ Gaussian samples (coarser grids
+/// would flag polynomials as heavy-tailed).
+fn check_target(expr: &Expr, r: usize) -> Result<()> {
+    use crate::theory::hermite::{expand, ExpandOptions};
+    let g = |x: &[f64]| expr.eval(x);
+    let opts = ExpandOptions {
+        max_degree: 0,
+        force_monte_carlo: r > 4,
+        ..Default::default()
+    };
+    expand(&g, r, opts).map(|_| ()).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.strip_prefix("numerical failure: ").unwrap_or(&msg).to_string();
+        let shown: String = expr.source().chars().take(80).collect();
+        Error::config(format!("target '{shown}': {msg}"))
+    })
 }
 
 fn snapshot(snapshots: &[(usize, Vec<f64>)], t: usize) -> &[f64] {

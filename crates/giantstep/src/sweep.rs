@@ -27,6 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
+/// Largest number of points of a plan (and of values of one range axis).
+pub const MAX_POINTS: usize = 10_000_000;
+
 /// One axis of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {
@@ -106,7 +109,13 @@ fn axis_values(key: &str, v: &toml::Value) -> Result<Vec<toml::Value>> {
                     "expected an integer range like \"0..10\" or \"1..=6\", but got \"{s}\""
                 ))
             })?;
-            let hi = if inclusive { hi + 1 } else { hi };
+            let hi = if inclusive { hi.saturating_add(1) } else { hi };
+            if hi.saturating_sub(lo) > MAX_POINTS as i64 {
+                return Err(bad(format!(
+                    "the range \"{s}\" has {} values; a plan holds at most {MAX_POINTS} points",
+                    hi.saturating_sub(lo)
+                )));
+            }
             (lo..hi).map(toml::Value::Integer).collect()
         }
         toml::Value::Table(t) => {
@@ -131,7 +140,7 @@ fn axis_values(key: &str, v: &toml::Value) -> Result<Vec<toml::Value>> {
                 )));
             }
             let count = ((to - from) / step + 1e-9).floor();
-            if !(0.0..=1e6).contains(&count) {
+            if !(0.0..=MAX_POINTS as f64).contains(&count) {
                 return Err(bad(format!("the range {from}..{to} by {step} is empty or too long")));
             }
             let power = t.get("power_of_d").and_then(|v| v.as_bool()).unwrap_or(false);
@@ -213,6 +222,17 @@ impl Plan {
                 values: axis_values(&key, &v)?,
                 key,
             });
+        }
+        let total = axes
+            .iter()
+            .try_fold(1usize, |acc, a| acc.checked_mul(a.values.len()))
+            .filter(|n| *n <= MAX_POINTS);
+        if total.is_none() {
+            let sizes: Vec<String> = axes.iter().map(|a| format!("{} ({})", a.key, a.values.len())).collect();
+            return Err(Error::config(format!(
+                "the plan has more than {MAX_POINTS} points (axes: {}); split it into several plans",
+                sizes.join(" × ")
+            )));
         }
         let plan = Plan {
             name,

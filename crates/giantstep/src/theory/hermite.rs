@@ -184,7 +184,10 @@ pub fn expand(g: &dyn Fn(&[f64]) -> f64, r: usize, opts: ExpandOptions) -> Resul
             )));
         }
     }
-    if second > 0.0 && tail > 1e-4 * second {
+    // The edge test needs a fine grid: with few nodes the outermost ones carry a visible share of
+    // any polynomial's E[g²] (8 nodes: 6% of z1² + z2²), so coarse grids rely on the finiteness
+    // test alone.
+    if nodes >= 16 && second > 0.0 && tail > 1e-4 * second {
         return Err(Error::Numerical(format!(
             "the target is not square-integrable under the Gaussian (a fraction {:.2} of E[g^2] sits at the edge of the quadrature grid)",
             tail / second
