@@ -448,6 +448,10 @@ fn run_refuses_nonsense_before_simulating() {
             "eval.n_test must be <= 1e12",
         ),
         (vec!["--d", "300000", "--p", "100000"], "of memory"),
+        (
+            vec!["--set", "train.n=true"],
+            "expected a number of samples (e.g. 1000) or a power of d",
+        ),
     ] {
         let mut args = vec!["run", "--d", "16", "--p", "8"];
         args.extend(extra.iter().copied());
@@ -458,4 +462,23 @@ fn run_refuses_nonsense_before_simulating() {
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
         assert!(out.stdout.is_empty());
     }
+}
+
+/// Messages stay short and say things once (issue 10): a 60 kB expression is quoted in at most
+/// ~80 characters, and an OS error appears once.
+#[test]
+fn messages_are_short_and_say_things_once() {
+    let long = "z1+".repeat(20_000) + "z1x";
+    let out = run(&["run", "--target", &long]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        err.len() < 300 && err.contains("unknown variable 'z1x'"),
+        "{} bytes: {err}",
+        err.len()
+    );
+    let out = run(&["plot", "stairway", "/nonexistent/records.jsonl", "-o", "/tmp/x.svg"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }

@@ -43,7 +43,7 @@ use crate::target::preset_expr;
 use serde::{Deserialize, Serialize};
 
 /// A batch size: an integer or a power of `d` such as `"4d"`, `"d^1.5"`, `"0.5 d^2"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum BatchSize {
     /// An absolute number of samples.
@@ -78,6 +78,32 @@ impl BatchSize {
             return Err(Error::config(format!("{key} must be > 0, but is 0 at d = {d}")));
         }
         Ok(n)
+    }
+}
+
+impl<'de> Deserialize<'de> for BatchSize {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = BatchSize;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(
+                    "a number of samples (e.g. 1000) or a power of d in quotes (e.g. \"4d\", \"d^1.5\", \"0.5 d^2\")",
+                )
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<BatchSize, E> {
+                Ok(BatchSize::Count(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<BatchSize, E> {
+                u64::try_from(v)
+                    .map(BatchSize::Count)
+                    .map_err(|_| E::custom(format!("a batch size must be >= 0, but is {v}")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> std::result::Result<BatchSize, E> {
+                Ok(BatchSize::Expr(v.to_string()))
+            }
+        }
+        de.deserialize_any(Visitor)
     }
 }
 

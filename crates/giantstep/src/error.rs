@@ -65,12 +65,12 @@ pub enum Error {
     #[error("numerical failure: {0}")]
     Numerical(String),
     /// An input/output error with the path involved.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The path being read or written.
         path: String,
-        /// The underlying error.
-        source: std::io::Error,
+        /// The underlying error (printed in the message, not chained, so that it appears once).
+        error: std::io::Error,
     },
 }
 
@@ -103,9 +103,9 @@ impl Clone for Error {
             Error::NonFinite { step, eta } => Error::NonFinite { step: *step, eta: *eta },
             Error::NotPositiveDefinite { lambda } => Error::NotPositiveDefinite { lambda: *lambda },
             Error::Numerical(m) => Error::Numerical(m.clone()),
-            Error::Io { path, source } => Error::Io {
+            Error::Io { path, error } => Error::Io {
                 path: path.clone(),
-                source: std::io::Error::new(source.kind(), source.to_string()),
+                error: std::io::Error::new(error.kind(), error.to_string()),
             },
         }
     }

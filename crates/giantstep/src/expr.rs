@@ -271,8 +271,22 @@ impl Parser<'_> {
     fn err_at(&self, pos: usize, msg: impl Into<String>) -> Error {
         // Columns count characters, not bytes.
         let column = self.src[..pos.min(self.src.len())].chars().count() + 1;
+        // Quote at most 80 characters around the fault, so that a huge input gives a short line.
+        let chars: Vec<char> = self.src.chars().collect();
+        let expr = if chars.len() <= 80 {
+            self.src.to_string()
+        } else {
+            let from = (column - 1).saturating_sub(40).min(chars.len().saturating_sub(80));
+            let to = (from + 80).min(chars.len());
+            format!(
+                "{}{}{}",
+                if from > 0 { "…" } else { "" },
+                chars[from..to].iter().collect::<String>(),
+                if to < chars.len() { "…" } else { "" }
+            )
+        };
         Error::Expr {
-            expr: self.src.to_string(),
+            expr,
             column,
             message: msg.into(),
         }

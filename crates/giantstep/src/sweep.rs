@@ -368,7 +368,7 @@ pub struct Record {
 pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
     let io = |e| Error::Io {
         path: path.display().to_string(),
-        source: e,
+        error: e,
     };
     let file = std::fs::File::open(path).map_err(io)?;
     let mut reader = std::io::BufReader::new(file);
@@ -530,7 +530,7 @@ pub fn run_sweep(
         .collect();
     let io = |e| Error::Io {
         path: out.display().to_string(),
-        source: e,
+        error: e,
     };
     // Lock the record file for the whole sweep before reading it: a second sweep on the same
     // file would otherwise truncate and interleave it. The lock is advisory (flock) and released
