@@ -107,6 +107,43 @@ impl<'de> Deserialize<'de> for BatchSize {
     }
 }
 
+/// A `u64` seed in TOML, whose integers are signed 64-bit: an integer, or a string of digits
+/// for seeds above `i64::MAX` (written back the same way, so the configuration round-trips).
+mod seed_serde {
+    pub fn serialize<S: serde::Serializer>(seed: &u64, s: S) -> Result<S::Ok, S::Error> {
+        if *seed <= i64::MAX as u64 {
+            s.serialize_u64(*seed)
+        } else {
+            s.serialize_str(&seed.to_string())
+        }
+    }
+
+    pub fn deserialize<'de, D: serde::Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = u64;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "an integer between 0 and {}", u64::MAX)
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<u64, E> {
+                Ok(v)
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<u64, E> {
+                u64::try_from(v).map_err(|_| E::custom(format!("a seed must be >= 0, but is {v}")))
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<u64, E> {
+                v.trim().parse().map_err(|_| {
+                    E::custom(format!(
+                        "a seed must be an integer between 0 and {}, but is '{v}'",
+                        u64::MAX
+                    ))
+                })
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
 /// Parses `[c][*]d[^e]` or a plain number into `(c, e)`.
 fn parse_power_of_d(s: &str) -> Option<(f64, f64)> {
     let t: String = s.chars().filter(|c| !c.is_whitespace()).collect();
@@ -401,7 +438,8 @@ impl Default for EvalConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
-    /// Master seed.
+    /// Master seed (any `u64`; above `i64::MAX`, TOML holds it as a string of digits).
+    #[serde(with = "seed_serde")]
     pub seed: u64,
     /// Worker threads (0 = all cores).
     pub threads: usize,
@@ -952,6 +990,21 @@ mod tests {
         let e = Config::from_table(t).unwrap().resolve().unwrap_err().to_string();
         assert!(e.contains("uses z3 but target.r is 2"), "{e}");
         assert!(apply_set(&mut toml::Table::new(), "novalue").is_err());
+    }
+
+    #[test]
+    fn any_u64_seed_is_accepted_and_round_trips() {
+        let mut t = toml::Table::new();
+        apply_set(&mut t, "seed=18446744073709551615").unwrap();
+        let c = Config::from_table(t).unwrap().resolve().unwrap();
+        assert_eq!(c.seed, u64::MAX);
+        let back = Config::from_toml(&toml::to_string(&c).unwrap(), "x").unwrap();
+        assert_eq!(back.seed, u64::MAX);
+        let json: Config = serde_json::from_str(&serde_json::to_string(&c).unwrap()).unwrap();
+        assert_eq!(json.seed, u64::MAX);
+        // Ordinary seeds stay integers in JSON.
+        let v = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(v["seed"], 0);
     }
 
     #[test]
