@@ -1,19 +1,39 @@
 //! Command-line tests: every spelling of the run flags, the JSON schema, and bad input (one-line
 //! error, exit code 2, nothing written).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_giantstep"))
 }
 
-/// A fresh temporary directory per test.
-fn tempdir(name: &str) -> PathBuf {
+/// A fresh temporary directory per test, removed when the test ends (also when it fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("giantstep-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -426,7 +446,6 @@ fn special_files_are_written_through_or_refused() {
         "{err}"
     );
     assert!(std::fs::metadata("/dev/null").unwrap().file_type().is_char_device());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Bad input to `run` found by a hostile-user sweep (issue 10): targets that are not finite or not

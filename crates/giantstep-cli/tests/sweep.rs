@@ -9,11 +9,32 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_giantstep"))
 }
 
-fn tempdir(name: &str) -> PathBuf {
+/// A fresh temporary directory per test, removed when the test ends (also when it fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempdir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("giantstep-sweep-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 fn run(args: &[&str]) -> Output {
@@ -286,7 +307,6 @@ fn reproduce_stairways_have_the_papers_shape() {
             summary.contains("paper"),
             "{name}: summary without the paper's values: {summary}"
         );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -368,7 +388,6 @@ seed = [3]
         .unwrap_or_else(|| panic!("{report}"));
     assert!(ratio > 2.0, "grouped work is {ratio}x less, expected > 2: {report}");
     assert!(!dir.join("none.jsonl").exists(), "--dry-run wrote records");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -703,7 +722,6 @@ seed = "0..24"
     assert_eq!(records.len(), 24);
     let hashes: std::collections::HashSet<_> = records.iter().map(|r| r["hash"].to_string()).collect();
     assert_eq!(hashes.len(), 24, "a point was written twice");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A file that is not a records file, ending without a newline (issue 10): the sweep refuses
@@ -719,7 +737,6 @@ fn sweep_refuses_a_foreign_file_without_final_newline() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not a giantstep records file"), "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"a\": 1}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A failed point is not done (issue 10): a rerun retries it, the retried record replaces the
@@ -771,7 +788,6 @@ fn failed_points_are_retried() {
     let before = std::fs::read(&out).unwrap();
     assert!(sweep(&plan, &out, &[]).status.success());
     assert_eq!(std::fs::read(&out).unwrap(), before);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A refused reproduce (the directory holds another experiment) writes nothing (issue 10).
@@ -787,7 +803,6 @@ fn refused_reproduce_writes_nothing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("holds records of another experiment"));
     assert_eq!(std::fs::read(dir.join("plan.toml")).unwrap(), plan_before);
     assert_eq!(std::fs::read(dir.join("records.jsonl")).unwrap(), records_before);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A disk that fills up during a sweep with --jobs 2 (issue 10): the sweep stops with a clear
@@ -830,7 +845,6 @@ fn full_disk_keeps_complete_records() {
     let clean = dir.join("clean.jsonl");
     assert!(sweep(&plan, &clean, &[]).status.success());
     assert_eq!(normalized(&moved), normalized(&clean), "after keeping {kept} records");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `plot overlaps` on records of different ranks and batch sizes (issues 10, 11): one panel per
@@ -858,5 +872,4 @@ eval = { n_test = 200 }
     for want in ["n = 96", "n = 192", "z1 + z1*z2 + z1*z2*z3"] {
         assert!(text.contains(want), "no panel for {want}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
