@@ -59,4 +59,4 @@ pub mod theory;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use run::{preflight, run, run_prefixes, run_with, RunResult, StepRecord};
+pub use run::{preflight, run, run_prefixes, run_with, Observer, Phase, RunResult, StepRecord};

@@ -112,10 +112,56 @@ pub struct RunTheory {
 /// Invalid configuration ([`Error::Config`], [`Error::Expr`]), non-finite weights
 /// ([`Error::NonFinite`]), a singular ridge system.
 pub fn run(config: &Config) -> Result<RunResult> {
-    run_with(config, &mut |_| {})
+    run_with(config, &mut ())
 }
 
-/// [`run`], calling `progress` with a short message before each phase.
+/// A phase of a run, reported to an [`Observer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// Giant step `t` of `of` starts.
+    Step {
+        /// The step, from 1.
+        t: usize,
+        /// The number of steps trained.
+        of: usize,
+    },
+    /// The ridge readouts are fitted.
+    Readout,
+    /// The test errors are measured.
+    Test,
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Phase::Step { t, of } => write!(f, "step {t}/{of}"),
+            Phase::Readout => f.write_str("readout"),
+            Phase::Test => f.write_str("test"),
+        }
+    }
+}
+
+/// What a run reports while it works: a progress bar, a log, a notebook's live plot. Every
+/// method has an empty default; observers never change results.
+pub trait Observer {
+    /// A phase starts.
+    fn phase(&mut self, _phase: Phase) {}
+    /// Step `record.t` finished (its overlaps and gradient geometry are in `record`).
+    fn step_finished(&mut self, _record: &StepRecord) {}
+}
+
+/// Observes nothing.
+impl Observer for () {}
+
+/// A closure receives each phase as a short message (`"step 1/3"`, `"readout"`, `"test"`).
+impl<F: FnMut(&str)> Observer for F {
+    fn phase(&mut self, phase: Phase) {
+        self(&phase.to_string())
+    }
+}
+
+/// [`run`], reporting its phases and steps to `observer` (a closure `|msg: &str|` receives
+/// each phase as a message).
 ///
 /// With `eval.every_step = true` the readout and test error are also measured after every step
 /// `t < T` (one pass over the readout batch and one over the test set for all of them), and
@@ -123,7 +169,7 @@ pub fn run(config: &Config) -> Result<RunResult> {
 ///
 /// # Errors
 /// As [`run`].
-pub fn run_with(config: &Config, progress: &mut dyn FnMut(&str)) -> Result<RunResult> {
+pub fn run_with(config: &Config, progress: &mut dyn Observer) -> Result<RunResult> {
     let cfg = config.resolve()?;
     let steps = cfg.train.steps;
     let eval_at: Vec<usize> = if cfg.eval.every_step {
@@ -161,13 +207,13 @@ pub fn run_prefixes(config: &Config, eval_at: &[usize]) -> Result<Vec<Result<Run
     cfg.eval.every_step = false;
     cfg.train.steps = eval_at.iter().copied().max().unwrap_or(0).max(1);
     let cfg = cfg.resolve()?;
-    run_prefixes_resolved(&cfg, eval_at, &mut |_| {})
+    run_prefixes_resolved(&cfg, eval_at, &mut ())
 }
 
 fn run_prefixes_resolved(
     cfg: &Config,
     eval_at: &[usize],
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Observer,
 ) -> Result<Vec<Result<RunResult>>> {
     if eval_at.is_empty() || eval_at.iter().any(|&t| t == 0 || t > cfg.train.steps) {
         return Err(Error::config(format!(
@@ -201,7 +247,7 @@ fn train_batch(cfg: &Config, t: usize, n: usize) -> Batch {
 fn run_typed<T: crate::linalg::Real>(
     cfg: &Config,
     eval_at: &[usize],
-    progress: &mut dyn FnMut(&str),
+    progress: &mut dyn Observer,
 ) -> Result<Vec<Result<RunResult>>> {
     let start = Instant::now();
     let net_cfg = &cfg.network;
@@ -233,7 +279,7 @@ fn run_typed<T: crate::linalg::Real>(
     let mut snapshots: Vec<(usize, Vec<f64>)> = Vec::new();
     let mut diverged: Option<Error> = None;
     for t in 1..=t_max {
-        progress(&format!("step {t}/{}", cfg.train.steps));
+        progress.phase(Phase::Step { t, of: t_max });
         let eta = cfg.eta_at(t);
         let mut step = || -> Result<StepRecord> {
             let batch = train_batch(cfg, t, n);
@@ -256,7 +302,10 @@ fn run_typed<T: crate::linalg::Real>(
             })
         };
         match step() {
-            Ok(record) => steps.push(record),
+            Ok(record) => {
+                progress.step_finished(&record);
+                steps.push(record);
+            }
             Err(e) => {
                 // The results of T >= t fail with this error; earlier T keep theirs.
                 diverged = Some(e);
@@ -269,7 +318,7 @@ fn run_typed<T: crate::linalg::Real>(
     }
     let trained = steps.len();
 
-    progress("readout");
+    progress.phase(Phase::Readout);
     // Theory per evaluated T (the oracle add-back needs it too).
     let theories: Vec<Option<Result<RunTheory>>> = eval_at
         .iter()
@@ -343,7 +392,7 @@ fn run_typed<T: crate::linalg::Real>(
         }
     }
 
-    progress("test");
+    progress.phase(Phase::Test);
     let test_batch = Batch {
         key: StreamKey::new(cfg.seed, Purpose::Test, 0),
         n: cfg.eval.n_test,

@@ -582,3 +582,32 @@ fn baseline_can_be_skipped() {
     let json = serde_json::to_value(config(&[]).resolve().unwrap()).unwrap();
     assert!(json["eval"].get("baseline").is_none());
 }
+
+/// An observer sees every phase in order and every step's record as the result holds it.
+#[test]
+fn observer_sees_phases_and_steps() {
+    struct Log {
+        phases: Vec<String>,
+        steps: Vec<giantstep::StepRecord>,
+    }
+    impl giantstep::Observer for Log {
+        fn phase(&mut self, phase: giantstep::Phase) {
+            self.phases.push(phase.to_string());
+        }
+        fn step_finished(&mut self, record: &giantstep::StepRecord) {
+            self.steps.push(record.clone());
+        }
+    }
+    let cfg = config(&["network.d=16", "network.p=8", "train.steps=2", "eval.n_test=100"]);
+    let mut log = Log {
+        phases: vec![],
+        steps: vec![],
+    };
+    let r = giantstep::run_with(&cfg, &mut log).unwrap();
+    assert_eq!(log.phases, ["step 1/2", "step 2/2", "readout", "test"]);
+    assert_eq!(log.steps, r.steps);
+    // A closure receives the phases as messages.
+    let mut messages = Vec::new();
+    giantstep::run_with(&cfg, &mut |m: &str| messages.push(m.to_string())).unwrap();
+    assert_eq!(messages, log.phases);
+}
