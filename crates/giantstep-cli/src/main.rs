@@ -62,11 +62,7 @@ struct BenchArgs {
 }
 
 fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
-    let precision = match args.precision.as_str() {
-        "f64" => giantstep::config::Precision::F64,
-        "f32" => giantstep::config::Precision::F32,
-        other => bail!("--precision must be f64 or f32, but is '{other}'"),
-    };
+    let precision: giantstep::config::Precision = giantstep::config::parse_named("--precision", &args.precision)?;
     if args.chunk == 0 {
         bail!("--chunk must be > 0, but is 0");
     }

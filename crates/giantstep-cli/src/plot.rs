@@ -19,28 +19,7 @@ fn register_font() {
     });
 }
 
-/// The kinds of figure.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Figure {
-    /// Test error vs log n / log d, one curve per number of steps, random features, linear kernel.
-    Stairway,
-    /// Per step, the neurons' gradient cosines with (w*1, w*2), unit circle and theory line.
-    Cosines,
-    /// Mean |cos| per teacher direction vs step, with the theory's prediction.
-    Overlaps,
-}
-
-impl Figure {
-    /// The figure named by a plan's `figure` key.
-    pub fn from_name(name: &str) -> Option<Figure> {
-        match name {
-            "stairway" => Some(Figure::Stairway),
-            "cosines" => Some(Figure::Cosines),
-            "overlaps" => Some(Figure::Overlaps),
-            _ => None,
-        }
-    }
-}
+pub use giantstep::sweep::Figure;
 
 const COLORS: [RGBColor; 6] = [
     RGBColor(31, 119, 180),

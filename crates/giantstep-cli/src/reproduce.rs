@@ -9,6 +9,37 @@ use giantstep::sweep::{read_records, Plan, Record};
 use std::fmt::Write;
 use std::path::PathBuf;
 
+/// The size of a built-in experiment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// Minutes on a laptop.
+    Quick,
+    /// The paper's sizes (hours).
+    Paper,
+}
+
+impl std::str::FromStr for Scale {
+    type Err = giantstep::Error;
+    fn from_str(s: &str) -> Result<Scale, giantstep::Error> {
+        match s {
+            "quick" => Ok(Scale::Quick),
+            "paper" => Ok(Scale::Paper),
+            other => Err(giantstep::Error::Name(format!(
+                "must be quick or paper, but is '{other}'"
+            ))),
+        }
+    }
+}
+
+impl std::fmt::Display for Scale {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Scale::Quick => "quick",
+            Scale::Paper => "paper",
+        })
+    }
+}
+
 /// The experiments `reproduce` knows.
 pub const NAMES: &[&str] = &[
     "stairway-he124",
@@ -296,11 +327,7 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
     if args.jobs == 0 {
         bail!("--jobs must be >= 1, but is 0");
     }
-    let paper = match args.scale.as_str() {
-        "quick" => false,
-        "paper" => true,
-        other => bail!("--scale must be quick or paper, but is '{other}'"),
-    };
+    let paper = giantstep::config::parse_named::<Scale>("--scale", &args.scale)? == Scale::Paper;
     let text = plan_text(&args.name, paper)?;
     let plan = Plan::from_toml(&text, &args.name)?;
     let dir = args
@@ -333,8 +360,8 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
     crate::write_atomic(&dir.join("plan.toml"), &text)?;
     let s = crate::sweep_cmd::sweep_with_progress(&plan, &records_path, None, args.jobs, None, args.quiet)?;
     let (records, _) = read_records(&records_path)?;
-    let figure = Figure::from_name(plan.figure.as_deref().unwrap_or("stairway")).expect("known figure");
-    let fig_name = plan.figure.clone().unwrap_or_default();
+    let figure = plan.figure.unwrap_or(Figure::Stairway);
+    let fig_name = figure.to_string();
     let svg = dir.join(format!("{fig_name}.svg"));
     let png = dir.join(format!("{fig_name}.png"));
     plot_records(figure, &records, &[&svg, &png])?;

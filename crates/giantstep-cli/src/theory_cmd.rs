@@ -82,12 +82,7 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
             "giantstep theory handles r <= {MAX_THEORY_RANK} teacher directions at --degree 3 or more (up to r = 16 with --degree 2), but the target has r = {r}"
         );
     }
-    let preprocess = match args.preprocess.as_str() {
-        "none" => Preprocess::None,
-        "mean" => Preprocess::Mean,
-        "linear" => Preprocess::Linear,
-        other => anyhow::bail!("--preprocess must be none, mean or linear, but is '{other}'"),
-    };
+    let preprocess: Preprocess = giantstep::config::parse_named("--preprocess", &args.preprocess)?;
     if args.d < 2 || args.p == 0 {
         anyhow::bail!("--d must be >= 2 and --p > 0, but they are {} and {}", args.d, args.p);
     }
@@ -114,12 +109,7 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
         correlation: args.correlation,
         max_degree: args.degree,
         leap: true,
-        second_layer: match args.second_layer.as_str() {
-            "hypercube" => giantstep::config::SecondLayerInit::Hypercube,
-            "gaussian" => giantstep::config::SecondLayerInit::Gaussian,
-            "uniform" => giantstep::config::SecondLayerInit::Uniform,
-            other => anyhow::bail!("--second-layer must be hypercube, gaussian or uniform, but is '{other}'"),
-        },
+        second_layer: giantstep::config::parse_named("--second-layer", &args.second_layer)?,
         gamma_later: args.gamma_later,
     };
     if let Some(g) = args.gamma_later {

@@ -276,6 +276,68 @@ pub enum AddBack {
     Test,
 }
 
+/// `FromStr` and `Display` with the configuration's spelling for a fixed set of names. The
+/// error says which names exist ("must be none, mean or linear, but is 'x'"); the caller puts
+/// the key or flag in front.
+macro_rules! named {
+    ($t:ty { $($v:ident => $name:literal),+ $(,)? }) => {
+        impl $t {
+            /// The accepted names, in order.
+            pub const NAMES: &'static [&'static str] = &[$($name),+];
+        }
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(match self { $(Self::$v => $name),+ })
+            }
+        }
+        impl std::str::FromStr for $t {
+            type Err = Error;
+            fn from_str(s: &str) -> Result<Self> {
+                match s {
+                    $($name => Ok(Self::$v),)+
+                    other => Err(Error::Name(format!(
+                        "must be {}, but is '{other}'",
+                        $crate::config::one_of(<$t>::NAMES)
+                    ))),
+                }
+            }
+        }
+    };
+}
+#[allow(unused_imports)] // used by sweep::Figure
+pub(crate) use named;
+
+/// Parses one of a fixed set of names, with `what` (a key or a flag) in the error:
+/// `"preprocess must be none, mean or linear, but is 'x'"`.
+///
+/// # Errors
+/// [`Error::Config`] naming `what` and the accepted names.
+pub fn parse_named<T: std::str::FromStr<Err = Error>>(what: &str, s: &str) -> Result<T> {
+    s.parse::<T>().map_err(|e| match e {
+        Error::Name(m) => Error::Config(format!("{what} {m}")),
+        other => other,
+    })
+}
+
+/// "a, b or c".
+pub(crate) fn one_of(names: &[&str]) -> String {
+    match names {
+        [] => String::new(),
+        [one] => one.to_string(),
+        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
+    }
+}
+
+named!(Precision { F64 => "f64", F32 => "f32" });
+named!(TeacherKind { Random => "random", Canonical => "canonical" });
+named!(FirstLayerInit { Gaussian => "gaussian", Sphere => "sphere" });
+named!(SecondLayerInit { Hypercube => "hypercube", Gaussian => "gaussian", Uniform => "uniform" });
+named!(Loss { Residual => "residual", Correlation => "correlation" });
+named!(Normalize { None => "none", Project => "project", Spherical => "spherical" });
+named!(Preprocess { None => "none", Mean => "mean", Linear => "linear" });
+named!(ReadoutBatch { Fresh => "fresh", Last => "last" });
+named!(AddBack { Empirical => "empirical", Oracle => "oracle", Test => "test" });
+
 /// `[target]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -990,6 +1052,37 @@ mod tests {
         let e = Config::from_table(t).unwrap().resolve().unwrap_err().to_string();
         assert!(e.contains("uses z3 but target.r is 2"), "{e}");
         assert!(apply_set(&mut toml::Table::new(), "novalue").is_err());
+    }
+
+    /// Display, FromStr and the configuration files spell every name the same way.
+    #[test]
+    fn named_enums_round_trip_and_match_serde() {
+        fn check<T>(all: &[T])
+        where
+            T: std::fmt::Display + std::str::FromStr<Err = Error> + Serialize + PartialEq + std::fmt::Debug,
+        {
+            for v in all {
+                let name = v.to_string();
+                assert_eq!(&name.parse::<T>().unwrap(), v);
+                assert_eq!(serde_json::to_value(v).unwrap(), serde_json::Value::String(name));
+            }
+            let e = parse_named::<T>("key", "nope").unwrap_err().to_string();
+            assert!(e.contains("key must be") && e.contains("but is 'nope'"), "{e}");
+        }
+        check(&[Precision::F64, Precision::F32]);
+        check(&[TeacherKind::Random, TeacherKind::Canonical]);
+        check(&[FirstLayerInit::Gaussian, FirstLayerInit::Sphere]);
+        check(&[
+            SecondLayerInit::Hypercube,
+            SecondLayerInit::Gaussian,
+            SecondLayerInit::Uniform,
+        ]);
+        check(&[Loss::Residual, Loss::Correlation]);
+        check(&[Normalize::None, Normalize::Project, Normalize::Spherical]);
+        check(&[Preprocess::None, Preprocess::Mean, Preprocess::Linear]);
+        check(&[ReadoutBatch::Fresh, ReadoutBatch::Last]);
+        check(&[AddBack::Empirical, AddBack::Oracle, AddBack::Test]);
+        assert_eq!(one_of(&["a", "b", "c"]), "a, b or c");
     }
 
     #[test]

@@ -61,6 +61,10 @@ pub enum Error {
         /// The ridge parameter in use.
         lambda: f64,
     },
+    /// A name outside a fixed set (`"must be none, mean or linear, but is 'x'"`); the caller
+    /// names the key or flag ([`crate::config::parse_named`]).
+    #[error("{0}")]
+    Name(String),
     /// A numerical routine failed.
     #[error("numerical failure: {0}")]
     Numerical(String),
@@ -103,6 +107,7 @@ impl Clone for Error {
             Error::NonFinite { step, eta } => Error::NonFinite { step: *step, eta: *eta },
             Error::NotPositiveDefinite { lambda } => Error::NotPositiveDefinite { lambda: *lambda },
             Error::Numerical(m) => Error::Numerical(m.clone()),
+            Error::Name(m) => Error::Name(m.clone()),
             Error::Io { path, error } => Error::Io {
                 path: path.clone(),
                 error: std::io::Error::new(error.kind(), error.to_string()),

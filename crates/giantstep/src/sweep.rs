@@ -30,6 +30,20 @@ use std::sync::Mutex;
 /// Largest number of points of a plan (and of values of one range axis).
 pub const MAX_POINTS: usize = 10_000_000;
 
+/// The figure a plan's records are drawn as (`figure = "stairway"` in a plan,
+/// `giantstep plot NAME`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Figure {
+    /// Test error against log n / log d, one curve per number of steps, random features, linear
+    /// kernel.
+    Stairway,
+    /// Per step, the neurons' gradient cosines with (w*1, w*2), unit circle and theory line.
+    Cosines,
+    /// Mean |cos| per teacher direction against the step, with the theory's prediction.
+    Overlaps,
+}
+crate::config::named!(Figure { Stairway => "stairway", Cosines => "cosines", Overlaps => "overlaps" });
+
 /// One axis of a plan.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Axis {
@@ -45,7 +59,7 @@ pub struct Plan {
     /// Optional name.
     pub name: Option<String>,
     /// Optional figure to draw from its records.
-    pub figure: Option<String>,
+    pub figure: Option<Figure>,
     /// Base configuration table.
     pub base: toml::Table,
     /// Axes (first varies slowest).
@@ -197,14 +211,10 @@ impl Plan {
         }
         let text_of = |v: Option<toml::Value>| v.and_then(|v| v.as_str().map(str::to_string));
         let name = text_of(t.remove("name"));
-        let figure = text_of(t.remove("figure"));
-        if let Some(f) = &figure {
-            if !["stairway", "cosines", "overlaps"].contains(&f.as_str()) {
-                return Err(Error::config(format!(
-                    "figure must be stairway, cosines or overlaps, but is '{f}'"
-                )));
-            }
-        }
+        let figure = match text_of(t.remove("figure")) {
+            Some(f) => Some(crate::config::parse_named::<Figure>("figure", &f)?),
+            None => None,
+        };
         let base = match t.remove("base") {
             Some(toml::Value::Table(b)) => b,
             None => toml::Table::new(),
