@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
 mod plot;
 mod reproduce;
 mod summary;
@@ -76,7 +77,7 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         ("standard", 512, 1024)
     };
-    let r = giantstep::bench::bench(&giantstep::bench::Workload {
+    let r = crate::bench::bench(&crate::bench::Workload {
         name: name.into(),
         d,
         p,
@@ -307,7 +308,7 @@ fn warn_if_long(cfg: &giantstep::Config) {
     // The rate of a chunk-shaped GEMM no longer depends on the shape beyond a few hundred; capped
     // so that the calibration never allocates more than a few MB (the run checks its memory).
     let (d, p) = (resolved.network.d.min(1024), resolved.network.p.min(1024));
-    let Ok(rate) = giantstep::bench::calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk) else {
+    let Ok(rate) = crate::bench::calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk) else {
         return;
     };
     let secs = flops / (rate * 1e9 * 0.85);

@@ -42,7 +42,6 @@ pub mod docs {
         #![doc = include_str!("../../../docs/stairway.md")]
     }
 }
-pub mod bench;
 pub mod config;
 pub mod cost;
 pub mod data;

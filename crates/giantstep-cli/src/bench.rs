@@ -1,14 +1,14 @@
 //! `giantstep bench`: wall time and achieved GFLOP/s of each phase of a standard workload, next to
 //! the GFLOP/s the same binary reaches on a bare GEMM of the chunk shape on every thread at once.
 
-use crate::config::{FirstLayerInit, Precision, SecondLayerInit, TeacherKind};
-use crate::data::{Purpose, StreamKey};
-use crate::engine::{self, Batch, ErrorSignal, Exec};
-use crate::error::Result;
-use crate::expr::Expr;
-use crate::linalg::{matmul, Real};
-use crate::network::Network;
-use crate::target::{preset_expr, Target};
+use giantstep::config::{FirstLayerInit, Precision, SecondLayerInit, TeacherKind};
+use giantstep::data::{Purpose, StreamKey};
+use giantstep::engine::{self, Batch, ErrorSignal, Exec};
+use giantstep::expr::Expr;
+use giantstep::linalg::{matmul, Real};
+use giantstep::network::Network;
+use giantstep::target::{preset_expr, Target};
+use giantstep::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -136,7 +136,7 @@ pub struct Workload {
 /// errors, and a data-generation-only pass, on `z1 + z1*z2` with ReLU.
 ///
 /// # Errors
-/// As [`crate::run()`].
+/// As [`giantstep::run()`].
 pub fn bench(w: &Workload) -> Result<BenchReport> {
     match w.precision {
         Precision::F64 => bench_typed::<f64>(w),
