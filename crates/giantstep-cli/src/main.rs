@@ -220,7 +220,9 @@ impl RunArgs {
             }
         }
         for s in &self.sets {
-            apply_set(&mut table, s)?;
+            apply_set(&mut table, s).map_err(|e| {
+                anyhow::anyhow!("--set: {}", e.to_string().trim_start_matches("invalid configuration: "))
+            })?;
         }
         let cfg = Config::from_table(table)?;
         cfg.resolve()?;

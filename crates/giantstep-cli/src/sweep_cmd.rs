@@ -128,7 +128,12 @@ pub fn sweep_with_progress(
 /// The shard of this process: `--shard`, else the Slurm array task variables.
 fn resolve_shard(arg: &Option<String>) -> anyhow::Result<Option<Shard>> {
     if let Some(s) = arg {
-        return Ok(Some(s.parse::<Shard>()?));
+        return Ok(Some(s.parse::<Shard>().map_err(|e| {
+            anyhow::anyhow!(
+                "--shard: {}",
+                e.to_string().trim_start_matches("invalid configuration: ")
+            )
+        })?));
     }
     match (
         std::env::var("SLURM_ARRAY_TASK_ID"),
@@ -183,7 +188,13 @@ pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
 
 pub fn cmd_merge(args: &MergeArgs) -> anyhow::Result<()> {
     crate::check_writable(&args.out)?;
-    let records = merge(&args.inputs, args.partial)?;
+    let records = merge(&args.inputs, args.partial).map_err(|e| {
+        let msg = e.to_string();
+        match msg.strip_suffix("finish the sweep, or merge partially") {
+            Some(head) => anyhow::anyhow!("{head}finish the sweep or pass --partial"),
+            None => anyhow::anyhow!(msg),
+        }
+    })?;
     let mut text = String::new();
     for r in &records {
         text += &serde_json::to_string(r)?;

@@ -658,14 +658,14 @@ pub fn parse_table(text: &str, source_name: &str) -> Result<toml::Table> {
 pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let (key, value) = assignment.split_once('=').ok_or_else(|| {
         Error::config(format!(
-            "--set expects KEY=VALUE (e.g. train.eta_exp=0), but got '{assignment}'"
+            "an override must be KEY=VALUE (e.g. train.eta_exp=0), but is '{assignment}'"
         ))
     })?;
     let key = key.trim();
     let value = value.trim();
     if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
         return Err(Error::config(format!(
-            "--set expects a dotted key like network.d, but got '{key}'"
+            "an override needs a dotted key like network.d, but the key is '{key}'"
         )));
     }
     let parsed = format!("v = {value}")
@@ -681,7 +681,7 @@ pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = entry
             .as_table_mut()
-            .ok_or_else(|| Error::config(format!("--set {key}: '{part}' is not a section")))?;
+            .ok_or_else(|| Error::config(format!("override {key}: '{part}' is not a section")))?;
     }
     cur.insert(parts[parts.len() - 1].to_string(), parsed);
     Ok(())

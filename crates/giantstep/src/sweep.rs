@@ -324,7 +324,7 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = Error;
     fn from_str(s: &str) -> Result<Shard> {
-        let bad = || Error::config(format!("--shard must be i/N with 0 <= i < N, but is '{s}'"));
+        let bad = || Error::config(format!("a shard must be i/N with 0 <= i < N, but is '{s}'"));
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let (index, count): (usize, usize) = (
             i.trim().parse().map_err(|_| bad())?,
@@ -408,7 +408,7 @@ pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
             Ok(_) | Err(_) if !complete && (!records.is_empty() || line.starts_with("{\"hash\":\"")) => break,
             Ok(_) | Err(_) if !complete => {
                 return Err(Error::config(format!(
-                    "{} is not a giantstep records file (line {number} is not a JSON record); use another --out",
+                    "{} is not a giantstep records file (line {number} is not a JSON record); write the records to another file",
                     path.display()
                 )))
             }
@@ -562,7 +562,7 @@ pub fn run_sweep(
     if let Err(e) = file.try_lock() {
         return Err(match e {
             std::fs::TryLockError::WouldBlock => Error::config(format!(
-                "{} is in use by another giantstep sweep; wait for it to finish or use another --out",
+                "{} is in use by another giantstep sweep; wait for it to finish or write to another file",
                 out.display()
             )),
             std::fs::TryLockError::Error(e) => io(e),
@@ -577,7 +577,7 @@ pub fn run_sweep(
     let (done, valid) = read_records(out).map_err(refuse)?;
     if let Some(other) = done.iter().find(|r| r.plan != plan_id) {
         return Err(Error::config(format!(
-            "{} holds records of a different plan ({}; this plan is {}); use another --out",
+            "{} holds records of a different plan ({}; this plan is {}); write the records to another file",
             out.display(),
             other.plan,
             plan_id
@@ -735,7 +735,7 @@ pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
             if !missing.is_empty() {
                 let shown: Vec<String> = missing.iter().take(10).cloned().collect();
                 return Err(Error::config(format!(
-                    "the records cover {} of {total} points (missing {}{}); finish the sweep or pass --partial",
+                    "the records cover {} of {total} points (missing {}{}); finish the sweep, or merge partially",
                     total - missing.len(),
                     shown.join(", "),
                     if missing.len() > 10 { ", ..." } else { "" }
