@@ -130,8 +130,10 @@ fn resolve_shard(arg: &Option<String>) -> anyhow::Result<Option<Shard>> {
     if let Some(s) = arg {
         return Ok(Some(s.parse::<Shard>().map_err(|e| {
             anyhow::anyhow!(
-                "--shard: {}",
-                e.to_string().trim_start_matches("invalid configuration: ")
+                "{}",
+                e.to_string()
+                    .trim_start_matches("invalid configuration: ")
+                    .replace("a shard must", "--shard must")
             )
         })?));
     }
