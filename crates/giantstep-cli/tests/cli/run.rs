@@ -1,44 +1,8 @@
 //! Command-line tests: every spelling of the run flags, the JSON schema, and bad input (one-line
 //! error, exit code 2, nothing written).
 
-use std::path::{Path, PathBuf};
+use super::{bin, run, tempdir};
 use std::process::{Command, Output};
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_giantstep"))
-}
-
-/// A fresh temporary directory per test, removed when the test ends (also when it fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("giantstep-cli-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 const TINY: &[&str] = &["--d", "16", "--p", "8", "--n", "64", "--set", "eval.n_test=64"];
 

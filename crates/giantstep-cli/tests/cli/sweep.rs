@@ -1,45 +1,10 @@
 //! Sweeps, merge, plots and reproduce (issue 4): resume after SIGKILL, shard union, figures, the
 //! stairway's expected shape, and bad input.
 
+use super::{bin, run, tempdir};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
-
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_giantstep"))
-}
-
-/// A fresh temporary directory per test, removed when the test ends (also when it fails).
-struct TempDir(PathBuf);
-
-impl std::ops::Deref for TempDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TempDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("giantstep-sweep-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    TempDir(dir)
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().unwrap()
-}
 
 const PLAN: &str = r#"
 name = "tiny"

@@ -1,0 +1,48 @@
+//! Command-line tests in one binary: `run` and `theory` (run.rs), sweeps, merge, plots,
+//! reproduce and record-file safety (sweep.rs). The helpers are shared.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+mod run;
+mod sweep;
+
+/// The `giantstep` binary under test.
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_giantstep"))
+}
+
+/// Runs the binary with `args` and collects its output.
+pub fn run(args: &[&str]) -> Output {
+    bin().args(args).output().unwrap()
+}
+
+/// A fresh temporary directory per test, removed when the test ends (also when it fails).
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A fresh, empty temporary directory named after the test.
+pub fn tempdir(name: &str) -> TempDir {
+    let dir = std::env::temp_dir().join(format!("giantstep-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    TempDir(dir)
+}
