@@ -40,15 +40,62 @@ impl std::fmt::Display for Scale {
     }
 }
 
-/// The experiments `reproduce` knows.
-pub const NAMES: &[&str] = &[
-    "stairway-he124",
-    "stairway-pm",
-    "cosines-stuck",
-    "cosines-staircase",
-    "staircase3",
-    "onestep-notebook",
-];
+/// The experiments `reproduce` knows (their plans are [`plan_text`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Experiment {
+    /// The stairway figure on `stairway-he124`.
+    StairwayHe124,
+    /// The stairway figure on `stairway-pm`.
+    StairwayPm,
+    /// Gradient-cosine scatter on `stuck-spike`.
+    CosinesStuck,
+    /// Gradient-cosine scatter on `staircase2`.
+    CosinesStaircase,
+    /// Overlaps per step on `staircase3`, ReLU and `relu:0.5`.
+    Staircase3,
+    /// The authors' single-step notebook.
+    OnestepNotebook,
+}
+
+impl Experiment {
+    /// Every experiment, in the order `--help` lists them.
+    pub const ALL: [Experiment; 6] = [
+        Experiment::StairwayHe124,
+        Experiment::StairwayPm,
+        Experiment::CosinesStuck,
+        Experiment::CosinesStaircase,
+        Experiment::Staircase3,
+        Experiment::OnestepNotebook,
+    ];
+
+    /// The name on the command line and in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Experiment::StairwayHe124 => "stairway-he124",
+            Experiment::StairwayPm => "stairway-pm",
+            Experiment::CosinesStuck => "cosines-stuck",
+            Experiment::CosinesStaircase => "cosines-staircase",
+            Experiment::Staircase3 => "staircase3",
+            Experiment::OnestepNotebook => "onestep-notebook",
+        }
+    }
+}
+
+impl std::fmt::Display for Experiment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Experiment {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Experiment> {
+        Experiment::ALL.into_iter().find(|e| e.name() == s).ok_or_else(|| {
+            let known: Vec<&str> = Experiment::ALL.iter().map(|e| e.name()).collect();
+            anyhow::anyhow!("unknown experiment '{s}' (known: {})", known.join(", "))
+        })
+    }
+}
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
@@ -72,7 +119,8 @@ pub struct ReproduceArgs {
 }
 
 /// The plan of an experiment at a scale (TOML text).
-pub fn plan_text(name: &str, paper: bool) -> anyhow::Result<String> {
+pub fn plan_text(experiment: Experiment, paper: bool) -> anyhow::Result<String> {
+    let name = experiment.name();
     let text = match (name, paper) {
         ("stairway-he124" | "stairway-pm", _) => {
             // p = d makes random features saturate where the paper's do (0.61 / 1.34 measured at
@@ -164,7 +212,7 @@ seed = "0..{seeds}"
 "#
             )
         }
-        _ => bail!("unknown experiment '{name}' (known: {})", NAMES.join(", ")),
+        _ => unreachable!("every experiment has a plan"),
     };
     Ok(text)
 }
@@ -328,12 +376,14 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
         bail!("--jobs must be >= 1, but is 0");
     }
     let paper = giantstep::config::parse_named::<Scale>("--scale", &args.scale)? == Scale::Paper;
-    let text = plan_text(&args.name, paper)?;
-    let plan = Plan::from_toml(&text, &args.name)?;
+    let experiment: Experiment = args.name.parse()?;
+    let name = experiment.name();
+    let text = plan_text(experiment, paper)?;
+    let plan = Plan::from_toml(&text, name)?;
     let dir = args
         .out
         .clone()
-        .unwrap_or_else(|| PathBuf::from("reproduce").join(&args.name));
+        .unwrap_or_else(|| PathBuf::from("reproduce").join(name));
     if args.dry_run {
         print!(
             "{}",
@@ -365,7 +415,7 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
     let svg = dir.join(format!("{fig_name}.svg"));
     let png = dir.join(format!("{fig_name}.png"));
     plot_records(figure, &records, &[&svg, &png])?;
-    crate::write_atomic(&dir.join("summary.md"), &summary(&args.name, paper, figure, &records)?)?;
+    crate::write_atomic(&dir.join("summary.md"), &summary(name, paper, figure, &records)?)?;
     if !args.quiet {
         eprintln!(
             "{} points ({} already done, {} ran, {} failed)",
