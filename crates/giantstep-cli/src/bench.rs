@@ -199,17 +199,16 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         n,
     };
     let t = Instant::now();
-    let ro = engine::fit_readouts::<T>(
-        &exec,
-        &[&net.w, &w0],
+    let problem = engine::ReadoutProblem {
         d,
         p,
-        net.activation,
-        &target,
-        &readout,
-        None,
-        1.0,
-    )?;
+        activation: net.activation,
+        target: &target,
+        batch: &readout,
+        shift: None,
+        lambda: 1.0,
+    };
+    let ro = engine::fit_readouts::<T>(&exec, &[&net.w, &w0], &problem)?;
     phase(
         "readout",
         t.elapsed().as_secs_f64(),
@@ -221,15 +220,14 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         n: n_test,
     };
     let t = Instant::now();
-    let _ = engine::test_errors::<T>(
-        &exec,
-        &[(&net.w, &ro[0]), (&w0, &ro[1])],
+    let problem = engine::TestProblem {
         d,
         p,
-        net.activation,
-        &target,
-        &test,
-    );
+        activation: net.activation,
+        target: &target,
+        batch: &test,
+    };
+    let _ = engine::test_errors::<T>(&exec, &[(&net.w, &ro[0]), (&w0, &ro[1])], &problem);
     phase("test", t.elapsed().as_secs_f64(), 2.0 * 2.0 * tf * df * pf, 2.0 * tf);
     let (sf, ss) = phases
         .iter()

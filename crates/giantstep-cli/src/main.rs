@@ -296,14 +296,13 @@ pub(crate) fn is_special(path: &Path) -> bool {
 
 /// A one-line warning, with the estimated time, when a run would take more than ten minutes here
 /// (operations over a short calibration GEMM of the run's shape; only timed for large runs).
-fn warn_if_long(cfg: &giantstep::Config) {
-    let Ok(resolved) = cfg.resolve() else { return };
+fn warn_if_long(resolved: &giantstep::ValidConfig) {
     let evaluated = if resolved.eval.every_step {
         resolved.train.steps
     } else {
         1
     };
-    let flops = giantstep::cost::run_flops(&resolved, evaluated).total();
+    let flops = giantstep::cost::run_flops(resolved, evaluated).total();
     if flops < 1e13 {
         return; // under 10 minutes at 17 GFLOP/s, the slowest machine measured
     }
@@ -362,6 +361,7 @@ fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
         }
         cfg.threads = 4 * cores;
     }
+    let cfg = cfg.resolve()?;
     giantstep::preflight(&cfg)?;
     if !args.quiet {
         warn_if_long(&cfg);
@@ -372,7 +372,11 @@ fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
             eprint!("\r\x1b[2K{msg} ...");
         }
     };
-    let result: RunResult = giantstep::run_with(&cfg, &mut progress)?;
+    let options = giantstep::RunOptions {
+        observer: Some(&mut progress),
+        ..Default::default()
+    };
+    let result: RunResult = giantstep::run_with(&cfg, options)?;
     if show_progress {
         eprint!("\r\x1b[2K");
     }

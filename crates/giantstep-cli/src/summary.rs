@@ -158,7 +158,7 @@ pub fn render(res: &RunResult) -> String {
     let _ = writeln!(s);
     let rn = match c.readout.batch {
         giantstep::config::ReadoutBatch::Last => "the last training batch".to_string(),
-        giantstep::config::ReadoutBatch::Fresh => format!("{} fresh samples", c.readout_n()),
+        giantstep::config::ReadoutBatch::Fresh => format!("{} fresh samples", readout_n(c)),
     };
     let _ = writeln!(
         s,
@@ -218,4 +218,9 @@ pub fn render(res: &RunResult) -> String {
     }
     let _ = writeln!(s, "elapsed {:.2} s on {} thread(s)", res.elapsed_s, c.threads);
     s
+}
+
+/// The readout batch size of a recorded configuration (`?` when it does not resolve).
+fn readout_n(c: &giantstep::Config) -> String {
+    c.resolve().map_or_else(|_| "?".into(), |v| v.readout_n().to_string())
 }

@@ -111,7 +111,7 @@ pub fn sweep_with_progress(
                 todo_points.load(std::sync::atomic::Ordering::SeqCst),
                 point.index,
                 c.network.d,
-                c.train_n(),
+                train_n(c),
                 c.train.steps,
                 c.seed
             ));
@@ -457,7 +457,9 @@ pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usiz
         grouped += u.flops;
     }
     for p in &todo {
-        alone += giantstep::cost::run_flops(&p.config, 1);
+        if let Ok(valid) = p.config.resolve() {
+            alone += giantstep::cost::run_flops(&valid, 1);
+        }
     }
     let mut s = String::new();
     let _ = writeln!(
@@ -508,10 +510,15 @@ pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usiz
         big.points.len(),
         c.network.d,
         c.network.p,
-        c.train_n(),
+        train_n(c),
         big.points.iter().map(|p| p.config.train.steps).max().unwrap_or(0),
         flops_text(big.flops.total()),
         seconds_text(big.flops.total() / (rate * 1e9 * efficiency))
     );
     Ok(s)
+}
+
+/// The training batch size of a point's configuration (`?` when it does not resolve).
+fn train_n(c: &giantstep::Config) -> String {
+    c.resolve().map_or_else(|_| "?".into(), |v| v.train_n().to_string())
 }

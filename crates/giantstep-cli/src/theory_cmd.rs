@@ -2,9 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use giantstep::config::Preprocess;
-use giantstep::expr::Expr;
-use giantstep::theory::{analyze, TheoryOptions, TheoryReport};
+use giantstep::theory::{analyze, Query, TheoryReport};
 use std::fmt::Write;
 
 #[derive(Args, Debug)]
@@ -68,55 +66,63 @@ pub struct TheoryArgs {
     json: bool,
 }
 
-pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
-    let text = giantstep::target::preset_expr(&args.target)
-        .map(str::to_string)
-        .unwrap_or_else(|_| args.target.clone());
-    let expr = Expr::parse(&text)?;
-    let r = args.r.unwrap_or(expr.max_var().max(1));
-    // Measured here (2 cores): r = 7 takes about 6 s at the default degree 6, r = 8 about a
-    // minute and r >= 9 longer; at --degree 2, r = 16 takes about 10 s.
-    const MAX_THEORY_RANK: usize = 7;
-    if r > MAX_THEORY_RANK && args.degree > 2 {
-        anyhow::bail!(
-            "giantstep theory handles r <= {MAX_THEORY_RANK} teacher directions at --degree 3 or more (up to r = 16 with --degree 2), but the target has r = {r}"
-        );
-    }
-    let preprocess: Preprocess = giantstep::config::parse_named("--preprocess", &args.preprocess)?;
-    if args.d < 2 || args.p == 0 {
-        anyhow::bail!("--d must be >= 2 and --p > 0, but they are {} and {}", args.d, args.p);
-    }
-    if args.degree == 0 || args.degree > 12 {
-        anyhow::bail!("--degree must be between 1 and 12, but is {}", args.degree);
-    }
-    if args.steps == 0 || args.steps > 100 {
-        anyhow::bail!("--steps must be between 1 and 100, but is {}", args.steps);
-    }
-    if !(args.kappa > 0.0 && args.kappa <= 8.0) {
-        anyhow::bail!("--kappa must be in (0, 8] (n = d^kappa), but is {}", args.kappa);
-    }
-    let opts = TheoryOptions {
-        activation: args.activation.parse()?,
-        steps: args.steps,
-        kappa: args.kappa,
-        alpha: args.alpha,
-        gamma: args.gamma.unwrap_or(args.eta0 * args.alpha.powf(args.eta_exp)),
-        eta0: args.eta0,
-        beta: args.beta,
-        log_d_p: (args.p as f64).ln() / (args.d as f64).ln(),
-        preprocess,
-        normalize: args.normalize,
-        correlation: args.correlation,
-        max_degree: args.degree,
-        leap: true,
-        second_layer: giantstep::config::parse_named("--second-layer", &args.second_layer)?,
-        gamma_later: args.gamma_later,
-    };
-    if let Some(g) = args.gamma_later {
-        if !(g.is_finite() && g >= 0.0) {
-            anyhow::bail!("--gamma-later must be >= 0 and finite, but is {g}");
+impl TheoryArgs {
+    /// The library's question for these flags.
+    fn query(&self) -> Query {
+        Query {
+            target: self.target.clone(),
+            activation: self.activation.clone(),
+            steps: self.steps,
+            kappa: self.kappa,
+            alpha: self.alpha,
+            eta0: self.eta0,
+            eta_exp: self.eta_exp,
+            gamma: self.gamma,
+            beta: self.beta,
+            d: self.d,
+            p: self.p,
+            preprocess: self.preprocess.clone(),
+            normalize: self.normalize,
+            correlation: self.correlation,
+            r: self.r,
+            degree: self.degree,
+            gamma_later: self.gamma_later,
+            second_layer: self.second_layer.clone(),
         }
     }
+}
+
+/// The library names a field (`kappa must be ...`); the command line names its flag.
+fn flag_message(e: giantstep::Error) -> anyhow::Error {
+    let msg = e.to_string();
+    let msg = msg.trim_start_matches("invalid configuration: ");
+    const FIELDS: &[&str] = &[
+        "kappa",
+        "steps",
+        "degree",
+        "d must",
+        "alpha",
+        "beta",
+        "eta0",
+        "eta_exp",
+        "gamma_later",
+        "gamma",
+        "preprocess",
+        "second_layer",
+    ];
+    match FIELDS.iter().find(|f| msg.starts_with(*f)) {
+        Some(f) => anyhow::anyhow!(
+            "--{}{}",
+            f.replace('_', "-"),
+            msg[f.len()..].replace(" and p > 0", " and --p > 0")
+        ),
+        None if msg.starts_with("the theory handles") => anyhow::anyhow!("giantstep theory{}", &msg[10..]),
+        None => anyhow::anyhow!("{msg}"),
+    }
+}
+
+pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
+    let (expr, r, opts) = args.query().resolve().map_err(flag_message)?;
     let report = analyze(&expr, r, &opts).context("theory")?;
     let out = if args.json {
         serde_json::to_string(&report)? + "\n"

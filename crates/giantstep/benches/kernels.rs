@@ -53,10 +53,17 @@ fn readout(c: &mut Criterion) {
     };
     let mut g = c.benchmark_group("readout");
     g.sample_size(10).throughput(Throughput::Elements(N as u64));
+    let problem = engine::ReadoutProblem {
+        d: D,
+        p: P,
+        activation: net.activation,
+        target: &target,
+        batch: &batch,
+        shift: None,
+        lambda: 1.0,
+    };
     g.bench_with_input(BenchmarkId::new(format!("f64-d{D}-p{P}"), N), &N, |b, _| {
-        b.iter(|| {
-            engine::fit_readouts::<f64>(&exec, &[&net.w], D, P, net.activation, &target, &batch, None, 1.0).unwrap()
-        })
+        b.iter(|| engine::fit_readouts::<f64>(&exec, &[&net.w], &problem).unwrap())
     });
     g.finish();
 }

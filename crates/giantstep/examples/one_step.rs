@@ -19,7 +19,7 @@ fn main() -> Result<(), giantstep::Error> {
         apply_set(&mut table, set)?;
     }
     let config = Config::from_table(table)?;
-    let result = giantstep::run(&config)?;
+    let result = giantstep::run(&config.resolve()?)?;
     println!("random level sqrt(2/(pi d)) = {:.3}", result.random_level);
     for step in &result.steps {
         println!(

@@ -2,7 +2,7 @@
 //! streaming kernels perform them (two GEMMs per sample and step, the features and the
 //! triangular Gram matrix per readout layer, one GEMM per tested layer).
 
-use crate::config::{Config, ReadoutBatch};
+use crate::config::{ReadoutBatch, ValidConfig};
 
 /// Floating-point operations of one run (or of one group of runs sharing their steps).
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
@@ -37,7 +37,7 @@ impl std::ops::AddAssign for Flops {
 ///
 /// With a fresh readout batch the random-features readout is fitted once; with the last training
 /// batch it is fitted once per evaluated step.
-pub fn run_flops(cfg: &Config, evaluated: usize) -> Flops {
+pub fn run_flops(cfg: &ValidConfig, evaluated: usize) -> Flops {
     let (d, p) = (cfg.network.d as f64, cfg.network.p as f64);
     let n = cfg.train_n() as f64;
     let k = evaluated.max(1) as f64;
@@ -59,6 +59,7 @@ pub fn run_flops(cfg: &Config, evaluated: usize) -> Flops {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Config;
 
     #[test]
     fn one_step_run_counts_the_kernels() {

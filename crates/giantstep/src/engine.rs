@@ -32,6 +32,8 @@ pub struct Exec {
     /// Number of workers (and of partial-sum workspaces).
     pub threads: usize,
     pool: Option<rayon::ThreadPool>,
+    /// Set by the caller to stop: passes skip their remaining chunks (checked between chunks).
+    cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Exec {
@@ -55,7 +57,21 @@ impl Exec {
             chunk: chunk.max(1),
             threads,
             pool,
+            cancel: None,
         })
+    }
+
+    /// Stops the passes (between chunks) once `flag` is set; see [`Exec::cancelled`].
+    pub fn with_cancel(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Exec {
+        self.cancel = Some(flag);
+        self
+    }
+
+    /// Whether the cancel flag is set (the last pass may then be incomplete).
+    pub fn cancelled(&self) -> bool {
+        self.cancel
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Runs `compute(ws, start, len)` on the chunks of `0..n`, up to `work.len()` at a time in
@@ -72,6 +88,9 @@ impl Exec {
         let width = work.len().max(1);
         let mut c = 0;
         while c < count {
+            if self.cancelled() {
+                return;
+            }
             let group = (count - c).min(width);
             let run = |(j, ws): (usize, &mut W)| {
                 let start = (c + j) * chunk;
@@ -318,42 +337,47 @@ pub struct Readout {
     pub train_error: f64,
 }
 
+/// What a readout fit needs besides the layers: the shapes, the activation, the samples and
+/// their labels, the label shift and the ridge `λ`.
+#[derive(Clone, Copy)]
+pub struct ReadoutProblem<'a> {
+    /// Input dimension.
+    pub d: usize,
+    /// Width.
+    pub p: usize,
+    /// `σ`.
+    pub activation: Activation,
+    /// The labels' teacher.
+    pub target: &'a Target,
+    /// The readout batch.
+    pub batch: &'a Batch,
+    /// The part removed from the labels before the fit (preprocessing), if any.
+    pub shift: Option<&'a LabelShift>,
+    /// Ridge `λ`.
+    pub lambda: f64,
+}
+
 /// Fits the ridge readout `â = argmin Σ (ỹ − <a, σ(W z)>/√p)² + λ|a|²` for each first layer in
 /// `layers` (all with the same activation) on the same batch, streaming the `p×p` Gram matrix.
 ///
 /// # Errors
 /// [`Error::NotPositiveDefinite`] if `XᵀX/p + λI` is singular (only possible with `λ = 0`).
-#[allow(clippy::too_many_arguments)]
-pub fn fit_readouts<T: Real>(
-    exec: &Exec,
-    layers: &[&[f64]],
-    d: usize,
-    p: usize,
-    act: Activation,
-    target: &Target,
-    batch: &Batch,
-    shift: Option<&LabelShift>,
-    lambda: f64,
-) -> Result<Vec<Readout>> {
-    fit_readouts_each::<T>(exec, layers, d, p, act, target, batch, shift, lambda)
-        .into_iter()
-        .collect()
+pub fn fit_readouts<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &ReadoutProblem) -> Result<Vec<Readout>> {
+    fit_readouts_each::<T>(exec, layers, problem).into_iter().collect()
 }
 
 /// [`fit_readouts`] with one outcome per layer: a layer whose features overflow or whose ridge
 /// system is singular fails alone. Each layer's readout is bit-identical to fitting it alone.
-#[allow(clippy::too_many_arguments)]
-pub fn fit_readouts_each<T: Real>(
-    exec: &Exec,
-    layers: &[&[f64]],
-    d: usize,
-    p: usize,
-    act: Activation,
-    target: &Target,
-    batch: &Batch,
-    shift: Option<&LabelShift>,
-    lambda: f64,
-) -> Vec<Result<Readout>> {
+pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &ReadoutProblem) -> Vec<Result<Readout>> {
+    let ReadoutProblem {
+        d,
+        p,
+        activation: act,
+        target,
+        batch,
+        shift,
+        lambda,
+    } = *problem;
     let k = layers.len();
     let layers_t: Vec<Vec<T>> = layers
         .iter()
@@ -454,17 +478,31 @@ pub fn fit_readouts_each<T: Real>(
     out
 }
 
+/// What a test pass needs besides the models: shapes, activation, the test samples.
+#[derive(Clone, Copy)]
+pub struct TestProblem<'a> {
+    /// Input dimension.
+    pub d: usize,
+    /// Width.
+    pub p: usize,
+    /// `σ`.
+    pub activation: Activation,
+    /// The labels' teacher.
+    pub target: &'a Target,
+    /// The test batch.
+    pub batch: &'a Batch,
+}
+
 /// Test errors `mean (y − ŷ)²` of several (first layer, readout) pairs on one fresh test set,
 /// and the label second moment `mean y²` of that set (the error of the zero predictor).
-pub fn test_errors<T: Real>(
-    exec: &Exec,
-    models: &[(&[f64], &Readout)],
-    d: usize,
-    p: usize,
-    act: Activation,
-    target: &Target,
-    batch: &Batch,
-) -> (Vec<f64>, f64) {
+pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem: &TestProblem) -> (Vec<f64>, f64) {
+    let TestProblem {
+        d,
+        p,
+        activation: act,
+        target,
+        batch,
+    } = *problem;
     let k = models.len();
     let inv_sqrt_p = 1.0 / (p as f64).sqrt();
     let layers_t: Vec<Vec<T>> = models
@@ -527,6 +565,18 @@ mod tests {
     use crate::config::{FirstLayerInit, SecondLayerInit, TeacherKind};
     use crate::data::Purpose;
     use crate::expr::Expr;
+
+    fn problem<'a>(net: &Network, target: &'a Target, batch: &'a Batch, lambda: f64) -> ReadoutProblem<'a> {
+        ReadoutProblem {
+            d: net.d,
+            p: net.p,
+            activation: net.activation,
+            target,
+            batch,
+            shift: None,
+            lambda,
+        }
+    }
 
     fn setup(d: usize, p: usize, act: &str, expr: &str) -> (Network, Target) {
         let e = Expr::parse(expr).unwrap();
@@ -592,8 +642,7 @@ mod tests {
         };
         let exec = Exec::new(5, 2).unwrap();
         let lambda = 0.3;
-        let ro =
-            &fit_readouts::<f64>(&exec, &[&net.w], d, p, net.activation, &target, &batch, None, lambda).unwrap()[0];
+        let ro = &fit_readouts::<f64>(&exec, &[&net.w], &problem(&net, &target, &batch, lambda)).unwrap()[0];
         // Dense reference: materialize X and y.
         let mut z = vec![0.0; n * d];
         gaussian_rows(&batch.key, 0, d, &mut z, None);
@@ -656,7 +705,7 @@ mod tests {
             key: StreamKey::new(9, Purpose::Readout, 0),
             n,
         };
-        let ro = &fit_readouts::<f64>(&exec, &[&net.w], d, p, net.activation, &target, &batch, None, 1e-12).unwrap()[0];
+        let ro = &fit_readouts::<f64>(&exec, &[&net.w], &problem(&net, &target, &batch, 1e-12)).unwrap()[0];
         let mut z = vec![0.0; n * d];
         gaussian_rows(&batch.key, 0, d, &mut z, None);
         let mut x = vec![0.0; n * 2];

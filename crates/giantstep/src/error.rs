@@ -65,6 +65,12 @@ pub enum Error {
     /// names the key or flag ([`crate::config::parse_named`]).
     #[error("{0}")]
     Name(String),
+    /// A target function given at run time failed (its message).
+    #[error("the target function failed: {0}")]
+    Target(String),
+    /// The run was cancelled (by its caller's cancel flag).
+    #[error("cancelled")]
+    Cancelled,
     /// A numerical routine failed.
     #[error("numerical failure: {0}")]
     Numerical(String),
@@ -108,6 +114,8 @@ impl Clone for Error {
             Error::NotPositiveDefinite { lambda } => Error::NotPositiveDefinite { lambda: *lambda },
             Error::Numerical(m) => Error::Numerical(m.clone()),
             Error::Name(m) => Error::Name(m.clone()),
+            Error::Target(m) => Error::Target(m.clone()),
+            Error::Cancelled => Error::Cancelled,
             Error::Io { path, error } => Error::Io {
                 path: path.clone(),
                 error: std::io::Error::new(error.kind(), error.to_string()),

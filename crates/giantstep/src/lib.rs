@@ -10,7 +10,10 @@
 //! - [`run()`]: one simulation, returning a [`RunResult`] (the schema of `giantstep run --json`).
 //! - [`expr::Expr`]: the target language over `z1..zr`; [`target::Target`] the teacher.
 //! - [`activation::Activation`]: σ, σ', σ''.
-//! - [`engine`]: the streaming kernels (gradient, ridge readout, test error).
+//! - [`ValidConfig`]: a configuration after [`Config::resolve`] checked every value.
+//! - [`RunOptions`]: an [`Observer`], your own initial weights or teacher, a target function,
+//!   a cancel flag, the weights returned.
+//! - [`theory::analyze`]: the theory of a target (docs/theory.md); [`sweep`]: plans of many runs.
 //!
 //! ```
 //! use giantstep::{run, Config};
@@ -18,7 +21,7 @@
 //! cfg.network.d = 32;
 //! cfg.network.p = 16;
 //! cfg.eval.n_test = 500;
-//! let result = run(&cfg)?;
+//! let result = run(&cfg.resolve()?)?;
 //! // One step at n = 4d learns e1 of z1 + z1*z2 far above the random level.
 //! assert!(result.steps[0].overlaps.mean_abs_cos[0] > 3.0 * result.random_level);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
@@ -44,18 +47,28 @@ pub mod docs {
 }
 pub mod config;
 pub mod cost;
+// The streaming kernels and their building blocks are public for giantstep's own benchmarks
+// (`cargo bench`, `giantstep bench`) only: hidden from the docs, not a stable API.
+#[doc(hidden)]
 pub mod data;
+#[doc(hidden)]
 pub mod engine;
 pub mod error;
 pub mod expr;
+#[doc(hidden)]
 pub mod linalg;
+#[doc(hidden)]
 pub mod network;
-pub mod observe;
-pub mod run;
+mod observe;
+mod run;
 pub mod sweep;
 pub mod target;
 pub mod theory;
 
-pub use config::Config;
+pub use config::{Config, ValidConfig};
 pub use error::{Error, Result};
-pub use run::{preflight, run, run_prefixes, run_with, Observer, Phase, RunResult, StepRecord};
+pub use observe::{GradientGeometry, Overlaps};
+pub use run::{
+    preflight, run, run_prefixes, run_with, Observer, Phase, RunOptions, RunResult, RunTheory, StepRecord, Weights,
+};
+pub use target::{CustomTarget, LabelFn};

@@ -2,7 +2,7 @@
 //! ridge readout on the trained and on the initial first layer (random-features baseline), and the
 //! test errors. The JSON form of [`RunResult`] is the schema of `giantstep run --json`.
 
-use crate::config::{AddBack, Config, Loss, Normalize, Preprocess, ReadoutBatch};
+use crate::config::{AddBack, Config, Loss, Normalize, Preprocess, ReadoutBatch, ValidConfig};
 use crate::data::{Purpose, StreamKey};
 use crate::engine::{self, Batch, ErrorSignal, Exec, Readout};
 use crate::error::{Error, Result};
@@ -10,8 +10,10 @@ use crate::expr::Expr;
 use crate::linalg::{dot, norm};
 use crate::network::Network;
 use crate::observe::{gradient_geometry, overlaps, GradientGeometry, Overlaps};
-use crate::target::Target;
+use crate::target::{CustomTarget, Target};
 use serde::{Deserialize, Serialize};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What one giant step did.
@@ -73,6 +75,9 @@ pub struct RunResult {
     pub theory_note: Option<String>,
     /// Wall time of the run in seconds.
     pub elapsed_s: f64,
+    /// The weights, with [`RunOptions::keep_weights`] (not part of the JSON).
+    #[serde(skip)]
+    pub weights: Option<Weights>,
 }
 
 /// Theory next to simulation, per step (docs/theory.md against docs/model.md §4).
@@ -104,15 +109,6 @@ pub struct RunTheory {
     pub blocked: Vec<String>,
     /// Caveats (regime of validity).
     pub warnings: Vec<String>,
-}
-
-/// Runs the simulation of docs/model.md §3 for a configuration.
-///
-/// # Errors
-/// Invalid configuration ([`Error::Config`], [`Error::Expr`]), non-finite weights
-/// ([`Error::NonFinite`]), a singular ridge system.
-pub fn run(config: &Config) -> Result<RunResult> {
-    run_with(config, &mut ())
 }
 
 /// A phase of a run, reported to an [`Observer`].
@@ -160,31 +156,93 @@ impl<F: FnMut(&str)> Observer for F {
     }
 }
 
-/// [`run`], reporting its phases and steps to `observer` (a closure `|msg: &str|` receives
-/// each phase as a message).
+/// The weights of a run, returned with [`RunOptions::keep_weights`] (row-major matrices).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Weights {
+    /// Input dimension `d`.
+    pub d: usize,
+    /// Width `p`.
+    pub p: usize,
+    /// Teacher rank `r`.
+    pub r: usize,
+    /// The first layer at initialization, `p×d`.
+    pub w0: Vec<f64>,
+    /// The first layer after the last step, `p×d`.
+    pub w: Vec<f64>,
+    /// The second layer at initialization (fixed during training), length `p`.
+    pub a: Vec<f64>,
+    /// The teacher `W*`, `r×d` with orthonormal rows.
+    pub w_star: Vec<f64>,
+    /// The ridge readout `â` on the trained layer, length `p`.
+    pub readout: Vec<f64>,
+    /// The ridge readout on the initial layer (random features), when the baseline was fitted.
+    pub rf_readout: Option<Vec<f64>>,
+}
+
+/// Optional inputs and controls of a run; `RunOptions::default()` is a plain [`run`].
+#[derive(Default)]
+pub struct RunOptions<'a> {
+    /// Receives the phases and steps (a progress bar, a log).
+    pub observer: Option<&'a mut dyn Observer>,
+    /// Start from this first layer (`p×d` row-major, finite) instead of drawing it.
+    pub first_layer: Option<&'a [f64]>,
+    /// Start from this second layer (length `p`, finite) instead of drawing it.
+    pub second_layer: Option<&'a [f64]>,
+    /// Use this teacher `W*` (`r×d` row-major, orthonormal rows) instead of drawing it.
+    pub teacher: Option<&'a [f64]>,
+    /// Compute the labels with this function instead of the configured expression (no theory).
+    pub target: Option<CustomTarget>,
+    /// Stops the run between chunks when set ([`Error::Cancelled`]).
+    pub cancel: Option<Arc<AtomicBool>>,
+    /// Return the weights in [`RunResult::weights`].
+    pub keep_weights: bool,
+}
+
+/// Runs the simulation of docs/model.md §3 for a validated configuration.
+///
+/// ```
+/// use giantstep::{run, Config};
+/// let mut config = Config::default();
+/// config.network.d = 32;
+/// config.network.p = 16;
+/// config.eval.n_test = 500;
+/// let result = run(&config.resolve()?)?;
+/// assert!(result.test_error < result.rf_test_error.unwrap());
+/// # Ok::<(), giantstep::Error>(())
+/// ```
+///
+/// # Errors
+/// Memory beyond this machine's or a target that is not square-integrable
+/// ([`Error::Config`]), non-finite weights ([`Error::NonFinite`]), a singular ridge system.
+pub fn run(config: &ValidConfig) -> Result<RunResult> {
+    run_with(config, RunOptions::default())
+}
+
+/// [`run`] with the inputs and controls of `options`: an observer, given weights or teacher, a
+/// target function, a cancel flag, the weights returned.
 ///
 /// With `eval.every_step = true` the readout and test error are also measured after every step
 /// `t < T` (one pass over the readout batch and one over the test set for all of them), and
 /// stored in `steps[t].test_error` / `steps[t].train_error`; every other field is as without it.
 ///
 /// # Errors
-/// As [`run`].
-pub fn run_with(config: &Config, progress: &mut dyn Observer) -> Result<RunResult> {
-    let cfg = config.resolve()?;
-    let steps = cfg.train.steps;
-    let eval_at: Vec<usize> = if cfg.eval.every_step {
+/// As [`run`]; wrong shapes or non-finite values of given arrays ([`Error::Config`]), a failing
+/// target function ([`Error::Target`]), cancellation ([`Error::Cancelled`]).
+pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> {
+    let steps = config.train.steps;
+    let eval_at: Vec<usize> = if config.eval.every_step {
         (1..=steps).collect()
     } else {
         vec![steps]
     };
-    let mut outcomes = run_prefixes_resolved(&cfg, &eval_at, progress)?;
+    let mut outcomes = run_prefixes_with(config, &eval_at, options)?;
     let mut last = outcomes.pop().expect("one outcome per evaluated T")?;
     for (t, outcome) in outcomes.into_iter().enumerate() {
         let r = outcome?;
         last.steps[t].test_error = Some(r.test_error);
         last.steps[t].train_error = Some(r.train_error);
     }
-    if cfg.eval.every_step {
+    if config.eval.every_step {
         last.steps[steps - 1].test_error = Some(last.test_error);
         last.steps[steps - 1].train_error = Some(last.train_error);
     }
@@ -201,20 +259,20 @@ pub fn run_with(config: &Config, progress: &mut dyn Observer) -> Result<RunResul
 /// readout failed; earlier `T` still have their results.
 ///
 /// # Errors
-/// Invalid configuration or an empty `eval_at` (the per-`T` errors are in the vector).
-pub fn run_prefixes(config: &Config, eval_at: &[usize]) -> Result<Vec<Result<RunResult>>> {
-    let mut cfg = config.clone();
-    cfg.eval.every_step = false;
-    cfg.train.steps = eval_at.iter().copied().max().unwrap_or(0).max(1);
-    let cfg = cfg.resolve()?;
-    run_prefixes_resolved(&cfg, eval_at, &mut ())
+/// An empty `eval_at` or a `T` of 0 or above the step limit (the per-`T` errors are in the
+/// vector).
+pub fn run_prefixes(config: &ValidConfig, eval_at: &[usize]) -> Result<Vec<Result<RunResult>>> {
+    let t_max = eval_at.iter().copied().max().unwrap_or(0).max(1);
+    let mut cfg = config.with_steps(t_max)?;
+    if cfg.eval.every_step {
+        let mut c = cfg.into_config();
+        c.eval.every_step = false;
+        cfg = c.resolve()?;
+    }
+    run_prefixes_with(&cfg, eval_at, RunOptions::default())
 }
 
-fn run_prefixes_resolved(
-    cfg: &Config,
-    eval_at: &[usize],
-    progress: &mut dyn Observer,
-) -> Result<Vec<Result<RunResult>>> {
+fn run_prefixes_with(cfg: &ValidConfig, eval_at: &[usize], options: RunOptions) -> Result<Vec<Result<RunResult>>> {
     if eval_at.is_empty() || eval_at.iter().any(|&t| t == 0 || t > cfg.train.steps) {
         return Err(Error::config(format!(
             "steps to evaluate must lie in 1..={}, but are {eval_at:?}",
@@ -223,8 +281,8 @@ fn run_prefixes_resolved(
     }
     check_memory(cfg.memory_estimate(eval_at.len()), cfg)?;
     match cfg.precision {
-        crate::config::Precision::F64 => run_typed::<f64>(cfg, eval_at, progress),
-        crate::config::Precision::F32 => run_typed::<f32>(cfg, eval_at, progress),
+        crate::config::Precision::F64 => run_typed::<f64>(cfg, eval_at, options),
+        crate::config::Precision::F32 => run_typed::<f32>(cfg, eval_at, options),
     }
 }
 
@@ -237,26 +295,25 @@ fn config_at(cfg: &Config, t: usize) -> Config {
 }
 
 /// The training batch of step `t` (from 1).
-fn train_batch(cfg: &Config, t: usize, n: usize) -> Batch {
+fn train_batch(cfg: &ValidConfig, t: usize) -> Batch {
     Batch {
         key: StreamKey::new(cfg.seed, Purpose::Train, ((t - 1) / cfg.train.reuse) as u64),
-        n,
+        n: cfg.train_n(),
     }
 }
 
-fn run_typed<T: crate::linalg::Real>(
-    cfg: &Config,
-    eval_at: &[usize],
-    progress: &mut dyn Observer,
-) -> Result<Vec<Result<RunResult>>> {
-    let start = Instant::now();
+/// The teacher and the network a run starts from: drawn from the seed, or given.
+fn setup(cfg: &ValidConfig, options: &mut RunOptions) -> Result<(Target, Network)> {
     let net_cfg = &cfg.network;
-    let (d, p) = (net_cfg.d, net_cfg.p);
-    let expr = Expr::parse(cfg.target.expr.as_deref().expect("resolved"))?;
-    let r = cfg.target.r.expect("resolved");
-    check_target(&expr, r)?;
-    let target = Target::new(expr, r, d, cfg.target.teacher, cfg.target.noise, cfg.seed)?;
-    let exec = Exec::new(cfg.chunk, cfg.threads)?;
+    let (d, p, r) = (net_cfg.d, net_cfg.p, cfg.r());
+    let mut target = Target::new(cfg.expr().clone(), r, d, cfg.target.teacher, cfg.target.noise, cfg.seed)?;
+    if let Some(w_star) = options.teacher {
+        target.set_teacher(w_star, "the teacher W_star")?;
+    }
+    match options.target.take() {
+        Some(custom) => target.set_custom(custom),
+        None => check_target(cfg.expr(), r)?,
+    }
     let mut net = Network::init(
         d,
         p,
@@ -266,25 +323,102 @@ fn run_typed<T: crate::linalg::Real>(
         net_cfg.symmetric,
         cfg.seed,
     );
-    let w0 = net.w.clone();
-    let initial = overlaps(&net.w, p, d, &target.w_star, r)?;
-    let n = cfg.train_n();
+    if let Some(w0) = options.first_layer {
+        net.w = given("the first layer W0", w0, p, d)?;
+    }
+    if let Some(a) = options.second_layer {
+        net.a = given("the second layer a", a, p, 1)?;
+    }
+    Ok((target, net))
+}
+
+/// A copy of a given `rows×cols` array after checking its length and finiteness.
+fn given(what: &str, v: &[f64], rows: usize, cols: usize) -> Result<Vec<f64>> {
+    let shape = if cols == 1 {
+        format!("({rows},)")
+    } else {
+        format!("({rows}, {cols})")
+    };
+    if v.len() != rows * cols {
+        return Err(Error::config(format!(
+            "{what} must have shape {shape}, but has {} entries",
+            v.len()
+        )));
+    }
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(Error::config(format!(
+            "{what} must be finite, but entry {} is {}",
+            if cols == 1 {
+                format!("{i}")
+            } else {
+                format!("({}, {})", i / cols, i % cols)
+            },
+            v[i]
+        )));
+    }
+    Ok(v.to_vec())
+}
+
+/// Stops a run whose caller cancelled it or whose target function failed.
+fn interrupted(exec: &Exec, target: &Target) -> Result<()> {
+    if let Some(e) = target.custom_error() {
+        return Err(e);
+    }
+    if exec.cancelled() {
+        return Err(Error::Cancelled);
+    }
+    Ok(())
+}
+
+/// What training produced: the step records, the layer after each evaluated step, and the
+/// error that stopped training early.
+struct Trained {
+    steps: Vec<StepRecord>,
+    snapshots: Vec<(usize, Vec<f64>)>,
+    diverged: Option<Error>,
+}
+
+impl Trained {
+    fn layer(&self, t: usize) -> &[f64] {
+        &self
+            .snapshots
+            .iter()
+            .find(|(s, _)| *s == t)
+            .expect("snapshot of an evaluated step")
+            .1
+    }
+}
+
+/// Context shared by the phases of one run.
+struct Ctx<'a> {
+    cfg: &'a ValidConfig,
+    exec: Exec,
+    target: Target,
+    eval_at: &'a [usize],
+}
+
+/// Giant steps `1..=max(eval_at)` (docs/model.md §3), keeping the layer after each evaluated one.
+fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dyn Observer) -> Result<Trained> {
+    let (cfg, exec, target) = (ctx.cfg, &ctx.exec, &ctx.target);
+    let (d, p, r) = (net.d, net.p, target.r);
     let signal = match cfg.train.loss {
         Loss::Residual => ErrorSignal::Residual,
         Loss::Correlation => ErrorSignal::Correlation,
     };
-    let t_max = eval_at.iter().copied().max().expect("non-empty");
-    let mut steps = Vec::with_capacity(t_max);
-    // The first layer after each evaluated step.
-    let mut snapshots: Vec<(usize, Vec<f64>)> = Vec::new();
-    let mut diverged: Option<Error> = None;
+    let t_max = ctx.eval_at.iter().copied().max().expect("non-empty");
+    let mut out = Trained {
+        steps: Vec::with_capacity(t_max),
+        snapshots: Vec::new(),
+        diverged: None,
+    };
     for t in 1..=t_max {
-        progress.phase(Phase::Step { t, of: t_max });
+        observer.phase(Phase::Step { t, of: t_max });
         let eta = cfg.eta_at(t);
+        let batch = train_batch(cfg, t);
+        let shift = preprocess_shift(exec, target, &batch, cfg.train.preprocess);
+        let grad = engine::gradient::<T>(exec, net, target, &batch, shift.as_ref(), signal);
+        interrupted(exec, target)?;
         let mut step = || -> Result<StepRecord> {
-            let batch = train_batch(cfg, t, n);
-            let shift = preprocess_shift(&exec, &target, &batch, cfg.train.preprocess);
-            let grad = engine::gradient::<T>(&exec, &net, &target, &batch, shift.as_ref(), signal);
             let geometry = gradient_geometry(&grad.g, &net.w, p, d, &target.w_star, r)?;
             apply_step(&mut net.w, &grad.g, eta, p, d, cfg.train.normalize);
             if net.w.iter().any(|v| !v.is_finite()) {
@@ -292,7 +426,7 @@ fn run_typed<T: crate::linalg::Real>(
             }
             Ok(StepRecord {
                 t,
-                n,
+                n: batch.n,
                 eta,
                 batch_mse: grad.batch_mse,
                 overlaps: overlaps(&net.w, p, d, &target.w_star, r)?,
@@ -303,47 +437,59 @@ fn run_typed<T: crate::linalg::Real>(
         };
         match step() {
             Ok(record) => {
-                progress.step_finished(&record);
-                steps.push(record);
+                observer.step_finished(&record);
+                out.steps.push(record);
             }
             Err(e) => {
                 // The results of T >= t fail with this error; earlier T keep theirs.
-                diverged = Some(e);
+                out.diverged = Some(e);
                 break;
             }
         }
-        if eval_at.contains(&t) {
-            snapshots.push((t, net.w.clone()));
+        if ctx.eval_at.contains(&t) {
+            out.snapshots.push((t, net.w.clone()));
         }
     }
-    let trained = steps.len();
+    Ok(out)
+}
 
-    progress.phase(Phase::Readout);
-    // Theory per evaluated T (the oracle add-back needs it too).
-    let theories: Vec<Option<Result<RunTheory>>> = eval_at
-        .iter()
-        .map(|&t| {
-            (t <= trained && (cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle))
-                .then(|| theory_for(&config_at(cfg, t), &target, n, cfg.eta(), &steps[..t]))
-        })
-        .collect();
-    // Readouts: the layers that share a readout batch are fitted in one pass.
+/// The trained readout of one `T` and its random-features readout (absent without baseline).
+type Fitted = (Result<Readout>, Option<Result<Readout>>);
+
+/// Per evaluated `T`: the trained readout and the random-features readout (unless
+/// `eval.baseline = false`), or why not; and the readout group of each `T` (the `T` that share a
+/// readout batch share one random-features readout).
+struct Fits {
+    fitted: Vec<Option<Fitted>>,
+    group_of: Vec<usize>,
+}
+
+/// The ridge readouts of every evaluated `T` (docs/model.md §3.2): the layers that share a
+/// readout batch are fitted in one pass.
+fn fit_all<T: crate::linalg::Real>(
+    ctx: &Ctx,
+    net: &Started,
+    trained: &Trained,
+    theories: &[Option<Result<RunTheory>>],
+) -> Result<Fits> {
+    let (cfg, exec, target) = (ctx.cfg, &ctx.exec, &ctx.target);
+    let (d, p) = (net.d, net.p);
+    let done = trained.steps.len();
     let readout_batch_of = |t: usize| match cfg.readout.batch {
-        ReadoutBatch::Last => train_batch(cfg, t, n),
+        ReadoutBatch::Last => train_batch(cfg, t),
         ReadoutBatch::Fresh => Batch {
             key: StreamKey::new(cfg.seed, Purpose::Readout, 0),
             n: cfg.readout_n(),
         },
     };
-    // For each evaluated T: (trained readout, random-features readout), or why not.
-    // (trained readout, random-features readout unless eval.baseline = false), or why not.
-    type Fitted = (Result<Readout>, Option<Result<Readout>>);
-    let mut fitted: Vec<Option<Fitted>> = (0..eval_at.len()).map(|_| None).collect();
-    // The readout group of each evaluated T (its random-features readout is shared).
-    let mut group_of: Vec<usize> = vec![usize::MAX; eval_at.len()];
+    let k = ctx.eval_at.len();
+    let mut fits = Fits {
+        fitted: (0..k).map(|_| None).collect(),
+        group_of: vec![usize::MAX; k],
+    };
     let mut groups: Vec<(Batch, Vec<usize>)> = Vec::new();
-    for (i, &t) in eval_at.iter().enumerate() {
-        if t > trained {
+    for (i, &t) in ctx.eval_at.iter().enumerate() {
+        if t > done {
             continue;
         }
         let b = readout_batch_of(t);
@@ -352,93 +498,156 @@ fn run_typed<T: crate::linalg::Real>(
             None => groups.push((b, vec![i])),
         }
     }
-    let act = net_cfg.activation;
     for (g, (_, members)) in groups.iter().enumerate() {
         for &i in members {
-            group_of[i] = g;
+            fits.group_of[i] = g;
         }
     }
     for (batch, members) in &groups {
-        let shift = match readout_shift(cfg, &exec, &target, batch, &theories[members[0]], d) {
+        let shift = match readout_shift(cfg, exec, target, batch, &theories[members[0]]) {
             Ok(s) => s,
             Err(e) => {
                 for &i in members {
-                    fitted[i] = Some((Err(e.clone()), None));
+                    fits.fitted[i] = Some((Err(e.clone()), None));
                 }
                 continue;
             }
         };
-        let mut layers: Vec<&[f64]> = members.iter().map(|&i| snapshot(&snapshots, eval_at[i])).collect();
+        let mut layers: Vec<&[f64]> = members.iter().map(|&i| trained.layer(ctx.eval_at[i])).collect();
         if cfg.eval.baseline {
-            layers.push(&w0);
+            layers.push(&net.w0);
         }
-        let mut outs = engine::fit_readouts_each::<T>(
-            &exec,
-            &layers,
+        let problem = engine::ReadoutProblem {
             d,
             p,
-            act,
-            &target,
+            activation: net.activation,
+            target,
             batch,
-            shift.as_ref(),
-            cfg.readout.lambda,
-        );
+            shift: shift.as_ref(),
+            lambda: cfg.readout.lambda,
+        };
+        let mut outs = engine::fit_readouts_each::<T>(exec, &layers, &problem);
+        interrupted(exec, target)?;
         let rf = cfg
             .eval
             .baseline
             .then(|| outs.pop().expect("the random-features layer"));
         for (&i, out) in members.iter().zip(outs) {
-            fitted[i] = Some((out, rf.clone()));
+            fits.fitted[i] = Some((out, rf.clone()));
         }
     }
+    Ok(fits)
+}
 
-    progress.phase(Phase::Test);
+/// Test errors of every fitted model in one pass over the test set: per evaluated `T` the
+/// positions of (trained, random-features) in the returned errors, and `mean y²`.
+type Tested = (Vec<f64>, Vec<Option<(usize, Option<usize>)>>, f64);
+
+fn test_all<T: crate::linalg::Real>(ctx: &Ctx, net: &Started, trained: &Trained, fits: &Fits) -> Result<Tested> {
+    let (cfg, exec, target) = (ctx.cfg, &ctx.exec, &ctx.target);
     let test_batch = Batch {
         key: StreamKey::new(cfg.seed, Purpose::Test, 0),
         n: cfg.eval.n_test,
     };
     let test_shift = (cfg.readout.add_back == AddBack::Test && cfg.train.preprocess != Preprocess::None)
-        .then(|| preprocess_shift(&exec, &target, &test_batch, cfg.train.preprocess))
+        .then(|| preprocess_shift(exec, target, &test_batch, cfg.train.preprocess))
         .flatten();
-    // Every (layer, readout) pair to test, with its position.
-    // The random-features model of a readout group is tested once.
+    // Every (layer, readout) pair to test; the random-features model of a readout group is
+    // tested once.
     let mut models: Vec<(&[f64], Readout)> = Vec::new();
-    let mut slots: Vec<Option<(usize, Option<usize>)>> = vec![None; eval_at.len()];
+    let mut slots: Vec<Option<(usize, Option<usize>)>> = vec![None; ctx.eval_at.len()];
     let mut rf_slot: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
-    for (i, f) in fitted.iter().enumerate() {
+    let with_test_shift = |ro: &Readout| {
+        let mut ro = ro.clone();
+        if let Some(sh) = &test_shift {
+            ro.shift = Some(sh.clone());
+        }
+        ro
+    };
+    for (i, f) in fits.fitted.iter().enumerate() {
         let Some((Ok(tr), rf)) = f else { continue };
-        let with_test_shift = |ro: &Readout| {
-            let mut ro = ro.clone();
-            if let Some(sh) = &test_shift {
-                ro.shift = Some(sh.clone());
-            }
-            ro
-        };
         let irf = match rf {
-            Some(Ok(rf)) => Some(*rf_slot.entry(group_of[i]).or_insert_with(|| {
-                models.push((&w0, with_test_shift(rf)));
+            Some(Ok(rf)) => Some(*rf_slot.entry(fits.group_of[i]).or_insert_with(|| {
+                models.push((&net.w0, with_test_shift(rf)));
                 models.len() - 1
             })),
             Some(Err(_)) => continue,
             None => None,
         };
         slots[i] = Some((models.len(), irf));
-        models.push((snapshot(&snapshots, eval_at[i]), with_test_shift(tr)));
+        models.push((trained.layer(ctx.eval_at[i]), with_test_shift(tr)));
     }
     let pairs: Vec<(&[f64], &Readout)> = models.iter().map(|(w, ro)| (*w, ro)).collect();
     let (errors, y2) = if pairs.is_empty() {
         (vec![], 0.0)
     } else {
-        engine::test_errors::<T>(&exec, &pairs, d, p, act, &target, &test_batch)
+        let problem = engine::TestProblem {
+            d: net.d,
+            p: net.p,
+            activation: net.activation,
+            target,
+            batch: &test_batch,
+        };
+        engine::test_errors::<T>(exec, &pairs, &problem)
     };
+    interrupted(exec, target)?;
+    Ok((errors, slots, y2))
+}
 
+fn run_typed<T: crate::linalg::Real>(
+    cfg: &ValidConfig,
+    eval_at: &[usize],
+    mut options: RunOptions,
+) -> Result<Vec<Result<RunResult>>> {
+    let start = Instant::now();
+    let (d, r) = (cfg.network.d, cfg.r());
+    let custom_name = options.target.as_ref().map(|c| c.name.clone());
+    let (target, net) = setup(cfg, &mut options)?;
+    let mut exec = Exec::new(cfg.chunk, cfg.threads)?;
+    if let Some(flag) = options.cancel.clone() {
+        exec = exec.with_cancel(flag);
+    }
+    let mut noop = ();
+    let observer: &mut dyn Observer = match options.observer {
+        Some(o) => o,
+        None => &mut noop,
+    };
+    let ctx = Ctx {
+        cfg,
+        exec,
+        target,
+        eval_at,
+    };
+    let mut net = Started::from(net);
+    let initial = overlaps(&net.w0, net.p, d, &ctx.target.w_star, r)?;
+    let trained = train::<T>(&ctx, &mut net.net, observer)?;
+    let done = trained.steps.len();
+
+    observer.phase(Phase::Readout);
+    // Theory per evaluated T (the oracle add-back needs it too).
+    let theories: Vec<Option<Result<RunTheory>>> = eval_at
+        .iter()
+        .map(|&t| {
+            (t <= done && (cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle)).then(|| match &custom_name {
+                Some(name) => Err(Error::config(format!(
+                    "the target is a function given at run time ({name}); the theory needs an expression"
+                ))),
+                None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]),
+            })
+        })
+        .collect();
+    let fits = fit_all::<T>(&ctx, &net, &trained, &theories)?;
+    observer.phase(Phase::Test);
+    let (errors, slots, y2) = test_all::<T>(&ctx, &net, &trained, &fits)?;
+
+    let mut fits = fits;
     let mut out = Vec::with_capacity(eval_at.len());
     for (i, &t) in eval_at.iter().enumerate() {
-        if t > trained {
-            out.push(Err(diverged.clone().expect("training stopped early")));
+        if t > done {
+            out.push(Err(trained.diverged.clone().expect("training stopped early")));
             continue;
         }
-        let (tr, rf) = match fitted[i].take().expect("fitted") {
+        let (tr, rf) = match fits.fitted[i].take().expect("fitted") {
             (Ok(tr), None) => (tr, None),
             (Ok(tr), Some(Ok(rf))) => (tr, Some(rf)),
             (Err(e), _) | (_, Some(Err(e))) => {
@@ -448,13 +657,28 @@ fn run_typed<T: crate::linalg::Real>(
         };
         let (it, irf) = slots[i].expect("tested");
         let theory = theories[i].clone();
-        let cfg_t = config_at(cfg, t);
+        let mut cfg_t = config_at(cfg, t);
+        if let Some(name) = &custom_name {
+            cfg_t.target.expr = Some(name.clone());
+            cfg_t.target.preset = None;
+        }
+        let weights = options.keep_weights.then(|| Weights {
+            d,
+            p: net.p,
+            r,
+            w0: net.w0.clone(),
+            w: trained.layer(t).to_vec(),
+            a: net.net.a.clone(),
+            w_star: ctx.target.w_star.clone(),
+            readout: tr.coef.clone(),
+            rf_readout: rf.as_ref().map(|ro| ro.coef.clone()),
+        });
         out.push(Ok(RunResult {
             version: env!("CARGO_PKG_VERSION").to_string(),
             r,
             random_level: (2.0 / (std::f64::consts::PI * d as f64)).sqrt(),
             initial: initial.clone(),
-            steps: steps[..t].to_vec(),
+            steps: trained.steps[..t].to_vec(),
             test_error: errors[it],
             train_error: tr.train_error,
             rf_test_error: irf.map(|k| errors[k]),
@@ -472,23 +696,41 @@ fn run_typed<T: crate::linalg::Real>(
             },
             elapsed_s: start.elapsed().as_secs_f64(),
             config: cfg_t,
+            weights,
         }));
     }
     Ok(out)
 }
 
-/// The checks a run makes before any work: the configuration, the memory it needs against this
-/// machine's, and the target (finite, square-integrable). A caller that wants to warn about a
-/// long run calls this first, so that a refused run prints nothing else.
+/// The network being trained and its first layer at initialization.
+struct Started {
+    net: Network,
+    w0: Vec<f64>,
+}
+
+impl From<Network> for Started {
+    fn from(net: Network) -> Started {
+        Started { w0: net.w.clone(), net }
+    }
+}
+
+impl std::ops::Deref for Started {
+    type Target = Network;
+    fn deref(&self) -> &Network {
+        &self.net
+    }
+}
+
+/// The checks a run makes before any work: the memory it needs against this machine's, and
+/// the target (finite, square-integrable). A caller that wants to warn about a long run calls
+/// this first, so that a refused run prints nothing else.
 ///
 /// # Errors
 /// As [`run`], for what can be known before simulating.
-pub fn preflight(config: &Config) -> Result<()> {
-    let cfg = config.resolve()?;
-    let evaluated = if cfg.eval.every_step { cfg.train.steps } else { 1 };
-    check_memory(cfg.memory_estimate(evaluated), &cfg)?;
-    let expr = Expr::parse(cfg.target.expr.as_deref().expect("resolved"))?;
-    check_target(&expr, cfg.target.r.expect("resolved"))
+pub fn preflight(config: &ValidConfig) -> Result<()> {
+    let evaluated = if config.eval.every_step { config.train.steps } else { 1 };
+    check_memory(config.memory_estimate(evaluated), config)?;
+    check_target(config.expr(), config.r())
 }
 
 /// Total memory of this machine in bytes (`MemTotal` of /proc/meminfo), if known.
@@ -513,7 +755,7 @@ fn human_bytes(b: f64) -> String {
 }
 
 /// Refuses a run that cannot fit in this machine's memory before allocating anything.
-fn check_memory(needed: f64, cfg: &Config) -> Result<()> {
+fn check_memory(needed: f64, cfg: &ValidConfig) -> Result<()> {
     let Some(have) = machine_memory() else { return Ok(()) };
     if needed > have {
         let (d, p) = (cfg.network.d, cfg.network.p);
@@ -572,24 +814,16 @@ fn check_target_uncached(expr: &Expr, r: usize) -> Result<()> {
     })
 }
 
-fn snapshot(snapshots: &[(usize, Vec<f64>)], t: usize) -> &[f64] {
-    &snapshots
-        .iter()
-        .find(|(s, _)| *s == t)
-        .expect("snapshot of an evaluated step")
-        .1
-}
-
 /// The label shift of the readout batch: removed from its labels before the ridge fit and (for
 /// `empirical` and `oracle`) added back to the test predictions.
 fn readout_shift(
-    cfg: &Config,
+    cfg: &ValidConfig,
     exec: &Exec,
     target: &Target,
     batch: &Batch,
     theory: &Option<Result<RunTheory>>,
-    d: usize,
 ) -> Result<Option<engine::LabelShift>> {
+    let d = target.d;
     Ok(match (cfg.readout.add_back, cfg.train.preprocess) {
         (_, Preprocess::None) => None,
         (AddBack::Empirical | AddBack::Test, pre) => preprocess_shift(exec, target, batch, pre),
@@ -623,7 +857,9 @@ fn readout_shift(
 /// Largest rank for which `run` attaches the theory (its cost grows like nodes^r).
 const RUN_THEORY_MAX_RANK: usize = 8;
 
-fn theory_for(cfg: &Config, target: &Target, n: usize, eta: f64, steps: &[StepRecord]) -> Result<RunTheory> {
+/// The theory of a run of `t` steps next to its measured steps.
+fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]) -> Result<RunTheory> {
+    let (n, eta) = (cfg.train_n(), cfg.eta());
     use crate::theory::{self, subspace::principal_angles, TheoryOptions};
     let r = target.r;
     if r > RUN_THEORY_MAX_RANK {
@@ -635,7 +871,7 @@ fn theory_for(cfg: &Config, target: &Target, n: usize, eta: f64, steps: &[StepRe
     let nf = n as f64;
     let opts = TheoryOptions {
         activation: cfg.network.activation,
-        steps: cfg.train.steps,
+        steps: t,
         kappa: nf.ln() / d.ln(),
         alpha: nf / d,
         gamma: eta / p,
@@ -649,7 +885,7 @@ fn theory_for(cfg: &Config, target: &Target, n: usize, eta: f64, steps: &[StepRe
         leap: false,
         second_layer: cfg.network.second_layer,
         // The largest γ of the later steps decides whether they blow up.
-        gamma_later: (2..=cfg.train.steps).map(|t| cfg.eta_at(t) / p).reduce(f64::max),
+        gamma_later: (2..=t).map(|s| cfg.eta_at(s) / p).reduce(f64::max),
     };
     let rep = theory::analyze(&target.expr, r, &opts)?;
     // The quadratic closed form's caveat only matters when the batch is quadratic.

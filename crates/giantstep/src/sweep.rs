@@ -291,10 +291,10 @@ impl Plan {
             for (k, v) in assignment.into_iter().rev() {
                 set_value(&mut table, &k, v)?;
             }
-            let config = Config::from_table(table)
+            let mut config = Config::from_table(table)
                 .and_then(|c| c.resolve())
-                .map_err(|e| Error::config(format!("plan point {index}: {e}")))?;
-            let mut config = config;
+                .map_err(|e| Error::config(format!("plan point {index}: {e}")))?
+                .into_config();
             config.threads = 0;
             let hash = fnv_hex(&serde_json::to_string(&config).expect("serializable"));
             let next = groups.len();
@@ -487,7 +487,9 @@ pub fn work_units<'a>(points: &[&'a Point]) -> Vec<WorkUnit<'a>> {
     }
     for u in &mut units {
         let longest = u.points.iter().max_by_key(|p| p.config.train.steps).expect("non-empty");
-        u.flops = crate::cost::run_flops(&longest.config, u.points.len());
+        if let Ok(valid) = longest.config.resolve() {
+            u.flops = crate::cost::run_flops(&valid, u.points.len());
+        }
     }
     units
 }
@@ -498,7 +500,7 @@ fn run_unit(unit: &WorkUnit<'_>, threads: usize) -> Vec<(Result<RunResult>, f64)
     if let [point] = unit.points[..] {
         let mut cfg = point.config.clone();
         cfg.threads = threads;
-        let r = crate::run::run(&cfg);
+        let r = cfg.resolve().and_then(|cfg| crate::run::run(&cfg));
         return vec![(r, start.elapsed().as_secs_f64())];
     }
     let longest = unit
@@ -509,7 +511,7 @@ fn run_unit(unit: &WorkUnit<'_>, threads: usize) -> Vec<(Result<RunResult>, f64)
     let mut cfg = longest.config.clone();
     cfg.threads = threads;
     let eval_at: Vec<usize> = unit.points.iter().map(|p| p.config.train.steps).collect();
-    let outcomes = match crate::run::run_prefixes(&cfg, &eval_at) {
+    let outcomes = match cfg.resolve().and_then(|cfg| crate::run::run_prefixes(&cfg, &eval_at)) {
         Ok(o) => o,
         Err(e) => unit.points.iter().map(|_| Err(e.clone())).collect(),
     };

@@ -48,11 +48,42 @@ pub fn preset_expr(name: &str) -> Result<&'static str> {
         })
 }
 
+/// A target function given at run time instead of an expression: it receives the teacher
+/// coordinates of a chunk of samples (`m×r` row-major, `m` = the chunk's length) and writes the
+/// `m` values of `g*` into its second argument. It is called once per chunk, from the worker
+/// threads, so its cost adds to every pass; it must be a pure function of its input for runs to
+/// stay deterministic. An `Err(message)` stops the run with [`Error::Target`].
+pub type LabelFn = dyn Fn(&[f64], &mut [f64]) -> std::result::Result<(), String> + Send + Sync;
+
+/// A target function given at run time, with a name for the records.
+#[derive(Clone)]
+pub struct CustomTarget {
+    /// Shown as `target.expr` in the result's configuration (e.g. `"<python: my_target>"`).
+    pub name: String,
+    /// The function.
+    pub f: std::sync::Arc<LabelFn>,
+}
+
+impl std::fmt::Debug for CustomTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomTarget({})", self.name)
+    }
+}
+
+/// A custom target and the first error it returned (later calls are skipped).
+#[derive(Debug, Clone)]
+pub(crate) struct Custom {
+    target: CustomTarget,
+    error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
 /// A teacher with its target function.
 #[derive(Debug, Clone)]
 pub struct Target {
     /// `g*`.
     pub expr: Expr,
+    /// A target function given at run time, used instead of `expr` for the labels.
+    pub(crate) custom: Option<Custom>,
     /// Number of teacher directions `r`.
     pub r: usize,
     /// Input dimension `d`.
@@ -98,12 +129,65 @@ impl Target {
         }
         Ok(Target {
             expr,
+            custom: None,
             r,
             d,
             w_star,
             canonical,
             noise,
         })
+    }
+
+    /// Replaces the teacher `W*` by given rows (`r×d` row-major), which must be finite and
+    /// orthonormal to 1e-6 (the overlaps are cosines with them).
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the problem (`what` names the input, e.g. `"W_star"`).
+    pub fn set_teacher(&mut self, w_star: &[f64], what: &str) -> Result<()> {
+        let (r, d) = (self.r, self.d);
+        if w_star.len() != r * d {
+            return Err(Error::config(format!(
+                "{what} must have shape ({r}, {d}) (r × d), but has {} entries",
+                w_star.len()
+            )));
+        }
+        if let Some(i) = w_star.iter().position(|v| !v.is_finite()) {
+            return Err(Error::config(format!(
+                "{what} must be finite, but entry ({}, {}) is {}",
+                i / d,
+                i % d,
+                w_star[i]
+            )));
+        }
+        for k in 0..r {
+            for l in 0..=k {
+                let g = crate::linalg::dot(&w_star[k * d..(k + 1) * d], &w_star[l * d..(l + 1) * d]);
+                let want = if k == l { 1.0 } else { 0.0 };
+                if (g - want).abs() > 1e-6 {
+                    return Err(Error::config(format!(
+                        "{what} must have orthonormal rows, but <row {l}, row {k}> = {g:.3e} (orthonormalize it, e.g. by QR)"
+                    )));
+                }
+            }
+        }
+        self.w_star = w_star.to_vec();
+        self.canonical = false;
+        Ok(())
+    }
+
+    /// Uses `custom` instead of the expression for the labels.
+    pub(crate) fn set_custom(&mut self, custom: CustomTarget) {
+        self.custom = Some(Custom {
+            target: custom,
+            error: Default::default(),
+        });
+    }
+
+    /// The first error the custom target returned, if any.
+    pub(crate) fn custom_error(&self) -> Option<Error> {
+        let c = self.custom.as_ref()?;
+        let e = c.error.lock().ok()?.clone()?;
+        Some(Error::Target(format!("{}: {e}", c.target.name)))
     }
 
     /// Teacher coordinates `x = W* z` of `m` samples (`z` row-major `m×d`) into `x` (`m×r`).
@@ -121,7 +205,25 @@ impl Target {
     /// Labels `y = g*(W* z) + sqrt(Δ) ξ` of `m` samples; `x` is scratch of length `m·r`.
     pub fn labels(&self, z: &[f64], m: usize, xi: Option<&[f64]>, x: &mut [f64], y: &mut [f64]) {
         self.coordinates(z, m, x);
-        self.expr.eval_rows(&x[..m * self.r], self.r, &mut y[..m]);
+        match &self.custom {
+            None => self.expr.eval_rows(&x[..m * self.r], self.r, &mut y[..m]),
+            Some(c) => {
+                let failed = c.error.lock().map_or(true, |e| e.is_some());
+                let outcome = if failed {
+                    Ok(())
+                } else {
+                    (c.target.f)(&x[..m * self.r], &mut y[..m])
+                };
+                if failed || outcome.is_err() {
+                    y[..m].iter_mut().for_each(|v| *v = 0.0);
+                }
+                if let Err(e) = outcome {
+                    if let Ok(mut slot) = c.error.lock() {
+                        slot.get_or_insert(e);
+                    }
+                }
+            }
+        }
         if let Some(xi) = xi {
             let s = self.noise.sqrt();
             for (yi, e) in y[..m].iter_mut().zip(xi) {

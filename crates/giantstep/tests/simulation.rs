@@ -1,7 +1,12 @@
 //! End-to-end checks of the simulation against docs/theory.md §3 and docs/model.md §5 (issue 2, "Must hold").
 
 use giantstep::config::{apply_set, Config};
-use giantstep::{run, RunResult};
+use giantstep::{RunOptions, RunResult};
+
+/// Resolves and runs a raw configuration.
+fn run(config: &Config) -> giantstep::Result<RunResult> {
+    giantstep::run(&config.resolve()?)
+}
 
 fn config(sets: &[&str]) -> Config {
     let mut t = toml::Table::new();
@@ -409,7 +414,7 @@ fn prefixes_equal_separate_runs_bit_for_bit() {
     ];
     for sets in cases {
         let cfg = config(sets);
-        let together = giantstep::run_prefixes(&cfg, &[1, 2, 3, 4]).unwrap();
+        let together = giantstep::run_prefixes(&cfg.resolve().unwrap(), &[1, 2, 3, 4]).unwrap();
         assert_eq!(together.len(), 4);
         for (t, got) in (1..=4).zip(together) {
             let mut c = cfg.clone();
@@ -456,7 +461,7 @@ fn prefixes_keep_the_steps_before_a_divergence() {
         "train.eta_schedule=[1, 1, 1e200]",
         "eval.n_test=200",
     ]);
-    let out = giantstep::run_prefixes(&cfg, &[1, 2, 3, 4]).unwrap();
+    let out = giantstep::run_prefixes(&cfg.resolve().unwrap(), &[1, 2, 3, 4]).unwrap();
     assert!(out[0].is_ok() && out[1].is_ok());
     for (t, o) in (1..=4).zip(&out) {
         let mut c = cfg.clone();
@@ -495,7 +500,7 @@ fn eta_cap_and_schedule() {
         (50.0, 25.0, 12.5, 12.5)
     );
     let r = run(&{
-        let mut c = c.clone();
+        let mut c = c.config().clone();
         c.train.steps = 3;
         c.eval.n_test = 100;
         c
@@ -603,11 +608,164 @@ fn observer_sees_phases_and_steps() {
         phases: vec![],
         steps: vec![],
     };
-    let r = giantstep::run_with(&cfg, &mut log).unwrap();
+    let cfg = cfg.resolve().unwrap();
+    let options = RunOptions {
+        observer: Some(&mut log),
+        ..Default::default()
+    };
+    let r = giantstep::run_with(&cfg, options).unwrap();
     assert_eq!(log.phases, ["step 1/2", "step 2/2", "readout", "test"]);
     assert_eq!(log.steps, r.steps);
     // A closure receives the phases as messages.
     let mut messages = Vec::new();
-    giantstep::run_with(&cfg, &mut |m: &str| messages.push(m.to_string())).unwrap();
+    let mut log_messages = |m: &str| messages.push(m.to_string());
+    let options = RunOptions {
+        observer: Some(&mut log_messages),
+        ..Default::default()
+    };
+    giantstep::run_with(&cfg, options).unwrap();
     assert_eq!(messages, log.phases);
+}
+
+fn small(extra: &[&str]) -> giantstep::ValidConfig {
+    let mut sets = vec!["network.d=24", "network.p=12", "train.steps=2", "eval.n_test=400"];
+    sets.extend_from_slice(extra);
+    config(&sets).resolve().unwrap()
+}
+
+/// The weights a run returns start a second run that equals the first bit for bit; a different
+/// first layer changes the result.
+#[test]
+fn given_weights_reproduce_a_run() {
+    let cfg = small(&[]);
+    let first = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            keep_weights: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let w = first.weights.clone().unwrap();
+    assert_eq!(
+        (w.w0.len(), w.w.len(), w.a.len(), w.w_star.len()),
+        (12 * 24, 12 * 24, 12, 2 * 24)
+    );
+    assert_eq!(w.readout.len(), 12);
+    assert_eq!(w.rf_readout.as_ref().map(Vec::len), Some(12));
+    let again = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            first_layer: Some(&w.w0),
+            second_layer: Some(&w.a),
+            teacher: Some(&w.w_star),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(json_without_time(&again), json_without_time(&first));
+    let mut other = w.w0.clone();
+    other.iter_mut().for_each(|v| *v *= -1.0);
+    let changed = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            first_layer: Some(&other),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_ne!(changed.test_error, first.test_error);
+    // Shapes, finiteness and orthonormality are checked, naming the input.
+    let bad: &[(RunOptions, &str)] = &[
+        (
+            RunOptions {
+                first_layer: Some(&w.a),
+                ..Default::default()
+            },
+            "the first layer W0 must have shape (12, 24), but has 12 entries",
+        ),
+        (
+            RunOptions {
+                second_layer: Some(&[f64::NAN; 12]),
+                ..Default::default()
+            },
+            "the second layer a must be finite, but entry 0 is NaN",
+        ),
+        (
+            RunOptions {
+                teacher: Some(&w.w0[..48]),
+                ..Default::default()
+            },
+            "orthonormal rows",
+        ),
+    ];
+    for (options, want) in bad {
+        let options = RunOptions {
+            first_layer: options.first_layer,
+            second_layer: options.second_layer,
+            teacher: options.teacher,
+            ..Default::default()
+        };
+        let e = giantstep::run_with(&cfg, options).unwrap_err().to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+/// A target function equal to the expression gives the same numbers; its errors stop the run.
+#[test]
+fn custom_target_equals_the_expression() {
+    let cfg = small(&["target.expr=z1 + z1*z2", "threads=2"]);
+    let expr = giantstep::run(&cfg).unwrap();
+    let f = |x: &[f64], y: &mut [f64]| {
+        for (yi, row) in y.iter_mut().zip(x.chunks(2)) {
+            *yi = row[0] + row[0] * row[1];
+        }
+        Ok(())
+    };
+    let custom = giantstep::CustomTarget {
+        name: "<rust: staircase>".into(),
+        f: std::sync::Arc::new(f),
+    };
+    let got = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            target: Some(custom),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(got.test_error, expr.test_error);
+    assert_eq!(got.rf_test_error, expr.rf_test_error);
+    assert_eq!(got.steps, expr.steps);
+    assert_eq!(got.config.target.expr.as_deref(), Some("<rust: staircase>"));
+    assert!(got.theory.is_none() && got.theory_note.unwrap().contains("given at run time"));
+    let failing = giantstep::CustomTarget {
+        name: "bad".into(),
+        f: std::sync::Arc::new(|_: &[f64], _: &mut [f64]| Err("boom".to_string())),
+    };
+    let e = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            target: Some(failing),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.to_string(), "the target function failed: bad: boom");
+}
+
+/// A set cancel flag stops the run before its first chunk is done.
+#[test]
+fn cancel_flag_stops_a_run() {
+    let cfg = small(&[]);
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let e = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            cancel: Some(flag),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, giantstep::Error::Cancelled), "{e}");
 }

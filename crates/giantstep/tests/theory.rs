@@ -352,7 +352,7 @@ fn simulate(sets: &[String]) -> giantstep::RunResult {
     for s in sets {
         apply_set(&mut t, s).unwrap();
     }
-    giantstep::run(&Config::from_table(t).unwrap()).unwrap()
+    giantstep::run(&Config::from_table(t).unwrap().resolve().unwrap()).unwrap()
 }
 
 /// d = 1024, n = 4d, eta = 3p, two seeds, against the closed form and the activation-aware
@@ -515,7 +515,7 @@ fn stability_growth_matches_simulation() {
         ] {
             apply_set(&mut t, &s).unwrap();
         }
-        let r = giantstep::run(&Config::from_table(t).unwrap()).unwrap();
+        let r = giantstep::run(&Config::from_table(t).unwrap().resolve().unwrap()).unwrap();
         let th = r.theory.as_ref().unwrap();
         assert!(
             th.warnings.iter().any(|w| w.contains("unstable")) == (act == "relu"),

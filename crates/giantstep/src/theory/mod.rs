@@ -13,6 +13,7 @@ pub mod closed;
 pub mod hermite;
 pub mod neuron;
 pub mod quadrature;
+mod query;
 pub mod stability;
 pub mod subspace;
 
@@ -27,6 +28,8 @@ use hermite::{Coefficient, ExpandOptions, Expansion, Method};
 use neuron::{NeuronParams, NeuronStep, Points};
 use serde::{Deserialize, Serialize};
 use subspace::Basis;
+
+pub use query::Query;
 
 /// Largest teacher rank the theory handles.
 pub const MAX_RANK: usize = 16;

@@ -1,0 +1,190 @@
+//! The questions of `giantstep theory` in one validated form, shared by the command line and the
+//! Python package: a target and the regime, with the defaults of the command line.
+
+use super::{analyze, TheoryOptions, TheoryReport};
+use crate::config::{parse_named, Preprocess, SecondLayerInit};
+use crate::error::{Error, Result};
+use crate::expr::Expr;
+use serde::{Deserialize, Serialize};
+
+/// Largest rank at degree 3 or more, so that every question is answered in seconds (measured
+/// on 2 cores: r = 7 takes about 6 s at degree 6, r = 8 about a minute); at degree 2 up to
+/// [`super::MAX_RANK`] (r = 16 takes about 10 s).
+const MAX_RANK_DEGREE_3: usize = 7;
+use super::MAX_RANK as MAX_RANK_DEGREE_2;
+
+/// A theory question (docs/theory.md): the fields and defaults of `giantstep theory`.
+///
+/// ```
+/// let q = giantstep::theory::Query { target: "z1 + z1*z2".into(), steps: 2, ..Default::default() };
+/// let report = q.analyze()?;
+/// assert_eq!(report.generic_subspaces[1].dim, 2); // e1 at step 1, then e2
+/// # Ok::<(), giantstep::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Query {
+    /// An expression over `z1..zr` or a preset name.
+    pub target: String,
+    /// Student activation `σ`.
+    pub activation: String,
+    /// Number of steps `T` (1 to 100).
+    pub steps: usize,
+    /// Batch exponent `κ` (`n = d^κ`), in (0, 8].
+    pub kappa: f64,
+    /// `α = n/d` of the activation-aware recursion and the one-step closed form.
+    pub alpha: f64,
+    /// Learning-rate prefactor: `γ = eta0·α^eta_exp`.
+    pub eta0: f64,
+    /// Learning-rate exponent.
+    pub eta_exp: f64,
+    /// `γ = η/p` directly (overrides `eta0`).
+    pub gamma: Option<f64>,
+    /// `β = n/d²` of the quadratic one-step closed form.
+    pub beta: f64,
+    /// Input dimension (for `log_d p` of the random-features floor), at least 2.
+    pub d: usize,
+    /// Width (for `log_d p`).
+    pub p: usize,
+    /// Label preprocessing: none, mean or linear.
+    pub preprocess: String,
+    /// Row normalization after each step.
+    pub normalize: bool,
+    /// Correlation loss (`e = y`).
+    pub correlation: bool,
+    /// Teacher rank (default: the largest index used).
+    pub r: Option<usize>,
+    /// Maximal Hermite degree `K` (1 to 12).
+    pub degree: u32,
+    /// `γ` of the later steps (default: the first step's), for their stability.
+    pub gamma_later: Option<f64>,
+    /// Second-layer initialization: hypercube, gaussian or uniform.
+    pub second_layer: String,
+}
+
+impl Default for Query {
+    fn default() -> Self {
+        Query {
+            target: "staircase2".into(),
+            activation: "relu".into(),
+            steps: 3,
+            kappa: 1.0,
+            alpha: 4.0,
+            eta0: 1.0,
+            eta_exp: 0.5,
+            gamma: None,
+            beta: 1.0,
+            d: 256,
+            p: 512,
+            preprocess: "none".into(),
+            normalize: false,
+            correlation: false,
+            r: None,
+            degree: 6,
+            gamma_later: None,
+            second_layer: "hypercube".into(),
+        }
+    }
+}
+
+impl Query {
+    /// Checks every field and returns the parsed target, its rank and the options of
+    /// [`analyze`]. Messages name the field as spelled here (`kappa must be in (0, 8] ...`).
+    ///
+    /// # Errors
+    /// [`Error::Config`], [`Error::Expr`] or [`Error::Name`] naming the first invalid field.
+    pub fn resolve(&self) -> Result<(Expr, usize, TheoryOptions)> {
+        let text = crate::target::preset_expr(&self.target)
+            .map(str::to_string)
+            .unwrap_or_else(|_| self.target.clone());
+        let expr = Expr::parse(&text)?;
+        let r = self.r.unwrap_or(expr.max_var().max(1));
+        if r < expr.max_var() {
+            return Err(Error::config(format!(
+                "the target uses z{} but r is {r}",
+                expr.max_var()
+            )));
+        }
+        if r > MAX_RANK_DEGREE_3 && self.degree > 2 {
+            return Err(Error::config(format!(
+                "the theory handles r <= {MAX_RANK_DEGREE_3} teacher directions at degree 3 or more (up to r = {MAX_RANK_DEGREE_2} at degree 2), but the target has r = {r}"
+            )));
+        }
+        if r > MAX_RANK_DEGREE_2 {
+            return Err(Error::config(format!(
+                "the theory handles r <= {MAX_RANK_DEGREE_2} teacher directions, but the target has r = {r}"
+            )));
+        }
+        let preprocess: Preprocess = parse_named("preprocess", &self.preprocess)?;
+        let second_layer: SecondLayerInit = parse_named("second_layer", &self.second_layer)?;
+        if self.d < 2 || self.p == 0 {
+            return Err(Error::config(format!(
+                "d must be >= 2 and p > 0, but they are {} and {}",
+                self.d, self.p
+            )));
+        }
+        if self.degree == 0 || self.degree > 12 {
+            return Err(Error::config(format!(
+                "degree must be between 1 and 12, but is {}",
+                self.degree
+            )));
+        }
+        if self.steps == 0 || self.steps > 100 {
+            return Err(Error::config(format!(
+                "steps must be between 1 and 100, but is {}",
+                self.steps
+            )));
+        }
+        if !(self.kappa > 0.0 && self.kappa <= 8.0) {
+            return Err(Error::config(format!(
+                "kappa must be in (0, 8] (n = d^kappa), but is {}",
+                self.kappa
+            )));
+        }
+        for (name, v) in [
+            ("alpha", Some(self.alpha)),
+            ("beta", Some(self.beta)),
+            ("eta0", Some(self.eta0)),
+            ("eta_exp", Some(self.eta_exp)),
+            ("gamma", self.gamma),
+            ("gamma_later", self.gamma_later),
+        ] {
+            if let Some(v) = v {
+                let positive = matches!(name, "alpha" | "beta");
+                if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
+                    return Err(Error::config(format!(
+                        "{name} must be {} and finite, but is {v}",
+                        if positive { "> 0" } else { ">= 0" }
+                    )));
+                }
+            }
+        }
+        let opts = TheoryOptions {
+            activation: self.activation.parse()?,
+            steps: self.steps,
+            kappa: self.kappa,
+            alpha: self.alpha,
+            gamma: self.gamma.unwrap_or(self.eta0 * self.alpha.powf(self.eta_exp)),
+            eta0: self.eta0,
+            beta: self.beta,
+            log_d_p: (self.p as f64).ln() / (self.d as f64).ln(),
+            preprocess,
+            normalize: self.normalize,
+            correlation: self.correlation,
+            max_degree: self.degree,
+            leap: true,
+            second_layer,
+            gamma_later: self.gamma_later,
+        };
+        Ok((expr, r, opts))
+    }
+
+    /// Resolves and answers the question (the object of `giantstep theory --json`).
+    ///
+    /// # Errors
+    /// As [`Query::resolve`] and [`analyze`].
+    pub fn analyze(&self) -> Result<TheoryReport> {
+        let (expr, r, opts) = self.resolve()?;
+        analyze(&expr, r, &opts)
+    }
+}
