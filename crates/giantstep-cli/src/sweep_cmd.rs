@@ -2,7 +2,9 @@
 
 use anyhow::{bail, Context};
 use clap::Args;
-use giantstep::sweep::{merge, read_records, run_sweep, shard_status, work_units, Plan, Progress, Shard, SweepSummary};
+use giantstep::sweep::{
+    merge, read_records, run_sweep, shard_status, work_units, Plan, Progress, Shard, SweepOptions, SweepSummary,
+};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
@@ -120,7 +122,13 @@ pub fn sweep_with_progress(
             }
         }
     };
-    let summary = run_sweep(plan, out, shard, jobs, threads, &progress)?;
+    let options = SweepOptions {
+        shard,
+        jobs,
+        threads,
+        cancel: None,
+    };
+    let summary = run_sweep(plan, out, &options, &progress)?;
     bar.finish_and_clear();
     Ok(summary)
 }

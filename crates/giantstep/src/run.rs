@@ -262,6 +262,15 @@ pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> 
 /// An empty `eval_at` or a `T` of 0 or above the step limit (the per-`T` errors are in the
 /// vector).
 pub fn run_prefixes(config: &ValidConfig, eval_at: &[usize]) -> Result<Vec<Result<RunResult>>> {
+    run_prefixes_cancellable(config, eval_at, None)
+}
+
+/// [`run_prefixes`] that stops between chunks when `cancel` is set.
+pub(crate) fn run_prefixes_cancellable(
+    config: &ValidConfig,
+    eval_at: &[usize],
+    cancel: Option<Arc<AtomicBool>>,
+) -> Result<Vec<Result<RunResult>>> {
     let t_max = eval_at.iter().copied().max().unwrap_or(0).max(1);
     let mut cfg = config.with_steps(t_max)?;
     if cfg.eval.every_step {
@@ -269,7 +278,11 @@ pub fn run_prefixes(config: &ValidConfig, eval_at: &[usize]) -> Result<Vec<Resul
         c.eval.every_step = false;
         cfg = c.resolve()?;
     }
-    run_prefixes_with(&cfg, eval_at, RunOptions::default())
+    let options = RunOptions {
+        cancel,
+        ..Default::default()
+    };
+    run_prefixes_with(&cfg, eval_at, options)
 }
 
 fn run_prefixes_with(cfg: &ValidConfig, eval_at: &[usize], options: RunOptions) -> Result<Vec<Result<RunResult>>> {

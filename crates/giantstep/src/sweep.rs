@@ -495,12 +495,20 @@ pub fn work_units<'a>(points: &[&'a Point]) -> Vec<WorkUnit<'a>> {
 }
 
 /// Runs a work unit: one result per point, in the unit's order.
-fn run_unit(unit: &WorkUnit<'_>, threads: usize) -> Vec<(Result<RunResult>, f64)> {
+fn run_unit(
+    unit: &WorkUnit<'_>,
+    threads: usize,
+    cancel: &Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+) -> Vec<(Result<RunResult>, f64)> {
     let start = std::time::Instant::now();
     if let [point] = unit.points[..] {
         let mut cfg = point.config.clone();
         cfg.threads = threads;
-        let r = cfg.resolve().and_then(|cfg| crate::run::run(&cfg));
+        let options = crate::run::RunOptions {
+            cancel: cancel.clone(),
+            ..Default::default()
+        };
+        let r = cfg.resolve().and_then(|cfg| crate::run::run_with(&cfg, options));
         return vec![(r, start.elapsed().as_secs_f64())];
     }
     let longest = unit
@@ -511,7 +519,10 @@ fn run_unit(unit: &WorkUnit<'_>, threads: usize) -> Vec<(Result<RunResult>, f64)
     let mut cfg = longest.config.clone();
     cfg.threads = threads;
     let eval_at: Vec<usize> = unit.points.iter().map(|p| p.config.train.steps).collect();
-    let outcomes = match cfg.resolve().and_then(|cfg| crate::run::run_prefixes(&cfg, &eval_at)) {
+    let outcomes = match cfg
+        .resolve()
+        .and_then(|cfg| crate::run::run_prefixes_cancellable(&cfg, &eval_at, cancel.clone()))
+    {
         Ok(o) => o,
         Err(e) => unit.points.iter().map(|_| Err(e.clone())).collect(),
     };
@@ -520,19 +531,38 @@ fn run_unit(unit: &WorkUnit<'_>, threads: usize) -> Vec<(Result<RunResult>, f64)
     outcomes.into_iter().map(|o| (o, wall)).collect()
 }
 
-/// Runs the points of `shard` that `out` does not hold yet, `jobs` at a time (each with `threads`
-/// threads, default cores/jobs), appending each record as it finishes.
+/// How a sweep runs: which shard, how many points at a time, threads per point, a cancel flag.
+#[derive(Debug, Clone, Default)]
+pub struct SweepOptions {
+    /// Run only this shard of the points (all when absent).
+    pub shard: Option<Shard>,
+    /// Points (training groups) run at a time (at least 1).
+    pub jobs: usize,
+    /// Threads per point (default: cores / jobs).
+    pub threads: Option<usize>,
+    /// Stops the sweep when set: no new point starts, points in flight stop between chunks and
+    /// are not recorded, and [`run_sweep`] returns [`Error::Cancelled`]; finished records stay.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Runs the points of `options.shard` that `out` does not hold yet, `options.jobs` at a time,
+/// appending each record as it finishes.
 ///
 /// # Errors
-/// Records of a different plan in `out`, an unreadable or unwritable `out`.
+/// Records of a different plan in `out`, an unreadable or unwritable `out`, cancellation.
 pub fn run_sweep(
     plan: &Plan,
     out: &Path,
-    shard: Option<Shard>,
-    jobs: usize,
-    threads: Option<usize>,
+    options: &SweepOptions,
     progress: &(dyn Fn(Progress<'_>) + Sync),
 ) -> Result<SweepSummary> {
+    let SweepOptions {
+        shard,
+        jobs,
+        threads,
+        ref cancel,
+    } = *options;
+    let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     let plan_id = plan.id();
     let total_points = plan.len();
     let points: Vec<Point> = plan
@@ -619,12 +649,15 @@ pub fn run_sweep(
         for _ in 0..jobs {
             scope.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= units.len() || state.lock().map(|s| s.2.is_some()).unwrap_or(true) {
+                if i >= units.len() || cancelled() || state.lock().map(|s| s.2.is_some()).unwrap_or(true) {
                     break;
                 }
                 let unit = &units[i];
                 let share = unit.flops.total() / unit.points.len() as f64;
-                for (point, (outcome, wall_s)) in unit.points.iter().zip(run_unit(unit, threads_per_job)) {
+                for (point, (outcome, wall_s)) in unit.points.iter().zip(run_unit(unit, threads_per_job, cancel)) {
+                    if matches!(outcome, Err(Error::Cancelled)) {
+                        continue;
+                    }
                     let (result, error) = match outcome {
                         Ok(mut r) => {
                             r.config.threads = 0;
@@ -686,6 +719,7 @@ pub fn run_sweep(
     let (_, summary, failure, _) = state.into_inner().expect("sweep state");
     match failure {
         Some(e) => Err(e),
+        None if cancelled() => Err(Error::Cancelled),
         None => Ok(summary),
     }
 }

@@ -1,0 +1,30 @@
+"""The Rust extension behind :mod:`giantstep` (use the functions of the package instead)."""
+
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+def version() -> str: ...
+def resolve_config(toml_text: str, source: str, overrides: Sequence[Tuple[str, str]]) -> str: ...
+def run(
+    toml_text: str,
+    source: str,
+    overrides: Sequence[Tuple[str, str]],
+    w0: Optional[np.ndarray] = None,
+    a: Optional[np.ndarray] = None,
+    w_star: Optional[np.ndarray] = None,
+    target: Optional[Callable[[np.ndarray], Any]] = None,
+    target_name: Optional[str] = None,
+    keep_weights: bool = False,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Tuple[str, Optional[Dict[str, Any]]]: ...
+def theory(query_json: str) -> str: ...
+def sweep(
+    plan_text: str,
+    source: str,
+    out: str,
+    jobs: int = 1,
+    threads: Optional[int] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> str: ...
+def load_records(path: str) -> List[str]: ...

@@ -1,0 +1,344 @@
+//! The Python module `giantstep._core`: a thin layer over the library's typed API. The Python
+//! package `giantstep` (python/giantstep/__init__.py) builds on it; see its docstrings.
+//!
+//! Long calls run the library on a worker thread with the GIL released; the calling thread
+//! waits in slices of 50 ms and checks for signals between them, so that Ctrl-C sets the run's
+//! cancel flag and raises `KeyboardInterrupt` within a chunk's time.
+
+use giantstep::config::{apply_set, parse_table, Config};
+use giantstep::sweep::{read_records, run_sweep, Plan, Progress, SweepOptions};
+use giantstep::{CustomTarget, Error, Observer, Phase, RunOptions, StepRecord, ValidConfig};
+use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyKeyboardInterrupt, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The library's one-line message as the matching Python exception: a value of the wrong type
+/// is a `TypeError`, every other invalid input a `ValueError`.
+fn to_py(e: Error) -> PyErr {
+    match e {
+        Error::Cancelled => PyKeyboardInterrupt::new_err("giantstep: cancelled"),
+        Error::Io { .. } => PyErr::new::<pyo3::exceptions::PyOSError, _>(e.to_string()),
+        Error::Numerical(_) | Error::NonFinite { .. } | Error::NotPositiveDefinite { .. } => {
+            PyRuntimeError::new_err(e.to_string())
+        }
+        _ => {
+            let msg = e.to_string();
+            let msg = msg.trim_start_matches("invalid configuration: ").to_string();
+            if msg.contains("invalid type") {
+                PyTypeError::new_err(msg)
+            } else {
+                PyValueError::new_err(msg)
+            }
+        }
+    }
+}
+
+/// A configuration from TOML text and dotted overrides whose values are JSON texts.
+fn build_config(toml_text: &str, source: &str, overrides: &[(String, String)]) -> Result<Config, Error> {
+    let mut table = parse_table(toml_text, source)?;
+    for (key, json) in overrides {
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::config(format!("{key}: {e}")))?;
+        if value.is_null() {
+            return Err(Error::config(format!(
+                "{key} is None; give a value or leave the key out"
+            )));
+        }
+        let value = toml::Value::try_from(&value).map_err(|e| Error::config(format!("{key}: {e}")))?;
+        apply_set(&mut table, &format!("{key}={value}"))?;
+    }
+    Config::from_table(table)
+}
+
+/// Runs `work` on a worker thread with the GIL released, checking for signals every 50 ms; on a
+/// signal, sets `cancel`, waits for the worker to stop, and raises the signal's exception.
+fn interruptible<T: Send + 'static>(
+    py: Python<'_>,
+    cancel: Arc<AtomicBool>,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> PyResult<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    // The receiver is polled with the GIL released, which needs it shareable.
+    let rx = Mutex::new(rx);
+    let handle = std::thread::spawn(move || {
+        let _ = tx.send(work());
+    });
+    loop {
+        let received = py.detach(|| match rx.lock() {
+            Ok(rx) => rx.recv_timeout(Duration::from_millis(50)),
+            Err(_) => Err(std::sync::mpsc::RecvTimeoutError::Disconnected),
+        });
+        match received {
+            Ok(v) => {
+                let _ = handle.join();
+                return Ok(v);
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if let Err(e) = py.check_signals() {
+                    cancel.store(true, Ordering::SeqCst);
+                    let _ = py.detach(|| handle.join());
+                    return Err(e);
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = handle.join();
+                return Err(PyRuntimeError::new_err(
+                    "giantstep: internal error: the worker thread stopped without a result (please report)",
+                ));
+            }
+        }
+    }
+}
+
+/// Resolves a configuration and returns it as JSON (every default explicit).
+#[pyfunction]
+fn resolve_config(toml_text: &str, source: &str, overrides: Vec<(String, String)>) -> PyResult<String> {
+    let cfg = build_config(toml_text, source, &overrides)
+        .and_then(|c| c.resolve())
+        .map_err(to_py)?;
+    serde_json::to_string(&cfg).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// A 2-D float64 array as a row-major vector, checking its shape.
+fn array(name: &str, a: Option<PyReadonlyArrayDyn<'_, f64>>, shape: &[usize]) -> PyResult<Option<Vec<f64>>> {
+    let Some(a) = a else { return Ok(None) };
+    if a.shape() != shape {
+        return Err(PyValueError::new_err(format!(
+            "{name} must have shape {}, but has shape {}",
+            tuple(shape),
+            tuple(a.shape())
+        )));
+    }
+    let v = a.as_array().iter().copied().collect::<Vec<f64>>();
+    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "{name} must be finite, but its entry {i} (flat index) is {}",
+            v[i]
+        )));
+    }
+    Ok(Some(v))
+}
+
+fn tuple(shape: &[usize]) -> String {
+    match shape {
+        [n] => format!("({n},)"),
+        s => format!("({})", s.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(", ")),
+    }
+}
+
+/// A Python callable as the run's target: called once per chunk with the teacher coordinates
+/// (`m × r` float64) and returning `m` labels; its exception is kept to be raised unchanged.
+fn python_target(f: Py<PyAny>, name: String, r: usize, raised: Arc<Mutex<Option<PyErr>>>) -> CustomTarget {
+    let call = move |x: &[f64], y: &mut [f64]| -> Result<(), String> {
+        Python::attach(|py| -> PyResult<()> {
+            let m = y.len();
+            let coords = PyArray1::from_slice(py, x).reshape([m, r])?;
+            let out = f.call1(py, (coords,))?;
+            let out = py
+                .import("numpy")?
+                .call_method1("asarray", (out, "float64"))?
+                .call_method0("ravel")?;
+            let out: PyReadonlyArrayDyn<f64> = out.extract()?;
+            let out = out.as_array();
+            if out.len() != m {
+                return Err(PyValueError::new_err(format!(
+                    "the target function must return one label per row ({m}), but returned {}",
+                    out.len()
+                )));
+            }
+            y.iter_mut().zip(out.iter()).for_each(|(a, b)| *a = *b);
+            Ok(())
+        })
+        .map_err(|e| {
+            let msg = Python::attach(|py| e.value(py).to_string());
+            if let Ok(mut slot) = raised.lock() {
+                slot.get_or_insert(e);
+            }
+            msg
+        })
+    };
+    CustomTarget {
+        name: format!("<python: {name}>"),
+        f: Arc::new(call),
+    }
+}
+
+/// Reports phases and steps to a Python callable `progress(kind, t, of)`.
+struct PyObserver(Py<PyAny>);
+
+impl Observer for PyObserver {
+    fn phase(&mut self, phase: Phase) {
+        let (kind, t, of) = match phase {
+            Phase::Step { t, of } => ("step", t, of),
+            Phase::Readout => ("readout", 0, 0),
+            Phase::Test => ("test", 0, 0),
+        };
+        Python::attach(|py| {
+            let _ = self.0.call1(py, (kind, t, of));
+        });
+    }
+    fn step_finished(&mut self, record: &StepRecord) {
+        Python::attach(|py| {
+            let _ = self.0.call1(py, ("step_done", record.t, 0));
+        });
+    }
+}
+
+/// Runs one simulation; returns the JSON of the result and, when asked, the weights.
+#[pyfunction]
+#[pyo3(signature = (toml_text, source, overrides, w0=None, a=None, w_star=None, target=None, target_name=None, keep_weights=false, progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn run(
+    py: Python<'_>,
+    toml_text: &str,
+    source: &str,
+    overrides: Vec<(String, String)>,
+    w0: Option<PyReadonlyArrayDyn<'_, f64>>,
+    a: Option<PyReadonlyArrayDyn<'_, f64>>,
+    w_star: Option<PyReadonlyArrayDyn<'_, f64>>,
+    target: Option<Py<PyAny>>,
+    target_name: Option<String>,
+    keep_weights: bool,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<(String, Option<Py<PyDict>>)> {
+    let cfg: ValidConfig = build_config(toml_text, source, &overrides)
+        .and_then(|c| c.resolve())
+        .map_err(to_py)?;
+    let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
+    let w0 = array("W0", w0, &[p, d])?;
+    let a = array("a", a, &[p])?;
+    let w_star = array("W_star", w_star, &[r, d])?;
+    let raised = Arc::new(Mutex::new(None));
+    let custom = target.map(|f| python_target(f, target_name.unwrap_or_else(|| "target".into()), r, raised.clone()));
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    let outcome = interruptible(py, cancel, move || {
+        let mut observer = progress.map(PyObserver);
+        let options = RunOptions {
+            observer: observer.as_mut().map(|o| o as &mut dyn Observer),
+            first_layer: w0.as_deref(),
+            second_layer: a.as_deref(),
+            teacher: w_star.as_deref(),
+            target: custom,
+            cancel: Some(flag),
+            keep_weights,
+        };
+        giantstep::run_with(&cfg, options)
+    })?;
+    let result = match outcome {
+        Ok(r) => r,
+        Err(e @ Error::Target(_)) => {
+            return Err(raised
+                .lock()
+                .ok()
+                .and_then(|mut s| s.take())
+                .unwrap_or_else(|| to_py(e)));
+        }
+        Err(e) => return Err(to_py(e)),
+    };
+    let json = serde_json::to_string(&result).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    let weights = match result.weights {
+        None => None,
+        Some(w) => {
+            let dict = PyDict::new(py);
+            dict.set_item("W0", PyArray1::from_vec(py, w.w0).reshape([w.p, w.d])?)?;
+            dict.set_item("W", PyArray1::from_vec(py, w.w).reshape([w.p, w.d])?)?;
+            dict.set_item("a", PyArray1::from_vec(py, w.a))?;
+            dict.set_item("W_star", PyArray1::from_vec(py, w.w_star).reshape([w.r, w.d])?)?;
+            dict.set_item("readout", PyArray1::from_vec(py, w.readout))?;
+            match w.rf_readout {
+                Some(v) => dict.set_item("rf_readout", PyArray1::from_vec(py, v))?,
+                None => dict.set_item("rf_readout", py.None())?,
+            }
+            Some(dict.unbind())
+        }
+    };
+    Ok((json, weights))
+}
+
+/// The theory report (`giantstep theory --json`) for a question given as JSON.
+#[pyfunction]
+fn theory(py: Python<'_>, query_json: &str) -> PyResult<String> {
+    let query: giantstep::theory::Query = serde_json::from_str(query_json).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        if msg.contains("invalid type") {
+            PyTypeError::new_err(msg)
+        } else {
+            PyValueError::new_err(msg)
+        }
+    })?;
+    let report = py.detach(|| query.analyze()).map_err(to_py)?;
+    serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// Runs the points of a plan that `out` does not hold yet; returns the summary as JSON.
+#[pyfunction]
+#[pyo3(signature = (plan_text, source, out, jobs=1, threads=None, progress=None))]
+fn sweep(
+    py: Python<'_>,
+    plan_text: &str,
+    source: &str,
+    out: PathBuf,
+    jobs: usize,
+    threads: Option<usize>,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let plan = Plan::from_toml(plan_text, source).map_err(to_py)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let options = SweepOptions {
+        shard: None,
+        jobs: jobs.max(1),
+        threads,
+        cancel: Some(cancel.clone()),
+    };
+    let outcome = interruptible(py, cancel, move || {
+        let report = |p: Progress<'_>| {
+            let Some(cb) = &progress else { return };
+            let (kind, a, b) = match p {
+                Progress::Start { todo, total, .. } => ("start", todo, total),
+                Progress::Done { point, .. } => ("done", point.index, 0),
+            };
+            Python::attach(|py| {
+                let _ = cb.call1(py, (kind, a, b));
+            });
+        };
+        run_sweep(&plan, &out, &options, &report)
+    })?;
+    let summary = outcome.map_err(to_py)?;
+    Ok(format!(
+        "{{\"points\": {}, \"skipped\": {}, \"ran\": {}, \"failed\": {}}}",
+        summary.shard_points, summary.skipped, summary.ran, summary.failed
+    ))
+}
+
+/// The records of a record file as JSON lines (complete records only).
+#[pyfunction]
+fn load_records(py: Python<'_>, path: PathBuf) -> PyResult<Vec<String>> {
+    let (records, _) = py.detach(|| read_records(&path)).map_err(to_py)?;
+    records
+        .iter()
+        .map(|r| serde_json::to_string(r).map_err(|e| PyRuntimeError::new_err(e.to_string())))
+        .collect()
+}
+
+/// The version of the Rust library.
+#[pyfunction]
+fn version() -> &'static str {
+    env!("CARGO_PKG_VERSION")
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(resolve_config, m)?)?;
+    m.add_function(wrap_pyfunction!(run, m)?)?;
+    m.add_function(wrap_pyfunction!(theory, m)?)?;
+    m.add_function(wrap_pyfunction!(sweep, m)?)?;
+    m.add_function(wrap_pyfunction!(load_records, m)?)?;
+    m.add_function(wrap_pyfunction!(version, m)?)?;
+    Ok(())
+}

@@ -1,0 +1,222 @@
+"""The Python package against the command line and the library's guarantees (pytest)."""
+
+import json
+import math
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import giantstep
+
+ROOT = pathlib.Path(__file__).resolve().parents[3]
+SMALL = {"network": {"d": 32, "p": 16}, "train": {"steps": 2}, "eval": {"n_test": 1000}}
+
+
+def cli():
+    """The giantstep binary: $GIANTSTEP_BIN (set by .ci/run), else a cargo build in target/."""
+    path = os.environ.get("GIANTSTEP_BIN")
+    if path:
+        return path
+    for profile in ("release", "debug"):
+        p = ROOT / "target" / profile / "giantstep"
+        if p.exists():
+            return str(p)
+    pytest.skip("no giantstep binary: set GIANTSTEP_BIN or run cargo build")
+
+
+def without_time(d):
+    d = dict(d)
+    d.pop("elapsed_s", None)
+    return d
+
+
+def test_config_forms_resolve_alike(tmp_path):
+    nested = giantstep.resolve(SMALL)
+    dotted = giantstep.resolve({"network.d": 32, "network.p": 16, "train.steps": 2, "eval.n_test": 1000})
+    text = "[network]\nd = 32\np = 16\n[train]\nsteps = 2\n[eval]\nn_test = 1000\n"
+    from_text = giantstep.resolve(text)
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    from_path = giantstep.resolve(path)
+    from_str_path = giantstep.resolve(str(path))
+    overrides = giantstep.resolve(None, network={"d": 32, "p": 16}, **{"train.steps": 2, "eval.n_test": 1000})
+    for other in (dotted, from_text, from_path, from_str_path, overrides):
+        assert other == nested
+    assert nested["target"]["expr"] == "z1 + z1*z2" and nested["train"]["n"] == "4d"
+    # Overrides win over the config; numpy scalars are accepted.
+    assert giantstep.resolve(SMALL, **{"network.d": np.int64(40)})["network"]["d"] == 40
+    # The result carries the same resolved configuration (threads aside).
+    r = giantstep.run(SMALL, threads=1)
+    assert r.config == giantstep.resolve(SMALL, threads=1)
+
+
+def test_identical_to_the_cli():
+    config = {"network.d": 48, "network.p": 24, "train.steps": 3, "train.n": "d^1.5", "eval.n_test": 3000,
+              "eval.every_step": True, "precision": "f32", "seed": 7, "train.eta_schedule": [1.0, 0.5]}
+    sets = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in config.items()]
+    out = subprocess.run([cli(), "run", "--json", "-q"] + sum((["--set", s] for s in sets), []),
+                         check=True, capture_output=True, text=True).stdout
+    want = json.loads(out)
+    got = giantstep.run(config)
+    assert without_time(got.to_dict()) == without_time(want)
+    assert got.test_error == want["test_error"]  # bit for bit
+    th = subprocess.run([cli(), "theory", "stairway-he124", "--steps", "2", "--json"],
+                        check=True, capture_output=True, text=True).stdout
+    assert giantstep.theory("stairway-he124", steps=2) == json.loads(th)
+
+
+def test_weights_shapes_and_dtypes():
+    r = giantstep.run(SMALL, return_weights=True)
+    shapes = {"W0": (16, 32), "W": (16, 32), "a": (16,), "W_star": (2, 32), "readout": (16,), "rf_readout": (16,)}
+    for name, shape in shapes.items():
+        arr = getattr(r, name)
+        assert isinstance(arr, np.ndarray) and arr.dtype == np.float64 and arr.shape == shape, name
+    assert np.allclose(r.W_star @ r.W_star.T, np.eye(2), atol=1e-12)
+    assert not np.array_equal(r.W0, r.W)
+    with pytest.raises(AttributeError, match="return_weights=True"):
+        giantstep.run(SMALL).W
+    assert isinstance(r.steps, list) and len(r.steps) == 2 and "mean_abs_cos" in r.steps[0]
+    assert r.rf_test_error > r.test_error and isinstance(r.theory, dict)
+
+
+def test_given_arrays_reproduce_a_run():
+    first = giantstep.run(SMALL, return_weights=True)
+    again = giantstep.run(SMALL, W0=first.W0, a=first.a, W_star=first.W_star)
+    assert without_time(again.to_dict()) == without_time(first.to_dict())
+    # Arrays from elsewhere (a list, float32) are taken too; another W0 changes the result.
+    other = giantstep.run(SMALL, W0=(-first.W0).astype(np.float32).tolist())
+    assert other.test_error != first.test_error
+
+
+def test_python_target_equals_the_expression():
+    want = giantstep.run(SMALL, threads=2)
+    calls = []
+
+    def staircase(x):
+        calls.append(x.shape)
+        assert x.dtype == np.float64 and x.ndim == 2 and x.shape[1] == 2
+        return x[:, 0] + x[:, 0] * x[:, 1]
+
+    got = giantstep.run(SMALL, target=staircase, threads=2, **{"target.r": 2})
+    assert got.test_error == want.test_error and got.rf_test_error == want.rf_test_error
+    assert got.steps == want.steps
+    assert got.config["target"]["expr"] == "<python: test_python_target_equals_the_expression.<locals>.staircase>"
+    assert got.theory is None and "given at run time" in got.theory_note
+    assert calls and all(m <= 4096 for m, _ in calls)
+
+
+def test_errors_name_the_key():
+    cases = [
+        ({"network.d": [1, 2]}, TypeError, "network.d"),
+        ({"train.stepz": 1}, ValueError, "unknown configuration key 'train.stepz'"),
+        ({"network.p": 5}, ValueError, "network.p must be even"),
+        ({"target.expr": "z1 +* z2"}, ValueError, "target expression 'z1 +* z2'"),
+        ({"network.activation": "sigmoid"}, ValueError, "activation"),
+        ({"train.n": None}, ValueError, "train.n is None"),
+        ({"network.d": object()}, TypeError, "network.d must be a number"),
+    ]
+    for overrides, kind, text in cases:
+        with pytest.raises(kind, match=text.replace("(", r"\(").replace("*", r"\*").replace("+", r"\+")):
+            giantstep.run(SMALL, **overrides)
+    with pytest.raises(ValueError, match=r"W0 must have shape \(16, 32\), but has shape \(3, 3\)"):
+        giantstep.run(SMALL, W0=np.zeros((3, 3)))
+    bad = np.zeros(16)
+    bad[3] = np.nan
+    with pytest.raises(ValueError, match="a must be finite"):
+        giantstep.run(SMALL, a=bad)
+    with pytest.raises(ValueError, match="orthonormal rows"):
+        giantstep.run(SMALL, W_star=np.ones((2, 32)))
+    with pytest.raises(TypeError, match="W0 must be an array of numbers"):
+        giantstep.run(SMALL, W0=[["x"]])
+    with pytest.raises(TypeError, match="target must be callable"):
+        giantstep.run(SMALL, target=3)
+    with pytest.raises(ValueError, match="malformed TOML in the TOML string at line 1"):
+        giantstep.run("[network\nd = 3")
+    with pytest.raises(ValueError, match="kappa must be in"):
+        giantstep.theory("z1", kappa=100)
+    with pytest.raises(ValueError, match="unknown function"):
+        giantstep.theory("foo(z1)")
+
+    def broken(x):
+        return 1 / 0
+
+    with pytest.raises(ZeroDivisionError):  # the target's own exception, unchanged
+        giantstep.run(SMALL, target=broken, **{"target.r": 1})
+    with pytest.raises(ValueError, match="one label per row"):
+        giantstep.run(SMALL, target=lambda x: x[:3, 0], **{"target.r": 1})
+
+
+# A run of a few seconds here: d = 256, p = 512, n = d^2, 3 steps.
+LONG = {"network": {"d": 256, "p": 512}, "train": {"n": "d^2", "steps": 3}, "eval": {"n_test": 100000}}
+
+
+def test_keyboard_interrupt_stops_a_long_run():
+    def interrupt():
+        time.sleep(0.5)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Thread(target=interrupt)
+    start = time.monotonic()
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        giantstep.run(LONG)
+    stopped = time.monotonic() - start
+    timer.join()
+    assert stopped < 0.5 + 1.0, f"stopped {stopped - 0.5:.2f} s after Ctrl-C"
+    # The package still works afterwards.
+    assert giantstep.run(SMALL).test_error > 0
+
+
+def test_gil_is_released_during_a_run():
+    count = [0]
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    start = time.monotonic()
+    giantstep.run({"network": {"d": 128, "p": 256}, "train": {"n": "d^2"}, "eval": {"n_test": 50000}})
+    elapsed = time.monotonic() - start
+    stop.set()
+    t.join()
+    # A spinning Python thread that held only 1% of the run would count far less than this.
+    assert elapsed > 0.2 and count[0] > 100_000 * elapsed, (count[0], elapsed)
+
+
+def test_sweep_records_and_frame(tmp_path):
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        'name = "tiny"\n'
+        "[base]\nnetwork = { d = 16, p = 8 }\neval = { n_test = 300 }\n"
+        '[axes]\n"train.steps" = [1, 2]\nseed = "0..2"\n'
+    )
+    out = tmp_path / "records.jsonl"
+    summary = giantstep.sweep(plan, out, jobs=2)
+    assert summary == {"points": 4, "skipped": 0, "ran": 4, "failed": 0}
+    assert giantstep.sweep(plan, out)["skipped"] == 4  # resumes
+    records = giantstep.load_records(out)
+    assert sorted(r["index"] for r in records) == [0, 1, 2, 3]
+    # A record equals the run of its configuration.
+    rec = next(r for r in records if r["index"] == 3)
+    again = giantstep.run(rec["config"]).to_dict()
+    again["config"]["threads"] = 0  # records do not keep the thread count
+    assert without_time(again) == without_time(rec["result"])
+    pd = pytest.importorskip("pandas")
+    frame = giantstep.records_frame(out)
+    assert isinstance(frame, pd.DataFrame)
+    assert len(frame) == 1 + 2 + 1 + 2  # one row per (point, step)
+    assert set(frame["t"]) == {1, 2} and math.isclose(frame["kappa"].iloc[0], math.log(64) / math.log(16))
+
+
+def test_progress_without_tqdm_is_harmless():
+    assert giantstep.run(SMALL, progress=True).test_error > 0
