@@ -1,11 +1,11 @@
 //! `giantstep bench`: wall time and achieved GFLOP/s of each phase of a standard workload, next to
 //! the GFLOP/s the same binary reaches on a bare GEMM of the chunk shape on every thread at once.
 
-use giantstep::config::{FirstLayerInit, Precision, SecondLayerInit, TeacherKind};
+use giantstep::config::{FirstLayerInit, NetworkConfig, Precision, SecondLayerInit, TeacherKind};
 use giantstep::data::{Purpose, StreamKey};
 use giantstep::engine::{self, Batch, ErrorSignal, Exec};
 use giantstep::expr::Expr;
-use giantstep::linalg::{matmul, Real};
+use giantstep::linalg::{matmul, Op, Real};
 use giantstep::network::Network;
 use giantstep::target::{preset_expr, Target};
 use giantstep::Result;
@@ -97,7 +97,7 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
     let run = || {
         let mut h = vec![T::default(); m * p];
         for _ in 0..reps {
-            matmul(&mut h, m, p, d, &z, false, &w, true, false);
+            matmul(&mut h, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false);
         }
     };
     run(); // warm up
@@ -159,12 +159,14 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
     let expr = Expr::parse(preset_expr("staircase2")?)?;
     let target = Target::new(expr, 2, d, TeacherKind::Random, 0.0, 0)?;
     let mut net = Network::init(
-        d,
-        p,
-        "relu".parse()?,
-        FirstLayerInit::Gaussian,
-        SecondLayerInit::Hypercube,
-        true,
+        &NetworkConfig {
+            d,
+            p,
+            activation: "relu".parse()?,
+            first_layer: FirstLayerInit::Gaussian,
+            second_layer: SecondLayerInit::Hypercube,
+            symmetric: true,
+        },
         0,
     );
     let w0 = net.w.clone();

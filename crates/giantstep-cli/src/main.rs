@@ -14,6 +14,7 @@ mod plot;
 mod reproduce;
 mod summary;
 mod sweep_cmd;
+mod tables;
 mod theory_cmd;
 
 /// Feature learning in two-layer networks after a few giant gradient steps: simulation and theory.

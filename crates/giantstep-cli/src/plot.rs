@@ -1,11 +1,13 @@
 //! Figures from record files (plotters; text in the bundled DejaVu Sans, so PNGs render on machines
 //! without system fonts). Plots read records only, never simulation internals.
 
+use crate::tables::{
+    cosine_data, mean_std, ok_records, overlap_data, stairway_data, CosinePanel, OverlapPanel, StairwayData,
+};
 use anyhow::{bail, Context};
 use giantstep::sweep::{read_records, Record};
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use std::collections::BTreeMap;
 use std::path::Path;
 
 const FONT: &str = "sans-serif";
@@ -29,85 +31,6 @@ const COLORS: [RGBColor; 6] = [
     RGBColor(255, 127, 14),
     RGBColor(23, 190, 207),
 ];
-
-/// Mean and sample standard deviation (0 for a single value).
-pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
-    let n = v.len() as f64;
-    let m = v.iter().sum::<f64>() / n;
-    let var = if v.len() > 1 {
-        v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0)
-    } else {
-        0.0
-    };
-    (m, var.sqrt())
-}
-
-/// Curves of the stairway figure: per number of steps, (κ, mean, std) points.
-#[derive(Debug, Default)]
-pub struct StairwayData {
-    /// Steps → κ (as an ordered key) → test errors over seeds.
-    pub trained: BTreeMap<usize, BTreeMap<i64, Vec<f64>>>,
-    /// κ → random-features test errors.
-    pub rf: BTreeMap<i64, Vec<f64>>,
-    /// The linear-kernel error, if the records carry the theory.
-    pub linear_kernel: Option<f64>,
-    /// Label second moment (mean over records).
-    pub second_moment: f64,
-    /// Title.
-    pub title: String,
-}
-
-/// κ rounded to 1e-6 as an integer key.
-fn kappa_key(n: usize, d: usize) -> i64 {
-    ((n as f64).ln() / (d as f64).ln() * 1e6).round() as i64
-}
-
-fn ok_records(records: &[Record]) -> Vec<&giantstep::RunResult> {
-    records.iter().filter_map(|r| r.result.as_ref()).collect()
-}
-
-/// Collects the stairway curves.
-pub fn stairway_data(records: &[Record]) -> anyhow::Result<StairwayData> {
-    let results = ok_records(records);
-    if results.is_empty() {
-        bail!("no finished points in the records");
-    }
-    let mut data = StairwayData::default();
-    let mut y2 = Vec::new();
-    for r in &results {
-        let d = r.config.network.d;
-        let n = r.steps[0].n;
-        let k = kappa_key(n, d);
-        data.trained
-            .entry(r.steps.len())
-            .or_default()
-            .entry(k)
-            .or_default()
-            .push(r.test_error);
-        // Every batch size gets an entry; it stays empty when the baseline was skipped.
-        let rf = data.rf.entry(k).or_default();
-        if let Some(v) = r.rf_test_error {
-            rf.push(v);
-        }
-        y2.push(r.test_label_second_moment);
-        if data.linear_kernel.is_none() {
-            data.linear_kernel = r.theory.as_ref().map(|t| t.linear_kernel_error);
-        }
-    }
-    data.second_moment = mean_std(&y2).0;
-    let c = &results[0].config;
-    data.title = format!(
-        "{} — {}, d = {}, p = {}",
-        c.target
-            .preset
-            .as_deref()
-            .unwrap_or(c.target.expr.as_deref().unwrap_or("")),
-        c.network.activation,
-        c.network.d,
-        c.network.p
-    );
-    Ok(data)
-}
 
 fn draw_stairway<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, data: &StairwayData) -> anyhow::Result<()>
 where
@@ -221,53 +144,6 @@ where
     Ok(())
 }
 
-/// One panel of the cosines figure.
-pub struct CosinePanel {
-    /// Step.
-    pub step: usize,
-    /// (cos with w*1, cos with w*2) per neuron.
-    pub points: Vec<(f64, f64)>,
-    /// (cos of G⊥ with w*1, w*2) per neuron.
-    pub perp: Vec<(f64, f64)>,
-}
-
-/// Collects the cosine scatter of the record with the most steps (seed 0 if several).
-pub fn cosine_data(records: &[Record]) -> anyhow::Result<(Vec<CosinePanel>, Option<Vec<f64>>, String)> {
-    let results = ok_records(records);
-    let r = results
-        .iter()
-        .max_by_key(|r| (r.steps.len(), std::cmp::Reverse(r.config.seed)))
-        .context("no finished points in the records")?;
-    if r.r < 2 {
-        bail!(
-            "the cosines figure needs r >= 2 teacher directions, but the target has r = {}",
-            r.r
-        );
-    }
-    let panels = r
-        .steps
-        .iter()
-        .map(|s| CosinePanel {
-            step: s.t,
-            points: s.gradient.grad_cos.iter().map(|c| (c[0], c[1])).collect(),
-            perp: s.gradient.grad_perp_cos.iter().map(|c| (c[0], c[1])).collect(),
-        })
-        .collect();
-    let mu1 = r.theory.as_ref().map(|t| t.mu1.clone());
-    let c = &r.config;
-    let title = format!(
-        "gradient cosines — {}, {}, d = {}, n = {}",
-        c.target
-            .preset
-            .as_deref()
-            .unwrap_or(c.target.expr.as_deref().unwrap_or("")),
-        c.network.activation,
-        c.network.d,
-        r.steps[0].n
-    );
-    Ok((panels, mu1, title))
-}
-
 fn draw_cosines<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     panels: &[CosinePanel],
@@ -348,86 +224,6 @@ where
     }
     root.present()?;
     Ok(())
-}
-
-/// One panel of the overlaps figure (one activation).
-pub struct OverlapPanel {
-    /// Activation.
-    pub activation: String,
-    /// Per direction, per step: measured (mean, std) over seeds.
-    pub measured: Vec<Vec<(f64, f64)>>,
-    /// Per direction, per step: predicted.
-    pub predicted: Option<Vec<Vec<f64>>>,
-    /// Random level.
-    pub random_level: f64,
-}
-
-/// Collects the overlaps per activation.
-pub fn overlap_data(records: &[Record]) -> anyhow::Result<Vec<OverlapPanel>> {
-    let results = ok_records(records);
-    if results.is_empty() {
-        bail!("no finished points in the records");
-    }
-    // One panel per experiment: activation, and target, d and n when the records hold several.
-    let distinct = |f: &dyn Fn(&giantstep::RunResult) -> String| {
-        results
-            .iter()
-            .map(|r| f(r))
-            .collect::<std::collections::BTreeSet<_>>()
-            .len()
-            > 1
-    };
-    let expr_of = |r: &giantstep::RunResult| r.config.target.expr.clone().unwrap_or_default();
-    let (many_targets, many_d, many_n) = (
-        distinct(&|r| format!("{} {}", expr_of(r), r.r)),
-        distinct(&|r| r.config.network.d.to_string()),
-        distinct(&|r| r.steps[0].n.to_string()),
-    );
-    let mut groups: BTreeMap<String, Vec<&giantstep::RunResult>> = BTreeMap::new();
-    for r in results {
-        let mut label = r.config.network.activation.to_string();
-        if many_targets {
-            label += &format!(", {}", expr_of(r));
-        }
-        if many_d {
-            label += &format!(", d = {}", r.config.network.d);
-        }
-        if many_n {
-            label += &format!(", n = {}", r.steps[0].n);
-        }
-        groups.entry(label).or_default().push(r);
-    }
-    let mut panels = Vec::new();
-    for (act, rs) in groups {
-        let steps = rs.iter().map(|r| r.steps.len()).max().unwrap_or(0);
-        let rs: Vec<_> = rs.into_iter().filter(|r| r.steps.len() == steps).collect();
-        let rr = rs[0].r;
-        let measured = (0..rr)
-            .map(|k| {
-                (0..steps)
-                    .map(|t| {
-                        mean_std(
-                            &rs.iter()
-                                .map(|r| r.steps[t].overlaps.mean_abs_cos[k])
-                                .collect::<Vec<_>>(),
-                        )
-                    })
-                    .collect()
-            })
-            .collect();
-        let predicted = rs[0].theory.as_ref().map(|th| {
-            (0..rr)
-                .map(|k| th.predicted_mean_abs_cos.iter().map(|p| p[k]).collect())
-                .collect()
-        });
-        panels.push(OverlapPanel {
-            activation: act,
-            measured,
-            predicted,
-            random_level: rs[0].random_level,
-        });
-    }
-    Ok(panels)
 }
 
 fn draw_overlaps<DB: DrawingBackend>(

@@ -1,8 +1,8 @@
 //! `giantstep reproduce NAME`: the paper's experiments as built-in plans, with figures and a
 //! markdown summary.
 
-use crate::plot::{mean_std, plot_records, Figure};
-use crate::theory_cmd::vec3 as fmt_vec;
+use crate::plot::{plot_records, Figure};
+use crate::tables::{cosine_markdown, mean_std, overlap_markdown, stairway_data, stairway_markdown};
 use anyhow::bail;
 use clap::Args;
 use giantstep::sweep::{read_records, Plan, Record};
@@ -220,7 +220,6 @@ seed = "0..{seeds}"
 /// The markdown summary of an experiment's records.
 pub fn summary(name: &str, paper: bool, figure: Figure, records: &[Record]) -> anyhow::Result<String> {
     let mut s = String::new();
-    let results: Vec<_> = records.iter().filter_map(|r| r.result.as_ref()).collect();
     // A retried point has a failed and a successful record: count points, not records.
     let ok: std::collections::HashSet<&str> = records
         .iter()
@@ -239,134 +238,12 @@ pub fn summary(name: &str, paper: bool, figure: Figure, records: &[Record]) -> a
     );
     match figure {
         Figure::Stairway => {
-            let data = crate::plot::stairway_data(records)?;
-            let steps: Vec<usize> = data.trained.keys().copied().collect();
-            let _ = write!(s, "| log n / log d |");
-            for t in &steps {
-                let _ = write!(s, " T = {t} |");
-            }
-            let _ = writeln!(s, " random features |");
-            let _ = writeln!(s, "|---|{}---|", "---|".repeat(steps.len()));
-            for (k, rf) in &data.rf {
-                let _ = write!(s, "| {:.2} |", *k as f64 / 1e6);
-                for t in &steps {
-                    match data.trained[t].get(k) {
-                        Some(v) => {
-                            let (m, sd) = mean_std(v);
-                            let _ = write!(s, " {m:.4} ± {sd:.4} |");
-                        }
-                        None => {
-                            let _ = write!(s, " - |");
-                        }
-                    }
-                }
-                if rf.is_empty() {
-                    let _ = writeln!(s, " skipped |");
-                } else {
-                    let (m, sd) = mean_std(rf);
-                    let _ = writeln!(s, " {m:.4} ± {sd:.4} |");
-                }
-            }
-            let _ = writeln!(
-                s,
-                "\nTest error, mean ± std over seeds. E[y²] on the test sets: {:.4}.",
-                data.second_moment
-            );
-            if let Some(lk) = data.linear_kernel {
-                let _ = writeln!(s, "Theory: linear-kernel error {lk:.4} (E[g²] − μ0² − |μ1|²).");
-            }
+            let data = stairway_data(records)?;
+            s += &stairway_markdown(&data);
             paper_comparison(&mut s, name, &data);
         }
-        Figure::Cosines => {
-            let r = results
-                .iter()
-                .max_by_key(|r| r.steps.len())
-                .ok_or_else(|| anyhow::anyhow!("no finished points"))?;
-            let th = r.theory.as_ref();
-            let _ = writeln!(
-                s,
-                "| step | measured mean abs cos | predicted (theory) | fraction of G_i within 10° of the mu1 line |"
-            );
-            let _ = writeln!(s, "|---|---|---|---|");
-            let line = th.map(|t| t.mu1.clone());
-            for (t, st) in r.steps.iter().enumerate() {
-                let pred = th
-                    .and_then(|t2| t2.predicted_mean_abs_cos.get(t))
-                    .map(|p| fmt_vec(p))
-                    .unwrap_or_else(|| "-".into());
-                let frac = line.as_ref().map_or("-".to_string(), |m| {
-                    let n = (m[0] * m[0] + m[1] * m[1]).sqrt();
-                    let on: usize = st
-                        .gradient
-                        .grad_cos
-                        .iter()
-                        .filter(|c| {
-                            let cn = (c[0] * c[0] + c[1] * c[1]).sqrt();
-                            cn > 0.0
-                                && ((c[0] * m[0] + c[1] * m[1]).abs() / (cn * n))
-                                    .min(1.0)
-                                    .acos()
-                                    .to_degrees()
-                                    < 10.0
-                        })
-                        .count();
-                    format!("{:.2}", on as f64 / st.gradient.grad_cos.len().max(1) as f64)
-                });
-                let _ = writeln!(
-                    s,
-                    "| {} | {} | {} | {} |",
-                    st.t,
-                    fmt_vec(&st.overlaps.mean_abs_cos),
-                    pred,
-                    frac
-                );
-            }
-            if let Some(m) = line {
-                let _ = writeln!(
-                    s,
-                    "\nTheory line: mu1 = {} (slope {:.4}).",
-                    fmt_vec(&m),
-                    m[1] / m[0] + 0.0
-                );
-            }
-        }
-        Figure::Overlaps => {
-            let panels = crate::plot::overlap_data(records)?;
-            for p in &panels {
-                let _ = writeln!(s, "## activation {}\n", p.activation);
-                let _ = writeln!(s, "| step | direction | measured mean abs cos (± std) | predicted |");
-                let _ = writeln!(s, "|---|---|---|---|");
-                let steps = p.measured.first().map_or(0, |m| m.len());
-                for t in 0..steps {
-                    for (k, m) in p.measured.iter().enumerate() {
-                        let pred = p
-                            .predicted
-                            .as_ref()
-                            .map_or("-".to_string(), |pr| format!("{:.4}", pr[k][t]));
-                        let _ = writeln!(
-                            s,
-                            "| {} | w*{} | {:.4} ± {:.4} | {} |",
-                            t + 1,
-                            k + 1,
-                            m[t].0,
-                            m[t].1,
-                            pred
-                        );
-                    }
-                }
-                let _ = writeln!(s, "\nRandom level sqrt(2/(pi d)) = {:.4}.\n", p.random_level);
-            }
-            let mut seen = std::collections::BTreeSet::new();
-            for r in &results {
-                if let Some(t) = &r.theory {
-                    for b in &t.blocked {
-                        if seen.insert((r.config.network.activation.to_string(), b.clone())) {
-                            let _ = writeln!(s, "- {}: {b}", r.config.network.activation);
-                        }
-                    }
-                }
-            }
-        }
+        Figure::Cosines => s += &cosine_markdown(records)?,
+        Figure::Overlaps => s += &overlap_markdown(records)?,
     }
     Ok(s)
 }
@@ -452,7 +329,7 @@ fn paper_values(name: &str) -> &'static [(f64, usize, f64, f64)] {
 }
 
 /// A table of the paper's values next to the measured seed means at the nearest batch size.
-fn paper_comparison(s: &mut String, name: &str, data: &crate::plot::StairwayData) {
+fn paper_comparison(s: &mut String, name: &str, data: &crate::tables::StairwayData) {
     let values = paper_values(name);
     if values.is_empty() {
         return;

@@ -18,8 +18,19 @@ fn name<T: serde::Serialize>(v: &T) -> String {
 }
 
 pub fn render(res: &RunResult) -> String {
-    let c = &res.config;
     let mut s = String::new();
+    setup(&mut s, res);
+    steps_table(&mut s, res);
+    learned(&mut s, res);
+    readout(&mut s, res);
+    theory(&mut s, res);
+    let _ = writeln!(s, "elapsed {:.2} s on {} thread(s)", res.elapsed_s, res.config.threads);
+    s
+}
+
+/// The target, the network and the training protocol.
+fn setup(s: &mut String, res: &RunResult) {
+    let c = &res.config;
     let expr = c.target.expr.as_deref().unwrap_or("?");
     let preset = c
         .target
@@ -72,6 +83,10 @@ pub fn render(res: &RunResult) -> String {
             .collect();
         let _ = writeln!(s, "        eta/p per step: {}", gammas.join(", "));
     }
+}
+
+/// Overlaps and gradient geometry per step, with the theory's prediction under each.
+fn steps_table(s: &mut String, res: &RunResult) {
     let cols = res.r.min(MAX_COLUMNS);
     let _ = writeln!(s);
     let mut header = format!("{:>4} {:>10}", "step", "batch mse");
@@ -116,6 +131,10 @@ pub fn render(res: &RunResult) -> String {
     if res.r > cols {
         let _ = writeln!(s, "({} more teacher directions in --json)", res.r - cols);
     }
+}
+
+/// Per-step test errors and which directions were learned.
+fn learned(s: &mut String, res: &RunResult) {
     if res.steps.iter().any(|st| st.test_error.is_some()) {
         let errs: Vec<String> = res
             .steps
@@ -155,6 +174,11 @@ pub fn render(res: &RunResult) -> String {
             }
         );
     }
+}
+
+/// The readout and the test errors next to the baselines.
+fn readout(s: &mut String, res: &RunResult) {
+    let c = &res.config;
     let _ = writeln!(s);
     let rn = match c.readout.batch {
         giantstep::config::ReadoutBatch::Last => "the last training batch".to_string(),
@@ -196,6 +220,10 @@ pub fn render(res: &RunResult) -> String {
         "  predicting 0      test error {:.4}   (E[y^2] on the test set)",
         res.test_label_second_moment
     );
+}
+
+/// The theory's lines: the linear-kernel error, blocked directions, caveats.
+fn theory(s: &mut String, res: &RunResult) {
     if let Some(t) = &res.theory {
         let _ = writeln!(
             s,
@@ -205,7 +233,7 @@ pub fn render(res: &RunResult) -> String {
         let _ = writeln!(
             s,
             "theory rows: the activation-aware recursion of docs/theory.md §2 at n = {:.2} d",
-            res.steps[0].n as f64 / d
+            res.steps[0].n as f64 / res.config.network.d as f64
         );
         for b in &t.blocked {
             let _ = writeln!(s, "theory: {b}");
@@ -216,8 +244,6 @@ pub fn render(res: &RunResult) -> String {
     } else if let Some(note) = &res.theory_note {
         let _ = writeln!(s, "theory: not attached ({note})");
     }
-    let _ = writeln!(s, "elapsed {:.2} s on {} thread(s)", res.elapsed_s, c.threads);
-    s
 }
 
 /// The readout batch size of a recorded configuration (`?` when it does not resolve).

@@ -248,6 +248,29 @@ fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> any
         None
     };
     let id = plan.id();
+    check_slurm_dir(dir, &id, n)?;
+    std::fs::create_dir_all(dir.join("shards")).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("logs"))?;
+    let dir = dir.canonicalize()?;
+    let exe = std::env::current_exe()?.canonicalize()?;
+    let text = std::fs::read_to_string(plan_path)?;
+    crate::write_atomic(&dir.join("plan.toml"), &text)?;
+    crate::write_atomic(
+        &meta_path_in(&dir),
+        &serde_json::to_string(&SlurmMeta {
+            plan: id,
+            array_size: n,
+            points,
+        })?,
+    )?;
+    let (sweep, merge) = slurm_scripts(args, plan, &dir, &exe, n);
+    crate::write_atomic(&dir.join("sweep.sbatch"), &sweep)?;
+    crate::write_atomic(&dir.join("merge.sbatch"), &merge)?;
+    submit_or_explain(sbatch.as_deref(), &dir, n)
+}
+
+/// Refuses a Slurm directory set up for another plan or another array size.
+fn check_slurm_dir(dir: &Path, id: &str, n: usize) -> anyhow::Result<()> {
     let meta_path = dir.join("slurm.json");
     if meta_path.exists() {
         let meta: SlurmMeta = serde_json::from_str(&std::fs::read_to_string(&meta_path)?)
@@ -267,20 +290,11 @@ fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> any
             );
         }
     }
-    std::fs::create_dir_all(dir.join("shards")).with_context(|| format!("cannot create {}", dir.display()))?;
-    std::fs::create_dir_all(dir.join("logs"))?;
-    let dir = dir.canonicalize()?;
-    let exe = std::env::current_exe()?.canonicalize()?;
-    let text = std::fs::read_to_string(plan_path)?;
-    crate::write_atomic(&dir.join("plan.toml"), &text)?;
-    crate::write_atomic(
-        &meta_path_in(&dir),
-        &serde_json::to_string(&SlurmMeta {
-            plan: id,
-            array_size: n,
-            points,
-        })?,
-    )?;
+    Ok(())
+}
+
+/// The array script (task i runs shard i/n) and the merge script (records, then figures).
+fn slurm_scripts(args: &SweepArgs, plan: &Plan, dir: &Path, exe: &Path, n: usize) -> (String, String) {
     let q = |p: &Path| sh_quote(&p.display().to_string());
     let name = plan.name.clone().unwrap_or_else(|| "sweep".into());
     let mut sweep = format!(
@@ -300,7 +314,7 @@ fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> any
     sweep += &format!(
         "set -euo pipefail\n# A requeued task resumes its own shard: finished points are skipped.\n\
          exec {} sweep {} --shard \"${{SLURM_ARRAY_TASK_ID}}/{n}\" --out {}/\"shard-${{SLURM_ARRAY_TASK_ID}}.jsonl\" \\\n    --threads \"${{SLURM_CPUS_PER_TASK:-1}}\" --quiet\n",
-        q(&exe),
+        q(exe),
         q(&dir.join("plan.toml")),
         q(&dir.join("shards"))
     );
@@ -314,7 +328,7 @@ fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> any
     }
     merge += &format!(
         "set -euo pipefail\n{} merge {}/shard-*.jsonl --out {}\n",
-        q(&exe),
+        q(exe),
         q(&dir.join("shards")),
         q(&dir.join("records.jsonl"))
     );
@@ -322,17 +336,21 @@ fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> any
         for ext in ["svg", "png"] {
             merge += &format!(
                 "{} plot {fig} {} -o {}\n",
-                q(&exe),
+                q(exe),
                 q(&dir.join("records.jsonl")),
                 q(&dir.join(format!("{fig}.{ext}")))
             );
         }
     }
-    crate::write_atomic(&dir.join("sweep.sbatch"), &sweep)?;
-    crate::write_atomic(&dir.join("merge.sbatch"), &merge)?;
+    (sweep, merge)
+}
+
+/// Submits the array and the merge after it (with `sbatch`), or prints how to.
+fn submit_or_explain(sbatch: Option<&Path>, dir: &Path, n: usize) -> anyhow::Result<()> {
+    let q = |p: &Path| sh_quote(&p.display().to_string());
     if let Some(sbatch) = sbatch {
         let submit = |extra: &[String], script: &Path| -> anyhow::Result<String> {
-            let out = std::process::Command::new(&sbatch)
+            let out = std::process::Command::new(sbatch)
                 .arg("--parsable")
                 .args(extra)
                 .arg(script)

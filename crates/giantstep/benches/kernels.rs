@@ -2,7 +2,7 @@
 //! target evaluation. `cargo bench -p giantstep`; the end-to-end numbers are `giantstep bench`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use giantstep::config::{FirstLayerInit, SecondLayerInit, TeacherKind};
+use giantstep::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};
 use giantstep::data::{gaussian_rows, Purpose, StreamKey};
 use giantstep::engine::{self, Batch, ErrorSignal, Exec};
 use giantstep::expr::Expr;
@@ -17,12 +17,14 @@ fn setup() -> (Network, Target, Exec) {
     let expr = Expr::parse("z1 + z1*z2").unwrap();
     let target = Target::new(expr, 2, D, TeacherKind::Random, 0.0, 0).unwrap();
     let net = Network::init(
-        D,
-        P,
-        "relu".parse().unwrap(),
-        FirstLayerInit::Gaussian,
-        SecondLayerInit::Hypercube,
-        true,
+        &NetworkConfig {
+            d: D,
+            p: P,
+            activation: "relu".parse().unwrap(),
+            first_layer: FirstLayerInit::Gaussian,
+            second_layer: SecondLayerInit::Hypercube,
+            symmetric: true,
+        },
         0,
     );
     (net, target, Exec::new(4096, 1).unwrap())

@@ -11,7 +11,7 @@
 use crate::activation::Activation;
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
-use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, Real};
+use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, Op, Real};
 use crate::network::Network;
 use crate::target::Target;
 use rayon::prelude::*;
@@ -210,7 +210,13 @@ pub fn label_shift(exec: &Exec, target: &Target, batch: &Batch, linear: bool) ->
             w.sum = w.s.y[..m].iter().sum();
             if linear {
                 // zy = Zᵀ y for this chunk.
-                matmul(&mut w.zy, d, 1, m, &w.s.z[..m * d], true, &w.s.y[..m], false, false);
+                matmul(
+                    &mut w.zy,
+                    [d, 1, m],
+                    Op::Transposed(&w.s.z[..m * d]),
+                    Op::Plain(&w.s.y[..m]),
+                    false,
+                );
             }
         },
         |w| {
@@ -285,7 +291,7 @@ pub fn gradient<T: Real>(
             }
             let z = &w.s.zt[..m * d];
             // H = Z Wᵀ (m×p).
-            matmul(&mut w.h[..m * p], m, p, d, z, false, &wt, true, false);
+            matmul(&mut w.h[..m * p], [m, p, d], Op::Plain(z), Op::Transposed(&wt), false);
             w.sse = 0.0;
             for nu in 0..m {
                 let row = &mut w.h[nu * p..(nu + 1) * p];
@@ -306,7 +312,7 @@ pub fn gradient<T: Real>(
                 }
             }
             // G_chunk = Mᵀ Z (p×d).
-            matmul(&mut w.g, p, d, m, &w.h[..m * p], true, z, false, false);
+            matmul(&mut w.g, [p, d, m], Op::Transposed(&w.h[..m * p]), Op::Plain(z), false);
         },
         |w| {
             g.iter_mut().zip(&w.g).for_each(|(a, b)| *a += b.to_f64());
@@ -376,7 +382,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         target,
         batch,
         shift,
-        lambda,
+        ..
     } = *problem;
     let k = layers.len();
     let layers_t: Vec<Vec<T>> = layers
@@ -412,7 +418,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             w.yy = y.iter().map(|v| v * v).sum();
             for (l, wl) in layers_t.iter().enumerate() {
                 let h = &mut w.h[..m * p];
-                matmul(h, m, p, d, &w.s.zt[..m * d], false, wl, true, false);
+                matmul(h, [m, p, d], Op::Plain(&w.s.zt[..m * d]), Op::Transposed(wl), false);
                 h.iter_mut().for_each(|v| *v = T::from_f64(act.f(v.to_f64())));
                 // Lower triangle of XᵀX (mirrored after the reduction); Xᵀỹ in f64.
                 gram_lower(&mut w.gram[l], h, m, p, GRAM_BLOCK);
@@ -441,41 +447,49 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             }
         },
     );
-    let (pf, n) = (p as f64, batch.n as f64);
     for g in gram.iter_mut() {
         mirror_lower(g, p);
     }
-    let mut out = Vec::with_capacity(k);
-    for l in 0..k {
-        if gram[l].iter().chain(&xty[l]).any(|v| !v.is_finite()) {
-            out.push(Err(Error::Numerical(
-                "the readout features σ(W z) overflowed (first-layer weights too large); try a smaller eta0".into(),
-            )));
-            continue;
-        }
-        // A = XᵀX/p + λI, q = Xᵀỹ/√p.
-        let mut a: Vec<f64> = gram[l].iter().map(|v| v / pf).collect();
-        for i in 0..p {
-            a[i * p + i] += lambda;
-        }
-        let q: Vec<f64> = xty[l].iter().map(|v| v / pf.sqrt()).collect();
-        let Some(coef) = cholesky_solve(&a, p, &q) else {
-            out.push(Err(Error::NotPositiveDefinite { lambda }));
-            continue;
-        };
-        // Σ(ỹ − Xâ/√p)² = Σỹ² − 2âᵀq + âᵀ(XᵀX/p)â.
-        let mut quad = 0.0;
-        for i in 0..p {
-            quad += coef[i] * (dot(&a[i * p..(i + 1) * p], &coef) - lambda * coef[i]);
-        }
-        let sse = yy - 2.0 * dot(&coef, &q) + quad;
-        out.push(Ok(Readout {
-            coef,
-            shift: shift.cloned(),
-            train_error: (sse / n).max(0.0),
-        }));
+    gram.iter()
+        .zip(&xty)
+        .map(|(g, q)| solve_ridge(g, q, yy, problem))
+        .collect()
+}
+
+/// The ridge solution from the streamed sums `XᵀX` (full, `p×p`), `Xᵀỹ` and `Σỹ²` over the
+/// problem's batch: `â = (XᵀX/p + λI)⁻¹ Xᵀỹ/√p` by Cholesky, and its train error.
+fn solve_ridge(gram: &[f64], xty: &[f64], yy: f64, problem: &ReadoutProblem) -> Result<Readout> {
+    let ReadoutProblem {
+        p,
+        lambda,
+        shift,
+        batch,
+        ..
+    } = *problem;
+    let (pf, n) = (p as f64, batch.n as f64);
+    if gram.iter().chain(xty).any(|v| !v.is_finite()) {
+        return Err(Error::Numerical(
+            "the readout features σ(W z) overflowed (first-layer weights too large); try a smaller eta0".into(),
+        ));
     }
-    out
+    // A = XᵀX/p + λI, q = Xᵀỹ/√p.
+    let mut a: Vec<f64> = gram.iter().map(|v| v / pf).collect();
+    for i in 0..p {
+        a[i * p + i] += lambda;
+    }
+    let q: Vec<f64> = xty.iter().map(|v| v / pf.sqrt()).collect();
+    let coef = cholesky_solve(&a, p, &q).ok_or(Error::NotPositiveDefinite { lambda })?;
+    // Σ(ỹ − Xâ/√p)² = Σỹ² − 2âᵀq + âᵀ(XᵀX/p)â.
+    let mut quad = 0.0;
+    for i in 0..p {
+        quad += coef[i] * (dot(&a[i * p..(i + 1) * p], &coef) - lambda * coef[i]);
+    }
+    let sse = yy - 2.0 * dot(&coef, &q) + quad;
+    Ok(Readout {
+        coef,
+        shift: shift.cloned(),
+        train_error: (sse / n).max(0.0),
+    })
 }
 
 /// What a test pass needs besides the models: shapes, activation, the test samples.
@@ -532,7 +546,13 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
             w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
             for (l, (_, ro)) in models.iter().enumerate() {
                 let h = &mut w.h[..m * p];
-                matmul(h, m, p, d, &w.s.zt[..m * d], false, &layers_t[l], true, false);
+                matmul(
+                    h,
+                    [m, p, d],
+                    Op::Plain(&w.s.zt[..m * d]),
+                    Op::Transposed(&layers_t[l]),
+                    false,
+                );
                 let mut s = 0.0;
                 for nu in 0..m {
                     let row = &h[nu * p..(nu + 1) * p];
@@ -562,7 +582,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{FirstLayerInit, SecondLayerInit, TeacherKind};
+    use crate::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};
     use crate::data::Purpose;
     use crate::expr::Expr;
 
@@ -583,12 +603,14 @@ mod tests {
         let r = e.max_var();
         let t = Target::new(e, r, d, TeacherKind::Random, 0.0, 1).unwrap();
         let net = Network::init(
-            d,
-            p,
-            act.parse().unwrap(),
-            FirstLayerInit::Gaussian,
-            SecondLayerInit::Gaussian,
-            false,
+            &NetworkConfig {
+                d,
+                p,
+                activation: act.parse().unwrap(),
+                first_layer: FirstLayerInit::Gaussian,
+                second_layer: SecondLayerInit::Gaussian,
+                symmetric: false,
+            },
             2,
         );
         (net, t)

@@ -78,27 +78,36 @@ impl<'a, T> View<'a, T> {
     }
 }
 
-/// `C = A·B` (or `C += A·B` with `accumulate`) for strided views: `A` is `m×k`, `B` is `k×n`, and
-/// `C` is written at `c[c_offset + i·c_row_stride + j]`. One single-threaded GEMM of the `gemm`
-/// crate.
+/// Where [`matmul_strided`] writes `C`: element `(i, j)` at `data[offset + i·row_stride + j]`.
+pub struct OutView<'a, T> {
+    /// The storage.
+    pub data: &'a mut [T],
+    /// Index of `C[0, 0]`.
+    pub offset: usize,
+    /// Distance between rows.
+    pub row_stride: usize,
+}
+
+/// `C = A·B` (or `C += A·B` with `accumulate`) for strided views, `[m, n, k]` the shape: `A` is
+/// `m×k`, `B` is `k×n`, `C` is `m×n`. One single-threaded GEMM of the `gemm` crate.
 ///
 /// # Panics
 /// If a view or `c` is too short for its shape.
-#[allow(clippy::too_many_arguments)]
 // The one unsafe call of the crate: gemm's raw-pointer interface, bounds checked below.
 #[allow(unsafe_code)]
 #[track_caller]
 pub fn matmul_strided<T: Real>(
-    c: &mut [T],
-    c_offset: usize,
-    c_row_stride: usize,
-    m: usize,
-    n: usize,
-    k: usize,
+    out: OutView<'_, T>,
+    [m, n, k]: [usize; 3],
     a: View<'_, T>,
     b: View<'_, T>,
     accumulate: bool,
 ) {
+    let OutView {
+        data: c,
+        offset: c_offset,
+        row_stride: c_row_stride,
+    } = out;
     if m == 0 || n == 0 {
         return;
     }
@@ -143,30 +152,42 @@ pub fn matmul_strided<T: Real>(
     }
 }
 
-/// `C (m×n) = op(A)·op(B)` with row-major storage: `a` holds `A` as `k×m` if `trans_a` (else
-/// `m×k`), `b` holds `B` as `n×k` if `trans_b` (else `k×n`). With `accumulate`, `C += ...`.
+/// An operand of [`matmul`]: a row-major matrix used as stored or transposed.
+#[derive(Clone, Copy)]
+pub enum Op<'a, T> {
+    /// `A` as stored.
+    Plain(&'a [T]),
+    /// `Aᵀ`: the slice holds the transpose.
+    Transposed(&'a [T]),
+}
+
+/// `C (m×n) = op(A)·op(B)` with row-major storage, `[m, n, k]` the shape: `Op::Plain(a)` holds
+/// `A` as `m×k`, `Op::Transposed(a)` as `k×m` (likewise `B`, `k×n`). With `accumulate`,
+/// `C += ...`.
 ///
 /// # Panics
 /// If a slice is shorter than its shape requires.
-#[allow(clippy::too_many_arguments)]
 #[track_caller]
-pub fn matmul<T: Real>(
-    c: &mut [T],
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[T],
-    trans_a: bool,
-    b: &[T],
-    trans_b: bool,
-    accumulate: bool,
-) {
+pub fn matmul<T: Real>(c: &mut [T], [m, n, k]: [usize; 3], a: Op<'_, T>, b: Op<'_, T>, accumulate: bool) {
+    let (a, trans_a) = match a {
+        Op::Plain(a) => (a, false),
+        Op::Transposed(a) => (a, true),
+    };
+    let (b, trans_b) = match b {
+        Op::Plain(b) => (b, false),
+        Op::Transposed(b) => (b, true),
+    };
     assert!(c.len() >= m * n, "matmul: c has {} < {}", c.len(), m * n);
     assert!(a.len() >= m * k, "matmul: a has {} < {}", a.len(), m * k);
     assert!(b.len() >= k * n, "matmul: b has {} < {}", b.len(), k * n);
     let av = View::row_major(a, if trans_a { m } else { k }, trans_a);
     let bv = View::row_major(b, if trans_b { k } else { n }, trans_b);
-    matmul_strided(c, 0, n, m, n, k, av, bv, accumulate);
+    let out = OutView {
+        data: c,
+        offset: 0,
+        row_stride: n,
+    };
+    matmul_strided(out, [m, n, k], av, bv, accumulate);
 }
 
 /// Lower triangle (block rows of `block`, diagonal blocks whole) of `XᵀX` for a row-major `m×p`
@@ -191,7 +212,12 @@ pub fn gram_lower<T: Real>(c: &mut [T], x: &[T], m: usize, p: usize, block: usiz
             row_stride: p,
             col_stride: 1,
         }; // X[:, ..cols]
-        matmul_strided(c, start * p, p, rows, cols, m, a, b, false);
+        let out = OutView {
+            data: &mut *c,
+            offset: start * p,
+            row_stride: p,
+        };
+        matmul_strided(out, [rows, cols, m], a, b, false);
         start += rows;
     }
 }
@@ -326,6 +352,14 @@ mod tests {
         c
     }
 
+    fn op(x: &[f64], transposed: bool) -> Op<'_, f64> {
+        if transposed {
+            Op::Transposed(x)
+        } else {
+            Op::Plain(x)
+        }
+    }
+
     #[test]
     fn matmul_matches_naive_across_block_boundaries() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -336,11 +370,11 @@ mod tests {
                     let b: Vec<f64> = (0..k * n).map(|_| rng.random::<f64>() - 0.5).collect();
                     let want = naive(m, n, k, &a, ta, &b, tb);
                     let mut c = vec![1.0; m * n];
-                    matmul(&mut c, m, n, k, &a, ta, &b, tb, false);
+                    matmul(&mut c, [m, n, k], op(&a, ta), op(&b, tb), false);
                     for (x, y) in c.iter().zip(&want) {
                         assert!((x - y).abs() < 1e-12 * (k as f64), "{m} {n} {k} {ta} {tb}");
                     }
-                    matmul(&mut c, m, n, k, &a, ta, &b, tb, true);
+                    matmul(&mut c, [m, n, k], op(&a, ta), op(&b, tb), true);
                     for (x, y) in c.iter().zip(&want) {
                         assert!((x - 2.0 * y).abs() < 1e-12 * (k as f64));
                     }

@@ -2,7 +2,7 @@
 //! (docs/model.md §2).
 
 use crate::activation::Activation;
-use crate::config::{FirstLayerInit, SecondLayerInit};
+use crate::config::{FirstLayerInit, NetworkConfig, SecondLayerInit};
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::linalg::norm;
 use rand::Rng;
@@ -31,15 +31,15 @@ impl Network {
     ///
     /// # Panics
     /// If `symmetric` and `p` is odd (validated earlier by [`crate::Config::resolve`]).
-    pub fn init(
-        d: usize,
-        p: usize,
-        activation: Activation,
-        first: FirstLayerInit,
-        second: SecondLayerInit,
-        symmetric: bool,
-        seed: u64,
-    ) -> Network {
+    pub fn init(config: &NetworkConfig, seed: u64) -> Network {
+        let NetworkConfig {
+            d,
+            p,
+            activation,
+            first_layer: first,
+            second_layer: second,
+            symmetric,
+        } = *config;
         assert!(!symmetric || p.is_multiple_of(2), "symmetric init needs an even width");
         let drawn = if symmetric { p / 2 } else { p };
         let mut w = vec![0.0; p * d];
@@ -103,12 +103,14 @@ mod tests {
     #[test]
     fn symmetric_init_has_zero_output() {
         let net = Network::init(
-            10,
-            8,
-            act(),
-            FirstLayerInit::Gaussian,
-            SecondLayerInit::Gaussian,
-            true,
+            &NetworkConfig {
+                d: 10,
+                p: 8,
+                activation: act(),
+                first_layer: FirstLayerInit::Gaussian,
+                second_layer: SecondLayerInit::Gaussian,
+                symmetric: true,
+            },
             3,
         );
         let z: Vec<f64> = (0..10).map(|i| (i as f64).cos()).collect();
@@ -123,27 +125,41 @@ mod tests {
     fn scales_of_inits() {
         let (d, p) = (400, 200);
         let g = Network::init(
-            d,
-            p,
-            act(),
-            FirstLayerInit::Gaussian,
-            SecondLayerInit::Hypercube,
-            false,
+            &NetworkConfig {
+                d,
+                p,
+                activation: act(),
+                first_layer: FirstLayerInit::Gaussian,
+                second_layer: SecondLayerInit::Hypercube,
+                symmetric: false,
+            },
             1,
         );
         let mean_sq: f64 = (0..p).map(|i| norm(&g.w[i * d..(i + 1) * d]).powi(2)).sum::<f64>() / p as f64;
         assert!((mean_sq - 1.0).abs() < 0.02, "{mean_sq}");
         assert!(g.a.iter().all(|a| (a.abs() - 1.0 / (p as f64).sqrt()).abs() < 1e-15));
-        let s = Network::init(d, p, act(), FirstLayerInit::Sphere, SecondLayerInit::Uniform, false, 1);
+        let s = Network::init(
+            &NetworkConfig {
+                d,
+                p,
+                activation: act(),
+                first_layer: FirstLayerInit::Sphere,
+                second_layer: SecondLayerInit::Uniform,
+                symmetric: false,
+            },
+            1,
+        );
         assert!((0..p).all(|i| (norm(&s.w[i * d..(i + 1) * d]) - 1.0).abs() < 1e-13));
         assert!(s.a.iter().all(|a| a.abs() <= 1.0 / (p as f64).sqrt()));
         let n = Network::init(
-            d,
-            p,
-            act(),
-            FirstLayerInit::Gaussian,
-            SecondLayerInit::Gaussian,
-            false,
+            &NetworkConfig {
+                d,
+                p,
+                activation: act(),
+                first_layer: FirstLayerInit::Gaussian,
+                second_layer: SecondLayerInit::Gaussian,
+                symmetric: false,
+            },
             1,
         );
         let var: f64 = n.a.iter().map(|a| a * a).sum::<f64>();

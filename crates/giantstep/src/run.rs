@@ -327,15 +327,7 @@ fn setup(cfg: &ValidConfig, options: &mut RunOptions) -> Result<(Target, Network
         Some(custom) => target.set_custom(custom),
         None => check_target(cfg.expr(), r)?,
     }
-    let mut net = Network::init(
-        d,
-        p,
-        net_cfg.activation,
-        net_cfg.first_layer,
-        net_cfg.second_layer,
-        net_cfg.symmetric,
-        cfg.seed,
-    );
+    let mut net = Network::init(net_cfg, cfg.seed);
     if let Some(w0) = options.first_layer {
         net.w = given("the first layer W0", w0, p, d)?;
     }
@@ -637,18 +629,7 @@ fn run_typed<T: crate::linalg::Real>(
     let done = trained.steps.len();
 
     observer.phase(Phase::Readout);
-    // Theory per evaluated T (the oracle add-back needs it too).
-    let theories: Vec<Option<Result<RunTheory>>> = eval_at
-        .iter()
-        .map(|&t| {
-            (t <= done && (cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle)).then(|| match &custom_name {
-                Some(name) => Err(Error::config(format!(
-                    "the target is a function given at run time ({name}); the theory needs an expression"
-                ))),
-                None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]),
-            })
-        })
-        .collect();
+    let theories = theories(&ctx, &trained, custom_name.as_deref());
     let fits = fit_all::<T>(&ctx, &net, &trained, &theories)?;
     observer.phase(Phase::Test);
     let (errors, slots, y2) = test_all::<T>(&ctx, &net, &trained, &fits)?;
@@ -669,7 +650,6 @@ fn run_typed<T: crate::linalg::Real>(
             }
         };
         let (it, irf) = slots[i].expect("tested");
-        let theory = theories[i].clone();
         let mut cfg_t = config_at(cfg, t);
         if let Some(name) = &custom_name {
             cfg_t.target.expr = Some(name.clone());
@@ -686,6 +666,16 @@ fn run_typed<T: crate::linalg::Real>(
             readout: tr.coef.clone(),
             rf_readout: rf.as_ref().map(|ro| ro.coef.clone()),
         });
+        let theory_note = match &theories[i] {
+            None => Some("eval.theory = false".into()),
+            Some(Err(e)) => Some(e.to_string()),
+            Some(Ok(_)) if !cfg.eval.theory => Some("eval.theory = false".into()),
+            Some(Ok(_)) => None,
+        };
+        let theory = match theories[i].clone() {
+            Some(Ok(th)) if cfg.eval.theory => Some(th),
+            _ => None,
+        };
         out.push(Ok(RunResult {
             version: env!("CARGO_PKG_VERSION").to_string(),
             r,
@@ -697,22 +687,32 @@ fn run_typed<T: crate::linalg::Real>(
             rf_test_error: irf.map(|k| errors[k]),
             rf_train_error: rf.map(|ro| ro.train_error),
             test_label_second_moment: y2,
-            theory_note: match &theory {
-                None => Some("eval.theory = false".into()),
-                Some(Err(e)) => Some(e.to_string()),
-                Some(Ok(_)) if !cfg.eval.theory => Some("eval.theory = false".into()),
-                Some(Ok(_)) => None,
-            },
-            theory: match theory {
-                Some(Ok(th)) if cfg.eval.theory => Some(th),
-                _ => None,
-            },
+            theory_note,
+            theory,
             elapsed_s: start.elapsed().as_secs_f64(),
             config: cfg_t,
             weights,
         }));
     }
     Ok(out)
+}
+
+/// The theory per evaluated `T` (also computed for the oracle add-back, which needs it), or
+/// `None` when neither asks for it or training stopped before `T`.
+fn theories(ctx: &Ctx, trained: &Trained, custom_name: Option<&str>) -> Vec<Option<Result<RunTheory>>> {
+    let cfg = ctx.cfg;
+    let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
+    ctx.eval_at
+        .iter()
+        .map(|&t| {
+            (t <= trained.steps.len() && wanted).then(|| match custom_name {
+                Some(name) => Err(Error::config(format!(
+                    "the target is a function given at run time ({name}); the theory needs an expression"
+                ))),
+                None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]),
+            })
+        })
+        .collect()
 }
 
 /// The network being trained and its first layer at initialization.

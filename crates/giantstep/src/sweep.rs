@@ -564,12 +564,80 @@ pub fn run_sweep(
     } = *options;
     let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     let plan_id = plan.id();
-    let total_points = plan.len();
     let points: Vec<Point> = plan
         .points()?
         .into_iter()
         .filter(|p| shard.is_none_or(|s| s.contains(p)))
         .collect();
+    let (file, valid, done_hashes) = open_records(out, &plan_id)?;
+    let todo: Vec<&Point> = points
+        .iter()
+        .filter(|p| !done_hashes.contains(p.hash.as_str()))
+        .collect();
+    let summary = SweepSummary {
+        shard_points: points.len(),
+        skipped: points.len() - todo.len(),
+        ..Default::default()
+    };
+    let units = work_units(&todo);
+    progress(Progress::Start {
+        todo: todo.len(),
+        total: points.len(),
+        flops: units.iter().map(|u| u.flops.total()).sum(),
+    });
+    let jobs = jobs.clamp(1, units.len().max(1));
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads_per_job = threads.unwrap_or(cores / jobs).max(1);
+    let next = AtomicUsize::new(0);
+    let writer = RecordWriter {
+        out,
+        plan_id: &plan_id,
+        total_points: plan.len(),
+        state: Mutex::new(WriterState {
+            file,
+            summary,
+            failure: None,
+            kept: valid,
+        }),
+    };
+    std::thread::scope(|scope| {
+        for _ in 0..jobs {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                if i >= units.len() || cancelled() || writer.failed() {
+                    break;
+                }
+                let unit = &units[i];
+                let share = unit.flops.total() / unit.points.len() as f64;
+                for (point, (outcome, wall_s)) in unit.points.iter().zip(run_unit(unit, threads_per_job, cancel)) {
+                    if matches!(outcome, Err(Error::Cancelled)) {
+                        continue;
+                    }
+                    let Some(error) = writer.write(point, outcome, wall_s) else {
+                        return;
+                    };
+                    progress(Progress::Done {
+                        point,
+                        error: error.as_deref(),
+                        flops: share,
+                    });
+                }
+            });
+        }
+    });
+    let state = writer.state.into_inner().expect("sweep state");
+    match state.failure {
+        Some(e) => Err(e),
+        None if cancelled() => Err(Error::Cancelled),
+        None => Ok(state.summary),
+    }
+}
+
+/// Opens and locks the record file of a sweep, checks that its records belong to `plan_id`,
+/// drops a truncated last line, and returns the file (positioned at its end), the length of its
+/// complete records and the hashes of the points done (those with a result; failed points are
+/// run again).
+fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, std::collections::HashSet<String>)> {
     let io = |e| Error::Io {
         path: out.display().to_string(),
         error: e,
@@ -615,112 +683,92 @@ pub fn run_sweep(
             plan_id
         )));
     }
-    // A point is done when one of its records has a result; failed points are run again.
-    let done_hashes: std::collections::HashSet<&str> = done
-        .iter()
+    let done_hashes = done
+        .into_iter()
         .filter(|r| r.result.is_some())
-        .map(|r| r.hash.as_str())
-        .collect();
-    let todo: Vec<&Point> = points
-        .iter()
-        .filter(|p| !done_hashes.contains(p.hash.as_str()))
+        .map(|r| r.hash)
         .collect();
     // Drop a truncated last line before appending.
     file.set_len(valid).map_err(io)?;
     file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
-    let summary = SweepSummary {
-        shard_points: points.len(),
-        skipped: points.len() - todo.len(),
-        ..Default::default()
-    };
-    let units = work_units(&todo);
-    progress(Progress::Start {
-        todo: todo.len(),
-        total: points.len(),
-        flops: units.iter().map(|u| u.flops.total()).sum(),
-    });
-    let jobs = jobs.clamp(1, units.len().max(1));
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let threads_per_job = threads.unwrap_or(cores / jobs).max(1);
-    let next = AtomicUsize::new(0);
-    // The file, the summary, the first write error, and the length of the complete records.
-    let state = Mutex::new((file, summary, None::<Error>, valid));
-    std::thread::scope(|scope| {
-        for _ in 0..jobs {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                if i >= units.len() || cancelled() || state.lock().map(|s| s.2.is_some()).unwrap_or(true) {
-                    break;
+    Ok((file, valid, done_hashes))
+}
+
+/// The record file of a running sweep, shared by its workers.
+struct RecordWriter<'a> {
+    out: &'a Path,
+    plan_id: &'a str,
+    total_points: usize,
+    state: Mutex<WriterState>,
+}
+
+/// The file, the summary so far, the first write error, and the length of the complete records.
+struct WriterState {
+    file: std::fs::File,
+    summary: SweepSummary,
+    failure: Option<Error>,
+    kept: u64,
+}
+
+impl RecordWriter<'_> {
+    /// Whether a write failed (the sweep then stops).
+    fn failed(&self) -> bool {
+        self.state.lock().map(|s| s.failure.is_some()).unwrap_or(true)
+    }
+
+    /// Appends the record of `point`; returns its error message (`Some(None)` for a success), or
+    /// `None` when the write failed. One record is one buffer written under the lock; a failed
+    /// write (a full disk) is cut back to the last complete record, so the file stays resumable.
+    fn write(&self, point: &Point, outcome: Result<RunResult>, wall_s: f64) -> Option<Option<String>> {
+        let (result, error) = match outcome {
+            Ok(mut r) => {
+                r.config.threads = 0;
+                (Some(r), None)
+            }
+            Err(e) => (None, Some(e.to_string())),
+        };
+        let record = Record {
+            hash: point.hash.clone(),
+            plan: self.plan_id.to_string(),
+            index: point.index,
+            points: self.total_points,
+            config: point.config.clone(),
+            result,
+            error: error.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            wall_s,
+        };
+        let line = serde_json::to_string(&record).expect("serializable") + "\n";
+        let mut guard = self.state.lock().expect("sweep state");
+        let st = &mut *guard;
+        if let Err(e) = st
+            .file
+            .write_all(line.as_bytes())
+            .and_then(|_| st.file.flush())
+            .and_then(|_| st.file.sync_data())
+        {
+            let cut = st
+                .file
+                .set_len(st.kept)
+                .and_then(|_| st.file.seek(std::io::SeekFrom::Start(st.kept)));
+            let records = st.summary.skipped + st.summary.ran;
+            st.failure = Some(Error::config(format!(
+                "cannot write {}: {e}{}; {records} points kept, rerun to resume",
+                self.out.display(),
+                if cut.is_ok() {
+                    ""
+                } else {
+                    " (and cutting the partial record failed)"
                 }
-                let unit = &units[i];
-                let share = unit.flops.total() / unit.points.len() as f64;
-                for (point, (outcome, wall_s)) in unit.points.iter().zip(run_unit(unit, threads_per_job, cancel)) {
-                    if matches!(outcome, Err(Error::Cancelled)) {
-                        continue;
-                    }
-                    let (result, error) = match outcome {
-                        Ok(mut r) => {
-                            r.config.threads = 0;
-                            (Some(r), None)
-                        }
-                        Err(e) => (None, Some(e.to_string())),
-                    };
-                    let record = Record {
-                        hash: point.hash.clone(),
-                        plan: plan_id.clone(),
-                        index: point.index,
-                        points: total_points,
-                        config: point.config.clone(),
-                        result,
-                        error: error.clone(),
-                        version: env!("CARGO_PKG_VERSION").to_string(),
-                        wall_s,
-                    };
-                    let line = serde_json::to_string(&record).expect("serializable") + "\n";
-                    // One record is one buffer written under the lock; a failed write (a full
-                    // disk) is cut back to the last complete record, so the file stays resumable.
-                    let mut guard = state.lock().expect("sweep state");
-                    let (file, summary, failure, kept) = &mut *guard;
-                    if let Err(e) = file
-                        .write_all(line.as_bytes())
-                        .and_then(|_| file.flush())
-                        .and_then(|_| file.sync_data())
-                    {
-                        let cut = file
-                            .set_len(*kept)
-                            .and_then(|_| file.seek(std::io::SeekFrom::Start(*kept)));
-                        let records = summary.skipped + summary.ran;
-                        *failure = Some(Error::config(format!(
-                            "cannot write {}: {e}{}; {records} points kept, rerun to resume",
-                            out.display(),
-                            if cut.is_ok() {
-                                ""
-                            } else {
-                                " (and cutting the partial record failed)"
-                            }
-                        )));
-                        return;
-                    }
-                    *kept += line.len() as u64;
-                    summary.ran += 1;
-                    if error.is_some() {
-                        summary.failed += 1;
-                    }
-                    drop(guard);
-                    progress(Progress::Done {
-                        point,
-                        error: error.as_deref(),
-                        flops: share,
-                    });
-                }
-            });
+            )));
+            return None;
         }
-    });
-    let (_, summary, failure, _) = state.into_inner().expect("sweep state");
-    match failure {
-        Some(e) => Err(e),
-        None if cancelled() => Err(Error::Cancelled),
-        None => Ok(summary),
+        st.kept += line.len() as u64;
+        st.summary.ran += 1;
+        if error.is_some() {
+            st.summary.failed += 1;
+        }
+        Some(error)
     }
 }
 

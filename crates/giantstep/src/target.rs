@@ -4,7 +4,7 @@ use crate::config::TeacherKind;
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
-use crate::linalg::{matmul, orthonormalize_rows};
+use crate::linalg::{matmul, orthonormalize_rows, Op};
 
 /// The presets of docs/model.md §5: `(name, expression, note)`.
 pub const PRESETS: &[(&str, &str, &str)] = &[
@@ -198,7 +198,13 @@ impl Target {
                 x[i * r..(i + 1) * r].copy_from_slice(&z[i * d..i * d + r]);
             }
         } else {
-            matmul(&mut x[..m * r], m, r, d, &z[..m * d], false, &self.w_star, true, false);
+            matmul(
+                &mut x[..m * r],
+                [m, r, d],
+                Op::Plain(&z[..m * d]),
+                Op::Transposed(&self.w_star),
+                false,
+            );
         }
     }
 

@@ -245,25 +245,7 @@ pub fn preprocessed<'a>(g: &'a dyn Fn(&[f64]) -> f64, ex: &Expansion, pre: Prepr
 /// [`Error::Config`] for `r > 16` or invalid options, [`Error::Numerical`] for targets that are not
 /// finite or not square-integrable.
 pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryReport> {
-    if r == 0 || r > MAX_RANK {
-        return Err(Error::config(format!(
-            "the theory handles 1 <= r <= {MAX_RANK}, but r is {r}"
-        )));
-    }
-    if r < expr.max_var() {
-        return Err(Error::config(format!(
-            "the target uses z{} but r is {r}",
-            expr.max_var()
-        )));
-    }
-    for (name, v) in [("kappa", opts.kappa), ("alpha", opts.alpha), ("beta", opts.beta)] {
-        if !(v.is_finite() && v > 0.0) {
-            return Err(Error::config(format!("{name} must be > 0, but is {v}")));
-        }
-    }
-    if !opts.gamma.is_finite() || !opts.eta0.is_finite() {
-        return Err(Error::config("eta0 and gamma must be finite"));
-    }
+    check_options(expr, r, opts)?;
     let g = |x: &[f64]| expr.eval(x);
     let eo = ExpandOptions {
         max_degree: opts.max_degree,
@@ -305,14 +287,13 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     if ell >= 2 && opts.preprocess == Preprocess::None && dot(&mu1, &mu1).sqrt() > ex.zero_tol {
         warnings.push("with n = d^l, l >= 2, and mu1 != 0, the amplified first-order spike swamps every neuron unless labels are preprocessed (use preprocess = linear)".into());
     }
-    let generic = subspace::generic_subspaces(&g_used, r, ell, opts.steps, eo)?;
-    let generic_subspaces: Vec<SubspaceStep> = generic
-        .iter()
+    let generic_subspaces: Vec<SubspaceStep> = subspace::generic_subspaces(&g_used, r, ell, opts.steps, eo)?
+        .into_iter()
         .enumerate()
         .map(|(t, b)| SubspaceStep {
             step: t + 1,
             dim: b.len(),
-            basis: b.clone(),
+            basis: b,
         })
         .collect();
 
@@ -325,94 +306,16 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         steps: opts.steps,
     };
     let neurons = neuron::neuron_recursion(&g_used, r, opts.activation, params)?;
-    let mut seen: Vec<Vec<f64>> = Vec::new();
-    let mut activation_subspaces = Vec::with_capacity(opts.steps);
-    for st in &neurons {
-        seen.push(st.m_plus.clone());
-        seen.push(st.m_minus.clone());
-        let b = orthonormal_span(&seen, r)?;
-        activation_subspaces.push(SubspaceStep {
-            step: st.step,
-            dim: b.len(),
-            basis: b,
-        });
-    }
-    // Drift criterion: what the generic rule (l = 1) would add from where the neurons are, minus
-    // what they actually learn.
-    let pts = Points::new(r)?;
-    let mut blocked: Vec<Blocked> = Vec::new();
-    let mut blocked_span: Basis = vec![];
-    for t in 0..opts.steps {
-        let prev: Basis = if t == 0 {
-            vec![]
-        } else {
-            activation_subspaces[t - 1].basis.clone()
-        };
-        let generic_new = subspace::new_directions(&g_used, r, &prev, 1, eo)?;
-        let now = &activation_subspaces[t].basis;
-        let mut residuals = Vec::new();
-        for v in &generic_new {
-            let mut res = v.clone();
-            for b in now.iter().chain(&blocked_span) {
-                let c = dot(b, &res);
-                res.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
-            }
-            residuals.push(res);
-        }
-        for v in subspace::range(&residuals, r, 1e-6)? {
-            let mut missing: Vec<u32> = Vec::new();
-            let overlaps: Vec<Vec<f64>> = if t == 0 {
-                vec![vec![0.0; r]]
-            } else {
-                vec![neurons[t - 1].m_plus.clone(), neurons[t - 1].m_minus.clone()]
-            };
-            for m in &overlaps {
-                let nm = dot(m, m).sqrt();
-                let kmax = if nm > 0.0 { opts.max_degree } else { 0 };
-                for k in 0..=kmax {
-                    let mut tk = 0.0;
-                    for i in 0..pts.len() {
-                        let x = &pts.x[i * r..(i + 1) * r];
-                        let proj = if nm > 0.0 { dot(m, x) / nm } else { 0.0 };
-                        tk += pts.w[i] * g_used(x) * dot(&v, x) * he(k, proj);
-                    }
-                    let c = act.c.get(k as usize + 1).copied().unwrap_or(0.0);
-                    if tk.abs() > 1e-8 * ex.second_moment.sqrt().max(1.0)
-                        && c.abs() < ZERO
-                        && !missing.contains(&(k + 1))
-                    {
-                        missing.push(k + 1);
-                    }
-                }
-            }
-            missing.sort_unstable();
-            let name = name_direction(&v);
-            let message = if missing.is_empty() {
-                format!(
-                    "{name} is blocked at step {}: the drift vanishes at the overlaps the neurons reach",
-                    t + 1
-                )
-            } else {
-                let needs: Vec<String> = missing.iter().map(|k| format!("c{k}")).collect();
-                let has: Vec<String> = missing.iter().map(|k| format!("c{k} = 0")).collect();
-                format!(
-                    "{name} is blocked at step {}: needs {}, {} has {}",
-                    t + 1,
-                    needs.join(" or "),
-                    opts.activation,
-                    has.join(", ")
-                )
-            };
-            blocked_span.push(v.clone());
-            blocked.push(Blocked {
-                direction: name,
-                vector: v,
-                step: t + 1,
-                missing,
-                message,
-            });
-        }
-    }
+    let activation_subspaces = spans_of(&neurons, r)?;
+    let problem = Drift {
+        g: &g_used,
+        r,
+        eo,
+        act: &act,
+        second_moment: ex.second_moment,
+        opts,
+    };
+    let blocked = blocked_directions(&problem, &neurons, &activation_subspaces)?;
     if opts.kappa >= 2.0 {
         warnings.push("the activation-aware prediction and the first closed form are for n = alpha d; at kappa >= 2 use quadratic_one_step".into());
     }
@@ -434,40 +337,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
             error: closed::oracle_floor(&g, &ex, &s.basis, eo)?,
         });
     }
-    let stability = if opts.preprocess == Preprocess::None {
-        match stability::AlignedState::new(&ex, opts.activation, &act, opts.second_layer)? {
-            Some(state) => {
-                // The limit depends on (target, activation, second layer) only: computed once per
-                // process (a sweep asks for it at every point).
-                static LIMITS: std::sync::Mutex<Vec<(String, Option<f64>)>> = std::sync::Mutex::new(Vec::new());
-                let key = format!(
-                    "{}|{}|{:?}|{}",
-                    expr.source(),
-                    opts.activation,
-                    opts.second_layer,
-                    opts.max_degree
-                );
-                let cached = LIMITS
-                    .lock()
-                    .ok()
-                    .and_then(|l| l.iter().find(|(k, _)| *k == key).map(|(_, v)| *v));
-                let limit = match cached {
-                    Some(v) => v,
-                    None => {
-                        let v = state.stable_gamma_max()?;
-                        if let Ok(mut l) = LIMITS.lock() {
-                            l.push((key, v));
-                        }
-                        v
-                    }
-                };
-                Some(state.report_with_limit(opts.gamma, opts.gamma_later.unwrap_or(opts.gamma), limit)?)
-            }
-            None => None,
-        }
-    } else {
-        None
-    };
+    let stability = stability_of(expr, &ex, &act, opts)?;
     if let Some(st) = &stability {
         if opts.steps >= 2 && st.lambda_min < -1.0 {
             warnings.push(format!(
@@ -513,4 +383,196 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         },
         warnings,
     })
+}
+
+fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
+    if r == 0 || r > MAX_RANK {
+        return Err(Error::config(format!(
+            "the theory handles 1 <= r <= {MAX_RANK}, but r is {r}"
+        )));
+    }
+    if r < expr.max_var() {
+        return Err(Error::config(format!(
+            "the target uses z{} but r is {r}",
+            expr.max_var()
+        )));
+    }
+    for (name, v) in [("kappa", opts.kappa), ("alpha", opts.alpha), ("beta", opts.beta)] {
+        if !(v.is_finite() && v > 0.0) {
+            return Err(Error::config(format!("{name} must be > 0, but is {v}")));
+        }
+    }
+    if !opts.gamma.is_finite() || !opts.eta0.is_finite() {
+        return Err(Error::config("eta0 and gamma must be finite"));
+    }
+    Ok(())
+}
+
+/// The span of the neurons' overlaps `m±` up to each step (the activation-aware subspaces).
+fn spans_of(neurons: &[NeuronStep], r: usize) -> Result<Vec<SubspaceStep>> {
+    let mut seen: Vec<Vec<f64>> = Vec::new();
+    let mut out = Vec::with_capacity(neurons.len());
+    for st in neurons {
+        seen.push(st.m_plus.clone());
+        seen.push(st.m_minus.clone());
+        let b = orthonormal_span(&seen, r)?;
+        out.push(SubspaceStep {
+            step: st.step,
+            dim: b.len(),
+            basis: b,
+        });
+    }
+    Ok(out)
+}
+
+/// What the drift criterion needs: the (preprocessed) target and the activation's coefficients.
+struct Drift<'a> {
+    g: &'a dyn Fn(&[f64]) -> f64,
+    r: usize,
+    eo: ExpandOptions,
+    act: &'a ActivationCoefficients,
+    second_moment: f64,
+    opts: &'a TheoryOptions,
+}
+
+/// The directions the activation blocks (docs/theory.md): what the generic rule (`ℓ = 1`) would
+/// add from where the neurons are, minus what they actually learn, with the Hermite
+/// coefficients of `σ` each would need.
+fn blocked_directions(
+    problem: &Drift,
+    neurons: &[NeuronStep],
+    activation_subspaces: &[SubspaceStep],
+) -> Result<Vec<Blocked>> {
+    let Drift { g, r, eo, opts, .. } = *problem;
+    let pts = Points::new(r)?;
+    let mut blocked: Vec<Blocked> = Vec::new();
+    let mut blocked_span: Basis = vec![];
+    for t in 0..opts.steps {
+        let prev: Basis = if t == 0 {
+            vec![]
+        } else {
+            activation_subspaces[t - 1].basis.clone()
+        };
+        let generic_new = subspace::new_directions(g, r, &prev, 1, eo)?;
+        let now = &activation_subspaces[t].basis;
+        let mut residuals = Vec::new();
+        for v in &generic_new {
+            let mut res = v.clone();
+            for b in now.iter().chain(&blocked_span) {
+                let c = dot(b, &res);
+                res.iter_mut().zip(b).for_each(|(x, y)| *x -= c * y);
+            }
+            residuals.push(res);
+        }
+        for v in subspace::range(&residuals, r, 1e-6)? {
+            let overlaps: Vec<Vec<f64>> = if t == 0 {
+                vec![vec![0.0; r]]
+            } else {
+                vec![neurons[t - 1].m_plus.clone(), neurons[t - 1].m_minus.clone()]
+            };
+            let missing = missing_coefficients(problem, &pts, &v, &overlaps);
+            let name = name_direction(&v);
+            let message = if missing.is_empty() {
+                format!(
+                    "{name} is blocked at step {}: the drift vanishes at the overlaps the neurons reach",
+                    t + 1
+                )
+            } else {
+                let needs: Vec<String> = missing.iter().map(|k| format!("c{k}")).collect();
+                let has: Vec<String> = missing.iter().map(|k| format!("c{k} = 0")).collect();
+                format!(
+                    "{name} is blocked at step {}: needs {}, {} has {}",
+                    t + 1,
+                    needs.join(" or "),
+                    opts.activation,
+                    has.join(", ")
+                )
+            };
+            blocked_span.push(v.clone());
+            blocked.push(Blocked {
+                direction: name,
+                vector: v,
+                step: t + 1,
+                missing,
+                message,
+            });
+        }
+    }
+    Ok(blocked)
+}
+
+/// The orders `k + 1` at which the drift along `v` from the overlaps `m` is non-zero while the
+/// activation's coefficient `c_{k+1}` vanishes.
+fn missing_coefficients(problem: &Drift, pts: &Points, v: &[f64], overlaps: &[Vec<f64>]) -> Vec<u32> {
+    let Drift {
+        g,
+        r,
+        act,
+        second_moment,
+        opts,
+        ..
+    } = *problem;
+    let mut missing: Vec<u32> = Vec::new();
+    for m in overlaps {
+        let nm = dot(m, m).sqrt();
+        let kmax = if nm > 0.0 { opts.max_degree } else { 0 };
+        for k in 0..=kmax {
+            let mut tk = 0.0;
+            for i in 0..pts.len() {
+                let x = &pts.x[i * r..(i + 1) * r];
+                let proj = if nm > 0.0 { dot(m, x) / nm } else { 0.0 };
+                tk += pts.w[i] * g(x) * dot(v, x) * he(k, proj);
+            }
+            let c = act.c.get(k as usize + 1).copied().unwrap_or(0.0);
+            if tk.abs() > 1e-8 * second_moment.sqrt().max(1.0) && c.abs() < ZERO && !missing.contains(&(k + 1)) {
+                missing.push(k + 1);
+            }
+        }
+    }
+    missing.sort_unstable();
+    missing
+}
+
+/// The stability of steps after the first (docs/stairway.md), for raw labels.
+fn stability_of(
+    expr: &Expr,
+    ex: &Expansion,
+    act: &ActivationCoefficients,
+    opts: &TheoryOptions,
+) -> Result<Option<stability::Stability>> {
+    if opts.preprocess != Preprocess::None {
+        return Ok(None);
+    }
+    let Some(state) = stability::AlignedState::new(ex, opts.activation, act, opts.second_layer)? else {
+        return Ok(None);
+    };
+    // The limit depends on (target, activation, second layer) only: computed once per process (a
+    // sweep asks for it at every point).
+    static LIMITS: std::sync::Mutex<Vec<(String, Option<f64>)>> = std::sync::Mutex::new(Vec::new());
+    let key = format!(
+        "{}|{}|{:?}|{}",
+        expr.source(),
+        opts.activation,
+        opts.second_layer,
+        opts.max_degree
+    );
+    let cached = LIMITS
+        .lock()
+        .ok()
+        .and_then(|l| l.iter().find(|(k, _)| *k == key).map(|(_, v)| *v));
+    let limit = match cached {
+        Some(v) => v,
+        None => {
+            let v = state.stable_gamma_max()?;
+            if let Ok(mut l) = LIMITS.lock() {
+                l.push((key, v));
+            }
+            v
+        }
+    };
+    Ok(Some(state.report_with_limit(
+        opts.gamma,
+        opts.gamma_later.unwrap_or(opts.gamma),
+        limit,
+    )?))
 }

@@ -110,11 +110,6 @@ impl Query {
                 "the theory handles r <= {MAX_RANK_DEGREE_3} teacher directions at degree 3 or more (up to r = {MAX_RANK_DEGREE_2} at degree 2), but the target has r = {r}"
             )));
         }
-        if r > MAX_RANK_DEGREE_2 {
-            return Err(Error::config(format!(
-                "the theory handles r <= {MAX_RANK_DEGREE_2} teacher directions, but the target has r = {r}"
-            )));
-        }
         let preprocess: Preprocess = parse_named("preprocess", &self.preprocess)?;
         let second_layer: SecondLayerInit = parse_named("second_layer", &self.second_layer)?;
         if self.d < 2 || self.p == 0 {
