@@ -5,7 +5,7 @@ use giantstep::config::{FirstLayerInit, NetworkConfig, Precision, SecondLayerIni
 use giantstep::data::{Purpose, StreamKey};
 use giantstep::engine::{self, Batch, ErrorSignal, Exec};
 use giantstep::expr::Expr;
-use giantstep::linalg::{matmul, Op, Real};
+use giantstep::linalg::{gemm_isa, gemm_seconds, matmul, Op, Real};
 use giantstep::network::Network;
 use giantstep::target::{preset_expr, Target};
 use giantstep::Result;
@@ -27,6 +27,9 @@ pub struct Phase {
     pub efficiency: f64,
     /// Samples per second through the phase.
     pub samples_per_s: f64,
+    /// Share of the phase's thread time spent outside GEMM calls (data generation, labels,
+    /// σ and σ', reductions).
+    pub non_gemm_share: f64,
 }
 
 /// The report of `giantstep bench`.
@@ -52,6 +55,8 @@ pub struct BenchReport {
     pub phases: Vec<Phase>,
     /// GFLOP/s of bare `chunk×d · d×p` GEMMs run on all threads at once.
     pub bare_gemm_gflops: f64,
+    /// The instruction set of the GEMM kernels (`AVX-512`, `AVX2+FMA`, `baseline`).
+    pub gemm_isa: String,
     /// (step + readout flops) / (step + readout time) / bare GEMM rate.
     pub efficiency: f64,
     /// Peak resident memory of the process (VmHWM).
@@ -173,8 +178,11 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
     let bare = bare_gemm::<T>(&exec, d, p);
     let (df, pf, nf, tf) = (d as f64, p as f64, n as f64, n_test as f64);
     let mut phases = Vec::new();
+    let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
+    let gemm_before = std::cell::Cell::new(gemm_seconds());
     let mut phase = |name: &str, seconds: f64, flops: f64, samples: f64| {
         let gflops = flops / seconds / 1e9;
+        let in_gemm = gemm_seconds() - gemm_before.get();
         phases.push(Phase {
             name: name.into(),
             seconds,
@@ -182,15 +190,18 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
             gflops,
             efficiency: gflops / bare,
             samples_per_s: samples / seconds,
+            non_gemm_share: (1.0 - in_gemm / (workers * seconds)).clamp(0.0, 1.0),
         });
     };
     let train = Batch {
         key: StreamKey::new(0, Purpose::Train, 0),
         n,
     };
+    gemm_before.set(gemm_seconds());
     let t = Instant::now();
     let _ = engine::label_shift(&exec, &target, &train, false);
     phase("data", t.elapsed().as_secs_f64(), 0.0, nf);
+    gemm_before.set(gemm_seconds());
     let t = Instant::now();
     let g = engine::gradient::<T>(&exec, &net, &target, &train, None, ErrorSignal::Residual);
     phase("step", t.elapsed().as_secs_f64(), 4.0 * nf * df * pf, nf);
@@ -200,6 +211,7 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         key: StreamKey::new(0, Purpose::Readout, 0),
         n,
     };
+    gemm_before.set(gemm_seconds());
     let t = Instant::now();
     let problem = engine::ReadoutProblem {
         d,
@@ -221,6 +233,7 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         key: StreamKey::new(0, Purpose::Test, 0),
         n: n_test,
     };
+    gemm_before.set(gemm_seconds());
     let t = Instant::now();
     let problem = engine::TestProblem {
         d,
@@ -248,6 +261,7 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         efficiency: sf / ss / 1e9 / bare,
         phases,
         bare_gemm_gflops: bare,
+        gemm_isa: gemm_isa().to_string(),
         peak_rss_bytes: peak_rss_bytes(),
     })
 }

@@ -96,8 +96,8 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
             r.workload, r.d, r.p, r.n, r.n_test, r.precision, r.threads, r.chunk
         );
         println!(
-            "{:<8} {:>9} {:>9} {:>11} {:>12}",
-            "phase", "seconds", "GFLOP/s", "efficiency", "samples/s"
+            "{:<8} {:>9} {:>9} {:>11} {:>9} {:>12}",
+            "phase", "seconds", "GFLOP/s", "efficiency", "non-GEMM", "samples/s"
         );
         for ph in &r.phases {
             let (g, e) = if ph.flops > 0.0 {
@@ -106,14 +106,26 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 ("-".into(), "-".into())
             };
             println!(
-                "{:<8} {:>9.2} {:>9} {:>11} {:>12.3e}",
-                ph.name, ph.seconds, g, e, ph.samples_per_s
+                "{:<8} {:>9.2} {:>9} {:>11} {:>8.1}% {:>12.3e}",
+                ph.name,
+                ph.seconds,
+                g,
+                e,
+                100.0 * ph.non_gemm_share,
+                ph.samples_per_s
             );
         }
         println!(
-            "bare GEMM ({}x{} by {}x{} on each thread): {:.1} GFLOP/s",
-            r.chunk, r.d, r.d, r.p, r.bare_gemm_gflops
+            "bare GEMM ({}x{} by {}x{} on each thread, {} kernels): {:.1} GFLOP/s",
+            r.chunk, r.d, r.d, r.p, r.gemm_isa, r.bare_gemm_gflops
         );
+        let time_of = |name: &str| r.phases.iter().find(|ph| ph.name == name).map_or(0.0, |ph| ph.seconds);
+        if time_of("step") > 0.0 {
+            println!(
+                "data generation: {:.1}% of a step's time",
+                100.0 * time_of("data") / time_of("step")
+            );
+        }
         println!("step + readout efficiency: {:.0}% of bare GEMM", 100.0 * r.efficiency);
         println!(
             "peak RSS {:.0} MB, total {:.1} s",

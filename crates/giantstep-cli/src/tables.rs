@@ -335,7 +335,8 @@ pub fn overlap_markdown(records: &[Record]) -> anyhow::Result<String> {
                 let pred = p
                     .predicted
                     .as_ref()
-                    .map_or("-".to_string(), |pr| format!("{:.4}", pr[k][t]));
+                    .and_then(|pr| pr[k].get(t))
+                    .map_or("-".to_string(), |v| format!("{v:.4}"));
                 let _ = writeln!(
                     s,
                     "| {} | w*{} | {:.4} ± {:.4} | {} |",

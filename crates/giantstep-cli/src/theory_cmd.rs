@@ -236,17 +236,29 @@ pub fn render(t: &TheoryReport) -> String {
     }
     let _ = writeln!(
         s,
-        "activation-aware prediction at n = {} d, eta/p = {}:",
-        t.alpha, t.gamma
+        "effective leap index with {}: {}",
+        a.activation,
+        leap(t.effective_leap_index)
     );
-    for (u, c) in t.activation_subspaces.iter().zip(&t.predicted_abs_cos) {
+    if t.kappa < 2.0 {
         let _ = writeln!(
             s,
-            "  step {}: dim {}  mean |cos| per direction {}",
-            u.step,
-            u.dim,
-            vec3(c)
+            "activation-aware prediction at n = {} d, eta/p = {}:",
+            t.alpha, t.gamma
         );
+    } else {
+        let _ = writeln!(
+            s,
+            "activation-aware prediction at n = d^{} (step 1; later steps by the generic rule):",
+            t.kappa
+        );
+    }
+    for (i, u) in t.activation_subspaces.iter().enumerate() {
+        let cos = t
+            .predicted_abs_cos
+            .get(i)
+            .map_or(String::new(), |c| format!("  mean |cos| per direction {}", vec3(c)));
+        let _ = writeln!(s, "  step {}: dim {}{cos}", u.step, u.dim);
     }
     for b in &t.blocked {
         let _ = writeln!(s, "  {}", b.message);
@@ -265,6 +277,22 @@ pub fn render(t: &TheoryReport) -> String {
         q.eta0,
         vec3(&q.mean_abs_cos)
     );
+    let k = &t.one_step_at_kappa;
+    let _ = writeln!(
+        s,
+        "one step at n = d^{} (d = {}, eta/p = {:.4}): mean |cos| per direction {}; as d -> infinity {}",
+        k.kappa,
+        k.d,
+        k.gamma,
+        vec3(&k.mean_abs_cos),
+        match k.dominant_degree {
+            Some(deg) => format!("the degree-{deg} part dominates and dim {} is learned", k.subspace.dim),
+            None => "nothing is learned".to_string(),
+        }
+    );
+    for m in k.blocked.iter().filter(|_| k.kappa < 2.0).chain(&k.suppressed) {
+        let _ = writeln!(s, "  {m}");
+    }
     let f = &t.floors;
     let _ = writeln!(s, "\nerror floors: linear kernel {:.5}", f.linear_kernel);
     let rf = &f.random_features;

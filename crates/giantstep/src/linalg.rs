@@ -78,6 +78,30 @@ impl<'a, T> View<'a, T> {
     }
 }
 
+/// Nanoseconds spent inside GEMM calls, summed over threads (for `giantstep bench`'s non-GEMM
+/// share; two clock reads per call, a few per chunk).
+static GEMM_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Seconds spent inside GEMM calls so far by all threads of this process together.
+pub fn gemm_seconds() -> f64 {
+    GEMM_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
+}
+
+/// The instruction set of the GEMM kernels on this machine (the `gemm` crate picks its kernel at
+/// run time): `"AVX-512"`, `"AVX2+FMA"` or `"baseline"`.
+pub fn gemm_isa() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            return "AVX-512";
+        }
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            return "AVX2+FMA";
+        }
+    }
+    "baseline"
+}
+
 /// Where [`matmul_strided`] writes `C`: element `(i, j)` at `data[offset + i·row_stride + j]`.
 pub struct OutView<'a, T> {
     /// The storage.
@@ -125,6 +149,7 @@ pub fn matmul_strided<T: Real>(
     }
     assert!(a.data.len() > a.last_index(m, k), "matmul: a too short");
     assert!(b.data.len() > b.last_index(k, n), "matmul: b too short");
+    let started = std::time::Instant::now();
     // SAFETY: the asserts above bound every index the strides reach; `c` is a distinct mutable
     // borrow, so it does not alias `a` or `b`.
     unsafe {
@@ -150,6 +175,10 @@ pub fn matmul_strided<T: Real>(
             gemm::Parallelism::None,
         );
     }
+    GEMM_NANOS.fetch_add(
+        started.elapsed().as_nanos() as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
 }
 
 /// An operand of [`matmul`]: a row-major matrix used as stored or transposed.

@@ -93,6 +93,12 @@ pub struct RunTheory {
     pub one_step_cosine: f64,
     /// The one-step closed form at `β = n/d²` (mean |cos| per direction).
     pub quadratic_one_step: Vec<f64>,
+    /// The one-step closed form at this run's `(n, d, γ)`, any `κ` (mean |cos| per direction).
+    #[serde(default)]
+    pub one_step_at_kappa: Vec<f64>,
+    /// The degree of `g*` that dominates one step at this `κ` as `d → ∞` (`None`: nothing learned).
+    #[serde(default)]
+    pub dominant_degree: Option<u32>,
     /// Activation-aware predicted mean |cos| per step and direction (`n = αd` recursion).
     pub predicted_mean_abs_cos: Vec<Vec<f64>>,
     /// Measured mean |cos| per step and direction (copied from `steps`).
@@ -899,6 +905,11 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
         second_layer: cfg.network.second_layer,
         // The largest γ of the later steps decides whether they blow up.
         gamma_later: (2..=t).map(|s| cfg.eta_at(s) / p).reduce(f64::max),
+        batch: crate::theory::batch::FiniteBatch {
+            d,
+            n: nf,
+            gamma: eta / p,
+        },
     };
     let rep = theory::analyze(&target.expr, r, &opts)?;
     // The quadratic closed form's caveat only matters when the batch is quadratic.
@@ -932,6 +943,8 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
         mu1: rep.mu1.clone(),
         one_step_cosine: rep.one_step_cosine.mean_abs,
         quadratic_one_step: rep.quadratic_one_step.mean_abs_cos.clone(),
+        one_step_at_kappa: rep.one_step_at_kappa.mean_abs_cos.clone(),
+        dominant_degree: rep.one_step_at_kappa.dominant_degree,
         predicted_mean_abs_cos: rep.predicted_abs_cos.clone(),
         measured_mean_abs_cos: steps.iter().map(|s| s.overlaps.mean_abs_cos.clone()).collect(),
         generic_subspace_dims: rep.generic_subspaces.iter().map(|u| u.dim).collect(),

@@ -9,6 +9,7 @@
 //! generic recursion reaches every direction the target depends on; a **staircase** has leap 1.
 
 pub mod activation;
+pub mod batch;
 pub mod closed;
 pub mod hermite;
 pub mod neuron;
@@ -67,6 +68,8 @@ pub struct TheoryOptions {
     pub second_layer: SecondLayerInit,
     /// `γ` of the steps after the first (default: `gamma`).
     pub gamma_later: Option<f64>,
+    /// The `(d, n, γ)` of the one-step closed form at `n = d^κ` (`one_step_at_kappa`).
+    pub batch: batch::FiniteBatch,
 }
 
 impl Default for TheoryOptions {
@@ -87,6 +90,11 @@ impl Default for TheoryOptions {
             leap: true,
             second_layer: SecondLayerInit::Hypercube,
             gamma_later: None,
+            batch: batch::FiniteBatch {
+                d: 256.0,
+                n: 256.0,
+                gamma: 1.0,
+            },
         }
     }
 }
@@ -168,6 +176,11 @@ pub struct TheoryReport {
     pub leap_index_linear: Option<u32>,
     /// Whether the target is a staircase (raw leap index 1).
     pub staircase: bool,
+    /// The leap index with this activation: the smallest `ℓ` at which steps with `n = Θ(d^ℓ)`
+    /// reach every direction the generic rule reaches (`ℓ = 1`: the representative-neuron
+    /// recursion over the report's steps; `ℓ ≥ 2`: the one-step rule at `n = d^ℓ`, then the
+    /// generic rule); `None` beyond the expansion's degree or when not computed.
+    pub effective_leap_index: Option<u32>,
     /// Batch exponent `κ` and `ℓ = ⌊κ⌋`.
     pub kappa: f64,
     /// `ℓ`.
@@ -178,9 +191,11 @@ pub struct TheoryReport {
     pub gamma: f64,
     /// `α = n/d`.
     pub alpha: f64,
-    /// Activation-aware subspaces for `n = αd`.
+    /// Activation-aware subspaces per step: the representative-neuron recursion for `κ < 2`; for
+    /// `κ ≥ 2` the one-step rule at `n = d^κ`, then the generic rule from there.
     pub activation_subspaces: Vec<SubspaceStep>,
-    /// Predicted mean |cos| per step and teacher direction (activation-aware, `n = αd`).
+    /// Predicted mean |cos| per step and teacher direction: the recursion at `n = αd` for
+    /// `κ < 2`; for `κ ≥ 2` step 1 only (the closed form at the finite `(d, n, γ)`).
     pub predicted_abs_cos: Vec<Vec<f64>>,
     /// The representative neurons after each step.
     pub neurons: Vec<NeuronStep>,
@@ -190,6 +205,9 @@ pub struct TheoryReport {
     pub one_step_cosine: OneStepCosine,
     /// The one-step closed form at `n = βd²`.
     pub quadratic_one_step: QuadraticOneStep,
+    /// One step at `n = d^κ`: the activation-aware rule as `d → ∞` and the closed form at the
+    /// options' finite `(d, n, γ)` (docs/theory.md §2).
+    pub one_step_at_kappa: batch::OneStepAtKappa,
     /// Linear-kernel error.
     pub linear_kernel_error: f64,
     /// Error floors.
@@ -276,7 +294,8 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     let leap_index = leap(&g_used)?;
     let leap_index_raw = leap(&g)?;
     let leap_index_linear = leap(&g_lin)?;
-    let ell = (opts.kappa.floor() as u32).max(1);
+    // log n / log d of n = d^2 can come out as 1.9999999999999998.
+    let ell = ((opts.kappa + 1e-9).floor() as u32).max(1);
     if opts.kappa < 1.0 {
         warnings.push(format!(
             "kappa = {} < 1: a batch n = o(d) learns nothing; the generic recursion is shown for l = 1",
@@ -306,26 +325,51 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         steps: opts.steps,
     };
     let neurons = neuron::neuron_recursion(&g_used, r, opts.activation, params)?;
-    let activation_subspaces = spans_of(&neurons, r)?;
-    let problem = Drift {
-        g: &g_used,
-        r,
-        eo,
-        act: &act,
-        second_moment: ex.second_moment,
-        opts,
-    };
-    let blocked = blocked_directions(&problem, &neurons, &activation_subspaces)?;
-    if opts.kappa >= 2.0 {
-        warnings.push("the activation-aware prediction and the first closed form are for n = alpha d; at kappa >= 2 use quadratic_one_step".into());
-    }
-
-    let one_step_cosine = closed::one_step_cosine(&ex, &act, opts.gamma, opts.alpha);
     let v = if opts.preprocess == Preprocess::Linear {
         act.e_dsigma2 - act.c[1].powi(2)
     } else {
         act.e_dsigma2
     };
+    let moments = label_moments(&g_used, r)?;
+    let at_kappa = batch::one_step_at_kappa(&ex, &act, opts.preprocess, opts.kappa, opts.batch, v, &moments)?;
+    let (activation_subspaces, predicted_abs_cos, blocked) = if opts.kappa < 2.0 {
+        let subspaces = spans_of(&neurons, r)?;
+        let problem = Drift {
+            g: &g_used,
+            r,
+            eo,
+            act: &act,
+            second_moment: ex.second_moment,
+            opts,
+        };
+        let blocked = blocked_directions(&problem, &neurons, &subspaces)?;
+        (subspaces, neurons.iter().map(|n| n.abs_cos.clone()).collect(), blocked)
+    } else {
+        warnings.push(
+            "at kappa >= 2 the activation-aware prediction is for one step (one_step_at_kappa); later steps follow the generic rule from there".into(),
+        );
+        let subspaces = later_steps(&g_used, r, ell, opts.steps, &at_kappa.subspace, eo)?;
+        let blocked = at_kappa
+            .blocked
+            .iter()
+            .map(|m| Blocked {
+                direction: String::new(),
+                vector: vec![],
+                step: 1,
+                missing: vec![],
+                message: m.clone(),
+            })
+            .collect();
+        (subspaces, vec![at_kappa.mean_abs_cos.clone()], blocked)
+    };
+    warnings.extend(at_kappa.suppressed.iter().cloned());
+    let effective_leap_index = if opts.leap {
+        effective_leap(&g_used, &ex, &act, opts, &neurons, (v, &moments), eo)?
+    } else {
+        None
+    };
+
+    let one_step_cosine = closed::one_step_cosine(&ex, &act, opts.gamma, opts.alpha);
     let quadratic_one_step = closed::quadratic_one_step(&ex, &act, opts.eta0, opts.beta, v);
     let linear_kernel_error = closed::linear_kernel_error(&ex);
     let random_features = closed::random_features_floor(&ex, &act, opts.kappa, opts.log_d_p);
@@ -364,13 +408,15 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         leap_index_raw,
         leap_index_linear,
         staircase: leap_index_raw == Some(1),
+        effective_leap_index,
         kappa: opts.kappa,
         ell,
         generic_subspaces,
         gamma: opts.gamma,
         alpha: opts.alpha,
-        predicted_abs_cos: neurons.iter().map(|n| n.abs_cos.clone()).collect(),
+        predicted_abs_cos,
         activation_subspaces,
+        one_step_at_kappa: at_kappa,
         neurons,
         blocked,
         one_step_cosine,
@@ -406,6 +452,87 @@ fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
         return Err(Error::config("eta0 and gamma must be finite"));
     }
     Ok(())
+}
+
+/// The smallest `ℓ` at which the activation-aware rules reach the generic closure (see
+/// [`TheoryReport::effective_leap_index`]).
+fn effective_leap(
+    g: &dyn Fn(&[f64]) -> f64,
+    ex: &Expansion,
+    act: &ActivationCoefficients,
+    opts: &TheoryOptions,
+    neurons: &[NeuronStep],
+    (v, moments): (f64, &batch::LabelMoments),
+    eo: ExpandOptions,
+) -> Result<Option<u32>> {
+    let r = ex.r;
+    for ell in 1..=opts.max_degree {
+        let full = subspace::closure(g, r, ell, eo)?.len();
+        if full == 0 {
+            continue;
+        }
+        let reached = if ell == 1 {
+            spans_of(neurons, r)?.last().map_or(0, |s| s.dim)
+        } else {
+            let first =
+                batch::one_step_at_kappa(ex, act, opts.preprocess, ell as f64, opts.batch, v, moments)?.subspace;
+            later_steps(g, r, ell, r + 1, &first, eo)?.last().map_or(0, |s| s.dim)
+        };
+        let all = subspace::closure(g, r, opts.max_degree, eo)?.len();
+        if reached >= all && full >= all {
+            return Ok(Some(ell));
+        }
+    }
+    Ok(None)
+}
+
+/// `E[ỹ²]` and `E[ỹ² x_j²]` of the labels the steps see, on the quadrature grid.
+fn label_moments(g: &dyn Fn(&[f64]) -> f64, r: usize) -> Result<batch::LabelMoments> {
+    let pts = Points::new(r)?;
+    let mut m = batch::LabelMoments {
+        y2: 0.0,
+        y2_x2: vec![0.0; r],
+    };
+    for i in 0..pts.len() {
+        let x = &pts.x[i * r..(i + 1) * r];
+        let y2 = pts.w[i] * g(x).powi(2);
+        m.y2 += y2;
+        for j in 0..r {
+            m.y2_x2[j] += y2 * x[j] * x[j];
+        }
+    }
+    Ok(m)
+}
+
+/// `U_1` from the one-step rule at `n = d^κ`, then `U_{t+1} = U_t ⊕` the generic rule's new
+/// directions at `ℓ`.
+fn later_steps(
+    g: &dyn Fn(&[f64]) -> f64,
+    r: usize,
+    ell: u32,
+    steps: usize,
+    first: &SubspaceStep,
+    eo: ExpandOptions,
+) -> Result<Vec<SubspaceStep>> {
+    let mut out = vec![first.clone()];
+    let mut u = first.basis.clone();
+    for t in 2..=steps {
+        // With nothing learned, a later step starts where the first did and learns nothing either.
+        let new = if u.is_empty() {
+            vec![]
+        } else {
+            subspace::new_directions(g, r, &u, ell, eo)?
+        };
+        u.extend(new);
+        let b = orthonormal_span(&u, r)?;
+        u = b.clone();
+        out.push(SubspaceStep {
+            step: t,
+            dim: b.len(),
+            basis: b,
+        });
+    }
+    Ok(out)
 }
 
 /// The span of the neurons' overlaps `m±` up to each step (the activation-aware subspaces).

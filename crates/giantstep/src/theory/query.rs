@@ -38,11 +38,13 @@ pub struct Query {
     pub eta0: f64,
     /// Learning-rate exponent.
     pub eta_exp: f64,
-    /// `γ = η/p` directly (overrides `eta0`).
+    /// `γ = η/p` directly (overrides `eta0`; otherwise `eta0·α^eta_exp` at `n = αd` and
+    /// `eta0·(n/d)^eta_exp` with `n = d^κ` for the one-step closed form at `n = d^κ`).
     pub gamma: Option<f64>,
     /// `β = n/d²` of the quadratic one-step closed form.
     pub beta: f64,
-    /// Input dimension (for `log_d p` of the random-features floor), at least 2.
+    /// Input dimension (for `log_d p` of the random-features floor and the finite-size closed
+    /// form at `n = d^κ`), at least 2.
     pub d: usize,
     /// Width (for `log_d p`).
     pub p: usize,
@@ -154,6 +156,13 @@ impl Query {
                 }
             }
         }
+        let d = self.d as f64;
+        let n = d.powf(self.kappa);
+        let batch = super::batch::FiniteBatch {
+            d,
+            n,
+            gamma: self.gamma.unwrap_or(self.eta0 * (n / d).powf(self.eta_exp)),
+        };
         let opts = TheoryOptions {
             activation: self.activation.parse()?,
             steps: self.steps,
@@ -170,6 +179,7 @@ impl Query {
             leap: true,
             second_layer,
             gamma_later: self.gamma_later,
+            batch,
         };
         Ok((expr, r, opts))
     }

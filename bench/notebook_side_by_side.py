@@ -1,0 +1,78 @@
+#!/usr/bin/env python3
+"""The notebook's work in numpy and in giantstep, side by side on this machine.
+
+    python3 bench/notebook_side_by_side.py [--small] [--bin target/release/giantstep]
+
+Runs bench/notebook_reference.py (numpy; OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset for it so
+that OpenBLAS picks its best kernel) and then, on the same work, `giantstep run` once per
+(n, seed) with eval.baseline = false, in f64 and in f32. Prints the wall times, peak RSS and
+their ratios as a markdown table; the test errors of both (different random streams, so they
+agree in distribution, not bit for bit).
+"""
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def measured(cmd, env=None):
+    """Runs cmd; returns (stdout, wall seconds, peak RSS bytes of the child)."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, env=env, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if status != 0:
+        sys.exit(f"{cmd[0]} failed with status {status}")
+    return out, wall, usage.ru_maxrss * 1024
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--small", action="store_true")
+    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--bin", default="target/release/giantstep")
+    args = ap.parse_args()
+    d, p, n_test = (256, 512, 20_000) if args.small else (512, 1024, 100_000)
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    rows = []
+    for precision in ("f64", "f32"):
+        cmd = [sys.executable, os.path.join(HERE, "notebook_reference.py"), "--precision", precision,
+               "--seeds", str(args.seeds)] + (["--small"] if args.small else [])
+        out, np_wall, np_rss = measured(cmd, env)
+        np_errors = [r["test_error"] for r in json.loads(out)["runs"]]
+        gs_wall, gs_rss, gs_errors = 0.0, 0, []
+        for kappa in ("1.3", "1.65", "2"):
+            for seed in range(args.seeds):
+                sets = {
+                    "target.preset": "stairway-he124", "network.d": d, "network.p": p,
+                    "network.second_layer": "gaussian", "network.symmetric": "false",
+                    "train.n": f"d^{kappa}", "train.eta0": 10 * (d / p) ** 0.5, "train.preprocess": "linear",
+                    "readout.batch": "last", "readout.add_back": "test", "eval.n_test": n_test,
+                    "eval.baseline": "false", "eval.theory": "false", "precision": precision, "seed": seed,
+                }
+                cmd = [args.bin, "run", "--json", "-q"] + sum((["--set", f"{k}={v}"] for k, v in sets.items()), [])
+                out, wall, rss = measured(cmd)
+                gs_wall += wall
+                gs_rss = max(gs_rss, rss)
+                gs_errors.append(json.loads(out)["test_error"])
+        rows.append((precision, np_wall, np_rss, gs_wall, gs_rss, np_errors, gs_errors))
+    print(f"notebook work: d = {d}, p = {p}, n = d^1.3, d^1.65, d^2, n_test = {n_test}, {args.seeds} seeds, one step\n")
+    print("| precision | numpy wall | numpy peak RSS | giantstep wall | giantstep peak RSS | speed-up | memory |")
+    print("|---|---|---|---|---|---|---|")
+    for precision, nw, nr, gw, gr, _, _ in rows:
+        print(f"| {precision} | {nw:.1f} s | {nr / 1e9:.2f} GB | {gw:.1f} s | {gr / 1e6:.0f} MB | "
+              f"{nw / gw:.2f}× | 1/{nr / gr:.0f} |")
+    for precision, _, _, _, _, ne, ge in rows:
+        print(f"\n{precision} test errors (numpy / giantstep), per n: "
+              + ", ".join(f"{statistics.mean(ne[i:i + args.seeds]):.4f} / {statistics.mean(ge[i:i + args.seeds]):.4f}"
+                          for i in range(0, len(ne), args.seeds)))
+
+
+if __name__ == "__main__":
+    main()
