@@ -7,6 +7,14 @@ use giantstep::sweep::Record;
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+/// The preset's name, else the expression.
+pub(crate) fn target_name(c: &giantstep::Config) -> &str {
+    c.target
+        .preset
+        .as_deref()
+        .unwrap_or(c.target.expr.as_deref().unwrap_or(""))
+}
+
 /// Mean and sample standard deviation (0 for a single value).
 pub(crate) fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -75,10 +83,7 @@ pub fn stairway_data(records: &[Record]) -> anyhow::Result<StairwayData> {
     let c = &results[0].config;
     data.title = format!(
         "{} — {}, d = {}, p = {}",
-        c.target
-            .preset
-            .as_deref()
-            .unwrap_or(c.target.expr.as_deref().unwrap_or("")),
+        target_name(c),
         c.network.activation,
         c.network.d,
         c.network.p
@@ -122,10 +127,7 @@ pub fn cosine_data(records: &[Record]) -> anyhow::Result<(Vec<CosinePanel>, Opti
     let c = &r.config;
     let title = format!(
         "gradient cosines — {}, {}, d = {}, n = {}",
-        c.target
-            .preset
-            .as_deref()
-            .unwrap_or(c.target.expr.as_deref().unwrap_or("")),
+        target_name(c),
         c.network.activation,
         c.network.d,
         r.steps[0].n

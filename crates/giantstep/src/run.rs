@@ -344,7 +344,7 @@ fn setup(cfg: &ValidConfig, options: &mut RunOptions) -> Result<(Target, Network
 }
 
 /// A copy of a given `rows×cols` array after checking its length and finiteness.
-fn given(what: &str, v: &[f64], rows: usize, cols: usize) -> Result<Vec<f64>> {
+pub(crate) fn given(what: &str, v: &[f64], rows: usize, cols: usize) -> Result<Vec<f64>> {
     let shape = if cols == 1 {
         format!("({rows},)")
     } else {

@@ -145,20 +145,7 @@ impl Target {
     /// [`Error::Config`] naming the problem (`what` names the input, e.g. `"W_star"`).
     pub fn set_teacher(&mut self, w_star: &[f64], what: &str) -> Result<()> {
         let (r, d) = (self.r, self.d);
-        if w_star.len() != r * d {
-            return Err(Error::config(format!(
-                "{what} must have shape ({r}, {d}) (r × d), but has {} entries",
-                w_star.len()
-            )));
-        }
-        if let Some(i) = w_star.iter().position(|v| !v.is_finite()) {
-            return Err(Error::config(format!(
-                "{what} must be finite, but entry ({}, {}) is {}",
-                i / d,
-                i % d,
-                w_star[i]
-            )));
-        }
+        let w_star = crate::run::given(what, w_star, r, d)?;
         for k in 0..r {
             for l in 0..=k {
                 let g = crate::linalg::dot(&w_star[k * d..(k + 1) * d], &w_star[l * d..(l + 1) * d]);
@@ -170,7 +157,7 @@ impl Target {
                 }
             }
         }
-        self.w_star = w_star.to_vec();
+        self.w_star = w_star;
         self.canonical = false;
         Ok(())
     }
