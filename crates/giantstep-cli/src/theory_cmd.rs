@@ -169,6 +169,15 @@ fn alpha_name(a: &[u32]) -> String {
 
 pub fn render(t: &TheoryReport) -> String {
     let mut s = String::new();
+    expansion(&mut s, t);
+    learnable(&mut s, t);
+    closed_forms(&mut s, t);
+    floors(&mut s, t);
+    s
+}
+
+/// The target's and the activation's Hermite coefficients.
+fn expansion(s: &mut String, t: &TheoryReport) {
     let _ = writeln!(s, "target  g*(x) = {}   (r = {})", t.expr, t.r);
     let _ = writeln!(
         s,
@@ -211,6 +220,11 @@ pub fn render(t: &TheoryReport) -> String {
             .join(", "),
         a.e_dsigma2
     );
+}
+
+/// Leap indices, the generic and the activation-aware subspaces, blocked directions.
+fn learnable(s: &mut String, t: &TheoryReport) {
+    let a = &t.activation;
     let leap = |l: Option<u32>| l.map_or("> K".to_string(), |v| v.to_string());
     let _ = writeln!(
         s,
@@ -263,6 +277,10 @@ pub fn render(t: &TheoryReport) -> String {
     for b in &t.blocked {
         let _ = writeln!(s, "  {}", b.message);
     }
+}
+
+/// The one-step closed forms at n = αd, βd² and d^κ.
+fn closed_forms(s: &mut String, t: &TheoryReport) {
     let o = &t.one_step_cosine;
     let _ = writeln!(
         s,
@@ -293,6 +311,10 @@ pub fn render(t: &TheoryReport) -> String {
     for m in k.blocked.iter().filter(|_| k.kappa < 2.0).chain(&k.suppressed) {
         let _ = writeln!(s, "  {m}");
     }
+}
+
+/// Error floors and caveats.
+fn floors(s: &mut String, t: &TheoryReport) {
     let f = &t.floors;
     let _ = writeln!(s, "\nerror floors: linear kernel {:.5}", f.linear_kernel);
     let rf = &f.random_features;
@@ -307,5 +329,4 @@ pub fn render(t: &TheoryReport) -> String {
     for w in &t.warnings {
         let _ = writeln!(s, "note: {w}");
     }
-    s
 }

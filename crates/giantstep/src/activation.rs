@@ -4,7 +4,7 @@
 //! coefficients of ReLU nonzero.
 
 use crate::error::{Error, Result};
-use crate::expr::hermite;
+use crate::special::hermite;
 use serde::{Deserialize, Serialize};
 
 /// The shape of an activation, before the shift.

@@ -40,6 +40,8 @@ use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::expr::Expr;
 use crate::target::preset_expr;
+/// How the teacher `W*` is drawn (defined with the teacher, in [`crate::target`]).
+pub use crate::target::TeacherKind;
 use serde::{Deserialize, Serialize};
 
 /// A batch size: an integer or a power of `d` such as `"4d"`, `"d^1.5"`, `"0.5 d^2"`.
@@ -189,17 +191,6 @@ pub enum Precision {
     F32,
 }
 
-/// How the teacher `W*` is drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum TeacherKind {
-    /// Random orthonormal rows (QR of a seeded Gaussian matrix).
-    #[default]
-    Random,
-    /// The first `r` canonical basis vectors.
-    Canonical,
-}
-
 /// First-layer initialization.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -287,60 +278,10 @@ pub enum AddBack {
     Test,
 }
 
-/// `FromStr` and `Display` with the configuration's spelling for a fixed set of names. The
-/// error says which names exist ("must be none, mean or linear, but is 'x'"); the caller puts
-/// the key or flag in front.
-macro_rules! named {
-    ($t:ty { $($v:ident => $name:literal),+ $(,)? }) => {
-        impl $t {
-            /// The accepted names, in order.
-            pub const NAMES: &'static [&'static str] = &[$($name),+];
-        }
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str(match self { $(Self::$v => $name),+ })
-            }
-        }
-        impl std::str::FromStr for $t {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
-                match s {
-                    $($name => Ok(Self::$v),)+
-                    other => Err(Error::Name(format!(
-                        "must be {}, but is '{other}'",
-                        $crate::config::one_of(<$t>::NAMES)
-                    ))),
-                }
-            }
-        }
-    };
-}
-#[allow(unused_imports)] // used by sweep::Figure
-pub(crate) use named;
-
-/// Parses one of a fixed set of names, with `what` (a key or a flag) in the error:
-/// `"preprocess must be none, mean or linear, but is 'x'"`.
-///
-/// # Errors
-/// [`Error::Config`] naming `what` and the accepted names.
-pub fn parse_named<T: std::str::FromStr<Err = Error>>(what: &str, s: &str) -> Result<T> {
-    s.parse::<T>().map_err(|e| match e {
-        Error::Name(m) => Error::Config(format!("{what} {m}")),
-        other => other,
-    })
-}
-
-/// "a, b or c".
-pub(crate) fn one_of(names: &[&str]) -> String {
-    match names {
-        [] => String::new(),
-        [one] => one.to_string(),
-        [rest @ .., last] => format!("{} or {last}", rest.join(", ")),
-    }
-}
+use crate::names::named;
+pub use crate::names::parse_named;
 
 named!(Precision { F64 => "f64", F32 => "f32" });
-named!(TeacherKind { Random => "random", Canonical => "canonical" });
 named!(FirstLayerInit { Gaussian => "gaussian", Sphere => "sphere" });
 named!(SecondLayerInit { Hypercube => "hypercube", Gaussian => "gaussian", Uniform => "uniform" });
 named!(Loss { Residual => "residual", Correlation => "correlation" });
@@ -1193,7 +1134,7 @@ mod tests {
         check(&[Preprocess::None, Preprocess::Mean, Preprocess::Linear]);
         check(&[ReadoutBatch::Fresh, ReadoutBatch::Last]);
         check(&[AddBack::Empirical, AddBack::Oracle, AddBack::Test]);
-        assert_eq!(one_of(&["a", "b", "c"]), "a, b or c");
+        assert_eq!(crate::names::one_of(&["a", "b", "c"]), "a, b or c");
     }
 
     #[test]

@@ -57,10 +57,12 @@ pub mod error;
 pub mod expr;
 #[doc(hidden)]
 pub mod linalg;
+mod names;
 #[doc(hidden)]
 pub mod network;
 mod observe;
 mod run;
+pub mod special;
 pub mod sweep;
 pub mod target;
 pub mod theory;

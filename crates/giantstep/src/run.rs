@@ -661,27 +661,10 @@ fn run_typed<T: crate::linalg::Real>(
             cfg_t.target.expr = Some(name.clone());
             cfg_t.target.preset = None;
         }
-        let weights = options.keep_weights.then(|| Weights {
-            d,
-            p: net.p,
-            r,
-            w0: net.w0.clone(),
-            w: trained.layer(t).to_vec(),
-            a: net.net.a.clone(),
-            w_star: ctx.target.w_star.clone(),
-            readout: tr.coef.clone(),
-            rf_readout: rf.as_ref().map(|ro| ro.coef.clone()),
-        });
-        let theory_note = match &theories[i] {
-            None => Some("eval.theory = false".into()),
-            Some(Err(e)) => Some(e.to_string()),
-            Some(Ok(_)) if !cfg.eval.theory => Some("eval.theory = false".into()),
-            Some(Ok(_)) => None,
-        };
-        let theory = match theories[i].clone() {
-            Some(Ok(th)) if cfg.eval.theory => Some(th),
-            _ => None,
-        };
+        let weights = options
+            .keep_weights
+            .then(|| net.weights(trained.layer(t), &ctx.target, &tr, rf.as_ref()));
+        let (theory, theory_note) = attached(cfg, &theories[i]);
         out.push(Ok(RunResult {
             version: env!("CARGO_PKG_VERSION").to_string(),
             r,
@@ -721,6 +704,16 @@ fn theories(ctx: &Ctx, trained: &Trained, custom_name: Option<&str>) -> Vec<Opti
         .collect()
 }
 
+/// The theory a result carries, or why not.
+fn attached(cfg: &ValidConfig, theory: &Option<Result<RunTheory>>) -> (Option<RunTheory>, Option<String>) {
+    match theory {
+        None => (None, Some("eval.theory = false".into())),
+        Some(Err(e)) => (None, Some(e.to_string())),
+        Some(Ok(_)) if !cfg.eval.theory => (None, Some("eval.theory = false".into())),
+        Some(Ok(th)) => (Some(th.clone()), None),
+    }
+}
+
 /// The network being trained and its first layer at initialization.
 struct Started {
     net: Network,
@@ -730,6 +723,23 @@ struct Started {
 impl From<Network> for Started {
     fn from(net: Network) -> Started {
         Started { w0: net.w.clone(), net }
+    }
+}
+
+impl Started {
+    /// The weights of a result: this start, the layer after training, the teacher, the readouts.
+    fn weights(&self, w: &[f64], target: &Target, readout: &Readout, rf: Option<&Readout>) -> Weights {
+        Weights {
+            d: self.net.d,
+            p: self.net.p,
+            r: target.r,
+            w0: self.w0.clone(),
+            w: w.to_vec(),
+            a: self.net.a.clone(),
+            w_star: target.w_star.clone(),
+            readout: readout.coef.clone(),
+            rf_readout: rf.map(|ro| ro.coef.clone()),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub enum Figure {
     /// Mean |cos| per teacher direction against the step, with the theory's prediction.
     Overlaps,
 }
-crate::config::named!(Figure { Stairway => "stairway", Cosines => "cosines", Overlaps => "overlaps" });
+crate::names::named!(Figure { Stairway => "stairway", Cosines => "cosines", Overlaps => "overlaps" });
 
 /// One axis of a plan.
 #[derive(Debug, Clone, PartialEq)]

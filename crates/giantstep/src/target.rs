@@ -1,10 +1,23 @@
 //! Multi-index targets `y = g*(W* z) + sqrt(Δ)·ξ` (docs/model.md §1) and the named presets of docs/model.md §5.
 
-use crate::config::TeacherKind;
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
 use crate::linalg::{matmul, orthonormalize_rows, Op};
+use crate::names::named;
+
+/// How the teacher `W*` is drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TeacherKind {
+    /// Random orthonormal rows (QR of a seeded Gaussian matrix).
+    #[default]
+    Random,
+    /// The first `r` canonical basis vectors.
+    Canonical,
+}
+
+named!(TeacherKind { Random => "random", Canonical => "canonical" });
 
 /// The presets of docs/model.md §5: `(name, expression, note)`.
 pub const PRESETS: &[(&str, &str, &str)] = &[

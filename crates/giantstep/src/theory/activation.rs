@@ -4,7 +4,7 @@
 use super::quadrature::{gauss_hermite, gaussian_integral, Rule};
 use crate::activation::{Activation, ActivationKind};
 use crate::error::Result;
-use crate::expr::hermite;
+use crate::special::hermite;
 use serde::{Deserialize, Serialize};
 
 /// Coefficients of an activation.

@@ -9,7 +9,7 @@
 use super::quadrature::gauss_hermite;
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::error::{Error, Result};
-use crate::expr::hermite;
+use crate::special::hermite;
 use serde::{Deserialize, Serialize};
 
 /// Largest tensor grid evaluated before falling back to Monte Carlo.

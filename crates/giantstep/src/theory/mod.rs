@@ -21,8 +21,9 @@ pub mod subspace;
 use crate::activation::Activation;
 use crate::config::{Preprocess, SecondLayerInit};
 use crate::error::{Error, Result};
-use crate::expr::{hermite as he, Expr};
+use crate::expr::Expr;
 use crate::linalg::dot;
+use crate::special::hermite as he;
 use activation::{ActivationCoefficients, ZERO};
 use closed::{OneStepCosine, QuadraticOneStep, RandomFeaturesFloor};
 use hermite::{Coefficient, ExpandOptions, Expansion, Method};
@@ -271,17 +272,9 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     };
     let ex = hermite::expand(&g, r, eo)?;
     let act = activation::coefficients(&opts.activation, opts.max_degree + 1)?;
-    let mut warnings = Vec::new();
-    if mu1_norm(&ex) > ex.zero_tol && opts.preprocess == Preprocess::None {
-        warnings.push(
-            "quadratic_one_step assumes mu1 = 0 or linear preprocessing; here mu1 != 0 and labels are raw".into(),
-        );
-    }
-    if let Method::MonteCarlo { samples } = ex.method {
-        warnings.push(format!(
-            "the quadrature grid would exceed 1e8 points at r = {r}: coefficients are Monte Carlo estimates from {samples} samples"
-        ));
-    }
+    // log n / log d of n = d^2 can come out as 1.9999999999999998.
+    let ell = ((opts.kappa + 1e-9).floor() as u32).max(1);
+    let mut warnings = regime_warnings(&ex, opts, ell);
     let g_used = preprocessed(&g, &ex, opts.preprocess);
     let g_lin = preprocessed(&g, &ex, Preprocess::Linear);
     let leap = |f: &dyn Fn(&[f64]) -> f64| {
@@ -294,18 +287,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     let leap_index = leap(&g_used)?;
     let leap_index_raw = leap(&g)?;
     let leap_index_linear = leap(&g_lin)?;
-    // log n / log d of n = d^2 can come out as 1.9999999999999998.
-    let ell = ((opts.kappa + 1e-9).floor() as u32).max(1);
-    if opts.kappa < 1.0 {
-        warnings.push(format!(
-            "kappa = {} < 1: a batch n = o(d) learns nothing; the generic recursion is shown for l = 1",
-            opts.kappa
-        ));
-    }
     let mu1 = ex.mu1();
-    if ell >= 2 && opts.preprocess == Preprocess::None && dot(&mu1, &mu1).sqrt() > ex.zero_tol {
-        warnings.push("with n = d^l, l >= 2, and mu1 != 0, the amplified first-order spike swamps every neuron unless labels are preprocessed (use preprocess = linear)".into());
-    }
     let generic_subspaces: Vec<SubspaceStep> = subspace::generic_subspaces(&g_used, r, ell, opts.steps, eo)?
         .into_iter()
         .enumerate()
@@ -429,6 +411,34 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         },
         warnings,
     })
+}
+
+/// Caveats on the regime: the quadratic form's assumption, Monte Carlo coefficients, batches
+/// below `d`, the amplified first-order spike at `ℓ ≥ 2`.
+fn regime_warnings(ex: &Expansion, opts: &TheoryOptions, ell: u32) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let raw_spike = mu1_norm(ex) > ex.zero_tol && opts.preprocess == Preprocess::None;
+    if raw_spike {
+        warnings.push(
+            "quadratic_one_step assumes mu1 = 0 or linear preprocessing; here mu1 != 0 and labels are raw".into(),
+        );
+    }
+    if let Method::MonteCarlo { samples } = ex.method {
+        warnings.push(format!(
+            "the quadrature grid would exceed 1e8 points at r = {}: coefficients are Monte Carlo estimates from {samples} samples",
+            ex.r
+        ));
+    }
+    if opts.kappa < 1.0 {
+        warnings.push(format!(
+            "kappa = {} < 1: a batch n = o(d) learns nothing; the generic recursion is shown for l = 1",
+            opts.kappa
+        ));
+    }
+    if ell >= 2 && raw_spike {
+        warnings.push("with n = d^l, l >= 2, and mu1 != 0, the amplified first-order spike swamps every neuron unless labels are preprocessed (use preprocess = linear)".into());
+    }
+    warnings
 }
 
 fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
