@@ -174,6 +174,36 @@ fn outside(b: &Basis, u: &Basis, r: usize) -> Result<Basis> {
     range(&rest, r, 1e-6)
 }
 
+/// The dimension of the span of all directions the (preprocessed) target depends on, up to the
+/// expansion's degree: the ranges of every `∇P_k` together.
+///
+/// # Errors
+/// A numerical failure of the range computation.
+pub fn relevant_dim(ex: &Expansion, pre: Preprocess) -> Result<usize> {
+    let parts = Parts::new(ex, pre);
+    let mut all: Vec<Vec<f64>> = Vec::new();
+    for k in 1..=ex.max_degree {
+        if parts.has(k) {
+            all.extend(parts.range_of(k)?);
+        }
+    }
+    Ok(range(&all, ex.r, 1e-6)?.len())
+}
+
+/// The subspace one step at `n = d^κ` learns as `d → ∞` (the range of `∇P_k` for the lowest
+/// degree `k ≤ κ` with `c_k(σ) ≠ 0`; empty when there is none).
+///
+/// # Errors
+/// A numerical failure of the range computation.
+pub fn one_step_subspace(ex: &Expansion, act: &ActivationCoefficients, pre: Preprocess, kappa: f64) -> Result<Basis> {
+    let parts = Parts::new(ex, pre);
+    let top = ((kappa + 1e-9).floor().max(0.0) as u32).min(ex.max_degree);
+    match (1..=top).find(|&k| parts.has(k) && act.c.get(k as usize).is_some_and(|c| c.abs() >= ZERO)) {
+        Some(k) => parts.range_of(k),
+        None => Ok(vec![]),
+    }
+}
+
 /// One step at `n = d^κ` (module docs): the `d → ∞` rule and the finite-size closed form.
 /// `v` is `E[σ'²]` for raw labels and `E[σ'²] − c1²` after linear preprocessing; `moments` are
 /// those of the preprocessed labels.

@@ -346,7 +346,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     };
     warnings.extend(at_kappa.suppressed.iter().cloned());
     let effective_leap_index = if opts.leap {
-        effective_leap(&g_used, &ex, &act, opts, &neurons, (v, &moments), eo)?
+        effective_leap(&g_used, &ex, &act, opts, &neurons, eo)?
     } else {
         None
     };
@@ -472,24 +472,26 @@ fn effective_leap(
     act: &ActivationCoefficients,
     opts: &TheoryOptions,
     neurons: &[NeuronStep],
-    (v, moments): (f64, &batch::LabelMoments),
     eo: ExpandOptions,
 ) -> Result<Option<u32>> {
     let r = ex.r;
+    let all = batch::relevant_dim(ex, opts.preprocess)?;
+    if all == 0 {
+        return Ok(None);
+    }
     for ell in 1..=opts.max_degree {
-        let full = subspace::closure(g, r, ell, eo)?.len();
-        if full == 0 {
-            continue;
-        }
         let reached = if ell == 1 {
             spans_of(neurons, r)?.last().map_or(0, |s| s.dim)
         } else {
-            let first =
-                batch::one_step_at_kappa(ex, act, opts.preprocess, ell as f64, opts.batch, v, moments)?.subspace;
+            let first = batch::one_step_subspace(ex, act, opts.preprocess, ell as f64)?;
+            let first = SubspaceStep {
+                step: 1,
+                dim: first.len(),
+                basis: first,
+            };
             later_steps(g, r, ell, r + 1, &first, eo)?.last().map_or(0, |s| s.dim)
         };
-        let all = subspace::closure(g, r, opts.max_degree, eo)?.len();
-        if reached >= all && full >= all {
+        if reached >= all {
             return Ok(Some(ell));
         }
     }
