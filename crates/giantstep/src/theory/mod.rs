@@ -314,37 +314,22 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     };
     let moments = label_moments(&g_used, r)?;
     let at_kappa = batch::one_step_at_kappa(&ex, &act, opts.preprocess, opts.kappa, opts.batch, v, &moments)?;
-    let (activation_subspaces, predicted_abs_cos, blocked) = if opts.kappa < 2.0 {
-        let subspaces = spans_of(&neurons, r)?;
-        let problem = Drift {
-            g: &g_used,
-            r,
-            eo,
-            act: &act,
-            second_moment: ex.second_moment,
-            opts,
-        };
-        let blocked = blocked_directions(&problem, &neurons, &subspaces)?;
-        (subspaces, neurons.iter().map(|n| n.abs_cos.clone()).collect(), blocked)
-    } else {
+    let problem = Drift {
+        g: &g_used,
+        r,
+        eo,
+        act: &act,
+        second_moment: ex.second_moment,
+        opts,
+    };
+    let aware = activation_aware(&problem, ell, &neurons, &at_kappa)?;
+    if opts.kappa >= 2.0 {
         warnings.push(
             "at kappa >= 2 the activation-aware prediction is for one step (one_step_at_kappa); later steps follow the generic rule from there".into(),
         );
-        let subspaces = later_steps(&g_used, r, ell, opts.steps, &at_kappa.subspace, eo)?;
-        let blocked = at_kappa
-            .blocked
-            .iter()
-            .map(|m| Blocked {
-                direction: String::new(),
-                vector: vec![],
-                step: 1,
-                missing: vec![],
-                message: m.clone(),
-            })
-            .collect();
-        (subspaces, vec![at_kappa.mean_abs_cos.clone()], blocked)
-    };
+    }
     warnings.extend(at_kappa.suppressed.iter().cloned());
+    let (activation_subspaces, predicted_abs_cos, blocked) = aware;
     let effective_leap_index = if opts.leap {
         effective_leap(&g_used, &ex, &act, opts, &neurons, eo)?
     } else {
@@ -354,15 +339,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     let one_step_cosine = closed::one_step_cosine(&ex, &act, opts.gamma, opts.alpha);
     let quadratic_one_step = closed::quadratic_one_step(&ex, &act, opts.eta0, opts.beta, v);
     let linear_kernel_error = closed::linear_kernel_error(&ex);
-    let random_features = closed::random_features_floor(&ex, &act, opts.kappa, opts.log_d_p);
-    let mut oracle = Vec::new();
-    for s in &generic_subspaces {
-        oracle.push(OracleFloor {
-            step: s.step,
-            dim: s.dim,
-            error: closed::oracle_floor(&g, &ex, &s.basis, eo)?,
-        });
-    }
+    let floors = floors_of(&g, &ex, &act, opts, &generic_subspaces, eo)?;
     let stability = stability_of(expr, &ex, &act, opts)?;
     if let Some(st) = &stability {
         if opts.steps >= 2 && st.lambda_min < -1.0 {
@@ -404,11 +381,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         one_step_cosine,
         quadratic_one_step,
         linear_kernel_error,
-        floors: Floors {
-            linear_kernel: linear_kernel_error,
-            random_features,
-            oracle,
-        },
+        floors,
         warnings,
     })
 }
@@ -462,6 +435,63 @@ fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
         return Err(Error::config("eta0 and gamma must be finite"));
     }
     Ok(())
+}
+
+/// The error floors (docs/theory.md §4): linear kernel, random features, the oracle floor of
+/// each generic subspace.
+fn floors_of(
+    g: &dyn Fn(&[f64]) -> f64,
+    ex: &Expansion,
+    act: &ActivationCoefficients,
+    opts: &TheoryOptions,
+    generic: &[SubspaceStep],
+    eo: ExpandOptions,
+) -> Result<Floors> {
+    let mut oracle = Vec::new();
+    for s in generic {
+        oracle.push(OracleFloor {
+            step: s.step,
+            dim: s.dim,
+            error: closed::oracle_floor(g, ex, &s.basis, eo)?,
+        });
+    }
+    Ok(Floors {
+        linear_kernel: closed::linear_kernel_error(ex),
+        random_features: closed::random_features_floor(ex, act, opts.kappa, opts.log_d_p),
+        oracle,
+    })
+}
+
+/// Activation-aware subspaces, predicted mean |cos| per step, blocked directions.
+type Aware = (Vec<SubspaceStep>, Vec<Vec<f64>>, Vec<Blocked>);
+
+/// The activation-aware prediction: the representative-neuron recursion and the drift criterion
+/// for `κ < 2`; the one-step rule at `n = d^κ` and then the generic rule for `κ ≥ 2`.
+fn activation_aware(
+    problem: &Drift,
+    ell: u32,
+    neurons: &[NeuronStep],
+    at_kappa: &batch::OneStepAtKappa,
+) -> Result<Aware> {
+    let opts = problem.opts;
+    if opts.kappa < 2.0 {
+        let subspaces = spans_of(neurons, problem.r)?;
+        let blocked = blocked_directions(problem, neurons, &subspaces)?;
+        return Ok((subspaces, neurons.iter().map(|n| n.abs_cos.clone()).collect(), blocked));
+    }
+    let subspaces = later_steps(problem.g, problem.r, ell, opts.steps, &at_kappa.subspace, problem.eo)?;
+    let blocked = at_kappa
+        .blocked
+        .iter()
+        .map(|m| Blocked {
+            direction: String::new(),
+            vector: vec![],
+            step: 1,
+            missing: vec![],
+            message: m.clone(),
+        })
+        .collect();
+    Ok((subspaces, vec![at_kappa.mean_abs_cos.clone()], blocked))
 }
 
 /// The smallest `ℓ` at which the activation-aware rules reach the generic closure (see
