@@ -117,6 +117,19 @@ impl Parts {
         self.grads.get(k as usize).is_some_and(|g| !g.is_empty())
     }
 
+    /// `⌊κ⌋`, capped at the expansion's degree (`log n / log d` of `n = d^3` can come out as
+    /// 2.9999999999999996).
+    fn top_degree(kappa: f64, kmax: u32) -> u32 {
+        ((kappa + 1e-9).floor().max(0.0) as u32).min(kmax)
+    }
+
+    /// The degree that dominates one step at `n = d^κ`: the lowest `k ≤ κ` with a nonzero part
+    /// and `c_k(σ) ≠ 0`.
+    fn dominant(&self, act: &ActivationCoefficients, kappa: f64, kmax: u32) -> Option<u32> {
+        (1..=Parts::top_degree(kappa, kmax))
+            .find(|&k| self.has(k) && act.c.get(k as usize).is_some_and(|c| c.abs() >= ZERO))
+    }
+
     fn monomial(x: &[f64], e: &[u32]) -> f64 {
         x.iter().zip(e).map(|(v, &p)| v.powi(p as i32)).product()
     }
@@ -197,8 +210,7 @@ pub fn relevant_dim(ex: &Expansion, pre: Preprocess) -> Result<usize> {
 /// A numerical failure of the range computation.
 pub fn one_step_subspace(ex: &Expansion, act: &ActivationCoefficients, pre: Preprocess, kappa: f64) -> Result<Basis> {
     let parts = Parts::new(ex, pre);
-    let top = ((kappa + 1e-9).floor().max(0.0) as u32).min(ex.max_degree);
-    match (1..=top).find(|&k| parts.has(k) && act.c.get(k as usize).is_some_and(|c| c.abs() >= ZERO)) {
+    match parts.dominant(act, kappa, ex.max_degree) {
         Some(k) => parts.range_of(k),
         None => Ok(vec![]),
     }
@@ -223,11 +235,9 @@ pub fn one_step_at_kappa(
     let parts = Parts::new(ex, pre);
     let c = |k: u32| act.c.get(k as usize).copied().unwrap_or(0.0);
     let kmax = ex.max_degree;
-    let visible = |k: u32| parts.has(k) && c(k).abs() >= ZERO;
-    let effective_exponent = (1..=kmax).find(|&k| visible(k));
-    // log n / log d of n = d^3 can come out as 2.9999999999999996.
-    let top = ((kappa + 1e-9).floor().max(0.0) as u32).min(kmax);
-    let dominant_degree = (1..=top).find(|&k| visible(k));
+    let effective_exponent = parts.dominant(act, f64::from(kmax), kmax);
+    let top = Parts::top_degree(kappa, kmax);
+    let dominant_degree = parts.dominant(act, kappa, kmax);
     let subspace = match dominant_degree {
         Some(k) => parts.range_of(k)?,
         None => vec![],
