@@ -4,6 +4,7 @@
 //! coefficients of ReLU nonzero.
 
 use crate::error::{Error, Result};
+use crate::linalg::Real;
 use crate::special::hermite;
 use serde::{Deserialize, Serialize};
 
@@ -194,6 +195,98 @@ impl<'de> Deserialize<'de> for Activation {
     }
 }
 
+/// Partial sums of the row kernels. Fixed, so that a sum's rounding does not depend on the
+/// machine: lane `l` adds the terms `i ≡ l (mod 8)` in order, and the lanes are combined pairwise.
+const LANES: usize = 8;
+
+#[inline(always)]
+fn lane_sum(acc: [f64; LANES]) -> f64 {
+    ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+}
+
+/// `Σ_i a_i g(h_i).0` with `h_i ← g(h_i).1`, in the fixed order of [`LANES`].
+#[inline(always)]
+fn fused_row<T: Real>(h: &mut [T], a: &[f64], g: impl Fn(f64) -> (f64, f64)) -> f64 {
+    debug_assert_eq!(h.len(), a.len());
+    let mut acc = [0.0; LANES];
+    let mut hs = h.chunks_exact_mut(LANES);
+    let mut as_ = a.chunks_exact(LANES);
+    for (hc, ac) in (&mut hs).zip(&mut as_) {
+        for l in 0..LANES {
+            let (v, dv) = g(hc[l].to_f64());
+            acc[l] += ac[l] * v;
+            hc[l] = T::from_f64(dv);
+        }
+    }
+    for (l, (hv, av)) in hs.into_remainder().iter_mut().zip(as_.remainder()).enumerate() {
+        let (v, dv) = g(hv.to_f64());
+        acc[l] += av * v;
+        *hv = T::from_f64(dv);
+    }
+    lane_sum(acc)
+}
+
+/// `Σ_i c_i g(h_i)` in the fixed order of [`LANES`].
+#[inline(always)]
+fn sum_row<T: Real>(h: &[T], c: &[f64], g: impl Fn(f64) -> f64) -> f64 {
+    debug_assert_eq!(h.len(), c.len());
+    let mut acc = [0.0; LANES];
+    let hs = h.chunks_exact(LANES);
+    let cs = c.chunks_exact(LANES);
+    let (hr, cr) = (hs.remainder(), cs.remainder());
+    for (hc, cc) in hs.zip(cs) {
+        for l in 0..LANES {
+            acc[l] += cc[l] * g(hc[l].to_f64());
+        }
+    }
+    for (l, (hv, cv)) in hr.iter().zip(cr).enumerate() {
+        acc[l] += cv * g(hv.to_f64());
+    }
+    lane_sum(acc)
+}
+
+impl Activation {
+    /// The forward pass of one sample in a gradient step: returns `Σ_i a_i σ(h_i)` and replaces
+    /// each pre-activation `h_i` by `σ'(h_i)` (docs/model.md §2). One pass over the row; ReLU
+    /// and tanh without a per-element dispatch, so that the compiler vectorizes them.
+    pub fn forward_row<T: Real>(&self, h: &mut [T], a: &[f64]) -> f64 {
+        let b = self.shift;
+        match self.kind {
+            ActivationKind::Relu => fused_row(h, a, |x| {
+                let y = x - b;
+                if y > 0.0 {
+                    (y, 1.0)
+                } else {
+                    (0.0, 0.0)
+                }
+            }),
+            ActivationKind::Tanh => fused_row(h, a, |x| {
+                let t = (x - b).tanh();
+                (t, 1.0 - t * t)
+            }),
+            _ => fused_row(h, a, |x| self.f_df(x)),
+        }
+    }
+
+    /// `Σ_i c_i σ(h_i)`: the network's output on one sample before the `1/√p` (docs/model.md §2).
+    pub fn output_row<T: Real>(&self, h: &[T], c: &[f64]) -> f64 {
+        let b = self.shift;
+        match self.kind {
+            ActivationKind::Relu => sum_row(h, c, |x| (x - b).max(0.0)),
+            _ => sum_row(h, c, |x| self.f(x)),
+        }
+    }
+
+    /// `h_i ← σ(h_i)` for a block of pre-activations (the readout's features).
+    pub fn apply<T: Real>(&self, h: &mut [T]) {
+        let b = self.shift;
+        match self.kind {
+            ActivationKind::Relu => h.iter_mut().for_each(|v| *v = T::from_f64((v.to_f64() - b).max(0.0))),
+            _ => h.iter_mut().for_each(|v| *v = T::from_f64(self.f(v.to_f64()))),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +351,37 @@ mod tests {
         for s in ["sigmoid", "he0", "he9", "relu:x", "relu:inf", ""] {
             let e = s.parse::<Activation>().unwrap_err().to_string();
             assert!(e.contains("activation must be"), "{e}");
+        }
+    }
+
+    #[test]
+    fn row_kernels_match_the_element_functions() {
+        let kinds = ["relu", "relu:0.3", "tanh", "erf", "he3", "linear", "tanh:-0.2"];
+        for name in kinds {
+            let act: Activation = name.parse().unwrap();
+            for len in [0usize, 1, 7, 8, 9, 1024, 1031] {
+                let h: Vec<f64> = (0..len).map(|i| ((i * 37 % 101) as f64 - 50.0) / 17.0).collect();
+                let a: Vec<f64> = (0..len).map(|i| ((i * 13 % 29) as f64 - 14.0) / 9.0).collect();
+                let mut row = h.clone();
+                let f = act.forward_row(&mut row, &a);
+                let (mut naive, mut scale) = (0.0, 0.0);
+                for i in 0..len {
+                    let (v, dv) = act.f_df(h[i]);
+                    naive += a[i] * v;
+                    scale += (a[i] * v).abs();
+                    assert_eq!(row[i], dv, "{name}: sigma' at {}", h[i]);
+                }
+                // Only the order of the additions differs: a few roundings of the terms' scale.
+                let tol = 4.0 * f64::EPSILON * scale.max(f64::MIN_POSITIVE);
+                assert!((f - naive).abs() <= tol, "{name}, len {len}: {f} vs {naive}");
+                let out = act.output_row(&h, &a);
+                assert_eq!(out.to_bits(), f.to_bits(), "{name}: output_row is forward_row's sum");
+                let mut feats = h.clone();
+                act.apply(&mut feats);
+                for i in 0..len {
+                    assert_eq!(feats[i], act.f(h[i]), "{name}: apply at {}", h[i]);
+                }
+            }
         }
     }
 }

@@ -295,12 +295,7 @@ pub fn gradient<T: Real>(
             w.sse = 0.0;
             for nu in 0..m {
                 let row = &mut w.h[nu * p..(nu + 1) * p];
-                let mut f = 0.0;
-                for (hi, ai) in row.iter_mut().zip(&a_scaled) {
-                    let (s, ds) = act.f_df(hi.to_f64());
-                    f += ai * s;
-                    *hi = T::from_f64(ds);
-                }
+                let f = act.forward_row(row, &a_scaled);
                 let r = w.s.y[nu] - f;
                 w.sse += r * r;
                 let e = match signal {
@@ -419,7 +414,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             for (l, wl) in layers_t.iter().enumerate() {
                 let h = &mut w.h[..m * p];
                 matmul(h, [m, p, d], Op::Plain(&w.s.zt[..m * d]), Op::Transposed(wl), false);
-                h.iter_mut().for_each(|v| *v = T::from_f64(act.f(v.to_f64())));
+                act.apply(h);
                 // Lower triangle of XᵀX (mirrored after the reduction); Xᵀỹ in f64.
                 gram_lower(&mut w.gram[l], h, m, p, GRAM_BLOCK);
                 let xty = &mut w.xty[l];
@@ -555,11 +550,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
                 );
                 let mut s = 0.0;
                 for nu in 0..m {
-                    let row = &h[nu * p..(nu + 1) * p];
-                    let mut f = 0.0;
-                    for (hi, ci) in row.iter().zip(&ro.coef) {
-                        f += ci * act.f(hi.to_f64());
-                    }
+                    let f = act.output_row(&h[nu * p..(nu + 1) * p], &ro.coef);
                     let mut pred = f * inv_sqrt_p;
                     if let Some(sh) = &ro.shift {
                         pred += sh.at(&z[nu * d..(nu + 1) * d]);
