@@ -72,7 +72,7 @@ fn readout(c: &mut Criterion) {
 
 fn data(c: &mut Criterion) {
     let key = StreamKey::new(0, Purpose::Train, 0);
-    let m: usize = std::env::var("GS_M").map(|v| v.parse().unwrap()).unwrap_or(4096);
+    let m = 4096;
     let mut z = vec![0.0; m * D];
     let mut g = c.benchmark_group("data");
     g.throughput(Throughput::Elements((m * D) as u64));
