@@ -219,16 +219,18 @@ pub fn matmul<T: Real>(c: &mut [T], [m, n, k]: [usize; 3], a: Op<'_, T>, b: Op<'
     matmul_strided(out, [m, n, k], av, bv, accumulate);
 }
 
-/// Lower triangle (block rows of `block`, diagonal blocks whole) of `XᵀX` for a row-major `m×p`
+/// Lower triangle (column panels of `block`, diagonal blocks whole) of `XᵀX` for a row-major `m×p`
 /// matrix `X`, written to the row-major `p×p` matrix `c` (the strict upper triangle beyond the
 /// diagonal blocks is left untouched). About half the flops of the full product; mirror with
 /// [`mirror_lower`] after summing.
 pub fn gram_lower<T: Real>(c: &mut [T], x: &[T], m: usize, p: usize, block: usize) {
+    // Column panels: for the columns `start..start + block`, the rows `start..p` in one GEMM
+    // (tall and thin, which the kernels run faster than short block rows).
     let block = block.max(1);
     let mut start = 0;
     while start < p {
-        let rows = block.min(p - start);
-        let cols = start + rows;
+        let cols = block.min(p - start);
+        let rows = p - start;
         let a = View {
             data: x,
             offset: start,
@@ -237,17 +239,17 @@ pub fn gram_lower<T: Real>(c: &mut [T], x: &[T], m: usize, p: usize, block: usiz
         }; // (Xᵀ)[start.., :]
         let b = View {
             data: x,
-            offset: 0,
+            offset: start,
             row_stride: p,
             col_stride: 1,
-        }; // X[:, ..cols]
+        }; // X[:, start..start + cols]
         let out = OutView {
             data: &mut *c,
-            offset: start * p,
+            offset: start * p + start,
             row_stride: p,
         };
         matmul_strided(out, [rows, cols, m], a, b, false);
-        start += rows;
+        start += cols;
     }
 }
 
