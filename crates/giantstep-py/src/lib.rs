@@ -226,6 +226,7 @@ fn run(
             target: custom,
             cancel: Some(flag),
             keep_weights,
+            baselines: None,
         };
         giantstep::run_with(&cfg, options)
     })?;

@@ -71,6 +71,7 @@ pub use config::{Config, ValidConfig};
 pub use error::{Error, Result};
 pub use observe::{GradientGeometry, Overlaps};
 pub use run::{
-    preflight, run, run_prefixes, run_with, Observer, Phase, RunOptions, RunResult, RunTheory, StepRecord, Weights,
+    preflight, run, run_prefixes, run_with, BaselineCache, Observer, Phase, RunOptions, RunResult, RunTheory,
+    StepRecord, Weights,
 };
 pub use target::{CustomTarget, LabelFn};

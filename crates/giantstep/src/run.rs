@@ -202,6 +202,58 @@ pub struct RunOptions<'a> {
     pub cancel: Option<Arc<AtomicBool>>,
     /// Return the weights in [`RunResult::weights`].
     pub keep_weights: bool,
+    /// Random-features baselines shared with other runs (a sweep passes one to all its points):
+    /// a run whose baseline is already there reuses it instead of fitting and testing it again.
+    /// Ignored when the run is given its own weights, teacher or target.
+    pub baselines: Option<Arc<BaselineCache>>,
+}
+
+/// Random-features baselines (the ridge readout of the initial layer and its test error) by
+/// everything that determines them: the resolved configuration without the learning rate and
+/// the number of steps, and the readout batch. Runs that differ only in the learning rate
+/// (a sweep over `eta0`) or that read out the same batch share one baseline; a shared baseline
+/// is bit-identical to a recomputed one, so records do not depend on sharing.
+#[derive(Debug, Default)]
+pub struct BaselineCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Readout, f64)>>,
+}
+
+impl BaselineCache {
+    /// An empty cache.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Baselines held.
+    pub fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or(0)
+    }
+
+    /// Whether no baseline is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn get(&self, key: &str) -> Option<(Readout, f64)> {
+        self.entries.lock().ok()?.get(key).cloned()
+    }
+
+    fn insert(&self, key: String, value: (Readout, f64)) {
+        if let Ok(mut e) = self.entries.lock() {
+            e.entry(key).or_insert(value);
+        }
+    }
+}
+
+/// The part of a resolved configuration a random-features baseline depends on.
+fn baseline_config_key(cfg: &ValidConfig) -> String {
+    let mut v = serde_json::to_value(cfg).expect("serializable");
+    if let Some(train) = v.get_mut("train").and_then(|t| t.as_object_mut()) {
+        for k in ["steps", "eta0", "eta_exp", "eta", "eta_max0", "eta_schedule"] {
+            train.remove(k);
+        }
+    }
+    v.to_string()
 }
 
 /// Runs the simulation of docs/model.md §3 for a validated configuration.
@@ -268,14 +320,16 @@ pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> 
 /// An empty `eval_at` or a `T` of 0 or above the step limit (the per-`T` errors are in the
 /// vector).
 pub fn run_prefixes(config: &ValidConfig, eval_at: &[usize]) -> Result<Vec<Result<RunResult>>> {
-    run_prefixes_cancellable(config, eval_at, None)
+    run_prefixes_shared(config, eval_at, None, None)
 }
 
-/// [`run_prefixes`] that stops between chunks when `cancel` is set.
-pub(crate) fn run_prefixes_cancellable(
+/// [`run_prefixes`] that stops between chunks when `cancel` is set and shares its
+/// random-features baselines through `baselines`.
+pub(crate) fn run_prefixes_shared(
     config: &ValidConfig,
     eval_at: &[usize],
     cancel: Option<Arc<AtomicBool>>,
+    baselines: Option<Arc<BaselineCache>>,
 ) -> Result<Vec<Result<RunResult>>> {
     let t_max = eval_at.iter().copied().max().unwrap_or(0).max(1);
     let mut cfg = config.with_steps(t_max)?;
@@ -286,6 +340,7 @@ pub(crate) fn run_prefixes_cancellable(
     }
     let options = RunOptions {
         cancel,
+        baselines,
         ..Default::default()
     };
     run_prefixes_with(&cfg, eval_at, options)
@@ -406,6 +461,7 @@ struct Ctx<'a> {
     exec: Exec,
     target: Target,
     eval_at: &'a [usize],
+    baselines: Option<&'a BaselineCache>,
 }
 
 /// Giant steps `1..=max(eval_at)` (docs/model.md §3), keeping the layer after each evaluated one.
@@ -473,6 +529,10 @@ type Fitted = (Result<Readout>, Option<Result<Readout>>);
 struct Fits {
     fitted: Vec<Option<Fitted>>,
     group_of: Vec<usize>,
+    /// Per readout group: the baseline's test error when it came from the cache, and the
+    /// cache key under which a newly computed baseline is stored.
+    rf_known: Vec<Option<f64>>,
+    rf_key: Vec<Option<String>>,
 }
 
 /// The ridge readouts of every evaluated `T` (docs/model.md §3.2): the layers that share a
@@ -497,6 +557,8 @@ fn fit_all<T: crate::linalg::Real>(
     let mut fits = Fits {
         fitted: (0..k).map(|_| None).collect(),
         group_of: vec![usize::MAX; k],
+        rf_known: Vec::new(),
+        rf_key: Vec::new(),
     };
     let mut groups: Vec<(Batch, Vec<usize>)> = Vec::new();
     for (i, &t) in ctx.eval_at.iter().enumerate() {
@@ -514,7 +576,15 @@ fn fit_all<T: crate::linalg::Real>(
             fits.group_of[i] = g;
         }
     }
+    let config_key = ctx.baselines.map(|_| baseline_config_key(cfg));
     for (batch, members) in &groups {
+        let key = config_key.as_ref().map(|c| format!("{c}|{:?}|{}", batch.key, batch.n));
+        let cached = match (ctx.baselines, &key) {
+            (Some(cache), Some(key)) if cfg.eval.baseline => cache.get(key),
+            _ => None,
+        };
+        fits.rf_known.push(cached.as_ref().map(|c| c.1));
+        fits.rf_key.push(if cached.is_none() { key } else { None });
         let shift = match readout_shift(cfg, exec, target, batch, &theories[members[0]]) {
             Ok(s) => s,
             Err(e) => {
@@ -525,7 +595,8 @@ fn fit_all<T: crate::linalg::Real>(
             }
         };
         let mut layers: Vec<&[f64]> = members.iter().map(|&i| trained.layer(ctx.eval_at[i])).collect();
-        if cfg.eval.baseline {
+        let fit_rf = cfg.eval.baseline && cached.is_none();
+        if fit_rf {
             layers.push(&net.w0);
         }
         let problem = engine::ReadoutProblem {
@@ -539,10 +610,10 @@ fn fit_all<T: crate::linalg::Real>(
         };
         let mut outs = engine::fit_readouts_each::<T>(exec, &layers, &problem);
         interrupted(exec, target)?;
-        let rf = cfg
-            .eval
-            .baseline
-            .then(|| outs.pop().expect("the random-features layer"));
+        let rf = match cached {
+            Some((readout, _)) => Some(Ok(readout)),
+            None => fit_rf.then(|| outs.pop().expect("the random-features layer")),
+        };
         for (&i, out) in members.iter().zip(outs) {
             fits.fitted[i] = Some((out, rf.clone()));
         }
@@ -552,7 +623,14 @@ fn fit_all<T: crate::linalg::Real>(
 
 /// Test errors of every fitted model in one pass over the test set: per evaluated `T` the
 /// positions of (trained, random-features) in the returned errors, and `mean y²`.
-type Tested = (Vec<f64>, Vec<Option<(usize, Option<usize>)>>, f64);
+type Tested = (Vec<f64>, Vec<Option<(usize, Option<RfError>)>>, f64);
+
+/// Where a baseline's test error is: a position in the test pass's errors, or known already.
+#[derive(Debug, Clone, Copy)]
+enum RfError {
+    Tested(usize),
+    Known(f64),
+}
 
 fn test_all<T: crate::linalg::Real>(ctx: &Ctx, net: &Started, trained: &Trained, fits: &Fits) -> Result<Tested> {
     let (cfg, exec, target) = (ctx.cfg, &ctx.exec, &ctx.target);
@@ -566,7 +644,7 @@ fn test_all<T: crate::linalg::Real>(ctx: &Ctx, net: &Started, trained: &Trained,
     // Every (layer, readout) pair to test; the random-features model of a readout group is
     // tested once.
     let mut models: Vec<(&[f64], Readout)> = Vec::new();
-    let mut slots: Vec<Option<(usize, Option<usize>)>> = vec![None; ctx.eval_at.len()];
+    let mut slots: Vec<Option<(usize, Option<RfError>)>> = vec![None; ctx.eval_at.len()];
     let mut rf_slot: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
     let with_test_shift = |ro: &Readout| {
         let mut ro = ro.clone();
@@ -577,11 +655,13 @@ fn test_all<T: crate::linalg::Real>(ctx: &Ctx, net: &Started, trained: &Trained,
     };
     for (i, f) in fits.fitted.iter().enumerate() {
         let Some((Ok(tr), rf)) = f else { continue };
+        let group = fits.group_of[i];
         let irf = match rf {
-            Some(Ok(rf)) => Some(*rf_slot.entry(fits.group_of[i]).or_insert_with(|| {
+            Some(Ok(_)) if fits.rf_known[group].is_some() => fits.rf_known[group].map(RfError::Known),
+            Some(Ok(rf)) => Some(RfError::Tested(*rf_slot.entry(group).or_insert_with(|| {
                 models.push((&net.w0, with_test_shift(rf)));
                 models.len() - 1
-            })),
+            }))),
             Some(Err(_)) => continue,
             None => None,
         };
@@ -602,6 +682,16 @@ fn test_all<T: crate::linalg::Real>(ctx: &Ctx, net: &Started, trained: &Trained,
         engine::test_errors::<T>(exec, &pairs, &problem)
     };
     interrupted(exec, target)?;
+    if let Some(cache) = ctx.baselines {
+        for (i, f) in fits.fitted.iter().enumerate() {
+            let group = fits.group_of[i];
+            if let (Some((Ok(_), Some(Ok(rf)))), Some(key), Some((_, Some(RfError::Tested(k))))) =
+                (f, &fits.rf_key[group], slots[i])
+            {
+                cache.insert(key.clone(), (rf.clone(), errors[k]));
+            }
+        }
+    }
     Ok((errors, slots, y2))
 }
 
@@ -613,6 +703,12 @@ fn run_typed<T: crate::linalg::Real>(
     let start = Instant::now();
     let (d, r) = (cfg.network.d, cfg.r());
     let custom_name = options.target.as_ref().map(|c| c.name.clone());
+    // A baseline is shared only between runs that draw their own weights, teacher and labels.
+    let shareable = options.first_layer.is_none()
+        && options.second_layer.is_none()
+        && options.teacher.is_none()
+        && options.target.is_none();
+    let baselines = options.baselines.clone().filter(|_| shareable);
     let (target, net) = setup(cfg, &mut options)?;
     let mut exec = Exec::new(cfg.chunk, cfg.threads)?;
     if let Some(flag) = options.cancel.clone() {
@@ -628,6 +724,7 @@ fn run_typed<T: crate::linalg::Real>(
         exec,
         target,
         eval_at,
+        baselines: baselines.as_deref(),
     };
     let mut net = Started::from(net);
     let initial = overlaps(&net.w0, net.p, d, &ctx.target.w_star, r)?;
@@ -673,7 +770,10 @@ fn run_typed<T: crate::linalg::Real>(
             steps: trained.steps[..t].to_vec(),
             test_error: errors[it],
             train_error: tr.train_error,
-            rf_test_error: irf.map(|k| errors[k]),
+            rf_test_error: irf.map(|e| match e {
+                RfError::Tested(k) => errors[k],
+                RfError::Known(e) => e,
+            }),
             rf_train_error: rf.map(|ro| ro.train_error),
             test_label_second_moment: y2,
             theory_note,

@@ -499,6 +499,7 @@ fn run_unit(
     unit: &WorkUnit<'_>,
     threads: usize,
     cancel: &Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    baselines: &std::sync::Arc<crate::run::BaselineCache>,
 ) -> Vec<(Result<RunResult>, f64)> {
     let start = std::time::Instant::now();
     if let [point] = unit.points[..] {
@@ -506,6 +507,7 @@ fn run_unit(
         cfg.threads = threads;
         let options = crate::run::RunOptions {
             cancel: cancel.clone(),
+            baselines: Some(baselines.clone()),
             ..Default::default()
         };
         let r = cfg.resolve().and_then(|cfg| crate::run::run_with(&cfg, options));
@@ -521,7 +523,7 @@ fn run_unit(
     let eval_at: Vec<usize> = unit.points.iter().map(|p| p.config.train.steps).collect();
     let outcomes = match cfg
         .resolve()
-        .and_then(|cfg| crate::run::run_prefixes_cancellable(&cfg, &eval_at, cancel.clone()))
+        .and_then(|cfg| crate::run::run_prefixes_shared(&cfg, &eval_at, cancel.clone(), Some(baselines.clone())))
     {
         Ok(o) => o,
         Err(e) => unit.points.iter().map(|_| Err(e.clone())).collect(),
@@ -589,6 +591,8 @@ pub fn run_sweep(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads_per_job = threads.unwrap_or(cores / jobs).max(1);
     let next = AtomicUsize::new(0);
+    // Points that differ only in the learning rate share their random-features baseline.
+    let baselines = std::sync::Arc::new(crate::run::BaselineCache::new());
     let writer = RecordWriter {
         out,
         plan_id: &plan_id,
@@ -609,7 +613,11 @@ pub fn run_sweep(
                 }
                 let unit = &units[i];
                 let share = unit.flops.total() / unit.points.len() as f64;
-                for (point, (outcome, wall_s)) in unit.points.iter().zip(run_unit(unit, threads_per_job, cancel)) {
+                for (point, (outcome, wall_s)) in
+                    unit.points
+                        .iter()
+                        .zip(run_unit(unit, threads_per_job, cancel, &baselines))
+                {
                     if matches!(outcome, Err(Error::Cancelled)) {
                         continue;
                     }

@@ -769,3 +769,56 @@ fn cancel_flag_stops_a_run() {
     .unwrap_err();
     assert!(matches!(e, giantstep::Error::Cancelled), "{e}");
 }
+
+/// Runs that differ only in the learning rate share one random-features baseline: the second
+/// run reuses the first's, and every number equals an unshared run bit for bit. Different
+/// readout batches, or weights given by the caller, are not shared.
+#[test]
+fn baselines_are_shared_across_learning_rates_and_equal_recomputed_ones() {
+    use giantstep::BaselineCache;
+    use std::sync::Arc;
+    let shared = |cfg: &giantstep::ValidConfig, cache: &Arc<BaselineCache>| {
+        let options = RunOptions {
+            baselines: Some(cache.clone()),
+            ..Default::default()
+        };
+        giantstep::run_with(cfg, options).unwrap()
+    };
+    let same = |a: &RunResult, b: &RunResult| {
+        assert_eq!(a.test_error.to_bits(), b.test_error.to_bits());
+        assert_eq!(a.train_error.to_bits(), b.train_error.to_bits());
+        assert_eq!(a.rf_test_error.unwrap().to_bits(), b.rf_test_error.unwrap().to_bits());
+        assert_eq!(a.rf_train_error.unwrap().to_bits(), b.rf_train_error.unwrap().to_bits());
+    };
+    for batch in ["fresh", "last"] {
+        let cache = Arc::new(BaselineCache::new());
+        let b = format!("readout.batch={batch}");
+        let runs: Vec<RunResult> = ["train.eta0=0.5", "train.eta0=2", "train.eta0=2"]
+            .iter()
+            .map(|eta| shared(&small(&[&b, eta]), &cache))
+            .collect();
+        // One baseline for the three learning rates.
+        assert_eq!(cache.len(), 1, "{batch}");
+        for (r, eta) in runs.iter().zip(["train.eta0=0.5", "train.eta0=2", "train.eta0=2"]) {
+            same(r, &giantstep::run(&small(&[&b, eta])).unwrap());
+        }
+        assert_ne!(runs[0].test_error, runs[1].test_error, "the trained layers differ");
+        // Another number of steps reads out another batch when the readout uses the last one.
+        shared(&small(&[&b, "train.steps=3"]), &cache);
+        assert_eq!(cache.len(), if batch == "last" { 2 } else { 1 }, "{batch}");
+        // Another seed is another baseline.
+        shared(&small(&[&b, "seed=5"]), &cache);
+        assert_eq!(cache.len(), if batch == "last" { 3 } else { 2 }, "{batch}");
+    }
+    // A run given its own first layer does not use or fill the cache.
+    let cfg = small(&[]);
+    let w0 = vec![0.1; cfg.network.p * cfg.network.d];
+    let cache = Arc::new(BaselineCache::new());
+    let options = RunOptions {
+        first_layer: Some(&w0),
+        baselines: Some(cache.clone()),
+        ..Default::default()
+    };
+    giantstep::run_with(&cfg, options).unwrap();
+    assert!(cache.is_empty());
+}
