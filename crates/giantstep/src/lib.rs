@@ -12,7 +12,7 @@
 //! - [`activation::Activation`]: σ, σ', σ''.
 //! - [`ValidConfig`]: a configuration after [`Config::resolve`] checked every value.
 //! - [`RunOptions`]: an [`Observer`], your own initial weights or teacher, a target function,
-//!   a cancel flag, the weights returned.
+//!   a cancel flag, the weights returned, a [`BaselineCache`] shared with other runs.
 //! - [`theory::analyze`]: the theory of a target (docs/theory.md); [`sweep`]: plans of many runs.
 //!
 //! ```
