@@ -28,6 +28,18 @@ struct Tables {
     f: [f64; 257],
 }
 
+impl Tables {
+    /// The fast path of one attempt: the candidate `x = u·x_i` of word `bits` (layer `i` from
+    /// its low 8 bits, `u ∈ [-1, 1)` from its top 52) and whether it lies in the layer's
+    /// rectangle, `|x| < x_{i+1}` (accepted as is).
+    #[inline(always)]
+    fn attempt(&self, bits: u64) -> (f64, bool) {
+        let i = (bits & 0xff) as usize;
+        let x = symmetric_unit(bits) * self.x[i];
+        (x, x.abs() < self.x[i + 1])
+    }
+}
+
 #[inline]
 fn pdf(x: f64) -> f64 {
     (-x * x / 2.0).exp()
@@ -181,16 +193,13 @@ impl<W: Words> Normals<W> {
     #[inline(always)]
     pub(super) fn next(&mut self) -> f64 {
         let bits = self.words.word();
-        let i = (bits & 0xff) as usize;
-        let x = symmetric_unit(bits) * self.tables.x[i];
-        if x.abs() < self.tables.x[i + 1] {
-            x
-        } else {
-            self.slow(bits)
+        match self.tables.attempt(bits) {
+            (x, true) => x,
+            (_, false) => self.slow(bits),
         }
     }
 
-    /// The rest of the ziggurat after a rejected first attempt `bits`.
+    /// The rest of the ziggurat after the attempt `bits` fell outside its layer's rectangle.
     #[cold]
     fn slow(&mut self, mut bits: u64) -> f64 {
         let t = self.tables;
@@ -198,9 +207,6 @@ impl<W: Words> Normals<W> {
             let i = (bits & 0xff) as usize;
             let u = symmetric_unit(bits);
             let x = u * t.x[i];
-            if x.abs() < t.x[i + 1] {
-                return x;
-            }
             if i == 0 {
                 // The tail beyond R (Marsaglia's method).
                 let (mut tx, mut ty) = (1.0f64, 0.0f64);
@@ -217,6 +223,9 @@ impl<W: Words> Normals<W> {
                 return x;
             }
             bits = self.words.word();
+            if let (x, true) = t.attempt(bits) {
+                return x;
+            }
         }
     }
 
@@ -232,14 +241,15 @@ impl<W: Words> Normals<W> {
             while pos < BLOCK && k < out.len() {
                 let bits = word_at(block, pos);
                 pos += 8;
-                let i = (bits & 0xff) as usize;
-                let x = symmetric_unit(bits) * t.x[i];
-                if x.abs() < t.x[i + 1] {
-                    out[k] = x;
-                    k += 1;
-                } else {
-                    rejected = Some(bits);
-                    break;
+                match t.attempt(bits) {
+                    (x, true) => {
+                        out[k] = x;
+                        k += 1;
+                    }
+                    (_, false) => {
+                        rejected = Some(bits);
+                        break;
+                    }
                 }
             }
             self.words.set_pos(pos);
