@@ -26,6 +26,8 @@ pub enum Purpose {
     Readout = 5,
     /// The test set.
     Test = 6,
+    /// The gradient noise of the theory's state evolution (`theory::dynamics`).
+    Theory = 7,
 }
 
 fn splitmix(mut x: u64) -> u64 {

@@ -11,6 +11,8 @@
 pub mod activation;
 pub mod batch;
 pub mod closed;
+pub mod curve;
+pub mod dynamics;
 pub mod hermite;
 pub mod neuron;
 pub mod quadrature;

@@ -1,0 +1,230 @@
+//! Predicted test errors of a configuration and of a whole stairway (test error per number of
+//! steps `T` and batch size `n = d^κ`), from the state evolution of [`super::dynamics`]
+//! (docs/theory.md §7).
+
+use super::dynamics::{Grid, Model, Setup, State};
+use crate::config::{BatchSize, Config, Loss, Preprocess, ReadoutBatch, ValidConfig};
+use crate::error::{Error, Result};
+use crate::linalg::dot;
+use crate::network::Network;
+use crate::target::Target;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+/// Below this `log n / log d` the prediction is not reported: the measured gap to simulation
+/// grows past 0.06 there (docs/theory.md §7, "Where it holds").
+pub const KAPPA_MIN: f64 = 1.0;
+
+/// The prediction after one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictedStep {
+    /// Step, from 1.
+    pub t: usize,
+    /// Predicted test error of the ridge readout on the first layer after step `t`.
+    pub test_error: f64,
+    /// Predicted mean `|cos|` with each teacher direction.
+    pub mean_abs_cos: Vec<f64>,
+}
+
+/// The prediction of one configuration: every step up to its `T`, and random features.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prediction {
+    /// Per step.
+    pub steps: Vec<PredictedStep>,
+    /// Predicted test error of the same readout on the initial first layer.
+    pub rf_test_error: f64,
+    /// `E[ỹ²] + Δ` on the theory's grid (the error of predicting the removed part exactly and 0
+    /// for the rest).
+    pub label_second_moment: f64,
+    /// Whether the configuration lies where the prediction was checked against simulation.
+    pub covered: bool,
+    /// Why not, or what is approximated.
+    pub notes: Vec<String>,
+}
+
+/// Why a configuration cannot be predicted at all.
+fn unsupported(cfg: &ValidConfig) -> Option<String> {
+    if cfg.train.reuse > 1 {
+        return Some(format!(
+            "train.reuse = {} (a batch seen twice) is not modelled: the state evolution assumes a fresh batch every step",
+            cfg.train.reuse
+        ));
+    }
+    None
+}
+
+/// `log n / log d` of a configuration.
+pub fn kappa_of(cfg: &ValidConfig) -> f64 {
+    (cfg.train_n() as f64).ln() / (cfg.network.d as f64).ln()
+}
+
+/// Predicts the test error after every step `1..=steps` of `cfg` (its own `train.steps` when
+/// `steps` is 0) and the random-features error, for the seed of `cfg`.
+///
+/// # Errors
+/// [`Error::Config`] for what the state evolution does not model (`train.reuse > 1`),
+/// [`Error::Numerical`] when the predicted steps diverge.
+pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
+    if let Some(why) = unsupported(cfg) {
+        return Err(Error::config(why));
+    }
+    let steps = if steps == 0 { cfg.train.steps } else { steps };
+    let cfg = if steps == cfg.train.steps {
+        cfg.clone()
+    } else {
+        cfg.with_steps(steps)?
+    };
+    let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
+    let expr = cfg.expr().clone();
+    let grid = Grid::new(r, cfg.seed)?;
+    let g = |x: &[f64]| expr.eval(x);
+    let (mut mu0, mut mu1) = (0.0, vec![0.0; r]);
+    for (x, w) in grid.x.chunks_exact(r.max(1)).zip(&grid.w) {
+        let v = g(x);
+        mu0 += w * v;
+        mu1.iter_mut().zip(x).for_each(|(m, xk)| *m += w * v * xk);
+    }
+    let pre = cfg.train.preprocess;
+    let shift0 = if pre == Preprocess::None { 0.0 } else { mu0 };
+    let shift1 = if pre == Preprocess::Linear { mu1 } else { vec![0.0; r] };
+    let label = |x: &[f64]| g(x) - shift0 - dot(&shift1, x);
+    let model = Model::new(&Setup {
+        label: &label,
+        r,
+        d,
+        activation: cfg.network.activation,
+        correlation: cfg.train.loss == Loss::Correlation,
+        normalize: cfg.train.normalize,
+        noise: cfg.target.noise,
+        seed: cfg.seed,
+    })?;
+    let net = Network::init(&cfg.network, cfg.seed);
+    let target = Target::new(expr.clone(), r, d, cfg.target.teacher, cfg.target.noise, cfg.seed)?;
+    let mut state = State::from_weights(&net.w, &net.a, &target.w_star, p, d, r)?;
+    let (n_readout, lambda) = (cfg.readout_n() as f64, cfg.readout.lambda);
+    let mut prepared = model.prepare(&mut state);
+    let rf_test_error = model.readout_error(&prepared, n_readout, lambda)?;
+    let mut out = Vec::with_capacity(steps);
+    for t in 1..=steps {
+        let gamma = cfg.eta_at(t) / p as f64;
+        model.step(prepared, gamma, cfg.train_n() as f64, t)?;
+        prepared = model.prepare(&mut state);
+        out.push(PredictedStep {
+            t,
+            test_error: model.readout_error(&prepared, n_readout, lambda)?,
+            mean_abs_cos: prepared.state().mean_abs_cos(),
+        });
+    }
+    let kappa = kappa_of(&cfg);
+    let mut notes = Vec::new();
+    if kappa < KAPPA_MIN {
+        notes.push(format!(
+            "log n / log d = {kappa:.3} < {KAPPA_MIN}: outside the range checked against simulation"
+        ));
+    }
+    if cfg.readout.batch == ReadoutBatch::Last {
+        notes.push("readout.batch = last is treated as a fresh batch".into());
+    }
+    Ok(Prediction {
+        steps: out,
+        rf_test_error,
+        label_second_moment: model.label_second_moment(),
+        covered: kappa >= KAPPA_MIN,
+        notes,
+    })
+}
+
+/// The predicted stairway: one list per `T = 1..=steps`, aligned with `kappa`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Curve {
+    /// `log n / log d` of each batch size.
+    pub kappa: Vec<f64>,
+    /// The batch sizes.
+    pub n: Vec<usize>,
+    /// Seeds averaged over.
+    pub seeds: Vec<u64>,
+    /// `test_error[T−1][j]`: predicted test error after `T` steps at `kappa[j]` (`None` where the
+    /// prediction is not covered).
+    pub test_error: Vec<Vec<Option<f64>>>,
+    /// Random features at `kappa[j]`.
+    pub rf_test_error: Vec<Option<f64>>,
+    /// Mean `|cos|` with each teacher direction: `mean_abs_cos[T−1][j]`.
+    pub mean_abs_cos: Vec<Vec<Option<Vec<f64>>>>,
+    /// The smallest `log n / log d` reported.
+    pub kappa_min: f64,
+    /// Notes (approximations, points left out).
+    pub notes: Vec<String>,
+}
+
+/// The predicted stairway of `base` over `n = d^κ` for `κ` in `kappas` and `T = 1..=steps`,
+/// averaged over `seeds` (each seed is one draw of the initial layer and of the gradient noise,
+/// as in simulation).
+///
+/// # Errors
+/// An invalid configuration at some `κ`, or a configuration the state evolution does not model.
+pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Result<Curve> {
+    if steps == 0 {
+        return Err(Error::config("the curve needs steps >= 1"));
+    }
+    if seeds.is_empty() {
+        return Err(Error::config("the curve needs at least one seed"));
+    }
+    let mut configs = Vec::with_capacity(kappas.len() * seeds.len());
+    for &k in kappas {
+        for &seed in seeds {
+            let mut c = base.clone();
+            c.train.n = BatchSize::Expr(format!("d^{}", (k * 1e9).round() / 1e9));
+            c.train.steps = steps;
+            c.seed = seed;
+            configs.push(c.resolve()?);
+        }
+    }
+    let preds: Vec<Result<Prediction>> = configs.par_iter().map(|c| predict(c, steps)).collect();
+    let ns = seeds.len() as f64;
+    let mut out = Curve {
+        kappa: kappas.to_vec(),
+        n: configs.iter().step_by(seeds.len()).map(|c| c.train_n()).collect(),
+        seeds: seeds.to_vec(),
+        test_error: vec![vec![None; kappas.len()]; steps],
+        rf_test_error: vec![None; kappas.len()],
+        mean_abs_cos: vec![vec![None; kappas.len()]; steps],
+        kappa_min: KAPPA_MIN,
+        notes: Vec::new(),
+    };
+    for (j, &k) in kappas.iter().enumerate() {
+        let group = &preds[j * seeds.len()..(j + 1) * seeds.len()];
+        let mut ok = Vec::with_capacity(seeds.len());
+        for p in group {
+            match p {
+                Ok(p) => ok.push(p),
+                Err(e) => {
+                    out.notes.push(format!("log n / log d = {k}: {e}"));
+                    break;
+                }
+            }
+        }
+        if ok.len() < seeds.len() || !ok[0].covered {
+            continue;
+        }
+        out.rf_test_error[j] = Some(ok.iter().map(|p| p.rf_test_error).sum::<f64>() / ns);
+        for t in 0..steps {
+            out.test_error[t][j] = Some(ok.iter().map(|p| p.steps[t].test_error).sum::<f64>() / ns);
+            let r = ok[0].steps[t].mean_abs_cos.len();
+            let cos = (0..r)
+                .map(|kk| ok.iter().map(|p| p.steps[t].mean_abs_cos[kk]).sum::<f64>() / ns)
+                .collect();
+            out.mean_abs_cos[t][j] = Some(cos);
+        }
+        for note in &ok[0].notes {
+            if !out.notes.contains(note) && !note.starts_with("log n") {
+                out.notes.push(note.clone());
+            }
+        }
+    }
+    if kappas.iter().any(|&k| k < KAPPA_MIN) {
+        out.notes.push(format!(
+            "not reported below log n / log d = {KAPPA_MIN}: there the predicted errors drift from simulation by more than 0.06 (docs/theory.md §7)"
+        ));
+    }
+    Ok(out)
+}
