@@ -2,7 +2,9 @@
 
 use anyhow::Context;
 use clap::Args;
+use giantstep::theory::curve::{curve, Curve};
 use giantstep::theory::{analyze, Query, TheoryReport};
+use giantstep::Config;
 use std::fmt::Write;
 
 #[derive(Args, Debug)]
@@ -64,6 +66,36 @@ pub struct TheoryArgs {
     /// Print one JSON object instead of the report.
     #[arg(long)]
     json: bool,
+    /// Predict the stairway instead: test error per number of steps T = 1..steps and batch size
+    /// n = d^kappa, and random features (docs/theory.md §7). Uses --d, --p, --activation,
+    /// --eta0, --eta-exp, --preprocess, --normalize, --correlation, --second-layer and the flags
+    /// below.
+    #[arg(long)]
+    curve: bool,
+    /// Smallest batch exponent of the curve.
+    #[arg(long, default_value_t = 0.25)]
+    kappa_from: f64,
+    /// Largest batch exponent of the curve.
+    #[arg(long, default_value_t = 2.25)]
+    kappa_to: f64,
+    /// Step between batch exponents of the curve.
+    #[arg(long, default_value_t = 0.125)]
+    kappa_step: f64,
+    /// Learning-rate cap of the curve: eta <= eta_max0 · p.
+    #[arg(long)]
+    eta_max0: Option<f64>,
+    /// Per-step learning-rate multipliers of the curve, e.g. "1.0,0.6" (the last repeats).
+    #[arg(long)]
+    eta_schedule: Option<String>,
+    /// Seeds of the curve (the initial layer and the gradient noise), averaged: 0..seeds.
+    #[arg(long, default_value_t = 1)]
+    seeds: u64,
+    /// Any configuration key of the curve's base configuration (repeatable, applied last).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+    /// Take the curve's base configuration, batch sizes, steps and seeds from a sweep plan.
+    #[arg(long, value_name = "PLAN.toml", requires = "curve")]
+    plan: Option<std::path::PathBuf>,
 }
 
 impl TheoryArgs {
@@ -122,12 +154,25 @@ fn flag_message(e: giantstep::Error) -> anyhow::Error {
 }
 
 pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
-    let (expr, r, opts) = args.query().resolve().map_err(flag_message)?;
-    let report = analyze(&expr, r, &opts).context("theory")?;
-    let out = if args.json {
-        serde_json::to_string(&report)? + "\n"
+    let out = if args.curve {
+        let (base, kappas, steps, seeds) = match &args.plan {
+            Some(plan) => curve_from_plan(plan)?,
+            None => curve_from_flags(args)?,
+        };
+        let c = curve(&base, &kappas, steps, &seeds).map_err(flag_message)?;
+        if args.json {
+            serde_json::to_string(&serde_json::json!({ "config": base, "curve": c }))? + "\n"
+        } else {
+            render_curve(&base, &c)
+        }
     } else {
-        render(&report)
+        let (expr, r, opts) = args.query().resolve().map_err(flag_message)?;
+        let report = analyze(&expr, r, &opts).context("theory")?;
+        if args.json {
+            serde_json::to_string(&report)? + "\n"
+        } else {
+            render(&report)
+        }
     };
     use std::io::Write as _;
     let mut stdout = std::io::stdout().lock();
@@ -329,4 +374,153 @@ fn floors(s: &mut String, t: &TheoryReport) {
     for w in &t.warnings {
         let _ = writeln!(s, "note: {w}");
     }
+}
+
+/// The curve's base configuration from the flags.
+fn curve_from_flags(args: &TheoryArgs) -> anyhow::Result<(Config, Vec<f64>, usize, Vec<u64>)> {
+    let mut table = toml::Table::new();
+    let target_key = if giantstep::target::preset_expr(&args.target).is_ok() {
+        "target.preset"
+    } else {
+        "target.expr"
+    };
+    let mut sets = vec![
+        format!("{target_key}={}", toml::Value::String(args.target.clone())),
+        format!("network.d={}", args.d),
+        format!("network.p={}", args.p),
+        format!("network.activation={}", toml::Value::String(args.activation.clone())),
+        format!(
+            "network.second_layer={}",
+            toml::Value::String(args.second_layer.clone())
+        ),
+        format!("train.eta0={}", args.eta0),
+        format!("train.eta_exp={}", args.eta_exp),
+        format!("train.preprocess={}", toml::Value::String(args.preprocess.clone())),
+        format!("train.steps={}", args.steps.max(1)),
+    ];
+    if args.normalize {
+        sets.push("train.normalize=\"project\"".into());
+    }
+    if args.correlation {
+        sets.push("train.loss=\"correlation\"".into());
+    }
+    if let Some(r) = args.r {
+        sets.push(format!("target.r={r}"));
+    }
+    if let Some(c) = args.eta_max0 {
+        sets.push(format!("train.eta_max0={c}"));
+    }
+    if let Some(s) = &args.eta_schedule {
+        let v: Vec<f64> = s
+            .split(',')
+            .map(|x| x.trim().parse::<f64>())
+            .collect::<Result<_, _>>()
+            .map_err(|_| {
+                anyhow::anyhow!("--eta-schedule must be numbers separated by commas, e.g. 1.0,0.6, but is '{s}'")
+            })?;
+        sets.push(format!(
+            "train.eta_schedule=[{}]",
+            v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    sets.extend(args.set.iter().cloned());
+    for s in &sets {
+        giantstep::config::apply_set(&mut table, s).map_err(|e| anyhow::anyhow!("--set {s}: {e}"))?;
+    }
+    let base = Config::from_table(table)?;
+    let (from, to, step) = (args.kappa_from, args.kappa_to, args.kappa_step);
+    if !(from.is_finite() && to.is_finite() && step.is_finite() && step > 0.0 && to >= from && from > 0.0) {
+        anyhow::bail!("--kappa-from, --kappa-to, --kappa-step must be finite with 0 < from <= to and step > 0, but are {from}, {to}, {step}");
+    }
+    let count = ((to - from) / step + 1e-9).floor() as usize;
+    if count > 1000 {
+        anyhow::bail!("--kappa-step {step} gives {count} batch sizes; at most 1000");
+    }
+    let kappas = (0..=count)
+        .map(|i| ((from + i as f64 * step) * 1e9).round() / 1e9)
+        .collect();
+    if args.seeds == 0 || args.seeds > 100 {
+        anyhow::bail!("--seeds must be between 1 and 100, but is {}", args.seeds);
+    }
+    Ok((base, kappas, args.steps.max(1), (0..args.seeds).collect()))
+}
+
+/// The curve's base configuration, batch sizes, steps and seeds from a sweep plan.
+fn curve_from_plan(path: &std::path::Path) -> anyhow::Result<(Config, Vec<f64>, usize, Vec<u64>)> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let plan = giantstep::sweep::Plan::from_toml(&text, &path.display().to_string())?;
+    for axis in &plan.axes {
+        if !["train.n", "train.steps", "seed"].contains(&axis.key.as_str()) {
+            anyhow::bail!(
+                "--plan: the curve takes the axes train.n, train.steps and seed, but {} also varies {}",
+                path.display(),
+                axis.key
+            );
+        }
+    }
+    let points = plan.points()?;
+    let first = points
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("--plan: {} has no points", path.display()))?;
+    let mut kappas: Vec<f64> = Vec::new();
+    let mut seeds: Vec<u64> = Vec::new();
+    let mut steps = 1;
+    for p in &points {
+        let c = &p.config;
+        let k = kappa_of_size(&c.train.n, c.network.d)?;
+        if !kappas.iter().any(|v| (v - k).abs() < 1e-9) {
+            kappas.push(k);
+        }
+        if !seeds.contains(&c.seed) {
+            seeds.push(c.seed);
+        }
+        steps = steps.max(c.train.steps);
+    }
+    Ok((first.config.clone(), kappas, steps, seeds))
+}
+
+/// The exponent of a batch size written `d^x` (or `log n / log d` of a count).
+pub(crate) fn kappa_of_size(n: &giantstep::config::BatchSize, d: usize) -> anyhow::Result<f64> {
+    if let giantstep::config::BatchSize::Expr(s) = n {
+        if let Some(x) = s.trim().strip_prefix("d^").and_then(|x| x.trim().parse::<f64>().ok()) {
+            return Ok(x);
+        }
+    }
+    let n = n.resolve(d, "train.n")?;
+    Ok((n as f64).ln() / (d as f64).ln())
+}
+
+/// The curve as a table.
+fn render_curve(base: &Config, c: &Curve) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "Predicted test error (state evolution of all neurons + ridge readout; docs/theory.md §7)"
+    );
+    let _ = writeln!(
+        s,
+        "target {}, {}, d = {}, p = {}, seeds {:?}\n",
+        base.target_expr().unwrap_or_default(),
+        base.network.activation,
+        base.network.d,
+        base.network.p,
+        c.seeds
+    );
+    let _ = write!(s, "{:>8} {:>10}", "kappa", "n");
+    for t in 1..=c.test_error.len() {
+        let _ = write!(s, " {:>8}", format!("T = {t}"));
+    }
+    let _ = writeln!(s, " {:>8}", "RF");
+    let cell = |v: Option<f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
+    for (j, k) in c.kappa.iter().enumerate() {
+        let _ = write!(s, "{k:>8.3} {:>10}", c.n[j]);
+        for row in &c.test_error {
+            let _ = write!(s, " {:>8}", cell(row[j]));
+        }
+        let _ = writeln!(s, " {:>8}", cell(c.rf_test_error[j]));
+    }
+    for note in &c.notes {
+        let _ = writeln!(s, "note: {note}");
+    }
+    s
 }

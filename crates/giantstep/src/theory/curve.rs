@@ -169,8 +169,14 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
     if seeds.is_empty() {
         return Err(Error::config("the curve needs at least one seed"));
     }
-    let mut configs = Vec::with_capacity(kappas.len() * seeds.len());
-    for &k in kappas {
+    // A readout batch resolved to the base's own training batch follows every batch size.
+    let mut base = base.clone();
+    if base.readout.n.is_some() && base.readout.n.as_ref() == Some(&base.train.n) {
+        base.readout.n = None;
+    }
+    let computed: Vec<f64> = kappas.iter().copied().filter(|&k| k >= KAPPA_MIN).collect();
+    let mut configs = Vec::with_capacity(computed.len() * seeds.len());
+    for &k in &computed {
         for &seed in seeds {
             let mut c = base.clone();
             c.train.n = BatchSize::Expr(format!("d^{}", (k * 1e9).round() / 1e9));
@@ -181,9 +187,17 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
     }
     let preds: Vec<Result<Prediction>> = configs.par_iter().map(|c| predict(c, steps)).collect();
     let ns = seeds.len() as f64;
+    let n = kappas
+        .iter()
+        .map(|&k| {
+            let mut c = base.clone();
+            c.train.n = BatchSize::Expr(format!("d^{}", (k * 1e9).round() / 1e9));
+            c.train.n.resolve(c.network.d, "train.n")
+        })
+        .collect::<Result<Vec<usize>>>()?;
     let mut out = Curve {
         kappa: kappas.to_vec(),
-        n: configs.iter().step_by(seeds.len()).map(|c| c.train_n()).collect(),
+        n,
         seeds: seeds.to_vec(),
         test_error: vec![vec![None; kappas.len()]; steps],
         rf_test_error: vec![None; kappas.len()],
@@ -191,8 +205,9 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
         kappa_min: KAPPA_MIN,
         notes: Vec::new(),
     };
-    for (j, &k) in kappas.iter().enumerate() {
-        let group = &preds[j * seeds.len()..(j + 1) * seeds.len()];
+    for (jc, &k) in computed.iter().enumerate() {
+        let j = kappas.iter().position(|&v| v == k).expect("from kappas");
+        let group = &preds[jc * seeds.len()..(jc + 1) * seeds.len()];
         let mut ok = Vec::with_capacity(seeds.len());
         for p in group {
             match p {
