@@ -63,6 +63,26 @@ where
         .label_style((FONT, 15))
         .axis_desc_style((FONT, 17))
         .draw()?;
+    // The theory: thin dashed lines, the colours of the simulated curves.
+    let mut labelled = false;
+    for (i, steps) in data.trained.keys().enumerate() {
+        let Some(pred) = data.predicted.get(steps) else {
+            continue;
+        };
+        let line: Vec<(f64, f64)> = pred.iter().map(|(k, v)| (*k as f64 / 1e6, *v)).collect();
+        let color = COLORS[i % COLORS.len()];
+        let drawn = chart.draw_series(DashedLineSeries::new(line, 5, 4, color.stroke_width(1)))?;
+        if !labelled {
+            labelled = true;
+            drawn
+                .label("theory (dashed, docs/theory.md §7)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
+        }
+    }
+    if !data.predicted_rf.is_empty() {
+        let line: Vec<(f64, f64)> = data.predicted_rf.iter().map(|(k, v)| (*k as f64 / 1e6, *v)).collect();
+        chart.draw_series(DashedLineSeries::new(line, 5, 4, RGBColor(90, 90, 90).stroke_width(1)))?;
+    }
     let mut series =
         |label: String, color: RGBColor, points: Vec<(f64, f64, f64)>, dashed: bool| -> anyhow::Result<()> {
             let style = color.stroke_width(2);

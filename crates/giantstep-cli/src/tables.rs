@@ -40,6 +40,13 @@ pub struct StairwayData {
     pub second_moment: f64,
     /// Title.
     pub title: String,
+    /// The theory's predicted curves (docs/theory.md §7): steps → κ → test error, and random
+    /// features; empty when the theory does not cover the records.
+    pub predicted: BTreeMap<usize, BTreeMap<i64, f64>>,
+    /// Predicted random-features error per κ.
+    pub predicted_rf: BTreeMap<i64, f64>,
+    /// Why there is no prediction, if there is none.
+    pub predicted_note: Option<String>,
 }
 
 /// κ rounded to 1e-6 as an integer key.
@@ -80,6 +87,7 @@ pub fn stairway_data(records: &[Record]) -> anyhow::Result<StairwayData> {
         }
     }
     data.second_moment = mean_std(&y2).0;
+    attach_prediction(&mut data, &results);
     let c = &results[0].config;
     data.title = format!(
         "{} — {}, d = {}, p = {}",
@@ -89,6 +97,57 @@ pub fn stairway_data(records: &[Record]) -> anyhow::Result<StairwayData> {
         c.network.p
     );
     Ok(data)
+}
+
+/// The theory's stairway for the records' configuration (their first record's, with every batch
+/// size, the largest T and every seed of the records), computed once per process.
+fn attach_prediction(data: &mut StairwayData, results: &[&giantstep::RunResult]) {
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<std::collections::HashMap<String, Result<giantstep::theory::curve::Curve, String>>>> =
+        OnceLock::new();
+    let base = results[0].config.clone();
+    let d = base.network.d;
+    let mut kappas: Vec<f64> = Vec::new();
+    let mut seeds: Vec<u64> = Vec::new();
+    let mut steps = 1;
+    for r in results {
+        let k = crate::theory_cmd::kappa_of_size(&r.config.train.n, d).unwrap_or(f64::NAN);
+        if k.is_finite() && !kappas.iter().any(|v| (v - k).abs() < 1e-9) {
+            kappas.push(k);
+        }
+        if !seeds.contains(&r.config.seed) {
+            seeds.push(r.config.seed);
+        }
+        steps = steps.max(r.steps.len());
+    }
+    kappas.sort_by(f64::total_cmp);
+    seeds.sort_unstable();
+    let key = serde_json::json!([base, kappas, steps, seeds]).to_string();
+    let cache = CACHE.get_or_init(Default::default);
+    let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
+    let curve = cached.unwrap_or_else(|| {
+        let c = giantstep::theory::curve::curve(&base, &kappas, steps, &seeds).map_err(|e| e.to_string());
+        if let Ok(mut m) = cache.lock() {
+            m.insert(key, c.clone());
+        }
+        c
+    });
+    match curve {
+        Ok(c) => {
+            for (j, &n) in c.n.iter().enumerate() {
+                let k = kappa_key(n, d);
+                for (t, row) in c.test_error.iter().enumerate() {
+                    if let Some(v) = row[j] {
+                        data.predicted.entry(t + 1).or_default().insert(k, v);
+                    }
+                }
+                if let Some(v) = c.rf_test_error[j] {
+                    data.predicted_rf.insert(k, v);
+                }
+            }
+        }
+        Err(e) => data.predicted_note = Some(e),
+    }
 }
 
 /// One panel of the cosines figure.
@@ -222,10 +281,11 @@ pub fn stairway_markdown(data: &StairwayData) -> String {
     let steps: Vec<usize> = data.trained.keys().copied().collect();
     let _ = write!(s, "| log n / log d |");
     for t in &steps {
-        let _ = write!(s, " T = {t} |");
+        let _ = write!(s, " T = {t} | theory |");
     }
-    let _ = writeln!(s, " random features |");
-    let _ = writeln!(s, "|---|{}---|", "---|".repeat(steps.len()));
+    let _ = writeln!(s, " random features | theory |");
+    let _ = writeln!(s, "|---|{}---|---|", "---|---|".repeat(steps.len()));
+    let theory = |v: Option<&f64>| v.map_or("-".to_string(), |x| format!("{x:.4}"));
     for (k, rf) in &data.rf {
         let _ = write!(s, "| {:.2} |", *k as f64 / 1e6);
         for t in &steps {
@@ -238,13 +298,15 @@ pub fn stairway_markdown(data: &StairwayData) -> String {
                     let _ = write!(s, " - |");
                 }
             }
+            let _ = write!(s, " {} |", theory(data.predicted.get(t).and_then(|c| c.get(k))));
         }
         if rf.is_empty() {
-            let _ = writeln!(s, " skipped |");
+            let _ = write!(s, " skipped |");
         } else {
             let (m, sd) = mean_std(rf);
-            let _ = writeln!(s, " {m:.4} ± {sd:.4} |");
+            let _ = write!(s, " {m:.4} ± {sd:.4} |");
         }
+        let _ = writeln!(s, " {} |", theory(data.predicted_rf.get(k)));
     }
     let _ = writeln!(
         s,
@@ -253,6 +315,18 @@ pub fn stairway_markdown(data: &StairwayData) -> String {
     );
     if let Some(lk) = data.linear_kernel {
         let _ = writeln!(s, "Theory: linear-kernel error {lk:.4} (E[g²] − μ0² − |μ1|²).");
+    }
+    match &data.predicted_note {
+        Some(why) => {
+            let _ = writeln!(s, "No predicted curve: {why}.");
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "\"theory\": the predicted test error of the state evolution of all neurons and the ridge readout (docs/theory.md §7), averaged over the records' seeds; \"-\" below log n / log d = {} where it is not reported.",
+                giantstep::theory::curve::KAPPA_MIN
+            );
+        }
     }
     s
 }
