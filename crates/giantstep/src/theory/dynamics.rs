@@ -132,7 +132,7 @@ impl PairKernel {
         Ok(PairKernel {
             act,
             one: gauss_hermite(96)?,
-            two: gauss_hermite(40)?,
+            two: gauss_hermite(64)?,
         })
     }
 
@@ -228,9 +228,19 @@ impl PairKernel {
 
     /// The `p×p` matrix of pair expectations for the row-major Gram matrix `q` of the fields.
     pub fn matrix(&self, which: Pair, q: &[f64], p: usize) -> Vec<f64> {
+        self.matrix_with(which, q, p, self.closed())
+    }
+
+    /// [`PairKernel::matrix`] by the Hermite series and the 2-d rule even where a closed form
+    /// exists (to check one against the other).
+    pub fn matrix_numeric(&self, which: Pair, q: &[f64], p: usize) -> Vec<f64> {
+        self.matrix_with(which, q, p, false)
+    }
+
+    fn matrix_with(&self, which: Pair, q: &[f64], p: usize, closed: bool) -> Vec<f64> {
         let diag: Vec<f64> = (0..p).map(|i| q[i * p + i].max(1e-300)).collect();
         let mut out = vec![0.0; p * p];
-        if self.closed() {
+        if closed {
             out.par_chunks_mut(p).enumerate().for_each(|(i, row)| {
                 for j in 0..p {
                     row[j] = self.closed_form(which, diag[i], diag[j], q[i * p + j]).unwrap_or(0.0);

@@ -1,0 +1,243 @@
+//! The state evolution and readout theory of docs/theory.md §7 against closed forms, a naive
+//! Monte Carlo ridge, and simulation.
+
+use giantstep::theory::curve::predict;
+use giantstep::theory::dynamics::{ridge_error, Pair, PairKernel};
+use giantstep::Config;
+
+/// Gram matrices of three neurons with various norms and correlations (|c| up to 0.95).
+fn grams() -> Vec<Vec<f64>> {
+    vec![
+        vec![1.0, 0.3, -0.2, 0.3, 0.8, 0.1, -0.2, 0.1, 1.5],
+        vec![2.0, 1.9, 0.5, 1.9, 2.0, -0.4, 0.5, -0.4, 0.3],
+        vec![0.5, -0.45, 0.0, -0.45, 0.45, 0.2, 0.0, 0.2, 3.0],
+    ]
+}
+
+/// Saad–Solla's erf integrals (closed forms) against the Hermite series / 2-d rule: 1e-6.
+#[test]
+fn erf_pair_integrals_match_saad_solla_closed_forms() {
+    let k = PairKernel::new("erf".parse().unwrap()).unwrap();
+    for q in grams() {
+        for which in [Pair::Value, Pair::Derivative] {
+            let closed = k.matrix(which, &q, 3);
+            let numeric = k.matrix_numeric(which, &q, 3);
+            for (a, b) in closed.iter().zip(&numeric) {
+                assert!((a - b).abs() < 1e-6, "{which:?} {q:?}: closed {a} vs numeric {b}");
+            }
+        }
+    }
+}
+
+/// ReLU's arc-cosine kernel against the numeric path (the kink limits the series and the 2-d rule
+/// to about 1e-3; σ' is a step, which a Gauss rule does not resolve, so the closed forms are what
+/// the theory uses for ReLU).
+#[test]
+fn relu_pair_integrals_match_arc_cosine_kernels() {
+    let k = PairKernel::new("relu".parse().unwrap()).unwrap();
+    for q in grams() {
+        for which in [Pair::Value] {
+            let closed = k.matrix(which, &q, 3);
+            let numeric = k.matrix_numeric(which, &q, 3);
+            for (a, b) in closed.iter().zip(&numeric) {
+                assert!((a - b).abs() < 2e-3, "{which:?} {q:?}: closed {a} vs numeric {b}");
+            }
+        }
+    }
+}
+
+fn normal(state: &mut u64) -> f64 {
+    // Box–Muller on a 64-bit LCG: enough for a Monte Carlo check.
+    let mut u = || {
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((*state >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    };
+    let (a, b) = (u(), u());
+    (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
+}
+
+/// The deterministic equivalent against ridge regressions on Gaussian features (y = <θ, φ> +
+/// noise): mean test error over 400 draws within 4% (its Monte Carlo error is below 1%; the
+/// equivalent is exact only as n, p → ∞, here p = 20, n = 40 and 200).
+#[test]
+fn ridge_deterministic_equivalent_matches_monte_carlo() {
+    let p = 20;
+    let spectrum: Vec<f64> = (0..p).map(|i| 1.0 / (1.0 + i as f64)).collect();
+    let theta: Vec<f64> = (0..p).map(|i| if i % 3 == 0 { 0.8 } else { -0.3 }).collect();
+    let noise = 0.25;
+    let k: Vec<f64> = (0..p * p)
+        .map(|ij| if ij / p == ij % p { spectrum[ij / p] } else { 0.0 })
+        .collect();
+    let b: Vec<f64> = (0..p).map(|i| spectrum[i] * theta[i]).collect();
+    let ey2 = noise + (0..p).map(|i| spectrum[i] * theta[i] * theta[i]).sum::<f64>();
+    let mut rng = 7u64;
+    for &(n, lam) in &[(40usize, 0.05f64), (200, 0.01)] {
+        let predicted = ridge_error(&k, &b, ey2, p, n as f64, lam).unwrap();
+        let mut total = 0.0;
+        let trials = 400;
+        for _ in 0..trials {
+            let mut xtx = vec![0.0; p * p];
+            let mut xty = vec![0.0; p];
+            for _ in 0..n {
+                let x: Vec<f64> = spectrum.iter().map(|s| s.sqrt() * normal(&mut rng)).collect();
+                let y: f64 = x.iter().zip(&theta).map(|(a, t)| a * t).sum::<f64>() + noise.sqrt() * normal(&mut rng);
+                for i in 0..p {
+                    xty[i] += x[i] * y;
+                    for j in 0..p {
+                        xtx[i * p + j] += x[i] * x[j];
+                    }
+                }
+            }
+            for i in 0..p {
+                xtx[i * p + i] += lam * n as f64;
+            }
+            let coef = giantstep::linalg::cholesky_solve(&xtx, p, &xty).unwrap();
+            // Test error in closed form: noise + (coef − θ)ᵀ K (coef − θ).
+            total += noise + (0..p).map(|i| spectrum[i] * (coef[i] - theta[i]).powi(2)).sum::<f64>();
+        }
+        let mc = total / trials as f64;
+        assert!(
+            (mc - predicted).abs() < 0.04 * mc,
+            "n = {n}: Monte Carlo {mc} vs predicted {predicted}"
+        );
+    }
+}
+
+/// One configuration at d = 256: simulated test error per step (one seed) against the prediction
+/// of the same seed.
+fn check(name: &str, edit: impl Fn(&mut Config)) -> (f64, String) {
+    let mut c = Config::default();
+    c.network.d = 256;
+    c.network.p = 256;
+    c.eval.n_test = 20_000;
+    c.eval.every_step = true;
+    c.eval.baseline = true;
+    c.train.eta_max0 = Some(5.0);
+    edit(&mut c);
+    let cfg = c.resolve().unwrap();
+    let sim = giantstep::run(&cfg).unwrap();
+    let pred = predict(&cfg, 0).unwrap();
+    let mut lines = Vec::new();
+    let mut worst: f64 = 0.0;
+    for (s, p) in sim.steps.iter().zip(&pred.steps) {
+        let measured = s.test_error.unwrap();
+        worst = worst.max((measured - p.test_error).abs());
+        lines.push(format!("T = {}: {measured:.4} vs {:.4}", s.t, p.test_error));
+    }
+    let rf = sim.rf_test_error.unwrap();
+    worst = worst.max((rf - pred.rf_test_error).abs());
+    lines.push(format!("RF: {rf:.4} vs {:.4}", pred.rf_test_error));
+    let line = format!("{name}: {} (worst {worst:.4})", lines.join(", "));
+    println!("{line}");
+    (worst, line)
+}
+
+fn set(c: &mut Config, key: &str, value: &str) {
+    let mut table = toml::Table::try_from(&*c).unwrap();
+    giantstep::config::apply_set(&mut table, &format!("{key}={value}")).unwrap();
+    *c = Config::from_table(table).unwrap();
+}
+
+/// Five cases of docs/theory.md §7's table, CI-sized (d = p = 256, one seed each). Tolerance
+/// 0.04 absolute on every step and on random features: the seed-to-seed spread of one simulation
+/// at this size is about 0.01, the theory's own seed spread (its drawn gradient noise) likewise,
+/// and the state evolution's bias at n ≥ d^1.5 is below 0.015 at d = 512.
+#[test]
+fn predicted_errors_match_simulation_at_d256() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        (
+            "he124 relu",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"stairway-he124\"");
+                set(c, "train.n", "\"d^1.5\"");
+                c.train.steps = 3;
+            }),
+        ),
+        (
+            "pm relu schedule",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"stairway-pm\"");
+                set(c, "train.n", "\"d^1.75\"");
+                set(c, "train.eta_schedule", "[1.0, 0.6]");
+                c.train.steps = 3;
+            }),
+        ),
+        (
+            "he124 erf gaussian a",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"stairway-he124\"");
+                set(c, "network.activation", "\"erf\"");
+                set(c, "network.second_layer", "\"gaussian\"");
+                set(c, "train.n", "\"d^1.5\"");
+                c.train.steps = 2;
+            }),
+        ),
+        (
+            "pm linear preprocessing",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"stairway-pm\"");
+                set(c, "train.preprocess", "\"linear\"");
+                set(c, "readout.add_back", "\"oracle\"");
+                set(c, "train.n", "\"d^2\"");
+                c.train.steps = 2;
+            }),
+        ),
+        (
+            "he124 plain init uniform a",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"stairway-he124\"");
+                set(c, "network.symmetric", "false");
+                set(c, "network.second_layer", "\"uniform\"");
+                set(c, "train.n", "\"d^1.75\"");
+                c.train.steps = 2;
+            }),
+        ),
+    ];
+    let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
+    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.04).map(|(_, l)| l).collect();
+    assert!(bad.is_empty(), "|simulated − predicted| > 0.04: {bad:#?}");
+}
+
+/// The three cases of docs/theory.md §7's table where the prediction misses by more than 0.04
+/// (measured: tanh on staircase2 up to 0.087, staircase3 with correlation loss 0.14 on random
+/// features, staircase2 spherical 0.064 on random features): known gaps, run on demand with
+/// `cargo test --release -p giantstep --test dynamics -- --ignored`.
+#[test]
+#[ignore = "known gaps of the theory (docs/theory.md §7): tanh, correlation loss on staircase3, spherical"]
+fn predicted_errors_known_gaps_at_d256() {
+    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+        (
+            "staircase2 tanh",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"staircase2\"");
+                set(c, "network.activation", "\"tanh\"");
+                set(c, "train.n", "\"d^1.5\"");
+                c.train.steps = 2;
+            }),
+        ),
+        (
+            "staircase3 correlation",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"staircase3\"");
+                set(c, "train.loss", "\"correlation\"");
+                set(c, "train.n", "\"d^1.5\"");
+                set(c, "train.eta_max0", "2.0");
+                c.train.steps = 2;
+            }),
+        ),
+        (
+            "staircase2 spherical",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"staircase2\"");
+                set(c, "train.normalize", "\"spherical\"");
+                set(c, "train.n", "\"d^1.5\"");
+                c.train.steps = 3;
+            }),
+        ),
+    ];
+    let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
+    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.04).map(|(_, l)| l).collect();
+    assert!(bad.is_empty(), "|simulated − predicted| > 0.04: {bad:#?}");
+}
