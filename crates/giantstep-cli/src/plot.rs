@@ -75,7 +75,7 @@ where
         if !labelled {
             labelled = true;
             drawn
-                .label("theory (dashed, docs/theory.md §7)")
+                .label("theory (dashed, docs/theory.md §6)")
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(1)));
         }
     }

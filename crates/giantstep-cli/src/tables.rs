@@ -40,7 +40,7 @@ pub struct StairwayData {
     pub second_moment: f64,
     /// Title.
     pub title: String,
-    /// The theory's predicted curves (docs/theory.md §7): steps → κ → test error, and random
+    /// The theory's predicted curves (docs/theory.md §6): steps → κ → test error, and random
     /// features; empty when the theory does not cover the records.
     pub predicted: BTreeMap<usize, BTreeMap<i64, f64>>,
     /// Predicted random-features error per κ.
@@ -323,7 +323,7 @@ pub fn stairway_markdown(data: &StairwayData) -> String {
         None => {
             let _ = writeln!(
                 s,
-                "\"theory\": the predicted test error of the state evolution of all neurons and the ridge readout (docs/theory.md §7), averaged over the records' seeds; \"-\" below log n / log d = {} where it is not reported.",
+                "\"theory\": the predicted test error of the state evolution of all neurons and the ridge readout (docs/theory.md §6), averaged over the records' seeds; \"-\" below log n / log d = {} where it is not reported.",
                 giantstep::theory::curve::KAPPA_MIN
             );
         }

@@ -67,7 +67,7 @@ pub struct TheoryArgs {
     #[arg(long)]
     json: bool,
     /// Predict the stairway instead: test error per number of steps T = 1..steps and batch size
-    /// n = d^kappa, and random features (docs/theory.md §7). Uses --d, --p, --activation,
+    /// n = d^kappa, and random features (docs/theory.md §6). Uses --d, --p, --activation,
     /// --eta0, --eta-exp, --preprocess, --normalize, --correlation, --second-layer and the flags
     /// below.
     #[arg(long)]
@@ -495,7 +495,7 @@ fn render_curve(base: &Config, c: &Curve) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "Predicted test error (state evolution of all neurons + ridge readout; docs/theory.md §7)"
+        "Predicted test error (state evolution of all neurons + ridge readout; docs/theory.md §6)"
     );
     let _ = writeln!(
         s,

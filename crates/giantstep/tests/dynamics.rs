@@ -1,4 +1,4 @@
-//! The state evolution and readout theory of docs/theory.md §7 against closed forms, a naive
+//! The state evolution and readout theory of docs/theory.md §6 against closed forms, a naive
 //! Monte Carlo ridge, and simulation.
 
 use giantstep::theory::curve::predict;
@@ -140,7 +140,7 @@ fn set(c: &mut Config, key: &str, value: &str) {
     *c = Config::from_table(table).unwrap();
 }
 
-/// Five cases of docs/theory.md §7's table, CI-sized (d = p = 256, one seed each). Tolerance
+/// Five cases of docs/theory.md §6's table, CI-sized (d = p = 256, one seed each). Tolerance
 /// 0.04 absolute on every step and on random features: the seed-to-seed spread of one simulation
 /// at this size is about 0.01, the theory's own seed spread (its drawn gradient noise) likewise,
 /// and the state evolution's bias at n ≥ d^1.5 is below 0.015 at d = 512.
@@ -200,12 +200,12 @@ fn predicted_errors_match_simulation_at_d256() {
     assert!(bad.is_empty(), "|simulated − predicted| > 0.04: {bad:#?}");
 }
 
-/// The three cases of docs/theory.md §7's table where the prediction misses by more than 0.04
+/// The three cases of docs/theory.md §6's table where the prediction misses by more than 0.04
 /// (measured: tanh on staircase2 up to 0.087, staircase3 with correlation loss 0.14 on random
 /// features, staircase2 spherical 0.064 on random features): known gaps, run on demand with
 /// `cargo test --release -p giantstep --test dynamics -- --ignored`.
 #[test]
-#[ignore = "known gaps of the theory (docs/theory.md §7): tanh, correlation loss on staircase3, spherical"]
+#[ignore = "known gaps of the theory (docs/theory.md §6): tanh, correlation loss on staircase3, spherical"]
 fn predicted_errors_known_gaps_at_d256() {
     let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
         (

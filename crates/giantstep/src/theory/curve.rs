@@ -1,6 +1,6 @@
 //! Predicted test errors of a configuration and of a whole stairway (test error per number of
 //! steps `T` and batch size `n = d^κ`), from the state evolution of [`super::dynamics`]
-//! (docs/theory.md §7).
+//! (docs/theory.md §6).
 
 use super::dynamics::{Grid, Model, Setup, State};
 use crate::config::{BatchSize, Config, Loss, Preprocess, ReadoutBatch, ValidConfig};
@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Below this `log n / log d` the prediction is not reported: the measured gap to simulation
-/// grows past 0.06 there (docs/theory.md §7, "Where it holds").
+/// grows past 0.06 there (docs/theory.md §6, "Where it holds").
 pub const KAPPA_MIN: f64 = 1.0;
 
 /// The prediction after one step.
@@ -238,7 +238,7 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
     }
     if kappas.iter().any(|&k| k < KAPPA_MIN) {
         out.notes.push(format!(
-            "not reported below log n / log d = {KAPPA_MIN}: there the predicted errors drift from simulation by more than 0.06 (docs/theory.md §7)"
+            "not reported below log n / log d = {KAPPA_MIN}: there the predicted errors drift from simulation by more than 0.06 (docs/theory.md §6)"
         ));
     }
     Ok(out)

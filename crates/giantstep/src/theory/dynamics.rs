@@ -1,5 +1,5 @@
 //! State evolution of all `p` neurons over `T` giant steps, and the test error of the ridge
-//! readout on the features they reach (docs/theory.md §7).
+//! readout on the features they reach (docs/theory.md §6).
 //!
 //! The state after step `t` is what the readout and the next step see of the first layer: the
 //! teacher overlaps `M` (`p×r`, row `m_i = W* w_i`) and the Gram matrix `Q⊥` of the rows' parts
@@ -274,7 +274,7 @@ impl PairKernel {
     }
 }
 
-/// The first layer as the theory sees it (docs/theory.md §7): teacher overlaps, the orthogonal
+/// The first layer as the theory sees it (docs/theory.md §6): teacher overlaps, the orthogonal
 /// parts inside the span of the initial rows, and the Gram matrix of what lies outside.
 #[derive(Debug, Clone)]
 pub struct State {
@@ -734,7 +734,7 @@ impl Model {
 /// cross moments `b = E[y φ]`, `E[y²]`, and ridge `λ_eff` (the penalty per sample on the
 /// coefficients of the raw features), by the deterministic equivalent of Gaussian-design ridge:
 /// `κ − λ_eff = (κ/n) tr K(K + κ)⁻¹`, error `= (σ² + κ² θᵀK(K + κ)⁻²θ) / (1 − tr K²(K + κ)⁻²/n)`
-/// with `θ = K⁻¹b` and `σ² = E[y²] − bᵀK⁻¹b` (docs/theory.md §7).
+/// with `θ = K⁻¹b` and `σ² = E[y²] − bᵀK⁻¹b` (docs/theory.md §6).
 ///
 /// # Errors
 /// [`Error::Numerical`] if the eigensolver fails or the fixed point leaves the interpolation bound.
