@@ -134,6 +134,9 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> (f64, String) {
     (worst, line)
 }
 
+/// A named edit of the base configuration.
+type Case = (&'static str, Box<dyn Fn(&mut Config)>);
+
 fn set(c: &mut Config, key: &str, value: &str) {
     let mut table = toml::Table::try_from(&*c).unwrap();
     giantstep::config::apply_set(&mut table, &format!("{key}={value}")).unwrap();
@@ -146,7 +149,7 @@ fn set(c: &mut Config, key: &str, value: &str) {
 /// and the state evolution's bias at n ≥ d^1.5 is below 0.015 at d = 512.
 #[test]
 fn predicted_errors_match_simulation_at_d256() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "he124 relu",
             Box::new(|c: &mut Config| {
@@ -207,7 +210,7 @@ fn predicted_errors_match_simulation_at_d256() {
 #[test]
 #[ignore = "known gaps of the theory (docs/theory.md §6): tanh, correlation loss on staircase3, spherical"]
 fn predicted_errors_known_gaps_at_d256() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Config)>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "staircase2 tanh",
             Box::new(|c: &mut Config| {
