@@ -111,7 +111,7 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> (f64, String) {
     let mut c = Config::default();
     c.network.d = 256;
     c.network.p = 256;
-    c.eval.n_test = 20_000;
+    c.eval.n_test = 200_000;
     c.eval.every_step = true;
     c.eval.baseline = true;
     c.train.eta_max0 = Some(5.0);
@@ -143,10 +143,10 @@ fn set(c: &mut Config, key: &str, value: &str) {
     *c = Config::from_table(table).unwrap();
 }
 
-/// Five cases of docs/theory.md §6's table, CI-sized (d = p = 256, one seed each). Tolerance
-/// 0.04 absolute on every step and on random features: the seed-to-seed spread of one simulation
-/// at this size is about 0.01, the theory's own seed spread (its drawn gradient noise) likewise,
-/// and the state evolution's bias at n ≥ d^1.5 is below 0.015 at d = 512.
+/// Six cases of docs/theory.md §6's table, CI-sized (d = p = 256, one seed each, the theory on
+/// the same seed). Tolerance 0.03 absolute on every step and on random features, the band the
+/// paper-scale figure meets for n ≥ d^1.5: the test set has 2·10^5 samples, so its own sampling
+/// error (up to 0.04 at 2·10^4 on the heavy-tailed staircase targets) stays below 0.01.
 #[test]
 fn predicted_errors_match_simulation_at_d256() {
     let cases: Vec<Case> = vec![
@@ -178,6 +178,15 @@ fn predicted_errors_match_simulation_at_d256() {
             }),
         ),
         (
+            "staircase2 spherical",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"staircase2\"");
+                set(c, "train.normalize", "\"spherical\"");
+                set(c, "train.n", "\"d^1.5\"");
+                c.train.steps = 3;
+            }),
+        ),
+        (
             "pm linear preprocessing",
             Box::new(|c: &mut Config| {
                 set(c, "target.preset", "\"stairway-pm\"");
@@ -199,16 +208,16 @@ fn predicted_errors_match_simulation_at_d256() {
         ),
     ];
     let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
-    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.04).map(|(_, l)| l).collect();
-    assert!(bad.is_empty(), "|simulated − predicted| > 0.04: {bad:#?}");
+    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.03).map(|(_, l)| l).collect();
+    assert!(bad.is_empty(), "|simulated − predicted| > 0.03: {bad:#?}");
 }
 
-/// The three cases of docs/theory.md §6's table where the prediction misses by more than 0.04
-/// (measured: tanh on staircase2 up to 0.087, staircase3 with correlation loss 0.14 on random
-/// features, staircase2 spherical 0.064 on random features): known gaps, run on demand with
+/// The two cases of docs/theory.md §6's table where the prediction misses by more than 0.03
+/// (measured: tanh on staircase2 0.041 at step 1, staircase3 with correlation loss 0.057 at step
+/// 1): known gaps, run on demand with
 /// `cargo test --release -p giantstep --test dynamics -- --ignored`.
 #[test]
-#[ignore = "known gaps of the theory (docs/theory.md §6): tanh, correlation loss on staircase3, spherical"]
+#[ignore = "known gaps of the theory (docs/theory.md §6): tanh on staircase2, correlation loss on staircase3"]
 fn predicted_errors_known_gaps_at_d256() {
     let cases: Vec<Case> = vec![
         (
@@ -230,17 +239,8 @@ fn predicted_errors_known_gaps_at_d256() {
                 c.train.steps = 2;
             }),
         ),
-        (
-            "staircase2 spherical",
-            Box::new(|c: &mut Config| {
-                set(c, "target.preset", "\"staircase2\"");
-                set(c, "train.normalize", "\"spherical\"");
-                set(c, "train.n", "\"d^1.5\"");
-                c.train.steps = 3;
-            }),
-        ),
     ];
     let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
-    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.04).map(|(_, l)| l).collect();
-    assert!(bad.is_empty(), "|simulated − predicted| > 0.04: {bad:#?}");
+    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.03).map(|(_, l)| l).collect();
+    assert!(bad.is_empty(), "|simulated − predicted| > 0.03: {bad:#?}");
 }
