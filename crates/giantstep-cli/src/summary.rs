@@ -230,6 +230,12 @@ fn theory(s: &mut String, res: &RunResult) {
             "  linear kernel     error {:.4}        (theory: E[g^2] - mu0^2 - |mu1|^2)",
             t.linear_kernel_error
         );
+        if let (Some(te), Some(rf)) = (t.test_error, t.rf_test_error) {
+            let _ = writeln!(
+                s,
+                "  predicted         test error {te:.4}   random features {rf:.4}   (theory: state evolution + ridge, docs/theory.md §6)"
+            );
+        }
         let _ = writeln!(
             s,
             "theory rows: the activation-aware recursion of docs/theory.md §2 at n = {:.2} d",

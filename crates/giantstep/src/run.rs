@@ -115,6 +115,14 @@ pub struct RunTheory {
     pub blocked: Vec<String>,
     /// Caveats (regime of validity).
     pub warnings: Vec<String>,
+    /// Predicted test error after this many steps, from the state evolution of all neurons and
+    /// the ridge readout (docs/theory.md §6); `None` where it is not reported (`log n / log d < 1`,
+    /// `p > 1024`, `T > 16`, given weights, `train.reuse > 1`).
+    #[serde(default)]
+    pub test_error: Option<f64>,
+    /// Predicted random-features test error (the same readout on the initial layer).
+    #[serde(default)]
+    pub rf_test_error: Option<f64>,
 }
 
 /// A phase of a run, reported to an [`Observer`].
@@ -462,6 +470,8 @@ struct Ctx<'a> {
     target: Target,
     eval_at: &'a [usize],
     baselines: Option<&'a BaselineCache>,
+    /// The run drew its own weights and teacher (the predicted test error needs that draw).
+    own_draw: bool,
 }
 
 /// Giant steps `1..=max(eval_at)` (docs/model.md §3), keeping the layer after each evaluated one.
@@ -725,6 +735,7 @@ fn run_typed<T: crate::linalg::Real>(
         target,
         eval_at,
         baselines: baselines.as_deref(),
+        own_draw: shareable,
     };
     let mut net = Started::from(net);
     let initial = overlaps(&net.w0, net.p, d, &ctx.target.w_star, r)?;
@@ -788,9 +799,24 @@ fn run_typed<T: crate::linalg::Real>(
 
 /// The theory per evaluated `T` (also computed for the oracle add-back, which needs it), or
 /// `None` when neither asks for it or training stopped before `T`.
+/// Widest network for which a run attaches the predicted test error (its cost grows like p³).
+const PREDICT_MAX_P: usize = 1024;
+/// Most steps for which a run attaches the predicted test error.
+const PREDICT_MAX_STEPS: usize = 16;
+
 fn theories(ctx: &Ctx, trained: &Trained, custom_name: Option<&str>) -> Vec<Option<Result<RunTheory>>> {
     let cfg = ctx.cfg;
     let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
+    let t_max = trained.steps.len();
+    let predicted = (cfg.eval.theory
+        && ctx.own_draw
+        && custom_name.is_none()
+        && cfg.network.p <= PREDICT_MAX_P
+        && (1..=PREDICT_MAX_STEPS).contains(&t_max)
+        && crate::theory::curve::kappa_of(cfg) >= crate::theory::curve::KAPPA_MIN
+        && cfg.train.reuse == 1)
+        .then(|| crate::theory::curve::predict(cfg, t_max).ok())
+        .flatten();
     ctx.eval_at
         .iter()
         .map(|&t| {
@@ -798,7 +824,20 @@ fn theories(ctx: &Ctx, trained: &Trained, custom_name: Option<&str>) -> Vec<Opti
                 Some(name) => Err(Error::config(format!(
                     "the target is a function given at run time ({name}); the theory needs an expression"
                 ))),
-                None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]),
+                None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]).map(|mut th| {
+                    if let Some(p) = &predicted {
+                        th.test_error = p.steps.get(t - 1).map(|s| s.test_error);
+                        th.rf_test_error = Some(p.rf_test_error);
+                        let kappa = crate::theory::curve::kappa_of(cfg);
+                        if kappa < crate::theory::curve::KAPPA_CHECKED {
+                            th.warnings.push(format!(
+                                "predicted test error at log n / log d = {kappa:.2} < {}: measured gaps to simulation reach 0.1-0.18 there (e.g. z1 + z1*z2 at n = 4d); docs/theory.md §6",
+                                crate::theory::curve::KAPPA_CHECKED
+                            ));
+                        }
+                    }
+                    th
+                }),
             })
         })
         .collect()
@@ -1063,6 +1102,8 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
         principal_angles_deg: angles,
         blocked: rep.blocked.iter().map(|b| b.message.clone()).collect(),
         warnings,
+        test_error: None,
+        rf_test_error: None,
     })
 }
 
