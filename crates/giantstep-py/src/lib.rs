@@ -277,6 +277,41 @@ fn theory(py: Python<'_>, query_json: &str) -> PyResult<String> {
     serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
+/// The predicted stairway of a configuration (`giantstep theory --curve --json`'s `curve`).
+#[pyfunction]
+#[pyo3(signature = (target, toml_text, source, overrides, kappas, steps, seeds))]
+#[allow(clippy::too_many_arguments)]
+fn theory_curve(
+    py: Python<'_>,
+    target: &str,
+    toml_text: &str,
+    source: &str,
+    mut overrides: Vec<(String, String)>,
+    kappas: Vec<f64>,
+    steps: usize,
+    seeds: Vec<u64>,
+) -> PyResult<String> {
+    let key = if giantstep::target::preset_expr(target).is_ok() {
+        "target.preset"
+    } else {
+        "target.expr"
+    };
+    let value = serde_json::to_string(target).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
+    overrides.insert(0, (key.to_string(), value));
+    let base = build_config(toml_text, source, &overrides).map_err(to_py)?;
+    base.resolve().map_err(to_py)?;
+    if let Some(k) = kappas.iter().find(|k| !(k.is_finite() && **k > 0.0)) {
+        return Err(PyValueError::new_err(format!(
+            "kappa values must be finite and > 0, but one is {k}"
+        )));
+    }
+    let curve = py
+        .detach(|| giantstep::theory::curve::curve(&base, &kappas, steps, &seeds))
+        .map_err(to_py)?;
+    serde_json::to_string(&serde_json::json!({ "config": base, "curve": curve }))
+        .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
 /// Runs the points of a plan that `out` does not hold yet; returns the summary as JSON.
 #[pyfunction]
 #[pyo3(signature = (plan_text, source, out, jobs=1, threads=None, progress=None))]
@@ -338,6 +373,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(resolve_config, m)?)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(theory, m)?)?;
+    m.add_function(wrap_pyfunction!(theory_curve, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(load_records, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;

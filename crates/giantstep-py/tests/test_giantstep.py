@@ -220,3 +220,21 @@ def test_sweep_records_and_frame(tmp_path):
 
 def test_progress_without_tqdm_is_harmless():
     assert giantstep.run(SMALL, progress=True).test_error > 0
+
+
+def test_theory_curve_equals_the_cli():
+    """`theory(curve=True)` returns the CLI's `theory --curve --json` as arrays, NaN below kappa = 1."""
+    args = ["stairway-he124", "--curve", "--steps", "2", "--d", "64", "--p", "32", "--eta-max0", "5",
+            "--kappa-from", "0.5", "--kappa-to", "1.5", "--kappa-step", "0.5", "--json"]
+    want = json.loads(subprocess.run([cli(), "theory", *args], check=True, capture_output=True, text=True).stdout)
+    got = giantstep.theory("stairway-he124", curve=True, steps=2, d=64, p=32, eta_max0=5.0,
+                           kappa_from=0.5, kappa_to=1.5, kappa_step=0.5)
+    c = want["curve"]
+    assert got["kappa"].tolist() == c["kappa"] and got["n"].tolist() == c["n"]
+    assert got["test_error"].shape == (2, 3) and got["mean_abs_cos"].shape == (2, 3, 2)
+    assert np.isnan(got["test_error"][:, 0]).all() and np.isnan(got["rf_test_error"][0])
+    for t in range(2):
+        assert got["test_error"][t, 1:].tolist() == c["test_error"][t][1:]
+    assert got["rf_test_error"][1:].tolist() == c["rf_test_error"][1:]
+    with pytest.raises(ValueError, match="kappa_step"):
+        giantstep.theory("z1", curve=True, kappa_step=0.0)

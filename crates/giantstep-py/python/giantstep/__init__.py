@@ -279,12 +279,53 @@ def theory(
     degree: int = 6,
     gamma_later: Optional[float] = None,
     second_layer: str = "hypercube",
+    curve: bool = False,
+    kappa_from: float = 0.25,
+    kappa_to: float = 2.25,
+    kappa_step: float = 0.125,
+    eta_max0: Optional[float] = None,
+    eta_schedule: Optional[Sequence[float]] = None,
+    seeds: int = 1,
+    config: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The theory of a target (``giantstep theory --json``): Hermite coefficients, leap index,
     the generic and activation-aware subspaces per step, closed forms, error floors, stability.
 
     ``expr`` is an expression over ``z1..zr`` or a preset name (e.g. ``"stairway-he124"``).
+
+    With ``curve=True``: the predicted stairway (``giantstep theory --curve --json``), the test
+    error after every step ``T = 1..steps`` at ``n = d^kappa`` for ``kappa`` from ``kappa_from``
+    to ``kappa_to`` by ``kappa_step``, and random features, from the state evolution of all
+    neurons and the ridge readout, averaged over ``seeds`` seeds. ``d``, ``p``, ``activation``,
+    ``eta0``, ``eta_exp``, ``eta_max0``, ``eta_schedule``, ``preprocess``, ``normalize``,
+    ``correlation``, ``second_layer`` and ``r`` set the configuration; ``config`` (nested or dotted
+    keys, as for :func:`run`) sets any other key. Returns a dict with numpy arrays ``kappa``,
+    ``n``, ``test_error`` (``steps × len(kappa)``, NaN where not reported: below
+    ``log n / log d = 1``), ``rf_test_error``, ``mean_abs_cos`` (``steps × len(kappa) × r``),
+    and ``notes`` and ``config``.
     """
+    if curve:
+        return _theory_curve(
+            expr,
+            activation=activation,
+            steps=steps,
+            eta0=eta0,
+            eta_exp=eta_exp,
+            d=d,
+            p=p,
+            preprocess=preprocess,
+            normalize=normalize,
+            correlation=correlation,
+            r=r,
+            second_layer=second_layer,
+            kappa_from=kappa_from,
+            kappa_to=kappa_to,
+            kappa_step=kappa_step,
+            eta_max0=eta_max0,
+            eta_schedule=eta_schedule,
+            seeds=seeds,
+            config=config,
+        )
     query = {
         "target": expr,
         "activation": activation,
@@ -307,6 +348,60 @@ def theory(
     }
     query = {k: _plain(v, k) for k, v in query.items()}
     return json.loads(_core.theory(json.dumps(query)))
+
+
+def _theory_curve(expr: str, **kw: Any) -> Dict[str, Any]:
+    """The ``curve=True`` branch of :func:`theory`."""
+    steps = _plain(kw["steps"], "steps")
+    seeds = _plain(kw["seeds"], "seeds")
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, but is {steps!r}")
+    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= 100:
+        raise ValueError(f"seeds must be an integer between 1 and 100, but is {seeds!r}")
+    lo, hi, step = (float(_plain(kw[k], k)) for k in ("kappa_from", "kappa_to", "kappa_step"))
+    if not (np.isfinite([lo, hi, step]).all() and 0 < lo <= hi and step > 0):
+        raise ValueError(
+            f"kappa_from, kappa_to, kappa_step must be finite with 0 < from <= to and step > 0, "
+            f"but are {lo}, {hi}, {step}"
+        )
+    count = int(np.floor((hi - lo) / step + 1e-9))
+    if count > 1000:
+        raise ValueError(f"kappa_step {step} gives {count + 1} batch sizes; at most 1001")
+    kappas = [round(lo + i * step, 9) for i in range(count + 1)]
+    cfg: Dict[str, Any] = {
+        "network": {"d": kw["d"], "p": kw["p"], "activation": kw["activation"], "second_layer": kw["second_layer"]},
+        "train": {"eta0": kw["eta0"], "eta_exp": kw["eta_exp"], "preprocess": kw["preprocess"], "steps": steps},
+    }
+    if kw["r"] is not None:
+        cfg["target"] = {"r": kw["r"]}
+    if kw["normalize"]:
+        cfg["train"]["normalize"] = "project"
+    if kw["correlation"]:
+        cfg["train"]["loss"] = "correlation"
+    if kw["eta_max0"] is not None:
+        cfg["train"]["eta_max0"] = kw["eta_max0"]
+    if kw["eta_schedule"] is not None:
+        cfg["train"]["eta_schedule"] = [float(v) for v in kw["eta_schedule"]]
+    text, source, pairs = _config_args(cfg, kw["config"] or {})
+    if not isinstance(expr, str):
+        raise TypeError(f"expr must be a string (an expression or a preset name), but is {type(expr).__name__}")
+    out = json.loads(_core.theory_curve(expr, text, source, pairs, kappas, steps, list(range(seeds))))
+    c = out["curve"]
+    nan = float("nan")
+    cos_rows = [v for row in c["mean_abs_cos"] for v in row if v is not None]
+    r = len(cos_rows[0]) if cos_rows else 0
+    return {
+        "kappa": np.asarray(c["kappa"], dtype=float),
+        "n": np.asarray(c["n"], dtype=np.int64),
+        "test_error": np.array([[nan if v is None else v for v in row] for row in c["test_error"]], dtype=float),
+        "rf_test_error": np.array([nan if v is None else v for v in c["rf_test_error"]], dtype=float),
+        "mean_abs_cos": np.array(
+            [[[nan] * r if v is None else v for v in row] for row in c["mean_abs_cos"]], dtype=float
+        ).reshape(steps, len(c["kappa"]), r),
+        "seeds": c["seeds"],
+        "notes": c["notes"],
+        "config": out["config"],
+    }
 
 
 def sweep(

@@ -19,6 +19,15 @@ def run(
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> Tuple[str, Optional[Dict[str, Any]]]: ...
 def theory(query_json: str) -> str: ...
+def theory_curve(
+    target: str,
+    toml_text: str,
+    source: str,
+    overrides: List[Tuple[str, str]],
+    kappas: List[float],
+    steps: int,
+    seeds: List[int],
+) -> str: ...
 def sweep(
     plan_text: str,
     source: str,
