@@ -117,7 +117,7 @@ pub struct RunTheory {
     pub warnings: Vec<String>,
     /// Predicted test error after this many steps, from the state evolution of all neurons and
     /// the ridge readout (docs/theory.md §6); `None` where it is not reported (`log n / log d < 1`,
-    /// `p > 1024`, `T > 16`, given weights, `train.reuse > 1`).
+    /// `p > 1024`, `T > 16`, `train.reuse > 1`, a target function given at run time).
     #[serde(default)]
     pub test_error: Option<f64>,
     /// Predicted random-features test error (the same readout on the initial layer).
@@ -470,8 +470,6 @@ struct Ctx<'a> {
     target: Target,
     eval_at: &'a [usize],
     baselines: Option<&'a BaselineCache>,
-    /// The run drew its own weights and teacher (the predicted test error needs that draw).
-    own_draw: bool,
 }
 
 /// Giant steps `1..=max(eval_at)` (docs/model.md §3), keeping the layer after each evaluated one.
@@ -735,7 +733,6 @@ fn run_typed<T: crate::linalg::Real>(
         target,
         eval_at,
         baselines: baselines.as_deref(),
-        own_draw: shareable,
     };
     let mut net = Started::from(net);
     let initial = overlaps(&net.w0, net.p, d, &ctx.target.w_star, r)?;
@@ -743,7 +740,7 @@ fn run_typed<T: crate::linalg::Real>(
     let done = trained.steps.len();
 
     observer.phase(Phase::Readout);
-    let theories = theories(&ctx, &trained, custom_name.as_deref());
+    let theories = theories(&ctx, &net, &trained, custom_name.as_deref());
     let fits = fit_all::<T>(&ctx, &net, &trained, &theories)?;
     observer.phase(Phase::Test);
     let (errors, slots, y2) = test_all::<T>(&ctx, &net, &trained, &fits)?;
@@ -804,18 +801,22 @@ const PREDICT_MAX_P: usize = 1024;
 /// Most steps for which a run attaches the predicted test error.
 const PREDICT_MAX_STEPS: usize = 16;
 
-fn theories(ctx: &Ctx, trained: &Trained, custom_name: Option<&str>) -> Vec<Option<Result<RunTheory>>> {
+fn theories(
+    ctx: &Ctx,
+    start: &Started,
+    trained: &Trained,
+    custom_name: Option<&str>,
+) -> Vec<Option<Result<RunTheory>>> {
     let cfg = ctx.cfg;
     let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
     let t_max = trained.steps.len();
     let predicted = (cfg.eval.theory
-        && ctx.own_draw
         && custom_name.is_none()
         && cfg.network.p <= PREDICT_MAX_P
         && (1..=PREDICT_MAX_STEPS).contains(&t_max)
         && crate::theory::curve::kappa_of(cfg) >= crate::theory::curve::KAPPA_MIN
         && cfg.train.reuse == 1)
-        .then(|| crate::theory::curve::predict(cfg, t_max).ok())
+        .then(|| crate::theory::curve::predict_from(cfg, t_max, &start.w0, &start.net.a, &ctx.target.w_star).ok())
         .flatten();
     ctx.eval_at
         .iter()

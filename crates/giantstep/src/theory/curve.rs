@@ -69,6 +69,24 @@ pub fn kappa_of(cfg: &ValidConfig) -> f64 {
 /// [`Error::Config`] for what the state evolution does not model (`train.reuse > 1`),
 /// [`Error::Numerical`] when the predicted steps diverge.
 pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
+    let net = Network::init(&cfg.network, cfg.seed);
+    let target = Target::new(
+        cfg.expr().clone(),
+        cfg.r(),
+        cfg.network.d,
+        cfg.target.teacher,
+        0.0,
+        cfg.seed,
+    )?;
+    predict_from(cfg, steps, &net.w, &net.a, &target.w_star)
+}
+
+/// [`predict`] from given initial weights: `w0` (`p×d`), `a` (`p`), `w_star` (`r×d`, orthonormal
+/// rows).
+///
+/// # Errors
+/// As [`predict`].
+pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_star: &[f64]) -> Result<Prediction> {
     if let Some(why) = unsupported(cfg) {
         return Err(Error::config(why));
     }
@@ -102,9 +120,7 @@ pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
         noise: cfg.target.noise,
         seed: cfg.seed,
     })?;
-    let net = Network::init(&cfg.network, cfg.seed);
-    let target = Target::new(expr.clone(), r, d, cfg.target.teacher, cfg.target.noise, cfg.seed)?;
-    let mut state = State::from_weights(&net.w, &net.a, &target.w_star, p, d, r)?;
+    let mut state = State::from_weights(w0, a, w_star, p, d, r)?;
     let (n_readout, lambda) = (cfg.readout_n() as f64, cfg.readout.lambda);
     let mut prepared = model.prepare(&mut state);
     let rf_test_error = model.readout_error(&prepared, n_readout, lambda)?;
