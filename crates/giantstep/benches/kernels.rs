@@ -107,5 +107,28 @@ fn target_eval(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step, readout, data, target_eval);
+/// The predicted stairway (docs/theory.md §6): one batch size, T = 1..6 and random features
+/// (p = 128 and the paper's p = 512); the whole figure is 11 such predictions per seed.
+fn theory_curve(c: &mut Criterion) {
+    let mut g = c.benchmark_group("theory");
+    g.sample_size(10);
+    for p in [128usize, 512] {
+        let mut cfg = giantstep::Config::default();
+        cfg.target.preset = Some("stairway-pm".into());
+        cfg.target.expr = None;
+        cfg.network.d = p;
+        cfg.network.p = p;
+        cfg.train.eta_max0 = Some(5.0);
+        cfg.train.eta_schedule = Some(vec![1.0, 0.6]);
+        cfg.train.n = "d^2".parse().unwrap();
+        cfg.train.steps = 6;
+        let valid = cfg.resolve().unwrap();
+        g.bench_function(BenchmarkId::new("predict_T6", p), |b| {
+            b.iter(|| giantstep::theory::curve::predict(&valid, 6).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, readout, data, target_eval, theory_curve);
 criterion_main!(benches);
