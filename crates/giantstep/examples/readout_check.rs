@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     c.train.n = args.get(3).map(|s| s.as_str()).unwrap_or("4d").parse()?;
     c.train.steps = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
     c.eval.n_test = 200_000;
+    c.seed = std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let cfg = c.resolve()?;
     let res = giantstep::run_with(
         &cfg,
@@ -36,6 +37,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     })?;
     let mut st = State::from_weights(&w.w, &w.a, &w.w_star, w.p, w.d, w.r)?;
     let on_trained = model.readout_error(&model.prepare(&mut st), cfg.readout_n() as f64, cfg.readout.lambda)?;
+    // The theory's own state after the same steps from the same start.
+    let mut th = State::from_weights(&w.w0, &w.a, &w.w_star, w.p, w.d, w.r)?;
+    for t in 1..=cfg.train.steps {
+        model.step(
+            model.prepare(&mut th),
+            cfg.eta_at(t) / w.p as f64,
+            cfg.train_n() as f64,
+            t,
+        )?;
+    }
+    let stats = |name: &str, s: &State| {
+        let (p, r) = (s.p, s.r);
+        let q = s.q_perp();
+        for sign in [1.0, -1.0] {
+            let idx: Vec<usize> = (0..p).filter(|&i| s.s[i] * sign > 0.0).collect();
+            let k = idx.len() as f64;
+            let mut line = format!("{name} s = {sign:+}:");
+            for c in 0..r {
+                let mean = idx.iter().map(|&i| s.m[i * r + c]).sum::<f64>() / k;
+                let sd = (idx.iter().map(|&i| (s.m[i * r + c] - mean).powi(2)).sum::<f64>() / k).sqrt();
+                line += &format!("  m{} {mean:+.4} ± {sd:.4}", c + 1);
+            }
+            let diag = idx.iter().map(|&i| q[i * p + i]).sum::<f64>() / k;
+            let mut off = Vec::new();
+            for &i in &idx {
+                for &j in &idx {
+                    if i != j {
+                        off.push(q[i * p + j]);
+                    }
+                }
+            }
+            let om = off.iter().sum::<f64>() / off.len() as f64;
+            let osd = (off.iter().map(|v| (v - om).powi(2)).sum::<f64>() / off.len() as f64).sqrt();
+            line += &format!("  Q⊥ diag {diag:.4} off {om:+.4} ± {osd:.4}");
+            println!("{line}");
+        }
+    };
+    stats("simulated", &st);
+    stats("theory   ", &th);
+    let mut mixed = th.clone();
+    mixed.m = st.m.clone();
+    let mixed_err = model.readout_error(&model.prepare(&mut mixed), cfg.readout_n() as f64, cfg.readout.lambda)?;
+    println!("readout on (simulated M, theory Q⊥): {mixed_err:.4}");
     println!(
         "simulated {:.4}   readout formula on the simulated layer {:.4}   full prediction {:?}",
         res.test_error,

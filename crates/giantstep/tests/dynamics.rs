@@ -244,3 +244,32 @@ fn predicted_errors_known_gaps_at_d256() {
     let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.03).map(|(_, l)| l).collect();
     assert!(bad.is_empty(), "|simulated − predicted| > 0.03: {bad:#?}");
 }
+
+/// The smoothed erf of the state evolution (closed forms) against a 200-node Gauss–Hermite rule
+/// and the Gaussian integral of erf: `E erf(u + ρε) = erf(u / √(1 + 2ρ²))`, to 1e-6.
+#[test]
+fn erf_smoothing_matches_quadrature() {
+    let sm = giantstep::theory::activation::Smoother::new("erf".parse().unwrap()).unwrap();
+    let rule = giantstep::theory::quadrature::gauss_hermite(200).unwrap();
+    let act: giantstep::activation::Activation = "erf".parse().unwrap();
+    for &(u, rho) in &[(0.0, 1.0), (0.7, 0.5), (-1.3, 1.5), (2.0, 0.2), (0.3, 2.5)] {
+        let m = sm.moments(u, rho);
+        let mut want = [0.0; 4];
+        for (e, w) in rule.nodes.iter().zip(&rule.weights) {
+            let (f, df) = act.f_df(u + rho * e);
+            want[0] += w * f;
+            want[1] += w * df;
+            want[2] += w * df * e;
+            want[3] += w * df * df;
+        }
+        assert!((m[0] - libm::erf(u / (1.0 + 2.0 * rho * rho).sqrt())).abs() < 1e-12);
+        for k in 0..4 {
+            assert!(
+                (m[k] - want[k]).abs() < 1e-6,
+                "u = {u}, rho = {rho}, moment {k}: {} vs {}",
+                m[k],
+                want[k]
+            );
+        }
+    }
+}

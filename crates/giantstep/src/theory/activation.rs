@@ -54,8 +54,8 @@ fn big_phi(t: f64) -> f64 {
 }
 
 /// Gaussian smoothings of an activation at `λ = u + ρ ε`, `ε ~ N(0,1)`:
-/// `(E σ(λ), E σ'(λ), E σ'(λ) ε, E σ'(λ)²)`. Closed forms for ReLU (any shift), Gauss–Hermite
-/// with 64 nodes for the smooth activations.
+/// `(E σ(λ), E σ'(λ), E σ'(λ) ε, E σ'(λ)²)`. Closed forms for ReLU and erf (any shift),
+/// Gauss–Hermite with 64 nodes for the other activations.
 pub struct Smoother {
     act: Activation,
     rule: Rule,
@@ -85,6 +85,15 @@ impl Smoother {
             let t = v / rho;
             let (pt, ct) = (phi(t), big_phi(t));
             return [v * ct + rho * pt, ct, pt, ct];
+        }
+        if self.act.kind == ActivationKind::Erf {
+            // erf(v + ρε): the Gaussian integrals of erf and of its derivative in closed form.
+            let v = u - self.act.shift;
+            let s2 = 1.0 + 2.0 * rho * rho;
+            let d1 = std::f64::consts::FRAC_2_SQRT_PI * (-v * v / s2).exp() / s2.sqrt();
+            let s4 = 1.0 + 4.0 * rho * rho;
+            let d2 = 4.0 / std::f64::consts::PI * (-2.0 * v * v / s4).exp() / s4.sqrt();
+            return [libm::erf(v / s2.sqrt()), d1, -2.0 * v * rho / s2 * d1, d2];
         }
         let mut m = [0.0; 4];
         for (e, w) in self.rule.nodes.iter().zip(&self.rule.weights) {
