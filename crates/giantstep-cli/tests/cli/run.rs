@@ -465,3 +465,84 @@ fn messages_are_short_and_say_things_once() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
 }
+
+#[test]
+fn theory_curve_json_and_plan() {
+    let v = json(&run(&[
+        "theory",
+        "stairway-he124",
+        "--curve",
+        "--steps",
+        "2",
+        "--d",
+        "64",
+        "--p",
+        "32",
+        "--eta-max0",
+        "5",
+        "--kappa-from",
+        "0.5",
+        "--kappa-to",
+        "1.5",
+        "--kappa-step",
+        "0.5",
+        "--json",
+    ]));
+    let c = &v["curve"];
+    assert_eq!(c["kappa"].as_array().unwrap().len(), 3);
+    assert_eq!(c["n"][0], 8); // floor(64^0.5)
+    let te = c["test_error"].as_array().unwrap();
+    assert_eq!(te.len(), 2);
+    // Below log n / log d = 1: not reported; above: an error between 0 and E[y²] ≈ 0.77.
+    assert!(te[0][0].is_null() && c["rf_test_error"][0].is_null());
+    for t in 0..2 {
+        for j in 1..3 {
+            let e = te[t][j].as_f64().unwrap();
+            assert!(e > 0.05 && e < 0.8, "T = {}, j = {j}: {e}", t + 1);
+        }
+    }
+    assert!(te[1][2].as_f64().unwrap() < c["rf_test_error"][2].as_f64().unwrap());
+    // A plan with another varying axis is refused in one line.
+    let dir = tempdir("theory-curve-plan");
+    let plan = dir.0.join("plan.toml");
+    std::fs::write(
+        &plan,
+        "[base]\nnetwork = { d = 32, p = 16 }\n[axes]\n\"train.n\" = [\"d^1.5\"]\n\"train.eta0\" = [1.0, 2.0]\n",
+    )
+    .unwrap();
+    let out = run(&["theory", "z1", "--curve", "--plan", plan.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("also varies train.eta0") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
+    // --kappa-step 0 is refused.
+    let out = run(&["theory", "z1", "--curve", "--kappa-step", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn run_json_carries_the_predicted_test_error() {
+    let v = json(&run(&[
+        "run",
+        "--json",
+        "-q",
+        "--target",
+        "stairway-he124",
+        "--d",
+        "32",
+        "--p",
+        "16",
+        "--n",
+        "d^1.5",
+        "--steps",
+        "2",
+    ]));
+    let t = &v["theory"];
+    let (pred, rf) = (t["test_error"].as_f64().unwrap(), t["rf_test_error"].as_f64().unwrap());
+    assert!(pred > 0.0 && pred < rf, "{pred} {rf}");
+    // Below log n / log d = 1 it is not attached.
+    let v = json(&run(&["run", "--json", "-q", "--d", "32", "--p", "16", "--n", "8"]));
+    assert!(v["theory"]["test_error"].is_null());
+}
