@@ -273,3 +273,71 @@ fn erf_smoothing_matches_quadrature() {
         }
     }
 }
+
+/// One population step (n → ∞, correlation loss) of the state evolution by quadrature against the
+/// closed forms of the erf integrals (Saad and Solla's `I2 = (2/π) asin(2c/√((1+2a)(1+2q)))` for
+/// `σ = erf`, differentiated by Price's theorem), on two targets `erf(z1)` and `erf(z1) + erf(z2)`:
+/// the teacher drift `E[g* σ'(λ_i) x]` and the orthogonal factor `1 + γ s_i E[g* σ''(λ_i)]`, to 1e-6.
+#[test]
+fn population_step_matches_erf_closed_forms_on_two_targets() {
+    use giantstep::theory::dynamics::{Model, Setup, State};
+    use std::f64::consts::PI;
+    for r in [1usize, 2] {
+        let label = move |x: &[f64]| x.iter().take(r).map(|v| libm::erf(*v)).sum::<f64>();
+        let model = Model::new(&Setup {
+            label: &label,
+            r,
+            d: 1000,
+            activation: "erf".parse().unwrap(),
+            correlation: true,
+            normalize: Default::default(),
+            noise: 0.0,
+            seed: 0,
+        })
+        .unwrap();
+        let p = 3;
+        let m0: Vec<f64> = [0.3, -0.5, 0.8, 0.1, -0.2, 0.6][..p * r].to_vec();
+        let rho = [1.0, 0.6, 1.4];
+        let s = vec![1.0, -1.0, 0.5];
+        let mut b = vec![0.0; p * p];
+        for i in 0..p {
+            b[i * p + i] = rho[i];
+        }
+        let mut st = State {
+            p,
+            r,
+            h: p,
+            s: s.clone(),
+            m: m0.clone(),
+            b: b.clone(),
+            n_out: vec![0.0; p * p],
+            d_out: 0.0,
+        };
+        let gamma = 0.7;
+        model.step(model.prepare(&mut st), gamma, 1e300, 1).unwrap();
+        for i in 0..p {
+            let m = &m0[i * r..(i + 1) * r];
+            let q = m.iter().map(|v| v * v).sum::<f64>() + rho[i] * rho[i];
+            // E[erf'(x_j) erf'(λ)] and E[erf(x_j) erf''(λ)] = 2 ∂I2/∂q, with c = m_j, a = 1.
+            let d11 = |c: f64| 4.0 / PI / (3.0 * (1.0 + 2.0 * q) - 4.0 * c * c).sqrt();
+            let d02 = |c: f64| {
+                let x = 2.0 * c / (3.0 * (1.0 + 2.0 * q)).sqrt();
+                let dx = -2.0 * c / (3.0f64.sqrt() * (1.0 + 2.0 * q).powf(1.5));
+                4.0 / PI * dx / (1.0 - x * x).sqrt()
+            };
+            let e2: f64 = (0..r).map(|j| d02(m[j])).sum();
+            for k in 0..r {
+                let drift = d11(m[k]) + m[k] * e2;
+                let want = m[k] + gamma * s[i] * drift;
+                let got = st.m[i * r + k];
+                assert!((got - want).abs() < 1e-6, "r = {r}, neuron {i}, m{k}: {got} vs {want}");
+            }
+            let k_want = 1.0 + gamma * s[i] * e2;
+            let k_got = st.b[i * p + i] / rho[i];
+            assert!(
+                (k_got - k_want).abs() < 1e-6,
+                "r = {r}, neuron {i}: factor {k_got} vs {k_want}"
+            );
+        }
+    }
+}
