@@ -13,6 +13,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     c.train.n = args.get(3).map(|s| s.as_str()).unwrap_or("4d").parse()?;
     c.train.steps = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(1);
     c.eval.n_test = 200_000;
+    if let Ok(a) = std::env::var("ACT") {
+        c.network.activation = a.parse()?;
+    }
+    if let Ok(t) = std::env::var("TARGET") {
+        c.target.preset = Some(t);
+        c.target.expr = None;
+    }
     c.seed = std::env::var("SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     let cfg = c.resolve()?;
     let res = giantstep::run_with(

@@ -4,6 +4,9 @@
 use giantstep::theory::curve::predict;
 use giantstep::Config;
 
+/// A case: its name, the keys it sets, its number of steps.
+type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], usize);
+
 fn set(c: &mut Config, key: &str, value: &str) {
     let mut table = toml::Table::try_from(&*c).unwrap();
     giantstep::config::apply_set(&mut table, &format!("{key}={value}")).unwrap();
@@ -14,7 +17,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
     let d: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(512);
     let seeds: u64 = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(2);
-    let cases: &[(&str, &[(&str, &str)], usize)] = &[
+    let cases: &[Case] = &[
         (
             "he124, ReLU, n = d^1.5",
             &[("target.preset", "\"stairway-he124\""), ("train.n", "\"d^1.5\"")],
