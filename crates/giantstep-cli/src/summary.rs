@@ -71,7 +71,12 @@ fn setup(s: &mut String, res: &RunResult) {
             st.eta,
             st.eta / c.network.p as f64,
             name(&c.train.loss),
-            name(&c.train.preprocess),
+            match c.train.preprocess_from {
+                Some(k) if k > 1 && c.train.preprocess != giantstep::config::Preprocess::None => {
+                    format!("{} from step {k}", name(&c.train.preprocess))
+                }
+                _ => name(&c.train.preprocess).to_string(),
+            },
             name(&c.train.normalize),
         );
     }
@@ -189,7 +194,7 @@ fn readout(s: &mut String, res: &RunResult) {
         "ridge readout (lambda = {}) on {rn}; test on {} fresh samples",
         c.readout.lambda, c.eval.n_test
     );
-    if c.train.preprocess != giantstep::config::Preprocess::None {
+    if c.train.readout_preprocess() != giantstep::config::Preprocess::None {
         let how = match c.readout.add_back {
             giantstep::config::AddBack::Empirical => "re-estimated on the readout batch",
             giantstep::config::AddBack::Oracle => "the exact mu0 + <W* mu1, z> (oracle)",

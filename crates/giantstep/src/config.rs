@@ -22,11 +22,13 @@
 //! | `train.eta0`, `train.eta_exp` | 1.0, 0.5 | `η = eta0·p·(n/d)^eta_exp` |
 //! | `train.eta` | absent | absolute `η` (overrides eta0) |
 //! | `train.eta_max0` | absent | cap `η ≤ eta_max0·p` |
+//! | `train.eta_max0_later` | absent | the cap of steps 2, 3, … (replaces `eta_max0` there) |
 //! | `train.eta_schedule` | absent | per-step multipliers of `η` (the last repeats) |
 //! | `train.loss` | `"residual"` | or `"correlation"` (`e = ỹ`) |
 //! | `train.reuse` | 1 | a new batch every `reuse` steps |
 //! | `train.normalize` | `"none"` | `"project"` or `"spherical"` |
 //! | `train.preprocess` | `"none"` | `"mean"` or `"linear"` (docs/model.md §3.1) |
+//! | `train.preprocess_from` | absent (1) | the first step whose labels are preprocessed; from 2 on the readout fits raw labels |
 //! | `readout.n` | `train.n` | readout batch size |
 //! | `readout.lambda` | 1.0 | ridge `λ` |
 //! | `readout.batch` | `"fresh"` | or `"last"` (the last training batch) |
@@ -361,6 +363,10 @@ pub struct TrainConfig {
     /// Per-step multipliers of `η`: step `t` uses entry `t` (the last entry repeats).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub eta_schedule: Option<Vec<f64>>,
+    /// The cap of steps `t ≥ 2`: `η ≤ eta_max0_later·p` there (replaces `eta_max0`, which then
+    /// caps step 1 only; absent: `eta_max0` caps every step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eta_max0_later: Option<f64>,
     /// Loss.
     pub loss: Loss,
     /// A fresh batch every `reuse` steps.
@@ -369,6 +375,10 @@ pub struct TrainConfig {
     pub normalize: Normalize,
     /// Label preprocessing.
     pub preprocess: Preprocess,
+    /// The first step whose labels are preprocessed (absent: 1). From 2 on, the steps before it
+    /// and the readout use the raw labels (nothing is added back).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preprocess_from: Option<usize>,
 }
 
 impl Default for TrainConfig {
@@ -381,10 +391,12 @@ impl Default for TrainConfig {
             eta: None,
             eta_max0: None,
             eta_schedule: None,
+            eta_max0_later: None,
             loss: Loss::Residual,
             reuse: 1,
             normalize: Normalize::None,
             preprocess: Preprocess::None,
+            preprocess_from: None,
         }
     }
 }
@@ -522,10 +534,12 @@ const SECTION_KEYS: &[(&str, &[&str])] = &[
             "eta",
             "eta_max0",
             "eta_schedule",
+            "eta_max0_later",
             "loss",
             "reuse",
             "normalize",
             "preprocess",
+            "preprocess_from",
         ],
     ),
     ("readout", &["n", "lambda", "batch", "add_back"]),
@@ -842,6 +856,20 @@ fn check_train(t: &TrainConfig) -> Result<()> {
             )));
         }
     }
+    if let Some(cap) = t.eta_max0_later {
+        if !(cap > 0.0 && cap.is_finite()) {
+            return Err(Error::config(format!(
+                "train.eta_max0_later must be > 0 and finite, but is {cap}"
+            )));
+        }
+    }
+    if let Some(k) = t.preprocess_from {
+        if !(1..=MAX_STEPS).contains(&k) {
+            return Err(Error::config(format!(
+                "train.preprocess_from must be a step between 1 and {MAX_STEPS}, but is {k}"
+            )));
+        }
+    }
     if let Some(s) = &t.eta_schedule {
         if s.is_empty() {
             return Err(Error::config(
@@ -867,7 +895,11 @@ fn eta_formula(c: &Config, n: usize, t: usize) -> f64 {
         Some(eta) => eta,
         None => c.train.eta0 * p * (n as f64 / c.network.d as f64).powf(c.train.eta_exp),
     };
-    if let Some(cap) = c.train.eta_max0 {
+    let cap = match c.train.eta_max0_later {
+        Some(later) if t >= 2 => Some(later),
+        _ => c.train.eta_max0,
+    };
+    if let Some(cap) = cap {
         eta = eta.min(cap * p);
     }
     if let Some(s) = c.train.eta_schedule.as_deref().filter(|s| !s.is_empty()) {
@@ -912,6 +944,28 @@ impl std::ops::Deref for ValidConfig {
     type Target = Config;
     fn deref(&self) -> &Config {
         &self.config
+    }
+}
+
+impl TrainConfig {
+    /// The label preprocessing of step `t` (from 1): `preprocess` from `preprocess_from` on,
+    /// raw labels before.
+    pub fn preprocess_at(&self, t: usize) -> Preprocess {
+        if t >= self.preprocess_from.unwrap_or(1) {
+            self.preprocess
+        } else {
+            Preprocess::None
+        }
+    }
+
+    /// The label preprocessing of the readout (and its add-back): `preprocess` when every step
+    /// preprocesses, raw labels when `preprocess_from > 1`.
+    pub fn readout_preprocess(&self) -> Preprocess {
+        if self.preprocess_from.unwrap_or(1) > 1 {
+            Preprocess::None
+        } else {
+            self.preprocess
+        }
     }
 }
 

@@ -257,7 +257,15 @@ impl BaselineCache {
 fn baseline_config_key(cfg: &ValidConfig) -> String {
     let mut v = serde_json::to_value(cfg).expect("serializable");
     if let Some(train) = v.get_mut("train").and_then(|t| t.as_object_mut()) {
-        for k in ["steps", "eta0", "eta_exp", "eta", "eta_max0", "eta_schedule"] {
+        for k in [
+            "steps",
+            "eta0",
+            "eta_exp",
+            "eta",
+            "eta_max0",
+            "eta_schedule",
+            "eta_max0_later",
+        ] {
             train.remove(k);
         }
     }
@@ -490,7 +498,7 @@ fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dy
         observer.phase(Phase::Step { t, of: t_max });
         let eta = cfg.eta_at(t);
         let batch = train_batch(cfg, t);
-        let shift = preprocess_shift(exec, target, &batch, cfg.train.preprocess);
+        let shift = preprocess_shift(exec, target, &batch, cfg.train.preprocess_at(t));
         let grad = engine::gradient::<T>(exec, net, target, &batch, shift.as_ref(), signal);
         interrupted(exec, target)?;
         let mut step = || -> Result<StepRecord> {
@@ -646,8 +654,8 @@ fn test_all<T: crate::linalg::Real>(ctx: &Ctx, net: &Started, trained: &Trained,
         key: StreamKey::new(cfg.seed, Purpose::Test, 0),
         n: cfg.eval.n_test,
     };
-    let test_shift = (cfg.readout.add_back == AddBack::Test && cfg.train.preprocess != Preprocess::None)
-        .then(|| preprocess_shift(exec, target, &test_batch, cfg.train.preprocess))
+    let test_shift = (cfg.readout.add_back == AddBack::Test && cfg.train.readout_preprocess() != Preprocess::None)
+        .then(|| preprocess_shift(exec, target, &test_batch, cfg.train.readout_preprocess()))
         .flatten();
     // Every (layer, readout) pair to test; the random-features model of a readout group is
     // tested once.
@@ -993,7 +1001,7 @@ fn readout_shift(
     theory: &Option<Result<RunTheory>>,
 ) -> Result<Option<engine::LabelShift>> {
     let d = target.d;
-    Ok(match (cfg.readout.add_back, cfg.train.preprocess) {
+    Ok(match (cfg.readout.add_back, cfg.train.readout_preprocess()) {
         (_, Preprocess::None) => None,
         (AddBack::Empirical | AddBack::Test, pre) => preprocess_shift(exec, target, batch, pre),
         (AddBack::Oracle, pre) => {
@@ -1047,7 +1055,7 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
         eta0: eta / (p * (nf / d).sqrt()),
         beta: nf / (d * d),
         log_d_p: p.ln() / d.ln(),
-        preprocess: cfg.train.preprocess,
+        preprocess: cfg.train.preprocess_at(1),
         normalize: cfg.train.normalize != Normalize::None,
         correlation: cfg.train.loss == Loss::Correlation,
         max_degree: 6,

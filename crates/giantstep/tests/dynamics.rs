@@ -143,7 +143,7 @@ fn set(c: &mut Config, key: &str, value: &str) {
     *c = Config::from_table(table).unwrap();
 }
 
-/// Six cases of docs/theory.md §6's table, CI-sized (d = p = 256, one seed each, the theory on
+/// Seven cases of docs/theory.md §6's table, CI-sized (d = p = 256, one seed each, the theory on
 /// the same seed). Tolerance 0.03 absolute on every step and on random features, the band the
 /// paper-scale figure meets for n ≥ d^1.5: the test set has 2·10^5 samples, so its own sampling
 /// error (up to 0.04 at 2·10^4 on the heavy-tailed staircase targets) stays below 0.01.
@@ -183,6 +183,17 @@ fn predicted_errors_match_simulation_at_d256() {
                 set(c, "target.preset", "\"staircase2\"");
                 set(c, "train.normalize", "\"spherical\"");
                 set(c, "train.n", "\"d^1.5\"");
+                c.train.steps = 3;
+            }),
+        ),
+        (
+            "pm linear from step 2, later cap 3",
+            Box::new(|c: &mut Config| {
+                set(c, "target.preset", "\"stairway-pm\"");
+                set(c, "train.preprocess", "\"linear\"");
+                set(c, "train.preprocess_from", "2");
+                set(c, "train.eta_max0_later", "3.0");
+                set(c, "train.n", "\"d^1.75\"");
                 c.train.steps = 3;
             }),
         ),

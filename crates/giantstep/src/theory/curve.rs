@@ -106,32 +106,50 @@ pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_st
         mu0 += w * v;
         mu1.iter_mut().zip(x).for_each(|(m, xk)| *m += w * v * xk);
     }
-    let pre = cfg.train.preprocess;
-    let shift0 = if pre == Preprocess::None { 0.0 } else { mu0 };
-    let shift1 = if pre == Preprocess::Linear { mu1 } else { vec![0.0; r] };
-    let label = |x: &[f64]| g(x) - shift0 - dot(&shift1, x);
-    let model = Model::new(&Setup {
-        label: &label,
-        r,
-        d,
-        activation: cfg.network.activation,
-        correlation: cfg.train.loss == Loss::Correlation,
-        normalize: cfg.train.normalize,
-        noise: cfg.target.noise,
-        seed: cfg.seed,
-    })?;
+    // One model per label preprocessing in use: the steps before `preprocess_from` and the
+    // readout may see raw labels while later steps see preprocessed ones.
+    let model_of = |pre: Preprocess| -> Result<Model> {
+        let shift0 = if pre == Preprocess::None { 0.0 } else { mu0 };
+        let shift1 = if pre == Preprocess::Linear {
+            mu1.clone()
+        } else {
+            vec![0.0; r]
+        };
+        let label = |x: &[f64]| g(x) - shift0 - dot(&shift1, x);
+        Model::new(&Setup {
+            label: &label,
+            r,
+            d,
+            activation: cfg.network.activation,
+            correlation: cfg.train.loss == Loss::Correlation,
+            normalize: cfg.train.normalize,
+            noise: cfg.target.noise,
+            seed: cfg.seed,
+        })
+    };
+    let mut models: Vec<(Preprocess, Model)> = Vec::new();
+    for pre in (1..=steps)
+        .map(|t| cfg.train.preprocess_at(t))
+        .chain(std::iter::once(cfg.train.readout_preprocess()))
+    {
+        if !models.iter().any(|(p, _)| *p == pre) {
+            models.push((pre, model_of(pre)?));
+        }
+    }
+    let model = |pre: Preprocess| &models.iter().find(|(p, _)| *p == pre).expect("built above").1;
+    let readout_model = model(cfg.train.readout_preprocess());
     let mut state = State::from_weights(w0, a, w_star, p, d, r)?;
     let (n_readout, lambda) = (cfg.readout_n() as f64, cfg.readout.lambda);
-    let mut prepared = model.prepare(&mut state);
-    let rf_test_error = model.readout_error(&prepared, n_readout, lambda)?;
+    let mut prepared = readout_model.prepare(&mut state);
+    let rf_test_error = readout_model.readout_error(&prepared, n_readout, lambda)?;
     let mut out = Vec::with_capacity(steps);
     for t in 1..=steps {
         let gamma = cfg.eta_at(t) / p as f64;
-        model.step(prepared, gamma, cfg.train_n() as f64, t)?;
-        prepared = model.prepare(&mut state);
+        model(cfg.train.preprocess_at(t)).step(prepared, gamma, cfg.train_n() as f64, t)?;
+        prepared = readout_model.prepare(&mut state);
         out.push(PredictedStep {
             t,
-            test_error: model.readout_error(&prepared, n_readout, lambda)?,
+            test_error: readout_model.readout_error(&prepared, n_readout, lambda)?,
             mean_abs_cos: prepared.state().mean_abs_cos(),
         });
     }
@@ -148,7 +166,7 @@ pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_st
     Ok(Prediction {
         steps: out,
         rf_test_error,
-        label_second_moment: model.label_second_moment(),
+        label_second_moment: readout_model.label_second_moment(),
         covered: kappa >= KAPPA_MIN,
         notes,
     })
