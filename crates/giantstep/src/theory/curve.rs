@@ -63,11 +63,12 @@ pub fn kappa_of(cfg: &ValidConfig) -> f64 {
 }
 
 /// Predicts the test error after every step `1..=steps` of `cfg` (its own `train.steps` when
-/// `steps` is 0) and the random-features error, for the seed of `cfg`.
+/// `steps` is 0) and the random-features error, for the seed of `cfg`. When the predicted steps
+/// diverge, the steps before are returned and a note says from which step on there is none.
 ///
 /// # Errors
 /// [`Error::Config`] for what the state evolution does not model (`train.reuse > 1`),
-/// [`Error::Numerical`] when the predicted steps diverge.
+/// [`Error::Numerical`] when the initial state or its readout cannot be computed.
 pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
     let net = Network::init(&cfg.network, cfg.seed);
     let target = Target::new(
@@ -143,18 +144,27 @@ pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_st
     let mut prepared = readout_model.prepare(&mut state);
     let rf_test_error = readout_model.readout_error(&prepared, n_readout, lambda)?;
     let mut out = Vec::with_capacity(steps);
+    let mut notes = Vec::new();
+    // The steps up to a divergence are kept (so that a prediction of T steps is the first T
+    // steps of any longer one, as runs are).
     for t in 1..=steps {
         let gamma = cfg.eta_at(t) / p as f64;
-        model(cfg.train.preprocess_at(t)).step(prepared, gamma, cfg.train_n() as f64, t)?;
+        let stepped = model(cfg.train.preprocess_at(t)).step(prepared, gamma, cfg.train_n() as f64, t);
         prepared = readout_model.prepare(&mut state);
-        out.push(PredictedStep {
-            t,
-            test_error: readout_model.readout_error(&prepared, n_readout, lambda)?,
-            mean_abs_cos: prepared.state().mean_abs_cos(),
-        });
+        let error = stepped.and_then(|_| readout_model.readout_error(&prepared, n_readout, lambda));
+        match error {
+            Ok(test_error) => out.push(PredictedStep {
+                t,
+                test_error,
+                mean_abs_cos: prepared.state().mean_abs_cos(),
+            }),
+            Err(e) => {
+                notes.push(format!("no prediction from step {t} on: {e}"));
+                break;
+            }
+        }
     }
     let kappa = kappa_of(&cfg);
-    let mut notes = Vec::new();
     if kappa < KAPPA_MIN {
         notes.push(format!(
             "log n / log d = {kappa:.3} < {KAPPA_MIN}: outside the range checked against simulation"
@@ -260,7 +270,9 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
             continue;
         }
         out.rf_test_error[j] = Some(ok.iter().map(|p| p.rf_test_error).sum::<f64>() / ns);
-        for t in 0..steps {
+        // Every seed must reach step t (a diverged seed leaves the later steps unreported).
+        let reached = ok.iter().map(|p| p.steps.len()).min().unwrap_or(0);
+        for t in 0..steps.min(reached) {
             out.test_error[t][j] = Some(ok.iter().map(|p| p.steps[t].test_error).sum::<f64>() / ns);
             let r = ok[0].steps[t].mean_abs_cos.len();
             let cos = (0..r)
@@ -268,7 +280,7 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
                 .collect();
             out.mean_abs_cos[t][j] = Some(cos);
         }
-        for note in &ok[0].notes {
+        for note in ok.iter().flat_map(|p| &p.notes) {
             if !out.notes.contains(note) && !note.starts_with("log n") {
                 out.notes.push(note.clone());
             }
