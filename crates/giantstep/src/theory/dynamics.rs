@@ -26,7 +26,7 @@
 //! population feature moments `K_ij = E[σ(λ_i) σ(λ_j)]`, `b_i = E[ỹ σ(λ_i)]` ([`ridge_error`]).
 
 use super::activation::Smoother;
-use super::quadrature::{gauss_hermite, Rule};
+use super::quadrature::{gauss_hermite, tensor_gauss_hermite, Rule};
 use crate::activation::{Activation, ActivationKind};
 use crate::config::Normalize;
 use crate::data::{fill_normal, Purpose, StreamKey};
@@ -63,19 +63,7 @@ impl Grid {
         let nodes = ((MAX_POINTS as f64).powf(1.0 / r.max(1) as f64) + 1e-9).floor() as usize;
         let nodes = nodes.min(MAX_NODES);
         if nodes >= 5 {
-            let rule = gauss_hermite(nodes)?;
-            let total = nodes.pow(r as u32);
-            let mut x = vec![0.0; total * r];
-            let mut w = vec![1.0; total];
-            for flat in 0..total {
-                let mut rem = flat;
-                for j in (0..r).rev() {
-                    let i = rem % nodes;
-                    rem /= nodes;
-                    x[flat * r + j] = rule.nodes[i];
-                    w[flat] *= rule.weights[i];
-                }
-            }
+            let (x, w) = tensor_gauss_hermite(nodes, r)?;
             Ok(Grid { r, x, w })
         } else {
             let key = StreamKey::new(seed, Purpose::Theory, u64::MAX);

@@ -12,7 +12,7 @@
 //! Gauss–Hermite grid (Monte Carlo beyond 2·10^5 points).
 
 use super::activation::Smoother;
-use super::quadrature::gauss_hermite;
+use super::quadrature::tensor_gauss_hermite;
 use crate::activation::Activation;
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::error::Result;
@@ -70,19 +70,7 @@ impl Points {
     pub fn new(r: usize) -> Result<Points> {
         let nodes = ((2e5f64).powf(1.0 / r as f64).floor() as usize).min(48);
         if nodes >= 8 {
-            let rule = gauss_hermite(nodes)?;
-            let total = nodes.pow(r as u32);
-            let mut x = vec![0.0; total * r];
-            let mut w = vec![1.0; total];
-            for flat in 0..total {
-                let mut rem = flat;
-                for j in (0..r).rev() {
-                    let i = rem % nodes;
-                    rem /= nodes;
-                    x[flat * r + j] = rule.nodes[i];
-                    w[flat] *= rule.weights[i];
-                }
-            }
+            let (x, w) = tensor_gauss_hermite(nodes, r)?;
             Ok(Points { r, x, w })
         } else {
             let n = 200_000;

@@ -55,6 +55,28 @@ pub fn gauss_hermite(n: usize) -> Result<Rule> {
     golub_welsch(&off, 1.0)
 }
 
+/// The tensor product of the `nodes`-point Gauss–Hermite rule in `r` dimensions: points
+/// (row-major `nodes^r × r`, the last coordinate varying fastest) and weights (sum 1).
+///
+/// # Errors
+/// [`crate::Error::Numerical`] if the eigensolver fails.
+pub fn tensor_gauss_hermite(nodes: usize, r: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let rule = gauss_hermite(nodes)?;
+    let total = nodes.pow(r as u32);
+    let mut x = vec![0.0; total * r];
+    let mut w = vec![1.0; total];
+    for flat in 0..total {
+        let mut rem = flat;
+        for j in (0..r).rev() {
+            let i = rem % nodes;
+            rem /= nodes;
+            x[flat * r + j] = rule.nodes[i];
+            w[flat] *= rule.weights[i];
+        }
+    }
+    Ok((x, w))
+}
+
 /// Gauss–Legendre rule on `[-1, 1]` (weights sum to 2).
 ///
 /// # Errors
