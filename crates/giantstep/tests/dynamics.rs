@@ -134,6 +134,13 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> (f64, String) {
     (worst, line)
 }
 
+/// Runs every case and fails listing those whose worst |simulated − predicted| exceeds `tol`.
+fn assert_within(cases: &[Case], tol: f64) {
+    let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
+    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > tol).map(|(_, l)| l).collect();
+    assert!(bad.is_empty(), "|simulated − predicted| > {tol}: {bad:#?}");
+}
+
 /// A named edit of the base configuration.
 type Case = (&'static str, Box<dyn Fn(&mut Config)>);
 
@@ -218,9 +225,7 @@ fn predicted_errors_match_simulation_at_d256() {
             }),
         ),
     ];
-    let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
-    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.03).map(|(_, l)| l).collect();
-    assert!(bad.is_empty(), "|simulated − predicted| > 0.03: {bad:#?}");
+    assert_within(&cases, 0.03);
 }
 
 /// The two cases of docs/theory.md §6's table where the prediction misses by more than 0.03
@@ -251,9 +256,7 @@ fn predicted_errors_known_gaps_at_d256() {
             }),
         ),
     ];
-    let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
-    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > 0.03).map(|(_, l)| l).collect();
-    assert!(bad.is_empty(), "|simulated − predicted| > 0.03: {bad:#?}");
+    assert_within(&cases, 0.03);
 }
 
 /// The smoothed erf of the state evolution (closed forms) against a 200-node Gauss–Hermite rule
