@@ -1,4 +1,4 @@
-//! The streaming kernels: the giant step (docs/model.md §3), label preprocessing (§3.1), the ridge readout
+//! The streaming kernels: the gradient and the giant step (docs/model.md §3), label preprocessing (§3.1), the ridge readout
 //! and the test error (§3.2).
 //!
 //! Every pass streams the batch in chunks of `chunk` samples. A chunk is generated from its own
@@ -9,9 +9,10 @@
 //! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
 
 use crate::activation::Activation;
+use crate::config::Normalize;
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
-use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, Op, Real};
+use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, Op, Real};
 use crate::network::Network;
 use crate::target::Target;
 use rayon::prelude::*;
@@ -323,6 +324,29 @@ pub fn gradient<T: Real>(
     }
 }
 
+/// `W ← W + η G`, with the optional row normalization of docs/model.md §3.
+pub fn apply_step(w: &mut [f64], g: &[f64], eta: f64, p: usize, d: usize, normalize: Normalize) {
+    for i in 0..p {
+        let row = &mut w[i * d..(i + 1) * d];
+        let gi = &g[i * d..(i + 1) * d];
+        if normalize == Normalize::Spherical {
+            let nrm2 = dot(row, row);
+            let c = if nrm2 > 0.0 { dot(gi, row) / nrm2 } else { 0.0 };
+            for k in 0..d {
+                row[k] += eta * (gi[k] - c * row[k]);
+            }
+        } else {
+            row.iter_mut().zip(gi).for_each(|(w, g)| *w += eta * g);
+        }
+        if normalize != Normalize::None {
+            let nrm = norm(row);
+            if nrm > 0.0 {
+                row.iter_mut().for_each(|w| *w /= nrm);
+            }
+        }
+    }
+}
+
 /// The batch loss `(1/2n) Σ (ỹ − f(z))²` (for checking the gradient by finite differences).
 pub fn batch_loss(exec: &Exec, net: &Network, target: &Target, batch: &Batch, shift: Option<&LabelShift>) -> f64 {
     0.5 * gradient::<f64>(exec, net, target, batch, shift, ErrorSignal::Residual).batch_mse
@@ -574,6 +598,20 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[test]
+    fn spherical_step_keeps_unit_rows_and_moves_orthogonally() {
+        let d = 3;
+        let mut w = vec![1.0, 0.0, 0.0];
+        let g = vec![5.0, 1.0, 0.0];
+        apply_step(&mut w, &g, 1.0, 1, d, Normalize::Spherical);
+        // The radial part (5) is removed: w = (1, 1, 0)/√2.
+        let s = 1.0 / 2f64.sqrt();
+        assert!((w[0] - s).abs() < 1e-15 && (w[1] - s).abs() < 1e-15);
+        let mut w = vec![1.0, 0.0, 0.0];
+        apply_step(&mut w, &g, 1.0, 1, d, Normalize::Project);
+        assert!((norm(&w) - 1.0).abs() < 1e-15 && (w[0] - 6.0 / 37f64.sqrt()).abs() < 1e-15);
+    }
+
     use crate::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};
     use crate::data::Purpose;
     use crate::expr::Expr;

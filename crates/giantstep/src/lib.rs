@@ -55,6 +55,7 @@ pub mod data;
 pub mod engine;
 pub mod error;
 pub mod expr;
+mod given;
 #[doc(hidden)]
 pub mod linalg;
 mod names;

@@ -158,7 +158,7 @@ impl Target {
     /// [`Error::Config`] naming the problem (`what` names the input, e.g. `"W_star"`).
     pub fn set_teacher(&mut self, w_star: &[f64], what: &str) -> Result<()> {
         let (r, d) = (self.r, self.d);
-        let w_star = crate::run::given(what, w_star, r, d)?;
+        let w_star = crate::given::given(what, w_star, r, d)?;
         for k in 0..r {
             for l in 0..=k {
                 let g = crate::linalg::dot(&w_star[k * d..(k + 1) * d], &w_star[l * d..(l + 1) * d]);
