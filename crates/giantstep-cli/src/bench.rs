@@ -3,9 +3,10 @@
 
 use giantstep::config::{FirstLayerInit, NetworkConfig, Precision, SecondLayerInit, TeacherKind};
 use giantstep::data::{Purpose, StreamKey};
-use giantstep::engine::{self, Batch, ErrorSignal, Exec};
+use giantstep::engine::{self, Batch, Exec};
 use giantstep::expr::Expr;
 use giantstep::linalg::{gemm_isa, gemm_seconds, matmul, Op, Real};
+use giantstep::model::Loss;
 use giantstep::network::Network;
 use giantstep::target::{preset_expr, Target};
 use giantstep::Result;
@@ -214,7 +215,7 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
     phase("data", t.elapsed().as_secs_f64(), 0.0, nf);
     gemm_before.set(gemm_seconds());
     let t = Instant::now();
-    let g = engine::gradient::<T>(&exec, &net, &target, &train, None, ErrorSignal::Residual);
+    let g = engine::gradient::<T>(&exec, &net, &target, &train, None, Loss::Residual);
     phase("step", t.elapsed().as_secs_f64(), 4.0 * nf * df * pf, nf);
     let eta = pf * (nf / df).sqrt();
     net.w.iter_mut().zip(&g.g).for_each(|(w, gv)| *w += eta * gv);

@@ -23,7 +23,8 @@ pub struct SweepArgs {
     /// Threads per point (default: cores/jobs); results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
-    /// Run only the points with index % N == i. Default inside a Slurm array task:
+    /// Run only the points whose training group (points that differ only in train.steps) has
+    /// group % N == i. Default inside a Slurm array task:
     /// $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT.
     #[arg(long)]
     shard: Option<String>,

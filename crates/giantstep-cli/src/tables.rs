@@ -103,7 +103,7 @@ pub fn stairway_data(records: &[Record]) -> anyhow::Result<StairwayData> {
 /// size, the largest T and every seed of the records), computed once per process.
 fn attach_prediction(data: &mut StairwayData, results: &[&giantstep::RunResult]) {
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<std::collections::HashMap<String, Result<giantstep::theory::curve::Curve, String>>>> =
+    static CACHE: OnceLock<Mutex<std::collections::HashMap<String, Result<giantstep::prediction::Curve, String>>>> =
         OnceLock::new();
     let base = results[0].config.clone();
     let d = base.network.d;
@@ -126,7 +126,7 @@ fn attach_prediction(data: &mut StairwayData, results: &[&giantstep::RunResult])
     let cache = CACHE.get_or_init(Default::default);
     let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
     let curve = cached.unwrap_or_else(|| {
-        let c = giantstep::theory::curve::curve(&base, &kappas, steps, &seeds).map_err(|e| e.to_string());
+        let c = giantstep::prediction::curve(&base, &kappas, steps, &seeds).map_err(|e| e.to_string());
         if let Ok(mut m) = cache.lock() {
             m.insert(key, c.clone());
         }
@@ -324,7 +324,7 @@ pub fn stairway_markdown(data: &StairwayData) -> String {
             let _ = writeln!(
                 s,
                 "\"theory\": the predicted test error of the state evolution of all neurons and the ridge readout (docs/theory.md §6), averaged over the records' seeds; \"-\" below log n / log d = {} where it is not reported.",
-                giantstep::theory::curve::KAPPA_MIN
+                giantstep::prediction::KAPPA_MIN
             );
         }
     }

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use giantstep::theory::curve::{curve, Curve};
+use giantstep::prediction::{curve, Curve};
 use giantstep::theory::{analyze, Query, TheoryReport};
 use giantstep::Config;
 use std::fmt::Write;
@@ -124,32 +124,36 @@ impl TheoryArgs {
     }
 }
 
-/// The library names a field (`kappa must be ...`); the command line names its flag.
+/// The theory's fields and the flags that set them (one table: the library names the field in
+/// [`giantstep::Error::Invalid`], the command line names the flag).
+const FLAGS: &[(&str, &str)] = &[
+    ("kappa", "--kappa"),
+    ("steps", "--steps"),
+    ("degree", "--degree"),
+    ("d", "--d"),
+    ("p", "--p"),
+    ("alpha", "--alpha"),
+    ("beta", "--beta"),
+    ("eta0", "--eta0"),
+    ("eta_exp", "--eta-exp"),
+    ("gamma", "--gamma"),
+    ("gamma_later", "--gamma-later"),
+    ("preprocess", "--preprocess"),
+    ("second_layer", "--second-layer"),
+];
+
+/// A library error in the words of the command line: fields become flags.
 fn flag_message(e: giantstep::Error) -> anyhow::Error {
-    let msg = e.to_string();
-    let msg = msg.trim_start_matches("invalid configuration: ");
-    const FIELDS: &[&str] = &[
-        "kappa",
-        "steps",
-        "degree",
-        "d must",
-        "alpha",
-        "beta",
-        "eta0",
-        "eta_exp",
-        "gamma_later",
-        "gamma",
-        "preprocess",
-        "second_layer",
-    ];
-    match FIELDS.iter().find(|f| msg.starts_with(*f)) {
-        Some(f) => anyhow::anyhow!(
-            "--{}{}",
-            f.replace('_', "-"),
-            msg[f.len()..].replace(" and p > 0", " and --p > 0")
-        ),
-        None if msg.starts_with("the theory handles") => anyhow::anyhow!("giantstep theory{}", &msg[10..]),
-        None => anyhow::anyhow!("{msg}"),
+    use giantstep::Error;
+    match e {
+        Error::Invalid { key, expected, actual } => {
+            let flag = FLAGS.iter().find(|(k, _)| *k == key).map_or(key.as_str(), |(_, f)| f);
+            anyhow::anyhow!("{flag} must be {expected}, but is {actual}")
+        }
+        Error::RankLimit { limit, r, .. } => {
+            anyhow::anyhow!("giantstep theory handles {limit}, but the target has r = {r}")
+        }
+        other => anyhow::anyhow!("{}", other.to_string().trim_start_matches("invalid configuration: ")),
     }
 }
 

@@ -17,25 +17,37 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-/// The library's one-line message as the matching Python exception: a value of the wrong type
-/// is a `TypeError`, every other invalid input a `ValueError`.
+pyo3::create_exception!(
+    _core,
+    ConfigError,
+    PyValueError,
+    "An invalid configuration value or an unknown key; `key` names it (None when no single key is at fault)."
+);
+pyo3::create_exception!(
+    _core,
+    ConfigTypeError,
+    PyTypeError,
+    "A configuration value of the wrong type; `key` names it."
+);
+
+/// The library's error as a Python exception: by variant, never by message text. Configuration
+/// errors are `ConfigError` (a `ValueError`) or `ConfigTypeError` (a `TypeError`) carrying `key`.
 fn to_py(e: Error) -> PyErr {
-    match e {
-        Error::Cancelled => PyKeyboardInterrupt::new_err("giantstep: cancelled"),
-        Error::Io { .. } => PyErr::new::<pyo3::exceptions::PyOSError, _>(e.to_string()),
+    let msg = e.to_string().trim_start_matches("invalid configuration: ").to_string();
+    let key = e.key().map(str::to_string);
+    let err = match e {
+        Error::Cancelled => return PyKeyboardInterrupt::new_err("giantstep: cancelled"),
+        Error::Io { .. } => return PyErr::new::<pyo3::exceptions::PyOSError, _>(msg),
         Error::Numerical(_) | Error::NonFinite { .. } | Error::NotPositiveDefinite { .. } => {
-            PyRuntimeError::new_err(e.to_string())
+            return PyRuntimeError::new_err(msg)
         }
-        _ => {
-            let msg = e.to_string();
-            let msg = msg.trim_start_matches("invalid configuration: ").to_string();
-            if msg.contains("invalid type") {
-                PyTypeError::new_err(msg)
-            } else {
-                PyValueError::new_err(msg)
-            }
-        }
-    }
+        Error::WrongType { .. } => ConfigTypeError::new_err(msg),
+        _ => ConfigError::new_err(msg),
+    };
+    Python::attach(|py| {
+        let _ = err.value(py).setattr("key", key);
+    });
+    err
 }
 
 /// A configuration from TOML text and dotted overrides whose values are JSON texts.
@@ -306,7 +318,7 @@ fn theory_curve(
         )));
     }
     let curve = py
-        .detach(|| giantstep::theory::curve::curve(&base, &kappas, steps, &seeds))
+        .detach(|| giantstep::prediction::curve(&base, &kappas, steps, &seeds))
         .map_err(to_py)?;
     serde_json::to_string(&serde_json::json!({ "config": base, "curve": curve }))
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
@@ -377,5 +389,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(load_records, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;
+    m.add("ConfigError", m.py().get_type::<ConfigError>())?;
+    m.add("ConfigTypeError", m.py().get_type::<ConfigTypeError>())?;
     Ok(())
 }

@@ -4,8 +4,9 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use giantstep::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};
 use giantstep::data::{gaussian_rows, Purpose, StreamKey};
-use giantstep::engine::{self, Batch, ErrorSignal, Exec};
+use giantstep::engine::{self, Batch, Exec};
 use giantstep::expr::Expr;
+use giantstep::model::Loss;
 use giantstep::network::Network;
 use giantstep::target::Target;
 
@@ -39,10 +40,10 @@ fn step(c: &mut Criterion) {
     let mut g = c.benchmark_group("step");
     g.sample_size(10).throughput(Throughput::Elements(N as u64));
     g.bench_with_input(BenchmarkId::new(format!("f64-d{D}-p{P}"), N), &N, |b, _| {
-        b.iter(|| engine::gradient::<f64>(&exec, &net, &target, &batch, None, ErrorSignal::Residual))
+        b.iter(|| engine::gradient::<f64>(&exec, &net, &target, &batch, None, Loss::Residual))
     });
     g.bench_with_input(BenchmarkId::new(format!("f32-d{D}-p{P}"), N), &N, |b, _| {
-        b.iter(|| engine::gradient::<f32>(&exec, &net, &target, &batch, None, ErrorSignal::Residual))
+        b.iter(|| engine::gradient::<f32>(&exec, &net, &target, &batch, None, Loss::Residual))
     });
     g.finish();
 }
@@ -124,7 +125,7 @@ fn theory_curve(c: &mut Criterion) {
         cfg.train.steps = 6;
         let valid = cfg.resolve().unwrap();
         g.bench_function(BenchmarkId::new("predict_T6", p), |b| {
-            b.iter(|| giantstep::theory::curve::predict(&valid, 6).unwrap())
+            b.iter(|| giantstep::prediction::predict(&valid, 6).unwrap())
         });
     }
     g.finish();

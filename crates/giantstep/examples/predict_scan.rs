@@ -1,6 +1,6 @@
 //! Prints the predicted test errors of a stairway preset at every batch size, next to nothing:
 //! `cargo run --release -p giantstep --example predict_scan -- stairway-he124 512 512 5.0 1.0,0.6`.
-use giantstep::theory::curve::predict;
+use giantstep::prediction::predict;
 use giantstep::Config;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

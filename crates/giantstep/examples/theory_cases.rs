@@ -1,7 +1,7 @@
 //! The eight cases of docs/theory.md §6 at a given d (p = d), seeds 0..S: simulated and predicted
 //! test error per step and random features, and the largest |gap| of the seed means.
 //! `cargo run --release -p giantstep --example theory_cases -- 512 2`.
-use giantstep::theory::curve::predict;
+use giantstep::prediction::predict;
 use giantstep::Config;
 
 /// A case: its name, the keys it sets, its number of steps.

@@ -2,7 +2,7 @@
 //! seeds 0..S, the simulated and predicted test error after T = 1..3 steps and random features on
 //! the same seeds, and the mean |gap|.
 //! `cargo run --release -p giantstep --example theory_d_scan -- stairway-he124 1.5 3`.
-use giantstep::theory::curve::predict;
+use giantstep::prediction::predict;
 use giantstep::Config;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -38,9 +38,12 @@
 //! | `eval.every_step` | false | readout and test error after every step (docs/stairway.md) |
 //! | `eval.baseline` | true | fit and test the random-features baseline (`rf_*` are `null` without) |
 
-use crate::activation::Activation;
 use crate::error::{Error, Result};
 use crate::expr::Expr;
+pub use crate::model::{
+    AddBack, FirstLayerInit, Loss, NetworkConfig, Normalize, Precision, Preprocess, ReadoutBatch, SecondLayerInit,
+};
+pub use crate::names::parse_named;
 use crate::target::preset_expr;
 /// How the teacher `W*` is drawn (defined with the teacher, in [`crate::target`]).
 pub use crate::target::TeacherKind;
@@ -79,7 +82,7 @@ impl BatchSize {
             }
         };
         if n == 0 {
-            return Err(Error::config(format!("{key} must be > 0, but is 0 at d = {d}")));
+            return Err(Error::invalid(key, "> 0", format!("0 at d = {d}")));
         }
         Ok(n)
     }
@@ -181,117 +184,6 @@ fn parse_power_of_d(s: &str) -> Option<(f64, f64)> {
     (c.is_finite() && c >= 0.0 && e.is_finite()).then_some((c, e))
 }
 
-/// Floating-point precision of the hot loops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Precision {
-    /// Double precision (default).
-    #[default]
-    F64,
-    /// Single precision in the GEMMs; sums across chunks, the Gram matrix, the gradient total and
-    /// the errors stay in `f64`.
-    F32,
-}
-
-/// First-layer initialization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum FirstLayerInit {
-    /// Rows `N(0, I_d/d)`.
-    #[default]
-    Gaussian,
-    /// Rows uniform on the unit sphere.
-    Sphere,
-}
-
-/// Second-layer initialization.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum SecondLayerInit {
-    /// `±1/√p` with random signs.
-    #[default]
-    Hypercube,
-    /// `N(0, 1/p)`.
-    Gaussian,
-    /// `√p·a_i ~ U[−1, 1]`.
-    Uniform,
-}
-
-/// The error used in the gradient.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Loss {
-    /// `e = ỹ − f(z)` (the gradient of the square loss).
-    #[default]
-    Residual,
-    /// `e = ỹ` (correlation loss; ignores the network output).
-    Correlation,
-}
-
-/// Row normalization after each step.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Normalize {
-    /// No normalization.
-    #[default]
-    None,
-    /// Rows rescaled to unit norm after the step.
-    Project,
-    /// The gradient row is projected orthogonally to `w_i` before the step, then rows rescaled.
-    Spherical,
-}
-
-/// Label preprocessing (docs/model.md §3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Preprocess {
-    /// Raw labels.
-    #[default]
-    None,
-    /// Subtract the batch mean.
-    Mean,
-    /// Subtract the batch mean and the empirical linear part `Z·(Zᵀy/n)`.
-    Linear,
-}
-
-/// Which batch the readout is fitted on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum ReadoutBatch {
-    /// A fresh batch.
-    #[default]
-    Fresh,
-    /// The last training batch.
-    Last,
-}
-
-/// How the part removed by preprocessing is added back to predictions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum AddBack {
-    /// Re-estimated on the readout batch.
-    #[default]
-    Empirical,
-    /// The exact `μ0 + <W*ᵀμ1, z>` from the theory module.
-    Oracle,
-    /// The authors' single-step notebook: the mean and linear term are re-estimated on the test
-    /// set itself (from its labels) and added back to the test predictions. This uses test labels
-    /// at prediction time, so its test error is optimistic; it exists to reproduce that notebook.
-    Test,
-}
-
-use crate::names::named;
-pub use crate::names::parse_named;
-
-named!(Precision { F64 => "f64", F32 => "f32" });
-named!(FirstLayerInit { Gaussian => "gaussian", Sphere => "sphere" });
-named!(SecondLayerInit { Hypercube => "hypercube", Gaussian => "gaussian", Uniform => "uniform" });
-named!(Loss { Residual => "residual", Correlation => "correlation" });
-named!(Normalize { None => "none", Project => "project", Spherical => "spherical" });
-named!(Preprocess { None => "none", Mean => "mean", Linear => "linear" });
-named!(ReadoutBatch { Fresh => "fresh", Last => "last" });
-named!(AddBack { Empirical => "empirical", Oracle => "oracle", Test => "test" });
-
 /// `[target]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -309,37 +201,6 @@ pub struct TargetConfig {
     pub teacher: TeacherKind,
     /// Label noise variance `Δ`.
     pub noise: f64,
-}
-
-/// `[network]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetworkConfig {
-    /// Input dimension `d`.
-    pub d: usize,
-    /// Width `p`.
-    pub p: usize,
-    /// Activation `σ`.
-    pub activation: Activation,
-    /// First-layer init.
-    pub first_layer: FirstLayerInit,
-    /// Second-layer init.
-    pub second_layer: SecondLayerInit,
-    /// Symmetric (paired) initialization.
-    pub symmetric: bool,
-}
-
-impl Default for NetworkConfig {
-    fn default() -> Self {
-        NetworkConfig {
-            d: 256,
-            p: 512,
-            activation: Activation::new(crate::activation::ActivationKind::Relu),
-            first_layer: FirstLayerInit::Gaussian,
-            second_layer: SecondLayerInit::Hypercube,
-            symmetric: true,
-        }
-    }
 }
 
 /// `[train]`.
@@ -507,70 +368,46 @@ pub const MAX_STEPS: usize = 1000;
 pub const MAX_SAMPLES: usize = 1_000_000_000_000;
 
 /// Allowed keys per section (for precise unknown-key messages).
-const TOP_KEYS: &[&str] = &[
-    "seed",
-    "threads",
-    "precision",
-    "chunk",
-    "target",
-    "network",
-    "train",
-    "readout",
-    "eval",
-];
-const SECTION_KEYS: &[(&str, &[&str])] = &[
-    ("target", &["expr", "preset", "r", "teacher", "noise"]),
-    (
-        "network",
-        &["d", "p", "activation", "first_layer", "second_layer", "symmetric"],
-    ),
-    (
-        "train",
-        &[
-            "steps",
-            "n",
-            "eta0",
-            "eta_exp",
-            "eta",
-            "eta_max0",
-            "eta_schedule",
-            "eta_max0_later",
-            "loss",
-            "reuse",
-            "normalize",
-            "preprocess",
-            "preprocess_from",
-        ],
-    ),
-    ("readout", &["n", "lambda", "batch", "add_back"]),
-    ("eval", &["n_test", "theory", "every_step", "baseline"]),
-];
-
-fn check_keys(table: &toml::Table) -> Result<()> {
-    for (k, v) in table {
-        if !TOP_KEYS.contains(&k.as_str()) {
-            return Err(Error::UnknownKey {
-                key: k.clone(),
-                section: String::new(),
-                known: TOP_KEYS.join(", "),
-            });
-        }
-        if let Some((_, allowed)) = SECTION_KEYS.iter().find(|(s, _)| s == k) {
-            let Some(sub) = v.as_table() else {
-                return Err(Error::config(format!("[{k}] must be a table, but is {}", v.type_str())));
-            };
-            for sk in sub.keys() {
-                if !allowed.contains(&sk.as_str()) {
-                    return Err(Error::UnknownKey {
-                        key: format!("{k}.{sk}"),
-                        section: format!(" in [{k}]"),
-                        known: allowed.join(", "),
-                    });
-                }
-            }
-        }
+/// A deserialization error as one line that names the key: serde's own `unknown field` (its list
+/// of the fields it expects is the list of known keys: no hand-kept copy) becomes
+/// [`Error::UnknownKey`], everything else "invalid value for KEY: ...".
+fn deserialize_error(text: &str, e: &toml::de::Error) -> Error {
+    let message = e.message().trim().replace('\n', " ");
+    let key = e.span().and_then(|span| key_at(text, span.start));
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let field = rest.split('`').next().unwrap_or_default();
+        let known: Vec<&str> = rest
+            .split_once("expected ")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        let section = key
+            .as_deref()
+            .and_then(|k| k.rsplit_once('.'))
+            .map(|(s, _)| s.to_string())
+            .unwrap_or_default();
+        return Error::UnknownKey {
+            key: if section.is_empty() {
+                field.to_string()
+            } else {
+                format!("{section}.{field}")
+            },
+            section: if section.is_empty() {
+                String::new()
+            } else {
+                format!(" in [{section}]")
+            },
+            known: known.join(", "),
+        };
     }
-    Ok(())
+    let message = match message.split_once(", expected struct ") {
+        Some((what, _)) => format!("{what}, expected a table"),
+        None => message,
+    };
+    match key {
+        Some(key) if message.starts_with("invalid type") => Error::WrongType { key, message },
+        Some(key) => Error::config(format!("invalid value for {key}: {message}")),
+        None => Error::config(message),
+    }
 }
 
 /// The dotted key defined on the line of `text` that contains byte `pos`.
@@ -660,16 +497,9 @@ impl Config {
     /// [`Error::UnknownKey`] for keys that do not exist, [`Error::Config`] for values of the wrong
     /// type.
     pub fn from_table(table: toml::Table) -> Result<Config> {
-        check_keys(&table)?;
-        // Deserialize from text so that a type error carries a span, which names the key.
+        // Deserialize from text so that an error carries a span, which names the key.
         let text = toml::to_string(&table).map_err(|e| Error::config(e.to_string()))?;
-        toml::from_str::<Config>(&text).map_err(|e| {
-            let message = e.message().trim().replace('\n', " ");
-            match e.span().and_then(|span| key_at(&text, span.start)) {
-                Some(key) => Error::config(format!("invalid value for {key}: {message}")),
-                None => Error::config(message),
-            }
-        })
+        toml::from_str::<Config>(&text).map_err(|e| deserialize_error(&text, &e))
     }
 
     /// Parses TOML text.
@@ -715,7 +545,7 @@ impl Config {
             c.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         }
         if c.chunk == 0 {
-            return Err(Error::config("chunk must be > 0, but is 0"));
+            return Err(Error::invalid("chunk", "> 0", 0));
         }
         check_network(&c.network)?;
         let (expr, r) = resolve_target(&mut c)?;
@@ -732,25 +562,25 @@ impl Config {
             ReadoutBatch::Fresh => fresh_n,
         };
         if !(c.readout.lambda >= 0.0 && c.readout.lambda.is_finite()) {
-            return Err(Error::config(format!(
-                "readout.lambda must be >= 0, but is {}",
-                c.readout.lambda
-            )));
+            return Err(Error::invalid("readout.lambda", ">= 0", c.readout.lambda));
         }
         if c.eval.n_test == 0 {
-            return Err(Error::config("eval.n_test must be > 0, but is 0"));
+            return Err(Error::invalid("eval.n_test", "> 0", 0));
         }
         if c.eval.n_test > MAX_SAMPLES {
-            return Err(Error::config(format!(
-                "eval.n_test must be <= {MAX_SAMPLES:.0e}, but is {}",
-                c.eval.n_test
-            )));
+            return Err(Error::invalid(
+                "eval.n_test",
+                format!("<= {MAX_SAMPLES:.0e}"),
+                c.eval.n_test,
+            ));
         }
         for (key, n) in [("train.n", train_n), ("readout.n", readout_n)] {
             if n > MAX_SAMPLES {
-                return Err(Error::config(format!(
-                    "{key} must be <= {MAX_SAMPLES:.0e} samples, but is {n} at d = {d}"
-                )));
+                return Err(Error::invalid(
+                    key,
+                    format!("<= {MAX_SAMPLES:.0e} samples"),
+                    format!("{n} at d = {d}"),
+                ));
             }
         }
         let etas = (1..=c.train.steps).map(|t| eta_formula(&c, train_n, t)).collect();
@@ -767,16 +597,13 @@ impl Config {
 
 fn check_network(net: &NetworkConfig) -> Result<()> {
     if net.d == 0 {
-        return Err(Error::config("network.d must be > 0, but is 0"));
+        return Err(Error::invalid("network.d", "> 0", 0));
     }
     if net.p == 0 {
-        return Err(Error::config("network.p must be > 0, but is 0"));
+        return Err(Error::invalid("network.p", "> 0", 0));
     }
     if net.symmetric && !net.p.is_multiple_of(2) {
-        return Err(Error::config(format!(
-            "network.p must be even with network.symmetric = true, but is {}",
-            net.p
-        )));
+        return Err(Error::invalid("network.p", "even with network.symmetric = true", net.p));
     }
     Ok(())
 }
@@ -798,37 +625,32 @@ fn resolve_target(c: &mut Config) -> Result<(Expr, usize)> {
         None => expr.max_var().max(1),
     };
     if r == 0 {
-        return Err(Error::config("target.r must be > 0, but is 0"));
+        return Err(Error::invalid("target.r", "> 0", 0));
     }
     if r > c.network.d {
-        return Err(Error::config(format!(
-            "target.r must be <= network.d = {}, but is {r}",
-            c.network.d
-        )));
+        return Err(Error::invalid("target.r", format!("<= network.d = {}", c.network.d), r));
     }
     c.target.expr = Some(expr_text);
     c.target.r = Some(r);
     if !(c.target.noise >= 0.0 && c.target.noise.is_finite()) {
-        return Err(Error::config(format!(
-            "target.noise must be >= 0, but is {}",
-            c.target.noise
-        )));
+        return Err(Error::invalid("target.noise", ">= 0", c.target.noise));
     }
     Ok((expr, r))
 }
 
 fn check_train(t: &TrainConfig) -> Result<()> {
     if t.steps == 0 {
-        return Err(Error::config("train.steps must be > 0, but is 0"));
+        return Err(Error::invalid("train.steps", "> 0", 0));
     }
     if t.steps > MAX_STEPS {
-        return Err(Error::config(format!(
-            "train.steps must be <= {MAX_STEPS} (each step is a pass over a fresh batch), but is {}",
-            t.steps
-        )));
+        return Err(Error::invalid(
+            "train.steps",
+            format!("<= {MAX_STEPS} (each step is a pass over a fresh batch)"),
+            t.steps,
+        ));
     }
     if t.reuse == 0 {
-        return Err(Error::config("train.reuse must be > 0, but is 0"));
+        return Err(Error::invalid("train.reuse", "> 0", 0));
     }
     if !t.eta0.is_finite() || !t.eta_exp.is_finite() {
         return Err(Error::config("train.eta0 and train.eta_exp must be finite"));
@@ -846,28 +668,26 @@ fn check_train(t: &TrainConfig) -> Result<()> {
             )));
         }
         if !eta.is_finite() {
-            return Err(Error::config(format!("train.eta must be finite, but is {eta}")));
+            return Err(Error::invalid("train.eta", "finite", eta));
         }
     }
     if let Some(cap) = t.eta_max0 {
         if !(cap > 0.0 && cap.is_finite()) {
-            return Err(Error::config(format!(
-                "train.eta_max0 must be > 0 and finite, but is {cap}"
-            )));
+            return Err(Error::invalid("train.eta_max0", "> 0 and finite", cap));
         }
     }
     if let Some(cap) = t.eta_max0_later {
         if !(cap > 0.0 && cap.is_finite()) {
-            return Err(Error::config(format!(
-                "train.eta_max0_later must be > 0 and finite, but is {cap}"
-            )));
+            return Err(Error::invalid("train.eta_max0_later", "> 0 and finite", cap));
         }
     }
     if let Some(k) = t.preprocess_from {
         if !(1..=MAX_STEPS).contains(&k) {
-            return Err(Error::config(format!(
-                "train.preprocess_from must be a step between 1 and {MAX_STEPS}, but is {k}"
-            )));
+            return Err(Error::invalid(
+                "train.preprocess_from",
+                format!("a step between 1 and {MAX_STEPS}"),
+                k,
+            ));
         }
     }
     if let Some(s) = &t.eta_schedule {

@@ -26,8 +26,30 @@ pub enum Purpose {
     Readout = 5,
     /// The test set.
     Test = 6,
-    /// The gradient noise of the theory's state evolution (`theory::dynamics`).
+    /// The gradient noise of the theory's state evolution (`theory::dynamics`; the step index is
+    /// the giant step).
     Theory = 7,
+    /// The theory's fixed Monte-Carlo point sets (the step index is a [`TheoryStream`]).
+    TheoryMonteCarlo = 8,
+}
+
+/// Which of the theory's Monte-Carlo point sets a stream of [`Purpose::TheoryMonteCarlo`] draws;
+/// its value is the stream's step index, so that no two share a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u64)]
+pub enum TheoryStream {
+    /// Hermite coefficients by Monte Carlo (`r > 4`).
+    Hermite = 0,
+    /// The representative neuron's Gaussian points where a tensor rule is too large.
+    Neuron = 1,
+    /// The quadratic one-step closed form (`n = βd²`).
+    QuadraticOneStep = 2,
+    /// The range of a Hermite part's gradient (the learnable subspace at finite batch).
+    SubspaceRange = 3,
+    /// The one-step closed form at finite batch, any `κ`.
+    OneStepAtKappa = 4,
+    /// The state evolution's Gaussian points where a tensor rule is too large.
+    DynamicsGrid = 5,
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -54,6 +76,11 @@ impl StreamKey {
             part.copy_from_slice(&s.to_le_bytes());
         }
         StreamKey(key)
+    }
+
+    /// The key of one of the theory's Monte-Carlo point sets: `(seed, TheoryMonteCarlo, stream)`.
+    pub fn theory(seed: u64, stream: TheoryStream) -> Self {
+        StreamKey::new(seed, Purpose::TheoryMonteCarlo, stream as u64)
     }
 
     /// The random generator of sample (or row) `index`.

@@ -9,10 +9,10 @@
 //! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
 
 use crate::activation::Activation;
-use crate::config::Normalize;
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
 use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, Op, Real};
+use crate::model::{Loss, Normalize};
 use crate::network::Network;
 use crate::target::Target;
 use rayon::prelude::*;
@@ -235,15 +235,6 @@ pub fn label_shift(exec: &Exec, target: &Target, batch: &Batch, linear: bool) ->
     }
 }
 
-/// What the error in the gradient is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorSignal {
-    /// `e = ỹ − f(z)`.
-    Residual,
-    /// `e = ỹ`.
-    Correlation,
-}
-
 /// The gradient of one step and the batch statistics.
 #[derive(Debug, Clone)]
 pub struct Gradient {
@@ -262,7 +253,7 @@ pub fn gradient<T: Real>(
     target: &Target,
     batch: &Batch,
     shift: Option<&LabelShift>,
-    signal: ErrorSignal,
+    loss: Loss,
 ) -> Gradient {
     let (d, p) = (net.d, net.p);
     let act = net.activation;
@@ -300,9 +291,9 @@ pub fn gradient<T: Real>(
                 let f = act.forward_row(row, &a_scaled);
                 let r = w.s.y[nu] - f;
                 w.sse += r * r;
-                let e = match signal {
-                    ErrorSignal::Residual => r,
-                    ErrorSignal::Correlation => w.s.y[nu],
+                let e = match loss {
+                    Loss::Residual => r,
+                    Loss::Correlation => w.s.y[nu],
                 };
                 for (hi, ai) in row.iter_mut().zip(&a_scaled) {
                     *hi = T::from_f64(hi.to_f64() * e * ai);
@@ -349,7 +340,7 @@ pub fn apply_step(w: &mut [f64], g: &[f64], eta: f64, p: usize, d: usize, normal
 
 /// The batch loss `(1/2n) Σ (ỹ − f(z))²` (for checking the gradient by finite differences).
 pub fn batch_loss(exec: &Exec, net: &Network, target: &Target, batch: &Batch, shift: Option<&LabelShift>) -> f64 {
-    0.5 * gradient::<f64>(exec, net, target, batch, shift, ErrorSignal::Residual).batch_mse
+    0.5 * gradient::<f64>(exec, net, target, batch, shift, Loss::Residual).batch_mse
 }
 
 /// A fitted ridge readout (docs/model.md §3.2).
@@ -612,9 +603,10 @@ mod tests {
         assert!((norm(&w) - 1.0).abs() < 1e-15 && (w[0] - 6.0 / 37f64.sqrt()).abs() < 1e-15);
     }
 
-    use crate::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};
     use crate::data::Purpose;
     use crate::expr::Expr;
+    use crate::model::{FirstLayerInit, NetworkConfig, SecondLayerInit};
+    use crate::target::TeacherKind;
 
     fn problem<'a>(net: &Network, target: &'a Target, batch: &'a Batch, lambda: f64) -> ReadoutProblem<'a> {
         ReadoutProblem {
@@ -662,7 +654,7 @@ mod tests {
             }
             let shift = label_shift(&exec, &target, &batch, true);
             for sh in [None, Some(&shift)] {
-                let g = gradient::<f64>(&exec, &net, &target, &batch, sh, ErrorSignal::Residual).g;
+                let g = gradient::<f64>(&exec, &net, &target, &batch, sh, Loss::Residual).g;
                 let h = 1e-6;
                 for idx in 0..net.w.len() {
                     let mut plus = net.clone();

@@ -22,9 +22,61 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
-    /// A configuration value is invalid.
+    /// A configuration value is invalid (a message that does not fit [`Error::Invalid`]).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A value outside what its key accepts: "`key` must be `expected`, but is `actual`".
+    #[error("invalid configuration: {key} must be {expected}, but is {actual}")]
+    Invalid {
+        /// The key (`network.d`) or, for the theory's questions, the field (`kappa`).
+        key: String,
+        /// What it must be (`> 0`, `between 1 and 12`).
+        expected: String,
+        /// The value given.
+        actual: String,
+    },
+    /// A value of the wrong type for its key (a list where a number belongs).
+    #[error("invalid configuration: invalid value for {key}: {message}")]
+    WrongType {
+        /// The dotted key.
+        key: String,
+        /// The deserializer's message (`invalid type: sequence, expected usize`).
+        message: String,
+    },
+    /// A run that needs more memory than this machine has.
+    #[error("this run needs about {needed} of memory ({detail}); this machine has {available}")]
+    Memory {
+        /// The estimate, human-readable.
+        needed: String,
+        /// The machine's memory, human-readable.
+        available: String,
+        /// Where it goes (weights, Gram matrices, chunks).
+        detail: String,
+    },
+    /// A teacher rank beyond what a computation handles.
+    #[error("{what} handles {limit}, but the target has r = {r}")]
+    RankLimit {
+        /// The computation ("the theory").
+        what: String,
+        /// Its limit in words ("r <= 7 teacher directions at degree 3 or more").
+        limit: String,
+        /// The target's rank.
+        r: usize,
+    },
+    /// A record file another sweep holds.
+    #[error("{path} is in use by another giantstep sweep; wait for it to finish or write to another file")]
+    Locked {
+        /// The record file.
+        path: String,
+    },
+    /// A file that is not a giantstep record file, or a line that is not a record.
+    #[error("{path} {message}")]
+    RecordFile {
+        /// The record file.
+        path: String,
+        /// What is wrong with it.
+        message: String,
+    },
     /// An unknown configuration key.
     #[error("unknown configuration key '{key}' (known keys{section}: {known})")]
     UnknownKey {
@@ -94,6 +146,34 @@ impl Clone for Error {
                 message: message.clone(),
             },
             Error::Config(m) => Error::Config(m.clone()),
+            Error::Invalid { key, expected, actual } => Error::Invalid {
+                key: key.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            Error::Memory {
+                needed,
+                available,
+                detail,
+            } => Error::Memory {
+                needed: needed.clone(),
+                available: available.clone(),
+                detail: detail.clone(),
+            },
+            Error::RankLimit { what, limit, r } => Error::RankLimit {
+                what: what.clone(),
+                limit: limit.clone(),
+                r: *r,
+            },
+            Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::WrongType { key, message } => Error::WrongType {
+                key: key.clone(),
+                message: message.clone(),
+            },
+            Error::RecordFile { path, message } => Error::RecordFile {
+                path: path.clone(),
+                message: message.clone(),
+            },
             Error::UnknownKey { key, section, known } => Error::UnknownKey {
                 key: key.clone(),
                 section: section.clone(),
@@ -128,5 +208,22 @@ impl Error {
     /// Shorthand for [`Error::Config`].
     pub fn config(msg: impl Into<String>) -> Self {
         Error::Config(msg.into())
+    }
+
+    /// Shorthand for [`Error::Invalid`].
+    pub fn invalid(key: impl Into<String>, expected: impl Into<String>, actual: impl std::fmt::Display) -> Self {
+        Error::Invalid {
+            key: key.into(),
+            expected: expected.into(),
+            actual: actual.to_string(),
+        }
+    }
+
+    /// The key or field a configuration error names, where it names one.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            Error::Invalid { key, .. } | Error::UnknownKey { key, .. } | Error::WrongType { key, .. } => Some(key),
+            _ => None,
+        }
     }
 }

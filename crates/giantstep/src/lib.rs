@@ -58,10 +58,12 @@ pub mod expr;
 mod given;
 #[doc(hidden)]
 pub mod linalg;
+pub mod model;
 mod names;
 #[doc(hidden)]
 pub mod network;
 mod observe;
+pub mod prediction;
 mod run;
 pub mod special;
 pub mod sweep;

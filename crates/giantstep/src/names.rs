@@ -18,11 +18,11 @@ macro_rules! named {
             }
         }
         impl std::str::FromStr for $t {
-            type Err = Error;
-            fn from_str(s: &str) -> Result<Self> {
+            type Err = $crate::error::Error;
+            fn from_str(s: &str) -> $crate::error::Result<Self> {
                 match s {
                     $($name => Ok(Self::$v),)+
-                    other => Err(Error::Name(format!(
+                    other => Err($crate::error::Error::Name(format!(
                         "must be {}, but is '{other}'",
                         $crate::names::one_of(<$t>::NAMES)
                     ))),
@@ -37,10 +37,13 @@ pub(crate) use named;
 /// `"preprocess must be none, mean or linear, but is 'x'"`.
 ///
 /// # Errors
-/// [`Error::Config`] naming `what` and the accepted names.
+/// [`Error::Invalid`] naming `what` and the accepted names.
 pub fn parse_named<T: std::str::FromStr<Err = Error>>(what: &str, s: &str) -> Result<T> {
     s.parse::<T>().map_err(|e| match e {
-        Error::Name(m) => Error::Config(format!("{what} {m}")),
+        Error::Name(m) => match m.strip_prefix("must be ").and_then(|m| m.split_once(", but is ")) {
+            Some((expected, actual)) => Error::invalid(what, expected, actual),
+            None => Error::Config(format!("{what} {m}")),
+        },
         other => other,
     })
 }

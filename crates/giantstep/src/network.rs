@@ -2,9 +2,9 @@
 //! (docs/model.md §2).
 
 use crate::activation::Activation;
-use crate::config::{FirstLayerInit, NetworkConfig, SecondLayerInit};
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::linalg::norm;
+use crate::model::{FirstLayerInit, NetworkConfig, SecondLayerInit};
 use rand::Rng;
 
 /// Student network: first layer `W` (row-major `p×d`), second layer `a` (length `p`), activation.

@@ -407,17 +407,19 @@ pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
             // its point. Anything else there means this is not a giantstep records file.
             Ok(_) | Err(_) if !complete && (!records.is_empty() || line.starts_with("{\"hash\":\"")) => break,
             Ok(_) | Err(_) if !complete => {
-                return Err(Error::config(format!(
-                    "{} is not a giantstep records file (line {number} is not a JSON record); write the records to another file",
-                    path.display()
-                )))
+                return Err(Error::RecordFile {
+                    path: path.display().to_string(),
+                    message: format!(
+                        "is not a giantstep records file (line {number} is not a JSON record); write the records to another file"
+                    ),
+                })
             }
             Ok(_) => unreachable!(),
             Err(e) => {
-                return Err(Error::config(format!(
-                    "{} line {number} is not a giantstep JSON record: {e}",
-                    path.display()
-                )))
+                return Err(Error::RecordFile {
+                    path: path.display().to_string(),
+                    message: format!("line {number} is not a giantstep JSON record: {e}"),
+                })
             }
         }
     }
@@ -669,10 +671,9 @@ fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, std::c
         .map_err(io)?;
     if let Err(e) = file.try_lock() {
         return Err(match e {
-            std::fs::TryLockError::WouldBlock => Error::config(format!(
-                "{} is in use by another giantstep sweep; wait for it to finish or write to another file",
-                out.display()
-            )),
+            std::fs::TryLockError::WouldBlock => Error::Locked {
+                path: out.display().to_string(),
+            },
             std::fs::TryLockError::Error(e) => io(e),
         });
     }

@@ -1,7 +1,7 @@
 //! The state evolution and readout theory of docs/theory.md §6 against closed forms, a naive
 //! Monte Carlo ridge, and simulation.
 
-use giantstep::theory::curve::predict;
+use giantstep::prediction::predict;
 use giantstep::theory::dynamics::{ridge_error, Pair, PairKernel};
 use giantstep::Config;
 
@@ -155,6 +155,7 @@ fn set(c: &mut Config, key: &str, value: &str) {
 /// paper-scale figure meets for n ≥ d^1.5: the test set has 2·10^5 samples, so its own sampling
 /// error (up to 0.04 at 2·10^4 on the heavy-tailed staircase targets) stays below 0.01.
 #[test]
+#[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn predicted_errors_match_simulation_at_d256() {
     let cases: Vec<Case> = vec![
         (
@@ -228,13 +229,13 @@ fn predicted_errors_match_simulation_at_d256() {
     assert_within(&cases, 0.03);
 }
 
-/// The two cases of docs/theory.md §6's table where the prediction misses by more than 0.03
-/// (measured: tanh on staircase2 0.041 at step 1, staircase3 with correlation loss 0.057 at step
-/// 1): known gaps, run on demand with
-/// `cargo test --release -p giantstep --test dynamics -- --ignored`.
+/// The two cases of docs/theory.md §6's table where the prediction misses by more than the 0.03
+/// of the other cases (measured: tanh on staircase2 0.041 at step 1, staircase3 with correlation
+/// loss 0.057 at step 1): known gaps of the theory, held to 0.07 so that they cannot grow
+/// unnoticed.
 #[test]
-#[ignore = "known gaps of the theory (docs/theory.md §6): tanh on staircase2, correlation loss on staircase3"]
-fn predicted_errors_known_gaps_at_d256() {
+#[ignore = "slow tier: .ci/run runs it with --ignored"]
+fn predicted_errors_known_gaps_stay_bounded_at_d256() {
     let cases: Vec<Case> = vec![
         (
             "staircase2 tanh",
@@ -256,7 +257,7 @@ fn predicted_errors_known_gaps_at_d256() {
             }),
         ),
     ];
-    assert_within(&cases, 0.03);
+    assert_within(&cases, 0.07);
 }
 
 /// The smoothed erf of the state evolution (closed forms) against a 200-node Gauss–Hermite rule

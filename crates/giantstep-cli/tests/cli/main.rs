@@ -39,9 +39,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A fresh, empty temporary directory named after the test.
+/// A fresh, empty temporary directory named after the test, of its own: the process id and a per-process counter make it unique even
+/// when two tests of one binary ask for the same name at the same time.
 pub fn tempdir(name: &str) -> TempDir {
-    let dir = std::env::temp_dir().join(format!("giantstep-test-{}-{name}", std::process::id()));
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let k = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("giantstep-test-{}-{k}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     TempDir(dir)

@@ -26,6 +26,8 @@ import numpy as np
 from . import _core
 
 __all__ = [
+    "ConfigError",
+    "ConfigTypeError",
     "RunResult",
     "run",
     "resolve",
@@ -37,6 +39,11 @@ __all__ = [
 ]
 
 __version__: str = _core.version()
+
+#: An invalid configuration value or an unknown key (a ``ValueError``); ``.key`` names the key.
+ConfigError = _core.ConfigError
+#: A configuration value of the wrong type (a ``TypeError``); ``.key`` names the key.
+ConfigTypeError = _core.ConfigTypeError
 
 ConfigLike = Union[None, str, "os.PathLike[str]", Mapping[str, Any]]
 
@@ -199,7 +206,7 @@ def run(
     W_star: Any = None,
     target: Optional[Callable[[np.ndarray], Any]] = None,
     return_weights: bool = False,
-    progress: bool = False,
+    progress: Union[bool, Callable[[str, int, int], Any]] = False,
     **overrides: Any,
 ) -> RunResult:
     """One simulation: ``T`` giant steps, the ridge readout, the test errors (``giantstep run``).
@@ -221,7 +228,9 @@ def run(
     return_weights
         Attach the arrays ``W0``, ``W``, ``a``, ``W_star``, ``readout``, ``rf_readout``.
     progress
-        Show a tqdm bar (when tqdm is installed).
+        ``True``: show a tqdm bar (when tqdm is installed). A callable: called as
+        ``progress(kind, t, of)`` from the engine's thread with ``kind`` one of ``"step"`` (step
+        ``t`` of ``of`` starts), ``"step_done"`` (step ``t`` finished), ``"readout"``, ``"test"``.
     **overrides
         Dotted keys, e.g. ``**{"train.steps": 2}``, or sections as dicts, e.g. ``network={"d": 64}``.
 
@@ -236,7 +245,11 @@ def run(
         # The function replaces the expression; r comes from target.r (default 1).
         pairs.append(("target.expr", json.dumps("0")))
         overrides = {**overrides, "target.expr": "0"}
-    bar = _Bar(int(resolve(config, **overrides)["train"]["steps"])) if progress else None
+    if callable(progress):
+        bar, callback = None, progress
+    else:
+        bar = _Bar(int(resolve(config, **overrides)["train"]["steps"])) if progress else None
+        callback = bar
     name = getattr(target, "__qualname__", None) or getattr(target, "__name__", None) or "target"
     if target is not None and not callable(target):
         raise TypeError(f"target must be callable (a function of the coordinates), but is {type(target).__name__}")
@@ -251,7 +264,7 @@ def run(
             target=target,
             target_name=name,
             keep_weights=return_weights,
-            progress=bar,
+            progress=callback,
         )
     finally:
         if bar is not None:

@@ -37,3 +37,9 @@ def sweep(
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> str: ...
 def load_records(path: str) -> List[str]: ...
+
+class ConfigError(ValueError):
+    key: Optional[str]
+
+class ConfigTypeError(TypeError):
+    key: Optional[str]

@@ -14,9 +14,9 @@ pub use observer::{Observer, Phase};
 pub use preflight::preflight;
 pub use result::{RunResult, RunTheory, StepRecord, Weights};
 
-use crate::config::{Config, Loss, Preprocess, ValidConfig};
+use crate::config::{Config, Preprocess, ValidConfig};
 use crate::data::{Purpose, StreamKey};
-use crate::engine::{self, Batch, ErrorSignal, Exec, Readout};
+use crate::engine::{self, Batch, Exec, Readout};
 use crate::error::{Error, Result};
 use crate::given::given;
 use crate::network::Network;
@@ -236,10 +236,6 @@ struct Ctx<'a> {
 fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dyn Observer) -> Result<Trained> {
     let (cfg, exec, target) = (ctx.cfg, &ctx.exec, &ctx.target);
     let (d, p, r) = (net.d, net.p, target.r);
-    let signal = match cfg.train.loss {
-        Loss::Residual => ErrorSignal::Residual,
-        Loss::Correlation => ErrorSignal::Correlation,
-    };
     let t_max = ctx.eval_at.iter().copied().max().expect("non-empty");
     let mut out = Trained {
         steps: Vec::with_capacity(t_max),
@@ -251,7 +247,7 @@ fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dy
         let eta = cfg.eta_at(t);
         let batch = train_batch(cfg, t);
         let shift = preprocess_shift(exec, target, &batch, cfg.train.preprocess_at(t));
-        let grad = engine::gradient::<T>(exec, net, target, &batch, shift.as_ref(), signal);
+        let grad = engine::gradient::<T>(exec, net, target, &batch, shift.as_ref(), cfg.train.loss);
         interrupted(exec, target)?;
         let mut step = || -> Result<StepRecord> {
             let geometry = gradient_geometry(&grad.g, &net.w, p, d, &target.w_star, r)?;

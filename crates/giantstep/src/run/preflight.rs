@@ -42,14 +42,16 @@ pub(super) fn check_memory(needed: f64, cfg: &ValidConfig) -> Result<()> {
     let Some(have) = machine_memory() else { return Ok(()) };
     if needed > have {
         let (d, p) = (cfg.network.d, cfg.network.p);
-        return Err(Error::config(format!(
-            "this run needs about {} of memory (p·d = {} weights per copy, p² = {} per Gram matrix, {} threads × chunk·(d+p)); this machine has {}",
-            human_bytes(needed),
-            p as f64 * d as f64,
-            p as f64 * p as f64,
-            cfg.threads,
-            human_bytes(have)
-        )));
+        return Err(Error::Memory {
+            needed: human_bytes(needed),
+            available: human_bytes(have),
+            detail: format!(
+                "p·d = {} weights per copy, p² = {} per Gram matrix, {} threads × chunk·(d+p)",
+                p as f64 * d as f64,
+                p as f64 * p as f64,
+                cfg.threads
+            ),
+        });
     }
     Ok(())
 }

@@ -26,9 +26,9 @@ pub(super) fn theories(
         && custom_name.is_none()
         && cfg.network.p <= PREDICT_MAX_P
         && (1..=PREDICT_MAX_STEPS).contains(&t_max)
-        && crate::theory::curve::kappa_of(cfg) >= crate::theory::curve::KAPPA_MIN
+        && crate::prediction::kappa_of(cfg) >= crate::prediction::KAPPA_MIN
         && cfg.train.reuse == 1)
-        .then(|| crate::theory::curve::predict_from(cfg, t_max, &start.w0, &start.net.a, &ctx.target.w_star).ok())
+        .then(|| crate::prediction::predict_from(cfg, t_max, &start.w0, &start.net.a, &ctx.target.w_star).ok())
         .flatten();
     ctx.eval_at
         .iter()
@@ -41,11 +41,11 @@ pub(super) fn theories(
                     if let Some(p) = &predicted {
                         th.test_error = p.steps.get(t - 1).map(|s| s.test_error);
                         th.rf_test_error = Some(p.rf_test_error);
-                        let kappa = crate::theory::curve::kappa_of(cfg);
-                        if kappa < crate::theory::curve::KAPPA_CHECKED {
+                        let kappa = crate::prediction::kappa_of(cfg);
+                        if kappa < crate::prediction::KAPPA_CHECKED {
                             th.warnings.push(format!(
                                 "predicted test error at log n / log d = {kappa:.2} < {}: measured gaps to simulation reach 0.1-0.18 there (e.g. z1 + z1*z2 at n = 4d); docs/theory.md §6",
-                                crate::theory::curve::KAPPA_CHECKED
+                                crate::prediction::KAPPA_CHECKED
                             ));
                         }
                     }

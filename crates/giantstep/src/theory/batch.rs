@@ -21,10 +21,10 @@ use super::activation::{ActivationCoefficients, ZERO};
 use super::hermite::{factorial, Expansion};
 use super::subspace::{range, Basis};
 use super::SubspaceStep;
-use crate::config::Preprocess;
-use crate::data::{fill_normal, Purpose, StreamKey};
+use crate::data::{fill_normal, StreamKey, TheoryStream};
 use crate::error::Result;
 use crate::linalg::dot;
+use crate::model::Preprocess;
 use serde::{Deserialize, Serialize};
 
 /// A finite batch: the dimension, the batch size and `γ = η/p` of the one-step closed form.
@@ -149,7 +149,7 @@ impl Parts {
 
     /// An orthonormal basis of the range of `∇P_k` (from `∇P_k` at seeded Gaussian points).
     fn range_of(&self, k: u32) -> Result<Basis> {
-        let key = StreamKey::new(0x7261_6e67, Purpose::Test, u64::MAX - 3);
+        let key = StreamKey::theory(0x7261_6e67, TheoryStream::SubspaceRange);
         let mut x = vec![0.0; self.r];
         let mut cols = Vec::new();
         for i in 0..(8 * self.r).max(16) {
@@ -303,7 +303,7 @@ fn finite_cosines(
     let along: Vec<f64> = moments.y2_x2.iter().map(|m| gamma * gamma * v * m / n).collect();
     let noise2 = gamma * gamma * v * moments.y2 * (d - r as f64).max(0.0) / n + along.iter().sum::<f64>();
     let draws = 20_000;
-    let key = StreamKey::new(0x6b61_7070, Purpose::Test, u64::MAX - 4);
+    let key = StreamKey::theory(0x6b61_7070, TheoryStream::OneStepAtKappa);
     let (mut x, mut g, mut t) = (vec![0.0; r], vec![0.0; r], vec![0.0; r]);
     let mut sum = vec![0.0; r];
     for i in 0..draws {

@@ -3,7 +3,7 @@
 use super::activation::{ActivationCoefficients, ZERO};
 use super::hermite::{expand, ExpandOptions, Expansion};
 use super::subspace::{complete_basis, expand_rotated, Basis};
-use crate::data::{fill_normal, Purpose, StreamKey};
+use crate::data::{fill_normal, StreamKey, TheoryStream};
 use crate::error::Result;
 use crate::linalg::dot;
 use serde::{Deserialize, Serialize};
@@ -78,7 +78,7 @@ pub fn quadratic_one_step(
     let c2 = act.c.get(2).copied().unwrap_or(0.0);
     let ey2 = ex.second_moment;
     let n = 100_000;
-    let key = StreamKey::new(0x6265_7461, Purpose::Test, u64::MAX - 2);
+    let key = StreamKey::theory(0x6265_7461, TheoryStream::QuadraticOneStep);
     let mut kappa = vec![0.0; r];
     let mut sum = vec![0.0; r];
     for i in 0..n {

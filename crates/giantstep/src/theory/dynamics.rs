@@ -28,10 +28,10 @@
 use super::activation::Smoother;
 use super::quadrature::{gauss_hermite, tensor_gauss_hermite, Rule};
 use crate::activation::{Activation, ActivationKind};
-use crate::config::Normalize;
-use crate::data::{fill_normal, Purpose, StreamKey};
+use crate::data::{fill_normal, Purpose, StreamKey, TheoryStream};
 use crate::error::{Error, Result};
 use crate::linalg::{dot, matmul, symmetric_eigen, Op};
+use crate::model::Normalize;
 use rayon::prelude::*;
 use std::f64::consts::PI;
 
@@ -66,7 +66,7 @@ impl Grid {
             let (x, w) = tensor_gauss_hermite(nodes, r)?;
             Ok(Grid { r, x, w })
         } else {
-            let key = StreamKey::new(seed, Purpose::Theory, u64::MAX);
+            let key = StreamKey::theory(seed, TheoryStream::DynamicsGrid);
             let mut x = vec![0.0; MAX_POINTS * r];
             fill_normal(&mut key.rng(0), &mut x);
             Ok(Grid {

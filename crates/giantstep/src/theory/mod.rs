@@ -11,7 +11,6 @@
 pub mod activation;
 pub mod batch;
 pub mod closed;
-pub mod curve;
 pub mod dynamics;
 pub mod hermite;
 pub mod neuron;
@@ -21,10 +20,10 @@ pub mod stability;
 pub mod subspace;
 
 use crate::activation::Activation;
-use crate::config::{Preprocess, SecondLayerInit};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
 use crate::linalg::dot;
+use crate::model::{Preprocess, SecondLayerInit};
 use crate::special::hermite as he;
 use activation::{ActivationCoefficients, ZERO};
 use closed::{OneStepCosine, QuadraticOneStep, RandomFeaturesFloor};
@@ -418,9 +417,11 @@ fn regime_warnings(ex: &Expansion, opts: &TheoryOptions, ell: u32) -> Vec<String
 
 fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
     if r == 0 || r > MAX_RANK {
-        return Err(Error::config(format!(
-            "the theory handles 1 <= r <= {MAX_RANK}, but r is {r}"
-        )));
+        return Err(Error::RankLimit {
+            what: "the theory".into(),
+            limit: format!("1 <= r <= {MAX_RANK}"),
+            r,
+        });
     }
     if r < expr.max_var() {
         return Err(Error::config(format!(
@@ -430,7 +431,7 @@ fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
     }
     for (name, v) in [("kappa", opts.kappa), ("alpha", opts.alpha), ("beta", opts.beta)] {
         if !(v.is_finite() && v > 0.0) {
-            return Err(Error::config(format!("{name} must be > 0, but is {v}")));
+            return Err(Error::invalid(name, "> 0", v));
         }
     }
     if !opts.gamma.is_finite() || !opts.eta0.is_finite() {

@@ -14,7 +14,7 @@
 use super::activation::Smoother;
 use super::quadrature::tensor_gauss_hermite;
 use crate::activation::Activation;
-use crate::data::{fill_normal, Purpose, StreamKey};
+use crate::data::{fill_normal, StreamKey, TheoryStream};
 use crate::error::Result;
 use crate::linalg::dot;
 use serde::{Deserialize, Serialize};
@@ -74,7 +74,7 @@ impl Points {
             Ok(Points { r, x, w })
         } else {
             let n = 200_000;
-            let key = StreamKey::new(0x6e65_7572, Purpose::Test, u64::MAX - 1);
+            let key = StreamKey::theory(0x6e65_7572, TheoryStream::Neuron);
             let mut x = vec![0.0; n * r];
             for i in 0..n {
                 fill_normal(&mut key.rng(i as u64), &mut x[i * r..(i + 1) * r]);

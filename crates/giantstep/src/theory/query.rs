@@ -2,9 +2,10 @@
 //! Python package: a target and the regime, with the defaults of the command line.
 
 use super::{analyze, TheoryOptions, TheoryReport};
-use crate::config::{parse_named, Preprocess, SecondLayerInit};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
+use crate::model::{Preprocess, SecondLayerInit};
+use crate::names::parse_named;
 use serde::{Deserialize, Serialize};
 
 /// Largest rank at degree 3 or more, so that every question is answered in seconds (measured
@@ -108,35 +109,30 @@ impl Query {
             )));
         }
         if r > MAX_RANK_DEGREE_3 && self.degree > 2 {
-            return Err(Error::config(format!(
-                "the theory handles r <= {MAX_RANK_DEGREE_3} teacher directions at degree 3 or more (up to r = {MAX_RANK_DEGREE_2} at degree 2), but the target has r = {r}"
-            )));
+            return Err(Error::RankLimit {
+                what: "the theory".into(),
+                limit: format!(
+                    "r <= {MAX_RANK_DEGREE_3} teacher directions at degree 3 or more (up to r = {MAX_RANK_DEGREE_2} at degree 2)"
+                ),
+                r,
+            });
         }
         let preprocess: Preprocess = parse_named("preprocess", &self.preprocess)?;
         let second_layer: SecondLayerInit = parse_named("second_layer", &self.second_layer)?;
-        if self.d < 2 || self.p == 0 {
-            return Err(Error::config(format!(
-                "d must be >= 2 and p > 0, but they are {} and {}",
-                self.d, self.p
-            )));
+        if self.d < 2 {
+            return Err(Error::invalid("d", ">= 2", self.d));
+        }
+        if self.p == 0 {
+            return Err(Error::invalid("p", "> 0", self.p));
         }
         if self.degree == 0 || self.degree > 12 {
-            return Err(Error::config(format!(
-                "degree must be between 1 and 12, but is {}",
-                self.degree
-            )));
+            return Err(Error::invalid("degree", "between 1 and 12", self.degree));
         }
         if self.steps == 0 || self.steps > 100 {
-            return Err(Error::config(format!(
-                "steps must be between 1 and 100, but is {}",
-                self.steps
-            )));
+            return Err(Error::invalid("steps", "between 1 and 100", self.steps));
         }
         if !(self.kappa > 0.0 && self.kappa <= 8.0) {
-            return Err(Error::config(format!(
-                "kappa must be in (0, 8] (n = d^kappa), but is {}",
-                self.kappa
-            )));
+            return Err(Error::invalid("kappa", "in (0, 8] (n = d^kappa)", self.kappa));
         }
         for (name, v) in [
             ("alpha", Some(self.alpha)),
@@ -149,10 +145,8 @@ impl Query {
             if let Some(v) = v {
                 let positive = matches!(name, "alpha" | "beta");
                 if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
-                    return Err(Error::config(format!(
-                        "{name} must be {} and finite, but is {v}",
-                        if positive { "> 0" } else { ">= 0" }
-                    )));
+                    let expected = if positive { "> 0 and finite" } else { ">= 0 and finite" };
+                    return Err(Error::invalid(name, expected, v));
                 }
             }
         }

@@ -27,9 +27,9 @@ use super::activation::ActivationCoefficients;
 use super::hermite::{factorial, Expansion};
 use super::quadrature::{gauss_hermite, gauss_legendre};
 use crate::activation::Activation;
-use crate::config::SecondLayerInit;
 use crate::error::Result;
 use crate::linalg::symmetric_eigen;
+use crate::model::SecondLayerInit;
 use serde::{Deserialize, Serialize};
 
 /// The stability of steps after the first, at the aligned state.

@@ -1,13 +1,13 @@
 //! Predicted test errors of a configuration and of a whole stairway (test error per number of
-//! steps `T` and batch size `n = d^κ`), from the state evolution of [`super::dynamics`]
+//! steps `T` and batch size `n = d^κ`), from the state evolution of [`crate::theory::dynamics`]
 //! (docs/theory.md §6).
 
-use super::dynamics::{Grid, Model, Setup, State};
 use crate::config::{BatchSize, Config, Loss, Preprocess, ReadoutBatch, ValidConfig};
 use crate::error::{Error, Result};
 use crate::linalg::dot;
 use crate::network::Network;
 use crate::target::Target;
+use crate::theory::dynamics::{Grid, Model, Setup, State};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
