@@ -42,20 +42,30 @@ where
         xs.iter().cloned().fold(f64::INFINITY, f64::min),
         xs.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
     );
+    // The axis shows the stairway's range: up to the error of predicting 0 and the random
+    // features, with room above; a curve that leaves it (a protocol that blows up at small n) is
+    // clipped and its points drawn as triangles on the top edge (their values are in summary.md).
     let mut ymax = data.second_moment;
+    let mut ceiling = data.second_moment;
+    for v in data.rf.values().filter(|v| !v.is_empty()) {
+        ceiling = ceiling.max(mean_std(v).0);
+    }
+    let ceiling = 1.5 * ceiling;
     for m in data.trained.values().chain(std::iter::once(&data.rf)) {
         for v in m.values().filter(|v| !v.is_empty()) {
             let (mu, sd) = mean_std(v);
             ymax = ymax.max(mu + sd);
         }
     }
+    let ymax = ymax.min(ceiling / 1.08);
+    let top = ymax * 1.08;
     let pad = ((xmax - xmin) * 0.04).max(0.05);
     let mut chart = ChartBuilder::on(root)
         .caption(&data.title, (FONT, 22))
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(60)
-        .build_cartesian_2d((xmin - pad)..(xmax + pad), 0.0..ymax * 1.08)?;
+        .build_cartesian_2d((xmin - pad)..(xmax + pad), 0.0..top)?;
     chart
         .configure_mesh()
         .x_desc("log n / log d")
@@ -103,7 +113,18 @@ where
                     .iter()
                     .map(|&(x, m, s)| ErrorBar::new_vertical(x, m - s, m, m + s, color.stroke_width(1), 6)),
             )?;
-            chart.draw_series(points.iter().map(|&(x, m, _)| Circle::new((x, m), 3, color.filled())))?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .filter(|p| p.1 <= top)
+                    .map(|&(x, m, _)| Circle::new((x, m), 3, color.filled())),
+            )?;
+            chart.draw_series(
+                points
+                    .iter()
+                    .filter(|p| p.1 > top)
+                    .map(|&(x, _, _)| TriangleMarker::new((x, top * 0.985), 6, color.filled())),
+            )?;
             Ok(())
         };
     for (i, (steps, curve)) in data.trained.iter().enumerate() {

@@ -637,6 +637,57 @@ fn observer_sees_phases_and_steps() {
     assert_eq!(messages, log.phases);
 }
 
+/// A run cancelled from its own observer when step 2 starts stops with `Error::Cancelled`
+/// inside that step: step 1 finished, step 2 never did, no readout was fitted. Driven by the
+/// run's events, not by timing.
+#[test]
+fn cancel_from_the_observer_stops_inside_the_step() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    struct CancelAtStep2 {
+        flag: Arc<AtomicBool>,
+        phases: Vec<String>,
+        finished: Vec<usize>,
+    }
+    impl giantstep::Observer for CancelAtStep2 {
+        fn phase(&mut self, phase: giantstep::Phase) {
+            self.phases.push(phase.to_string());
+            if phase == (giantstep::Phase::Step { t: 2, of: 3 }) {
+                self.flag.store(true, Ordering::SeqCst);
+            }
+        }
+        fn step_finished(&mut self, record: &giantstep::StepRecord) {
+            self.finished.push(record.t);
+        }
+    }
+    // Small chunks: the flag is read between chunks, and step 2 has many of them.
+    let cfg = config(&[
+        "network.d=32",
+        "network.p=16",
+        "train.steps=3",
+        "train.n=4096",
+        "chunk=64",
+        "eval.n_test=500",
+    ])
+    .resolve()
+    .unwrap();
+    let flag = Arc::new(AtomicBool::new(false));
+    let mut obs = CancelAtStep2 {
+        flag: flag.clone(),
+        phases: vec![],
+        finished: vec![],
+    };
+    let options = RunOptions {
+        observer: Some(&mut obs),
+        cancel: Some(flag),
+        ..Default::default()
+    };
+    let r = giantstep::run_with(&cfg, options);
+    assert!(matches!(r, Err(giantstep::Error::Cancelled)), "{r:?}");
+    assert_eq!(obs.finished, [1]);
+    assert_eq!(obs.phases, ["step 1/3", "step 2/3"]);
+}
+
 fn small(extra: &[&str]) -> giantstep::ValidConfig {
     let mut sets = vec!["network.d=24", "network.p=12", "train.steps=2", "eval.n_test=400"];
     sets.extend_from_slice(extra);

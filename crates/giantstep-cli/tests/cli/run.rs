@@ -334,6 +334,7 @@ fn theory_run_section_in_json() {
 }
 
 #[test]
+#[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn theory_bad_input_is_one_line_exit_2() {
     for (args, want) in [
         (vec!["theory", "exp(z1^2)"], "not square-integrable"),
