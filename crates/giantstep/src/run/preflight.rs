@@ -9,7 +9,7 @@ use crate::expr::Expr;
 /// this first, so that a refused run prints nothing else.
 ///
 /// # Errors
-/// As [`run`], for what can be known before simulating.
+/// As [`run`](crate::run()), for what can be known before simulating.
 pub fn preflight(config: &ValidConfig) -> Result<()> {
     let evaluated = if config.eval.every_step { config.train.steps } else { 1 };
     check_memory(config.memory_estimate(evaluated), config)?;

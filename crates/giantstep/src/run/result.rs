@@ -64,7 +64,7 @@ pub struct RunResult {
     pub theory_note: Option<String>,
     /// Wall time of the run in seconds.
     pub elapsed_s: f64,
-    /// The weights, with [`RunOptions::keep_weights`] (not part of the JSON).
+    /// The weights, with [`RunOptions::keep_weights`](crate::RunOptions::keep_weights) (not part of the JSON).
     #[serde(skip)]
     pub weights: Option<Weights>,
 }
@@ -114,7 +114,7 @@ pub struct RunTheory {
     pub rf_test_error: Option<f64>,
 }
 
-/// The weights of a run, returned with [`RunOptions::keep_weights`] (row-major matrices).
+/// The weights of a run, returned with [`RunOptions::keep_weights`](crate::RunOptions::keep_weights) (row-major matrices).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Weights {
     /// Input dimension `d`.
