@@ -9,7 +9,7 @@ issue's score) and "small n" (1.0-1.25). With --theory it also scores the predic
 `giantstep theory --curve` (seconds instead of minutes). Standard library only.
 
     python3 bench/protocol_search.py --d 128 --seeds 2 --out target/protocol-search
-    python3 bench/protocol_search.py --grid stairway-pm --d 512 --seeds 1   # theory only, ~20 min
+    python3 bench/protocol_search.py --grid stairway-pm --d 512 --seeds 1   # theory only, ~12 min
 """
 import argparse
 import json
