@@ -3,13 +3,13 @@
 
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
+use giantstep::bench::Workload;
 use giantstep::config::{apply_set, parse_table};
 use giantstep::{Config, RunResult};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-mod bench;
 mod plot;
 mod reproduce;
 mod summary;
@@ -68,26 +68,15 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.chunk == 0 {
         bail!("--chunk must be > 0, but is 0");
     }
-    let threads = if args.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    let mut workload = if args.small {
+        Workload::small()
     } else {
-        args.threads
+        Workload::standard()
     };
-    let (name, d, p) = if args.small {
-        ("small", 256, 512)
-    } else {
-        ("standard", 512, 1024)
-    };
-    let r = crate::bench::bench(&crate::bench::Workload {
-        name: name.into(),
-        d,
-        p,
-        n: d * d,
-        n_test: 10_000,
-        precision,
-        threads,
-        chunk: args.chunk,
-    })?;
+    workload.precision = precision;
+    workload.threads = args.threads;
+    workload.chunk = args.chunk;
+    let r = giantstep::bench::bench(&workload)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -322,7 +311,7 @@ fn warn_if_long(resolved: &giantstep::ValidConfig) {
     // The rate of a chunk-shaped GEMM no longer depends on the shape beyond a few hundred; capped
     // so that the calibration never allocates more than a few MB (the run checks its memory).
     let (d, p) = (resolved.network.d.min(1024), resolved.network.p.min(1024));
-    let Ok(rate) = crate::bench::calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk) else {
+    let Ok(rate) = giantstep::bench::calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk) else {
         return;
     };
     let secs = flops / (rate * 1e9 * 0.85);

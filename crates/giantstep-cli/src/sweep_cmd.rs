@@ -515,7 +515,7 @@ pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usiz
     };
     let c = &big.points[0].config;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let rate = crate::bench::calibrate_gemm(c.precision, c.network.d, c.network.p, cores, c.chunk)?;
+    let rate = giantstep::bench::calibrate_gemm(c.precision, c.network.d, c.network.p, cores, c.chunk)?;
     // Step and readout reach about 90% of the bare GEMM (README, Performance); data generation and
     // elementwise work take the rest.
     let efficiency = 0.85;

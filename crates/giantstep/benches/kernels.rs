@@ -1,5 +1,5 @@
 //! Criterion benches of the kernels: the giant step, the readout accumulation, data generation and
-//! target evaluation. `cargo bench -p giantstep`; the end-to-end numbers are `giantstep bench`.
+//! target evaluation. `cargo bench -p giantstep --features internals`; the end-to-end numbers are `giantstep bench`.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use giantstep::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};

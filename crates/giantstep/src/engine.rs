@@ -339,6 +339,7 @@ pub fn apply_step(w: &mut [f64], g: &[f64], eta: f64, p: usize, d: usize, normal
 }
 
 /// The batch loss `(1/2n) Σ (ỹ − f(z))²` (for checking the gradient by finite differences).
+#[cfg(any(test, feature = "internals"))]
 pub fn batch_loss(exec: &Exec, net: &Network, target: &Target, batch: &Batch, shift: Option<&LabelShift>) -> f64 {
     0.5 * gradient::<f64>(exec, net, target, batch, shift, Loss::Residual).batch_mse
 }

@@ -45,23 +45,27 @@ pub mod docs {
         #![doc = include_str!("../../../docs/stairway.md")]
     }
 }
+pub mod bench;
 pub mod config;
 pub mod cost;
-// The streaming kernels and their building blocks are public for giantstep's own benchmarks
-// (`cargo bench`, `giantstep bench`) only: hidden from the docs, not a stable API.
-#[doc(hidden)]
-pub mod data;
-#[doc(hidden)]
-pub mod engine;
+// The streaming kernels and their building blocks are internal; the feature `internals` makes
+// them public (hidden from the docs, not a stable API) for the criterion benches of
+// `cargo bench -p giantstep --features internals`.
+macro_rules! internal {
+    ($($name:ident),*) => {$(
+        #[cfg(feature = "internals")]
+        #[doc(hidden)]
+        pub mod $name;
+        #[cfg(not(feature = "internals"))]
+        pub(crate) mod $name;
+    )*};
+}
+internal!(data, engine, linalg, network);
 pub mod error;
 pub mod expr;
 mod given;
-#[doc(hidden)]
-pub mod linalg;
 pub mod model;
 mod names;
-#[doc(hidden)]
-pub mod network;
 mod observe;
 pub mod prediction;
 mod run;

@@ -80,7 +80,8 @@ impl Network {
         Network { d, p, w, a, activation }
     }
 
-    /// The output `f(z)` for one input.
+    /// The output `f(z)` for one input (the naive reference of the tests).
+    #[cfg(any(test, feature = "internals"))]
     pub fn output(&self, z: &[f64]) -> f64 {
         let d = self.d;
         let mut s = 0.0;

@@ -8,7 +8,7 @@
 //! multiplication, one comparison) with the block and its offset in registers, and the same slow
 //! paths (the wedge test and the tail). Same words, same arithmetic, same tables: the same
 //! numbers (tested against `rand_distr` on millions of draws, slow paths included). One thread,
-//! d = 256 rows (`cargo bench -p giantstep -- data`): 195 million normals/s before, 285 after
+//! d = 256 rows (`cargo bench -p giantstep --features internals -- data`): 195 million normals/s before, 285 after
 //! (of which the keystream, with its AVX-512 backend, is about 45%).
 
 use chacha20::cipher::{KeyIvInit, StreamCipher};

@@ -1,15 +1,28 @@
-//! `giantstep bench`: wall time and achieved GFLOP/s of each phase of a standard workload, next to
-//! the GFLOP/s the same binary reaches on a bare GEMM of the chunk shape on every thread at once.
+//! The benchmark of `giantstep bench`: wall time and achieved GFLOP/s of each phase of a run of a
+//! standard workload, next to the GFLOP/s the same binary reaches on a bare GEMM of the chunk
+//! shape on every thread at once.
+//!
+//! The workload is an ordinary configuration ([`Workload::config`]): its learning rate is
+//! [`ValidConfig::eta_at`], its step is the run's step, and the flops of each phase are those of
+//! the cost model of dry runs ([`crate::cost::run_flops`]), so that the benchmark measures what
+//! runs do.
+//!
+//! ```no_run
+//! use giantstep::bench::{bench, Workload};
+//! let report = bench(&Workload::small())?;
+//! println!("step + readout at {:.0}% of the bare GEMM rate", 100.0 * report.efficiency);
+//! # Ok::<(), giantstep::Error>(())
+//! ```
 
-use giantstep::config::{FirstLayerInit, NetworkConfig, Precision, SecondLayerInit, TeacherKind};
-use giantstep::data::{Purpose, StreamKey};
-use giantstep::engine::{self, Batch, Exec};
-use giantstep::expr::Expr;
-use giantstep::linalg::{gemm_isa, gemm_seconds, matmul, Op, Real};
-use giantstep::model::Loss;
-use giantstep::network::Network;
-use giantstep::target::{preset_expr, Target};
-use giantstep::Result;
+use crate::config::{BatchSize, Config, Precision, ValidConfig};
+use crate::cost::run_flops;
+use crate::data::{Purpose, StreamKey};
+use crate::engine::{self, Batch, Exec};
+use crate::linalg::{gemm_isa, gemm_seconds, matmul, Op, Real};
+use crate::model::{FirstLayerInit, SecondLayerInit};
+use crate::network::Network;
+use crate::target::Target;
+use crate::Result;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 
@@ -143,56 +156,99 @@ pub struct Workload {
     pub n_test: usize,
     /// Precision of the GEMMs.
     pub precision: Precision,
-    /// Worker threads.
+    /// Worker threads (0: all cores).
     pub threads: usize,
     /// Samples per chunk.
     pub chunk: usize,
 }
 
-/// Runs the benchmark: one giant step, the readout of the trained and initial layers, the test
-/// errors, and a data-generation-only pass, on `z1 + z1*z2` with ReLU.
-///
-/// # Errors
-/// As [`giantstep::run()`].
-pub fn bench(w: &Workload) -> Result<BenchReport> {
-    match w.precision {
-        Precision::F64 => bench_typed::<f64>(w),
-        Precision::F32 => bench_typed::<f32>(w),
+impl Workload {
+    /// The standard workload: `d = 512`, `p = 1024`, `n = d²`, 10 000 test samples, f64, all
+    /// cores, chunks of 4096.
+    pub fn standard() -> Workload {
+        Workload::square("standard", 512, 1024)
+    }
+
+    /// The small workload: `d = 256`, `p = 512`, otherwise as [`Workload::standard`].
+    pub fn small() -> Workload {
+        Workload::square("small", 256, 512)
+    }
+
+    fn square(name: &str, d: usize, p: usize) -> Workload {
+        Workload {
+            name: name.into(),
+            d,
+            p,
+            n: d * d,
+            n_test: 10_000,
+            precision: Precision::F64,
+            threads: 0,
+            chunk: 4096,
+        }
+    }
+
+    /// The run this workload times: one giant step on `z1 + z1*z2` (preset `staircase2`) with
+    /// ReLU, the default learning rate `η = p·√(n/d)`, a fresh readout batch of `n` samples,
+    /// seed 0.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`] for sizes or a chunk a run would refuse.
+    pub fn config(&self) -> Result<ValidConfig> {
+        let mut c = Config {
+            threads: self.threads,
+            chunk: self.chunk,
+            precision: self.precision,
+            ..Config::default()
+        };
+        c.target.preset = Some("staircase2".into());
+        c.network.d = self.d;
+        c.network.p = self.p;
+        c.network.activation = "relu".parse()?;
+        c.network.first_layer = FirstLayerInit::Gaussian;
+        c.network.second_layer = SecondLayerInit::Hypercube;
+        c.network.symmetric = true;
+        c.train.steps = 1;
+        c.train.n = BatchSize::Count(self.n as u64);
+        c.readout.n = Some(BatchSize::Count(self.n as u64));
+        c.eval.n_test = self.n_test;
+        c.eval.theory = false;
+        c.resolve()
     }
 }
 
-fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
-    let Workload {
-        ref name,
+/// Runs the benchmark: one giant step, the readout of the trained and initial layers, the test
+/// errors, and a data-generation-only pass, on the run of [`Workload::config`].
+///
+/// # Errors
+/// As [`Workload::config`] and [`crate::run()`].
+pub fn bench(w: &Workload) -> Result<BenchReport> {
+    let cfg = w.config()?;
+    match cfg.precision {
+        Precision::F64 => bench_typed::<f64>(&w.name, &cfg),
+        Precision::F32 => bench_typed::<f32>(&w.name, &cfg),
+    }
+}
+
+fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
+    let (d, p) = (cfg.network.d, cfg.network.p);
+    let (n, n_test, chunk) = (cfg.train_n(), cfg.eval.n_test, cfg.chunk);
+    let exec = Exec::new(chunk, cfg.threads)?;
+    let target = Target::new(
+        cfg.expr().clone(),
+        cfg.r(),
         d,
-        p,
-        n,
-        n_test,
-        precision,
-        threads,
-        chunk,
-    } = *w;
-    let exec = Exec::new(chunk, threads)?;
-    let expr = Expr::parse(preset_expr("staircase2")?)?;
-    let target = Target::new(expr, 2, d, TeacherKind::Random, 0.0, 0)?;
-    let mut net = Network::init(
-        &NetworkConfig {
-            d,
-            p,
-            activation: "relu".parse()?,
-            first_layer: FirstLayerInit::Gaussian,
-            second_layer: SecondLayerInit::Hypercube,
-            symmetric: true,
-        },
-        0,
-    );
+        cfg.target.teacher,
+        cfg.target.noise,
+        cfg.seed,
+    )?;
+    let mut net = Network::init(&cfg.network, cfg.seed);
     let w0 = net.w.clone();
+    let flops = run_flops(cfg, 1);
     let bare = bare_gemm::<T>(&exec, d, p);
-    let (df, pf, nf, tf) = (d as f64, p as f64, n as f64, n_test as f64);
     let mut phases = Vec::new();
     let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
     let gemm_before = std::cell::Cell::new(gemm_seconds());
-    let mut phase = |name: &str, seconds: f64, flops: f64, samples: f64| {
+    let mut phase = |name: &str, seconds: f64, flops: f64, samples: usize| {
         let gflops = flops / seconds / 1e9;
         let in_gemm = gemm_seconds() - gemm_before.get();
         phases.push(Phase {
@@ -201,27 +257,26 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
             flops,
             gflops,
             efficiency: gflops / bare,
-            samples_per_s: samples / seconds,
+            samples_per_s: samples as f64 / seconds,
             non_gemm_share: (1.0 - in_gemm / (workers * seconds)).clamp(0.0, 1.0),
         });
     };
     let train = Batch {
-        key: StreamKey::new(0, Purpose::Train, 0),
+        key: StreamKey::new(cfg.seed, Purpose::Train, 0),
         n,
     };
     gemm_before.set(gemm_seconds());
     let t = Instant::now();
     let _ = engine::label_shift(&exec, &target, &train, false);
-    phase("data", t.elapsed().as_secs_f64(), 0.0, nf);
+    phase("data", t.elapsed().as_secs_f64(), 0.0, n);
     gemm_before.set(gemm_seconds());
     let t = Instant::now();
-    let g = engine::gradient::<T>(&exec, &net, &target, &train, None, Loss::Residual);
-    phase("step", t.elapsed().as_secs_f64(), 4.0 * nf * df * pf, nf);
-    let eta = pf * (nf / df).sqrt();
-    net.w.iter_mut().zip(&g.g).for_each(|(w, gv)| *w += eta * gv);
+    let g = engine::gradient::<T>(&exec, &net, &target, &train, None, cfg.train.loss);
+    phase("step", t.elapsed().as_secs_f64(), flops.step, n);
+    engine::apply_step(&mut net.w, &g.g, cfg.eta_at(1), p, d, cfg.train.normalize);
     let readout = Batch {
-        key: StreamKey::new(0, Purpose::Readout, 0),
-        n,
+        key: StreamKey::new(cfg.seed, Purpose::Readout, 0),
+        n: cfg.readout_n(),
     };
     gemm_before.set(gemm_seconds());
     let t = Instant::now();
@@ -232,17 +287,12 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         target: &target,
         batch: &readout,
         shift: None,
-        lambda: 1.0,
+        lambda: cfg.readout.lambda,
     };
     let ro = engine::fit_readouts::<T>(&exec, &[&net.w, &w0], &problem)?;
-    phase(
-        "readout",
-        t.elapsed().as_secs_f64(),
-        2.0 * (2.0 * nf * df * pf + nf * pf * pf),
-        2.0 * nf,
-    );
+    phase("readout", t.elapsed().as_secs_f64(), flops.readout, 2 * readout.n);
     let test = Batch {
-        key: StreamKey::new(0, Purpose::Test, 0),
+        key: StreamKey::new(cfg.seed, Purpose::Test, 0),
         n: n_test,
     };
     gemm_before.set(gemm_seconds());
@@ -255,18 +305,18 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         batch: &test,
     };
     let _ = engine::test_errors::<T>(&exec, &[(&net.w, &ro[0]), (&w0, &ro[1])], &problem);
-    phase("test", t.elapsed().as_secs_f64(), 2.0 * 2.0 * tf * df * pf, 2.0 * tf);
+    phase("test", t.elapsed().as_secs_f64(), flops.test, 2 * n_test);
     let (sf, ss) = phases
         .iter()
         .filter(|ph| ph.name == "step" || ph.name == "readout")
         .fold((0.0, 0.0), |a, ph| (a.0 + ph.flops, a.1 + ph.seconds));
     Ok(BenchReport {
-        workload: name.clone(),
+        workload: name.to_string(),
         d,
         p,
         n,
         n_test,
-        precision,
+        precision: cfg.precision,
         threads: exec.threads,
         chunk,
         total_seconds: phases.iter().map(|ph| ph.seconds).sum(),
@@ -276,4 +326,42 @@ fn bench_typed<T: Real>(w: &Workload) -> Result<BenchReport> {
         gemm_isa: gemm_isa().to_string(),
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phases_carry_the_cost_model_flops_of_the_workload_run() {
+        let w = Workload {
+            name: "tiny".into(),
+            d: 16,
+            p: 8,
+            n: 256,
+            n_test: 100,
+            precision: Precision::F64,
+            threads: 2,
+            chunk: 64,
+        };
+        let r = bench(&w).unwrap();
+        let names: Vec<&str> = r.phases.iter().map(|ph| ph.name.as_str()).collect();
+        assert_eq!(names, ["data", "step", "readout", "test"]);
+        // One step 4·n·d·p; readouts of W and W0 (2·n·d·p + n·p² each); tests of both.
+        let (n, d, p, t) = (256.0, 16.0, 8.0, 100.0);
+        assert_eq!(r.phases[1].flops, 4.0 * n * d * p);
+        assert_eq!(r.phases[2].flops, 2.0 * (2.0 * n * d * p + n * p * p));
+        assert_eq!(r.phases[3].flops, 2.0 * 2.0 * t * d * p);
+        assert_eq!((r.threads, r.n, r.chunk), (2, 256, 64));
+        assert!(r.bare_gemm_gflops > 0.0 && r.phases.iter().all(|ph| ph.seconds > 0.0));
+    }
+
+    #[test]
+    fn a_workload_a_run_would_refuse_is_refused() {
+        let w = Workload {
+            chunk: 0,
+            ..Workload::small()
+        };
+        assert!(matches!(bench(&w), Err(crate::Error::Invalid { .. })));
+    }
 }
