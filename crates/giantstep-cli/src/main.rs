@@ -4,7 +4,7 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use giantstep::bench::Workload;
-use giantstep::config::{apply_set, parse_table};
+use giantstep::config::{apply_set, parse_table, set_key};
 use giantstep::{Config, RunResult};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -204,7 +204,8 @@ impl RunArgs {
             } else {
                 "target.expr"
             };
-            set_string(&mut table, key, t)?;
+            // A string as given (expressions may contain '=' or quotes).
+            set_key(&mut table, key, toml::Value::String(t.clone()))?;
         }
         let short: [(&str, &Option<String>); 8] = [
             ("network.d", &self.d),
@@ -230,17 +231,6 @@ impl RunArgs {
         cfg.resolve()?;
         Ok(cfg)
     }
-}
-
-/// Sets a string value without TOML interpretation (expressions may contain '=' or quotes).
-fn set_string(table: &mut toml::Table, key: &str, value: &str) -> anyhow::Result<()> {
-    apply_set(table, &format!("{key}=0"))?;
-    let (section, leaf) = key.split_once('.').expect("dotted key");
-    table[section]
-        .as_table_mut()
-        .expect("section")
-        .insert(leaf.to_string(), toml::Value::String(value.to_string()));
-    Ok(())
 }
 
 /// Checks that a record file can be appended to (it may exist).

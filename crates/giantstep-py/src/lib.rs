@@ -5,7 +5,7 @@
 //! waits in slices of 50 ms and checks for signals between them, so that Ctrl-C sets the run's
 //! cancel flag and raises `KeyboardInterrupt` within a chunk's time.
 
-use giantstep::config::{apply_set, parse_table, Config};
+use giantstep::config::{parse_table, set_key, Config};
 use giantstep::sweep::{read_records, run_sweep, Plan, Progress, SweepOptions};
 use giantstep::{CustomTarget, Error, Observer, Phase, RunOptions, StepRecord, ValidConfig};
 use numpy::{PyArray1, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMethods};
@@ -61,7 +61,7 @@ fn build_config(toml_text: &str, source: &str, overrides: &[(String, String)]) -
             )));
         }
         let value = toml::Value::try_from(&value).map_err(|e| Error::config(format!("{key}: {e}")))?;
-        apply_set(&mut table, &format!("{key}={value}"))?;
+        set_key(&mut table, key, value)?;
     }
     Config::from_table(table)
 }

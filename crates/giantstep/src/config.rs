@@ -454,39 +454,57 @@ pub fn parse_table(text: &str, source_name: &str) -> Result<toml::Table> {
 }
 
 /// Applies a dotted `key=value` override to a table. The value is read as a TOML value
-/// (`4`, `0.5`, `true`, `"text"`), and as a bare string when it is not one (`relu`, `4d`).
+/// (`4`, `0.5`, `true`, `"text"`), and as a bare string when it is not one (`relu`, `4d`); then
+/// [`set_key`] puts it in place.
 ///
 /// # Errors
-/// [`Error::Config`] when the text has no `=` or the key is empty.
+/// [`Error::Invalid`] (key `override`) when the text has no `=` or the key is empty; as
+/// [`set_key`].
 pub fn apply_set(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let (key, value) = assignment.split_once('=').ok_or_else(|| {
-        Error::config(format!(
-            "an override must be KEY=VALUE (e.g. train.eta_exp=0), but is '{assignment}'"
-        ))
+        Error::invalid(
+            "override",
+            "KEY=VALUE (e.g. train.eta_exp=0)",
+            format!("'{assignment}'"),
+        )
     })?;
-    let key = key.trim();
     let value = value.trim();
-    if key.is_empty() || key.split('.').any(|p| p.is_empty()) {
-        return Err(Error::config(format!(
-            "an override needs a dotted key like network.d, but the key is '{key}'"
-        )));
-    }
     let parsed = format!("v = {value}")
         .parse::<toml::Table>()
         .ok()
         .and_then(|mut t| t.remove("v"))
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    set_key(table, key.trim(), parsed)
+}
+
+/// Sets the dotted `key` (`network.d`) of a configuration table to a typed value, creating its
+/// sections: the one way a key is set — by [`apply_set`] (`--set`), the command line's short
+/// flags, a sweep's axes and the Python package's keyword arguments. Whether the key exists and
+/// the value fits is checked when the table becomes a [`Config`].
+///
+/// # Errors
+/// [`Error::Invalid`] (key `override`) for an empty key or an empty part (`network.`);
+/// [`Error::Invalid`] naming the part when a part before the last is a value, not a section.
+pub fn set_key(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
     let parts: Vec<&str> = key.split('.').collect();
+    if parts.iter().any(|p| p.trim().is_empty()) {
+        return Err(Error::invalid(
+            "override",
+            "a dotted key like network.d",
+            format!("'{key}'"),
+        ));
+    }
+    let (leaf, sections) = parts.split_last().expect("split yields a part");
     let mut cur = table;
-    for part in &parts[..parts.len() - 1] {
+    for (i, part) in sections.iter().enumerate() {
         let entry = cur
             .entry(part.to_string())
             .or_insert_with(|| toml::Value::Table(toml::Table::new()));
         cur = entry
             .as_table_mut()
-            .ok_or_else(|| Error::config(format!("override {key}: '{part}' is not a section")))?;
+            .ok_or_else(|| Error::invalid(parts[..=i].join("."), "a section (a table of keys)", "a value"))?;
     }
-    cur.insert(parts[parts.len() - 1].to_string(), parsed);
+    cur.insert(leaf.to_string(), value);
     Ok(())
 }
 
@@ -938,6 +956,31 @@ mod tests {
         assert!(e.contains("eta0"), "{e}");
         let e = Config::from_toml("foo = 1\n", "f.toml").unwrap_err().to_string();
         assert!(e.contains("'foo'"), "{e}");
+    }
+
+    #[test]
+    fn set_key_keeps_the_type_and_names_the_part_that_is_not_a_section() {
+        let mut t = toml::Table::new();
+        // A string with '=' and quotes stays the string given; numbers stay numbers.
+        set_key(&mut t, "target.expr", toml::Value::String("z1 + \"=\"".into())).unwrap();
+        set_key(&mut t, "network.d", toml::Value::Integer(8)).unwrap();
+        assert_eq!(t["target"]["expr"].as_str(), Some("z1 + \"=\""));
+        assert_eq!(t["network"]["d"].as_integer(), Some(8));
+        // apply_set reads text as TOML, then sets it the same way.
+        let mut u = toml::Table::new();
+        apply_set(&mut u, "network.d = 8").unwrap();
+        assert_eq!(u["network"], t["network"]);
+        let e = set_key(&mut t, "network.d.x", toml::Value::Integer(1)).unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid { key, actual, .. } if key == "network.d" && actual == "a value"),
+            "{e:?}"
+        );
+        for bad in ["", ".d", "network.", "network..d"] {
+            let e = set_key(&mut t, bad, toml::Value::Integer(1)).unwrap_err();
+            assert_eq!(e.key(), Some("override"), "{bad}: {e:?}");
+        }
+        let e = apply_set(&mut t, "novalue").unwrap_err();
+        assert!(matches!(&e, Error::Invalid { key, actual, .. } if key == "override" && actual == "'novalue'"));
     }
 
     #[test]

@@ -18,7 +18,7 @@
 //! "network.activation" = ["relu", "relu:0.5"]
 //! ```
 
-use crate::config::{apply_set, Config};
+use crate::config::{set_key, Config};
 use crate::error::{Error, Result};
 use crate::run::RunResult;
 use serde::{Deserialize, Serialize};
@@ -178,21 +178,6 @@ fn axis_values(key: &str, v: &toml::Value) -> Result<Vec<toml::Value>> {
     Ok(values)
 }
 
-fn set_value(table: &mut toml::Table, key: &str, value: toml::Value) -> Result<()> {
-    // Create the path with apply_set, then put the typed value in place.
-    apply_set(table, &format!("{key}=0"))?;
-    let parts: Vec<&str> = key.split('.').collect();
-    let mut cur = table;
-    for p in &parts[..parts.len() - 1] {
-        cur = cur
-            .get_mut(*p)
-            .and_then(|v| v.as_table_mut())
-            .expect("created by apply_set");
-    }
-    cur.insert(parts[parts.len() - 1].to_string(), value);
-    Ok(())
-}
-
 impl Plan {
     /// Parses a plan.
     ///
@@ -289,7 +274,7 @@ impl Plan {
                 assignment.push((axis.key.clone(), v.clone()));
             }
             for (k, v) in assignment.into_iter().rev() {
-                set_value(&mut table, &k, v)?;
+                set_key(&mut table, &k, v)?;
             }
             let mut config = Config::from_table(table)
                 .and_then(|c| c.resolve())
