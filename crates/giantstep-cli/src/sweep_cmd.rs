@@ -137,13 +137,11 @@ pub fn sweep_with_progress(
 /// The shard of this process: `--shard`, else the Slurm array task variables.
 fn resolve_shard(arg: &Option<String>) -> anyhow::Result<Option<Shard>> {
     if let Some(s) = arg {
-        return Ok(Some(s.parse::<Shard>().map_err(|e| {
-            anyhow::anyhow!(
-                "{}",
-                e.to_string()
-                    .trim_start_matches("invalid configuration: ")
-                    .replace("a shard must", "--shard must")
-            )
+        return Ok(Some(s.parse::<Shard>().map_err(|e| match e {
+            giantstep::Error::Invalid { expected, actual, .. } => {
+                anyhow::anyhow!("--shard must be {expected}, but is {actual}")
+            }
+            other => other.into(),
         })?));
     }
     match (

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Args;
-use giantstep::prediction::{curve, Curve};
+use giantstep::prediction::{curve, Curve, CurveQuery};
 use giantstep::theory::{analyze, Query, TheoryReport};
 use giantstep::Config;
 use std::fmt::Write;
@@ -12,37 +12,37 @@ pub struct TheoryArgs {
     /// Target: an expression over z1..zr (e.g. "z1 + z1*z2") or a preset name.
     target: String,
     /// Student activation (relu, erf, tanh, he1..he8, linear, shifted relu:0.5).
-    #[arg(long, default_value = "relu")]
+    #[arg(long, default_value_t = Query::default().activation)]
     activation: String,
     /// Number of steps T.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = Query::default().steps)]
     steps: usize,
     /// Batch exponent kappa of the generic recursion (n = d^kappa, l = floor(kappa)).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Query::default().kappa)]
     kappa: f64,
     /// alpha = n/d of the activation-aware recursion and the one-step closed form.
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = Query::default().alpha)]
     alpha: f64,
     /// Learning-rate prefactor: eta = eta0 · p · (n/d)^eta_exp, so gamma = eta/p = eta0 · alpha^eta_exp.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Query::default().eta0)]
     eta0: f64,
     /// Learning-rate exponent.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = Query::default().eta_exp)]
     eta_exp: f64,
     /// gamma = eta/p directly (overrides eta0 for the n = alpha d predictions).
     #[arg(long)]
     gamma: Option<f64>,
     /// beta = n/d² of the quadratic one-step closed form.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = Query::default().beta)]
     beta: f64,
     /// Input dimension (for log_d p of the random-features floor).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = Query::default().d)]
     d: usize,
     /// Width (for log_d p of the random-features floor).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = Query::default().p)]
     p: usize,
     /// Label preprocessing: none, mean or linear.
-    #[arg(long, default_value = "none")]
+    #[arg(long, default_value_t = Query::default().preprocess)]
     preprocess: String,
     /// Row normalization after each step in the activation-aware recursion.
     #[arg(long)]
@@ -54,14 +54,14 @@ pub struct TheoryArgs {
     #[arg(long)]
     r: Option<usize>,
     /// Maximal Hermite degree K.
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = Query::default().degree)]
     degree: u32,
     /// gamma of the steps after the first (default: the first step's gamma), for the stability
     /// of repeated steps.
     #[arg(long)]
     gamma_later: Option<f64>,
     /// Second-layer initialization: hypercube, gaussian or uniform (stability of later steps).
-    #[arg(long, default_value = "hypercube")]
+    #[arg(long, default_value_t = Query::default().second_layer)]
     second_layer: String,
     /// Print one JSON object instead of the report.
     #[arg(long)]
@@ -73,13 +73,13 @@ pub struct TheoryArgs {
     #[arg(long)]
     curve: bool,
     /// Smallest batch exponent of the curve.
-    #[arg(long, default_value_t = 0.25)]
+    #[arg(long, default_value_t = CurveQuery::default().kappa_from)]
     kappa_from: f64,
     /// Largest batch exponent of the curve.
-    #[arg(long, default_value_t = 2.25)]
+    #[arg(long, default_value_t = CurveQuery::default().kappa_to)]
     kappa_to: f64,
     /// Step between batch exponents of the curve.
-    #[arg(long, default_value_t = 0.125)]
+    #[arg(long, default_value_t = CurveQuery::default().kappa_step)]
     kappa_step: f64,
     /// Learning-rate cap of the curve: eta <= eta_max0 · p.
     #[arg(long)]
@@ -88,7 +88,7 @@ pub struct TheoryArgs {
     #[arg(long)]
     eta_schedule: Option<String>,
     /// Seeds of the curve (the initial layer and the gradient noise), averaged: 0..seeds.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = CurveQuery::default().seeds)]
     seeds: u64,
     /// Any configuration key of the curve's base configuration (repeatable, applied last).
     #[arg(long = "set", value_name = "KEY=VALUE")]
@@ -127,6 +127,8 @@ impl TheoryArgs {
 /// The theory's fields and the flags that set them (one table: the library names the field in
 /// [`giantstep::Error::Invalid`], the command line names the flag).
 const FLAGS: &[(&str, &str)] = &[
+    ("activation", "--activation"),
+    ("r", "--r"),
     ("kappa", "--kappa"),
     ("steps", "--steps"),
     ("degree", "--degree"),
@@ -140,6 +142,10 @@ const FLAGS: &[(&str, &str)] = &[
     ("gamma_later", "--gamma-later"),
     ("preprocess", "--preprocess"),
     ("second_layer", "--second-layer"),
+    ("kappa_from", "--kappa-from"),
+    ("kappa_to", "--kappa-to"),
+    ("kappa_step", "--kappa-step"),
+    ("seeds", "--seeds"),
 ];
 
 /// A library error in the words of the command line: fields become flags.
@@ -382,71 +388,34 @@ fn floors(s: &mut String, t: &TheoryReport) {
 
 /// The curve's base configuration from the flags.
 fn curve_from_flags(args: &TheoryArgs) -> anyhow::Result<(Config, Vec<f64>, usize, Vec<u64>)> {
-    let mut table = toml::Table::new();
-    let target_key = if giantstep::target::preset_expr(&args.target).is_ok() {
-        "target.preset"
-    } else {
-        "target.expr"
-    };
-    let mut sets = vec![
-        format!("{target_key}={}", toml::Value::String(args.target.clone())),
-        format!("network.d={}", args.d),
-        format!("network.p={}", args.p),
-        format!("network.activation={}", toml::Value::String(args.activation.clone())),
-        format!(
-            "network.second_layer={}",
-            toml::Value::String(args.second_layer.clone())
+    let eta_schedule = match &args.eta_schedule {
+        Some(s) => Some(
+            s.split(',')
+                .map(|x| x.trim().parse::<f64>())
+                .collect::<Result<Vec<f64>, _>>()
+                .map_err(|_| {
+                    anyhow::anyhow!("--eta-schedule must be numbers separated by commas, e.g. 1.0,0.6, but is '{s}'")
+                })?,
         ),
-        format!("train.eta0={}", args.eta0),
-        format!("train.eta_exp={}", args.eta_exp),
-        format!("train.preprocess={}", toml::Value::String(args.preprocess.clone())),
-        format!("train.steps={}", args.steps.max(1)),
-    ];
-    if args.normalize {
-        sets.push("train.normalize=\"project\"".into());
-    }
-    if args.correlation {
-        sets.push("train.loss=\"correlation\"".into());
-    }
-    if let Some(r) = args.r {
-        sets.push(format!("target.r={r}"));
-    }
-    if let Some(c) = args.eta_max0 {
-        sets.push(format!("train.eta_max0={c}"));
-    }
-    if let Some(s) = &args.eta_schedule {
-        let v: Vec<f64> = s
-            .split(',')
-            .map(|x| x.trim().parse::<f64>())
-            .collect::<Result<_, _>>()
-            .map_err(|_| {
-                anyhow::anyhow!("--eta-schedule must be numbers separated by commas, e.g. 1.0,0.6, but is '{s}'")
-            })?;
-        sets.push(format!(
-            "train.eta_schedule=[{}]",
-            v.iter().map(|x| format!("{x:?}")).collect::<Vec<_>>().join(", ")
-        ));
-    }
-    sets.extend(args.set.iter().cloned());
-    for s in &sets {
+        None => None,
+    };
+    let c = CurveQuery {
+        kappa_from: args.kappa_from,
+        kappa_to: args.kappa_to,
+        kappa_step: args.kappa_step,
+        seeds: args.seeds,
+        eta_max0: args.eta_max0,
+        eta_schedule,
+    };
+    let query = args.query();
+    let mut table = c.base_table(&query).map_err(flag_message)?;
+    for s in &args.set {
         giantstep::config::apply_set(&mut table, s).map_err(|e| anyhow::anyhow!("--set {s}: {e}"))?;
     }
     let base = Config::from_table(table)?;
-    let (from, to, step) = (args.kappa_from, args.kappa_to, args.kappa_step);
-    if !(from.is_finite() && to.is_finite() && step.is_finite() && step > 0.0 && to >= from && from > 0.0) {
-        anyhow::bail!("--kappa-from, --kappa-to, --kappa-step must be finite with 0 < from <= to and step > 0, but are {from}, {to}, {step}");
-    }
-    let count = ((to - from) / step + 1e-9).floor() as usize;
-    if count > 1000 {
-        anyhow::bail!("--kappa-step {step} gives {count} batch sizes; at most 1000");
-    }
-    let kappas = (0..=count)
-        .map(|i| ((from + i as f64 * step) * 1e9).round() / 1e9)
-        .collect();
-    if args.seeds == 0 || args.seeds > 100 {
-        anyhow::bail!("--seeds must be between 1 and 100, but is {}", args.seeds);
-    }
-    Ok((base, kappas, args.steps.max(1), (0..args.seeds).collect()))
+    let kappas = c.kappas().map_err(flag_message)?;
+    let seeds = c.seed_list().map_err(flag_message)?;
+    Ok((base, kappas, query.steps, seeds))
 }
 
 /// The curve's base configuration, batch sizes, steps and seeds from a sweep plan.

@@ -53,17 +53,25 @@ fn to_py(e: Error) -> PyErr {
 /// A configuration from TOML text and dotted overrides whose values are JSON texts.
 fn build_config(toml_text: &str, source: &str, overrides: &[(String, String)]) -> Result<Config, Error> {
     let mut table = parse_table(toml_text, source)?;
+    set_overrides(&mut table, overrides)?;
+    Config::from_table(table)
+}
+
+/// Sets dotted keys whose values are JSON texts (Python's keyword arguments) on a table.
+fn set_overrides(table: &mut toml::Table, overrides: &[(String, String)]) -> Result<(), Error> {
     for (key, json) in overrides {
         let value: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::config(format!("{key}: {e}")))?;
         if value.is_null() {
-            return Err(Error::config(format!(
-                "{key} is None; give a value or leave the key out"
-            )));
+            return Err(Error::invalid(
+                key,
+                "a value (leave the key out for its default)",
+                "None",
+            ));
         }
         let value = toml::Value::try_from(&value).map_err(|e| Error::config(format!("{key}: {e}")))?;
-        set_key(&mut table, key, value)?;
+        set_key(table, key, value)?;
     }
-    Config::from_table(table)
+    Ok(())
 }
 
 /// Runs `work` on a worker thread with the GIL released, checking for signals every 50 ms; on a
@@ -273,10 +281,9 @@ fn run(
     Ok((json, weights))
 }
 
-/// The theory report (`giantstep theory --json`) for a question given as JSON.
-#[pyfunction]
-fn theory(py: Python<'_>, query_json: &str) -> PyResult<String> {
-    let query: giantstep::theory::Query = serde_json::from_str(query_json).map_err(|e| {
+/// A question of the theory from JSON: the fields given, the library's defaults for the rest.
+fn from_json<T: serde::de::DeserializeOwned>(json: &str) -> PyResult<T> {
+    serde_json::from_str(json).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         if msg.contains("invalid type") {
@@ -284,41 +291,48 @@ fn theory(py: Python<'_>, query_json: &str) -> PyResult<String> {
         } else {
             PyValueError::new_err(msg)
         }
-    })?;
+    })
+}
+
+/// The defaults of `theory()`'s keywords, defined once in the library (`Query` and
+/// `CurveQuery`), as JSON: `{"query": {...}, "curve": {...}}`.
+#[pyfunction]
+fn theory_defaults() -> PyResult<String> {
+    serde_json::to_string(&serde_json::json!({
+        "query": giantstep::theory::Query::default(),
+        "curve": giantstep::prediction::CurveQuery::default(),
+    }))
+    .map_err(|e| PyRuntimeError::new_err(e.to_string()))
+}
+
+/// The theory report (`giantstep theory --json`) for a question given as JSON.
+#[pyfunction]
+fn theory(py: Python<'_>, query_json: &str) -> PyResult<String> {
+    let query: giantstep::theory::Query = from_json(query_json)?;
     let report = py.detach(|| query.analyze()).map_err(to_py)?;
     serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
-/// The predicted stairway of a configuration (`giantstep theory --curve --json`'s `curve`).
+/// The predicted stairway (`giantstep theory --curve --json`): a theory question and a curve
+/// question as JSON, then further configuration keys as dotted overrides.
 #[pyfunction]
-#[pyo3(signature = (target, toml_text, source, overrides, kappas, steps, seeds))]
-#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (query_json, curve_json, overrides))]
 fn theory_curve(
     py: Python<'_>,
-    target: &str,
-    toml_text: &str,
-    source: &str,
-    mut overrides: Vec<(String, String)>,
-    kappas: Vec<f64>,
-    steps: usize,
-    seeds: Vec<u64>,
+    query_json: &str,
+    curve_json: &str,
+    overrides: Vec<(String, String)>,
 ) -> PyResult<String> {
-    let key = if giantstep::target::preset_expr(target).is_ok() {
-        "target.preset"
-    } else {
-        "target.expr"
-    };
-    let value = serde_json::to_string(target).map_err(|e| PyRuntimeError::new_err(e.to_string()))?;
-    overrides.insert(0, (key.to_string(), value));
-    let base = build_config(toml_text, source, &overrides).map_err(to_py)?;
+    let query: giantstep::theory::Query = from_json(query_json)?;
+    let c: giantstep::prediction::CurveQuery = from_json(curve_json)?;
+    let mut table = c.base_table(&query).map_err(to_py)?;
+    set_overrides(&mut table, &overrides).map_err(to_py)?;
+    let base = Config::from_table(table).map_err(to_py)?;
     base.resolve().map_err(to_py)?;
-    if let Some(k) = kappas.iter().find(|k| !(k.is_finite() && **k > 0.0)) {
-        return Err(PyValueError::new_err(format!(
-            "kappa values must be finite and > 0, but one is {k}"
-        )));
-    }
+    let kappas = c.kappas().map_err(to_py)?;
+    let seeds = c.seed_list().map_err(to_py)?;
     let curve = py
-        .detach(|| giantstep::prediction::curve(&base, &kappas, steps, &seeds))
+        .detach(|| giantstep::prediction::curve(&base, &kappas, query.steps, &seeds))
         .map_err(to_py)?;
     serde_json::to_string(&serde_json::json!({ "config": base, "curve": curve }))
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
@@ -386,6 +400,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(theory, m)?)?;
     m.add_function(wrap_pyfunction!(theory_curve, m)?)?;
+    m.add_function(wrap_pyfunction!(theory_defaults, m)?)?;
     m.add_function(wrap_pyfunction!(sweep, m)?)?;
     m.add_function(wrap_pyfunction!(load_records, m)?)?;
     m.add_function(wrap_pyfunction!(version, m)?)?;

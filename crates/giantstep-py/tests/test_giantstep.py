@@ -1,5 +1,6 @@
 """The Python package against the command line and the library's guarantees (pytest)."""
 
+import inspect
 import json
 import math
 import os
@@ -120,7 +121,7 @@ def test_errors_name_the_key():
         ({"network.p": 5}, ValueError, "network.p must be even"),
         ({"target.expr": "z1 +* z2"}, ValueError, "target expression 'z1 +* z2'"),
         ({"network.activation": "sigmoid"}, ValueError, "activation"),
-        ({"train.n": None}, ValueError, "train.n is None"),
+        ({"train.n": None}, ValueError, "train.n must be a value"),
         ({"network.d": object()}, TypeError, "network.d must be a number"),
     ]
     for overrides, kind, text in cases:
@@ -247,6 +248,17 @@ def test_progress_without_tqdm_is_harmless(monkeypatch):
     with pytest.raises(ImportError):
         import tqdm.auto  # noqa: F401
     assert giantstep.run(SMALL, progress=True).test_error > 0
+
+
+def test_theory_defaults_are_the_librarys_and_the_clis():
+    """The keywords' defaults come from the library, as the CLI's flags do: same question, same report."""
+    defaults = giantstep.theory_defaults()
+    params = inspect.signature(giantstep.theory).parameters
+    assert set(defaults) <= set(params)
+    assert all(params[k].default == v for k, v in defaults.items())
+    want = json.loads(subprocess.run([cli(), "theory", "z1 + z1*z2", "--json"], check=True,
+                                     capture_output=True, text=True).stdout)
+    assert giantstep.theory("z1 + z1*z2") == want
 
 
 def test_theory_curve_equals_the_cli():

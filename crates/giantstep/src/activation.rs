@@ -138,8 +138,8 @@ impl std::str::FromStr for Activation {
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            Error::config(format!(
-                "activation must be relu, erf, tanh, he1..he8 or linear, optionally with a shift like 'relu:0.5', but is '{s}'"
+            Error::Name(format!(
+                "must be relu, erf, tanh, he1..he8 or linear, optionally with a shift like 'relu:0.5', but is '{s}'"
             ))
         };
         let (name, shift) = match s.split_once(':') {
@@ -349,8 +349,10 @@ mod tests {
             assert_eq!(a.to_string(), s);
         }
         for s in ["sigmoid", "he0", "he9", "relu:x", "relu:inf", ""] {
-            let e = s.parse::<Activation>().unwrap_err().to_string();
-            assert!(e.contains("activation must be"), "{e}");
+            let e = s.parse::<Activation>().unwrap_err();
+            assert!(matches!(&e, Error::Name(m) if m.starts_with("must be relu")), "{e:?}");
+            let e = crate::names::parse_named::<Activation>("network.activation", s).unwrap_err();
+            assert_eq!(e.key(), Some("network.activation"));
         }
     }
 

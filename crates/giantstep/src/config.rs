@@ -63,19 +63,25 @@ impl BatchSize {
     /// Resolves the batch size for input dimension `d`.
     ///
     /// # Errors
-    /// [`Error::Config`] for malformed text or a size of 0.
+    /// [`Error::Invalid`] naming `key` for malformed text or a size of 0.
     pub fn resolve(&self, d: usize, key: &str) -> Result<usize> {
         let n = match self {
             BatchSize::Count(n) => *n as usize,
             BatchSize::Expr(s) => {
                 let (c, e) = parse_power_of_d(s).ok_or_else(|| {
-                    Error::config(format!(
-                        "{key} must be an integer or of the form 'c d^e' (e.g. '4d', 'd^1.5', '0.5 d^2'), but is '{s}'"
-                    ))
+                    Error::invalid(
+                        key,
+                        "an integer or of the form 'c d^e' (e.g. '4d', 'd^1.5', '0.5 d^2')",
+                        format!("'{s}'"),
+                    )
                 })?;
                 let v = c * (d as f64).powf(e);
                 if !v.is_finite() || v > 1e15 {
-                    return Err(Error::config(format!("{key} = '{s}' is too large at d = {d}")));
+                    return Err(Error::invalid(
+                        key,
+                        format!("at most 1e15 at d = {d}"),
+                        format!("'{s}'"),
+                    ));
                 }
                 // Round down, forgiving the last-bit error of powf (d^2 must give d·d exactly).
                 (v * (1.0 + 1e-12)).floor() as usize
@@ -405,7 +411,14 @@ fn deserialize_error(text: &str, e: &toml::de::Error) -> Error {
     };
     match key {
         Some(key) if message.starts_with("invalid type") => Error::WrongType { key, message },
-        Some(key) => Error::config(format!("invalid value for {key}: {message}")),
+        // A value's own parser names what it accepts ("must be relu, erf, ..., but is 'x'").
+        Some(key) => match message
+            .strip_prefix("must be ")
+            .and_then(|m| m.rsplit_once(", but is "))
+        {
+            Some((expected, actual)) => Error::invalid(key, expected, actual),
+            None => Error::Value { key, message },
+        },
         None => Error::config(message),
     }
 }
@@ -512,8 +525,8 @@ impl Config {
     /// Builds a configuration from a table, checking every key.
     ///
     /// # Errors
-    /// [`Error::UnknownKey`] for keys that do not exist, [`Error::Config`] for values of the wrong
-    /// type.
+    /// [`Error::UnknownKey`] for keys that do not exist, [`Error::WrongType`] for values of the
+    /// wrong type, [`Error::Invalid`] or [`Error::Value`] for values their key does not accept.
     pub fn from_table(table: toml::Table) -> Result<Config> {
         // Deserialize from text so that an error carries a span, which names the key.
         let text = toml::to_string(&table).map_err(|e| Error::config(e.to_string()))?;
@@ -531,7 +544,7 @@ impl Config {
     /// The target expression after resolving presets (default: preset `staircase2`).
     ///
     /// # Errors
-    /// [`Error::Config`] for an unknown preset or both `expr` and `preset` given.
+    /// [`Error::Invalid`] (`target.preset`) for an unknown preset or both `expr` and `preset` given.
     pub fn target_expr(&self) -> Result<String> {
         match (&self.target.expr, &self.target.preset) {
             (Some(e), None) => Ok(e.clone()),
@@ -541,9 +554,11 @@ impl Config {
                 if pe == e {
                     Ok(e.clone())
                 } else {
-                    Err(Error::config(format!(
-                        "give target.expr or target.preset, not both (expr '{e}', preset '{p}' = '{pe}')"
-                    )))
+                    Err(Error::invalid(
+                        "target.preset",
+                        format!("absent when target.expr is given (expr '{e}')"),
+                        format!("'{p}' = '{pe}'"),
+                    ))
                 }
             }
             (None, None) => preset_expr("staircase2").map(str::to_string),
@@ -556,7 +571,7 @@ impl Config {
     /// sizes, the learning rate of every step). Everything a run needs is then known to be valid.
     ///
     /// # Errors
-    /// [`Error::Config`] or [`Error::Expr`] naming the first invalid value.
+    /// [`Error::Invalid`] or [`Error::Expr`] naming the first invalid value.
     pub fn resolve(&self) -> Result<ValidConfig> {
         let mut c = self.clone();
         if c.threads == 0 {
@@ -633,10 +648,11 @@ fn resolve_target(c: &mut Config) -> Result<(Expr, usize)> {
     let r = match c.target.r {
         Some(r) => {
             if r < expr.max_var() {
-                return Err(Error::config(format!(
-                    "the target uses z{} but target.r is {r}",
-                    expr.max_var()
-                )));
+                return Err(Error::invalid(
+                    "target.r",
+                    format!(">= {} (the target uses z{})", expr.max_var(), expr.max_var()),
+                    r,
+                ));
             }
             r
         }
@@ -670,20 +686,26 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     if t.reuse == 0 {
         return Err(Error::invalid("train.reuse", "> 0", 0));
     }
-    if !t.eta0.is_finite() || !t.eta_exp.is_finite() {
-        return Err(Error::config("train.eta0 and train.eta_exp must be finite"));
+    if !t.eta0.is_finite() {
+        return Err(Error::invalid("train.eta0", "finite", t.eta0));
+    }
+    if !t.eta_exp.is_finite() {
+        return Err(Error::invalid("train.eta_exp", "finite", t.eta_exp));
     }
     if t.eta0 < 0.0 {
-        return Err(Error::config(format!(
-            "the learning rate must be >= 0 (a negative one climbs the loss), but train.eta0 is {}",
-            t.eta0
-        )));
+        return Err(Error::invalid(
+            "train.eta0",
+            ">= 0 (a negative learning rate climbs the loss)",
+            t.eta0,
+        ));
     }
     if let Some(eta) = t.eta {
         if eta < 0.0 {
-            return Err(Error::config(format!(
-                "the learning rate must be >= 0 (a negative one climbs the loss), but train.eta is {eta}"
-            )));
+            return Err(Error::invalid(
+                "train.eta",
+                ">= 0 (a negative learning rate climbs the loss)",
+                eta,
+            ));
         }
         if !eta.is_finite() {
             return Err(Error::invalid("train.eta", "finite", eta));
@@ -710,14 +732,18 @@ fn check_train(t: &TrainConfig) -> Result<()> {
     }
     if let Some(s) = &t.eta_schedule {
         if s.is_empty() {
-            return Err(Error::config(
-                "train.eta_schedule must list at least one multiplier (e.g. [1.0, 0.5])",
+            return Err(Error::invalid(
+                "train.eta_schedule",
+                "a list of at least one multiplier (e.g. [1.0, 0.5])",
+                "[]",
             ));
         }
         if let Some(bad) = s.iter().find(|m| !(**m >= 0.0 && m.is_finite())) {
-            return Err(Error::config(format!(
-                "train.eta_schedule multipliers must be >= 0 and finite, but one is {bad}"
-            )));
+            return Err(Error::invalid(
+                "train.eta_schedule",
+                "multipliers >= 0 and finite",
+                format!("a list containing {bad}"),
+            ));
         }
     }
     Ok(())
@@ -856,7 +882,7 @@ impl ValidConfig {
     /// The same configuration trained for `steps` steps (every other value as here).
     ///
     /// # Errors
-    /// [`Error::Config`] when `steps` is 0 or above [`MAX_STEPS`].
+    /// [`Error::Invalid`] when `steps` is 0 or above [`MAX_STEPS`].
     pub fn with_steps(&self, steps: usize) -> Result<ValidConfig> {
         let mut c = self.config.clone();
         c.train.steps = steps;
@@ -993,34 +1019,50 @@ mod tests {
     }
 
     #[test]
-    fn invalid_values_are_rejected() {
-        let cases: &[(&str, &str)] = &[
-            ("network.d=0", "network.d must be > 0"),
-            ("network.p=0", "network.p must be > 0"),
-            ("network.p=5", "must be even"),
-            ("readout.lambda=-1", "readout.lambda must be >= 0"),
-            ("target.noise=-0.1", "target.noise must be >= 0"),
-            ("train.n=0", "train.n must be > 0"),
-            ("target.r=300", "target.r must be <= network.d"),
-            ("target.preset=nope", "unknown preset"),
-            ("target.expr=z1+foo(z2)", "unknown function 'foo'"),
-            ("network.activation=sigmoid", "activation must be"),
-            ("train.loss=hinge", "invalid value for train.loss"),
-            ("network.d=abc", "invalid value for network.d"),
-            ("seed=-1", "invalid value for seed"),
+    fn invalid_values_are_rejected_naming_their_key() {
+        let invalid = |e: &Error| matches!(e, Error::Invalid { .. });
+        let value = |e: &Error| matches!(e, Error::Value { .. });
+        let wrong_type = |e: &Error| matches!(e, Error::WrongType { .. });
+        type Kind = fn(&Error) -> bool;
+        let cases: &[(&str, &str, Kind)] = &[
+            ("network.d=0", "network.d", invalid),
+            ("network.p=0", "network.p", invalid),
+            ("network.p=5", "network.p", invalid),
+            ("readout.lambda=-1", "readout.lambda", invalid),
+            ("target.noise=-0.1", "target.noise", invalid),
+            ("train.n=0", "train.n", invalid),
+            ("train.n=4x", "train.n", invalid),
+            ("target.r=300", "target.r", invalid),
+            ("target.preset=nope", "target.preset", invalid),
+            ("network.activation=sigmoid", "network.activation", invalid),
+            ("train.eta0=-1", "train.eta0", invalid),
+            ("train.eta_schedule=[]", "train.eta_schedule", invalid),
+            ("train.eta_schedule=[1.0, -0.5]", "train.eta_schedule", invalid),
+            ("train.loss=hinge", "train.loss", value),
+            ("seed=-1", "seed", value),
+            ("network.d=abc", "network.d", wrong_type),
         ];
-        for (set, want) in cases {
+        for (set, key, kind) in cases {
             let mut t = toml::Table::new();
             apply_set(&mut t, set).unwrap();
-            let e = Config::from_table(t).and_then(|c| c.resolve()).unwrap_err().to_string();
-            assert!(e.contains(want), "{set}: {e}");
+            let e = Config::from_table(t).and_then(|c| c.resolve()).unwrap_err();
+            assert!(kind(&e) && e.key() == Some(key), "{set}: {e:?}");
+            // The message is one line that names the key.
+            let msg = e.to_string();
+            assert!(msg.contains(key) && !msg.contains('\n'), "{set}: {msg}");
         }
+        let mut t = toml::Table::new();
+        apply_set(&mut t, "target.expr=z1+foo(z2)").unwrap();
+        let e = Config::from_table(t).unwrap().resolve().unwrap_err();
+        assert!(matches!(&e, Error::Expr { column: 4, .. }), "{e:?}");
         let mut t = toml::Table::new();
         apply_set(&mut t, "target.expr=z1*z3").unwrap();
         apply_set(&mut t, "target.r=2").unwrap();
-        let e = Config::from_table(t).unwrap().resolve().unwrap_err().to_string();
-        assert!(e.contains("uses z3 but target.r is 2"), "{e}");
-        assert!(apply_set(&mut toml::Table::new(), "novalue").is_err());
+        let e = Config::from_table(t).unwrap().resolve().unwrap_err();
+        assert!(
+            matches!(&e, Error::Invalid { key, actual, .. } if key == "target.r" && actual == "2"),
+            "{e:?}"
+        );
     }
 
     /// Display, FromStr and the configuration files spell every name the same way.

@@ -43,6 +43,26 @@ pub enum Error {
         /// The deserializer's message (`invalid type: sequence, expected usize`).
         message: String,
     },
+    /// A value its key's type cannot hold (a name outside its set, a negative count): the
+    /// deserializer's message.
+    #[error("invalid configuration: invalid value for {key}: {message}")]
+    Value {
+        /// The dotted key.
+        key: String,
+        /// The deserializer's message (`unknown variant `x`, expected ...`).
+        message: String,
+    },
+    /// An array given at run time (weights, a teacher) of the wrong shape or with a bad entry:
+    /// "`what` must `expected`, but `actual`".
+    #[error("{what} must {expected}, but {actual}")]
+    Array {
+        /// The array (`the first layer W0`).
+        what: String,
+        /// What it must do (`have shape (8, 16)`, `be finite`).
+        expected: String,
+        /// What it does (`has 12 entries`, `entry (0, 3) is NaN`).
+        actual: String,
+    },
     /// A run that needs more memory than this machine has.
     #[error("this run needs about {needed} of memory ({detail}); this machine has {available}")]
     Memory {
@@ -77,6 +97,37 @@ pub enum Error {
         /// What is wrong with it.
         message: String,
     },
+    /// A point of a sweep plan whose configuration is invalid.
+    #[error("plan point {index}: {}", error.to_string().trim_start_matches("invalid configuration: "))]
+    PlanPoint {
+        /// The point's index in the plan.
+        index: usize,
+        /// What is wrong with its configuration.
+        error: Box<Error>,
+    },
+    /// Merged records that do not cover every point of their plan.
+    #[error("the records cover {covered} of {total} points (missing {missing}); finish the sweep, or merge partially")]
+    Incomplete {
+        /// Points with a record.
+        covered: usize,
+        /// Points of the plan.
+        total: usize,
+        /// The first missing indices (`2, 3, 8, ...`).
+        missing: String,
+    },
+    /// A target expression that fails the checks a run makes before it starts (not integrable
+    /// against the Gaussian, heavy-tailed).
+    #[error("invalid configuration: target '{expr}': {message}")]
+    TargetCheck {
+        /// The expression (its first 80 characters).
+        expr: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A combination of valid values that a computation does not handle (the oracle add-back
+    /// without a theory, a theory for a target given as a function).
+    #[error("invalid configuration: {0}")]
+    Unsupported(String),
     /// An unknown configuration key.
     #[error("unknown configuration key '{key}' (known keys{section}: {known})")]
     UnknownKey {
@@ -166,7 +217,29 @@ impl Clone for Error {
                 r: *r,
             },
             Error::Locked { path } => Error::Locked { path: path.clone() },
+            Error::PlanPoint { index, error } => Error::PlanPoint {
+                index: *index,
+                error: error.clone(),
+            },
+            Error::Incomplete {
+                covered,
+                total,
+                missing,
+            } => Error::Incomplete {
+                covered: *covered,
+                total: *total,
+                missing: missing.clone(),
+            },
             Error::WrongType { key, message } => Error::WrongType {
+                key: key.clone(),
+                message: message.clone(),
+            },
+            Error::Array { what, expected, actual } => Error::Array {
+                what: what.clone(),
+                expected: expected.clone(),
+                actual: actual.clone(),
+            },
+            Error::Value { key, message } => Error::Value {
                 key: key.clone(),
                 message: message.clone(),
             },
@@ -193,6 +266,11 @@ impl Clone for Error {
             Error::NonFinite { step, eta } => Error::NonFinite { step: *step, eta: *eta },
             Error::NotPositiveDefinite { lambda } => Error::NotPositiveDefinite { lambda: *lambda },
             Error::Numerical(m) => Error::Numerical(m.clone()),
+            Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            Error::TargetCheck { expr, message } => Error::TargetCheck {
+                expr: expr.clone(),
+                message: message.clone(),
+            },
             Error::Name(m) => Error::Name(m.clone()),
             Error::Target(m) => Error::Target(m.clone()),
             Error::Cancelled => Error::Cancelled,
@@ -222,7 +300,11 @@ impl Error {
     /// The key or field a configuration error names, where it names one.
     pub fn key(&self) -> Option<&str> {
         match self {
-            Error::Invalid { key, .. } | Error::UnknownKey { key, .. } | Error::WrongType { key, .. } => Some(key),
+            Error::Invalid { key, .. }
+            | Error::UnknownKey { key, .. }
+            | Error::WrongType { key, .. }
+            | Error::Value { key, .. } => Some(key),
+            Error::PlanPoint { error, .. } => error.key(),
             _ => None,
         }
     }

@@ -10,21 +10,23 @@ pub(crate) fn given(what: &str, v: &[f64], rows: usize, cols: usize) -> Result<V
         format!("({rows}, {cols})")
     };
     if v.len() != rows * cols {
-        return Err(Error::config(format!(
-            "{what} must have shape {shape}, but has {} entries",
-            v.len()
-        )));
+        return Err(Error::Array {
+            what: what.into(),
+            expected: format!("have shape {shape}"),
+            actual: format!("has {} entries", v.len()),
+        });
     }
     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-        return Err(Error::config(format!(
-            "{what} must be finite, but entry {} is {}",
-            if cols == 1 {
-                format!("{i}")
-            } else {
-                format!("({}, {})", i / cols, i % cols)
-            },
-            v[i]
-        )));
+        let at = if cols == 1 {
+            format!("{i}")
+        } else {
+            format!("({}, {})", i / cols, i % cols)
+        };
+        return Err(Error::Array {
+            what: what.into(),
+            expected: "be finite".into(),
+            actual: format!("entry {at} is {}", v[i]),
+        });
     }
     Ok(v.to_vec())
 }

@@ -8,6 +8,7 @@ use crate::linalg::dot;
 use crate::network::Network;
 use crate::target::Target;
 use crate::theory::dynamics::{Grid, Model, Setup, State};
+use crate::theory::Query;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -47,14 +48,14 @@ pub struct Prediction {
 }
 
 /// Why a configuration cannot be predicted at all.
-fn unsupported(cfg: &ValidConfig) -> Option<String> {
-    if cfg.train.reuse > 1 {
-        return Some(format!(
-            "train.reuse = {} (a batch seen twice) is not modelled: the state evolution assumes a fresh batch every step",
-            cfg.train.reuse
-        ));
-    }
-    None
+fn unsupported(cfg: &ValidConfig) -> Option<Error> {
+    (cfg.train.reuse > 1).then(|| {
+        Error::invalid(
+            "train.reuse",
+            "1 for a prediction (the state evolution assumes a fresh batch every step)",
+            cfg.train.reuse,
+        )
+    })
 }
 
 /// `log n / log d` of a configuration.
@@ -67,7 +68,7 @@ pub fn kappa_of(cfg: &ValidConfig) -> f64 {
 /// diverge, the steps before are returned and a note says from which step on there is none.
 ///
 /// # Errors
-/// [`Error::Config`] for what the state evolution does not model (`train.reuse > 1`),
+/// [`Error::Invalid`] for what the state evolution does not model (`train.reuse > 1`),
 /// [`Error::Numerical`] when the initial state or its readout cannot be computed.
 pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
     let net = Network::init(&cfg.network, cfg.seed);
@@ -88,8 +89,8 @@ pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
 /// # Errors
 /// As [`predict`].
 pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_star: &[f64]) -> Result<Prediction> {
-    if let Some(why) = unsupported(cfg) {
-        return Err(Error::config(why));
+    if let Some(e) = unsupported(cfg) {
+        return Err(e);
     }
     let steps = if steps == 0 { cfg.train.steps } else { steps };
     let cfg = if steps == cfg.train.steps {
@@ -204,6 +205,156 @@ pub struct Curve {
     pub notes: Vec<String>,
 }
 
+/// The batch sizes, seeds, learning-rate cap and schedule of a predicted stairway, with the
+/// defaults of `giantstep theory --curve` and of the Python package's `theory(curve=True)`; the
+/// rest of the question (target, `d`, `p`, activation, …) is a [`Query`].
+///
+/// ```
+/// use giantstep::prediction::CurveQuery;
+/// let c = CurveQuery { kappa_from: 1.5, kappa_to: 2.0, kappa_step: 0.25, ..Default::default() };
+/// assert_eq!(c.kappas()?, [1.5, 1.75, 2.0]);
+/// # Ok::<(), giantstep::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CurveQuery {
+    /// Smallest batch exponent `κ` (`n = d^κ`).
+    pub kappa_from: f64,
+    /// Largest batch exponent.
+    pub kappa_to: f64,
+    /// Step between batch exponents.
+    pub kappa_step: f64,
+    /// Seeds `0..seeds` averaged over (1 to [`CurveQuery::MAX_SEEDS`]).
+    pub seeds: u64,
+    /// Learning-rate cap `η ≤ eta_max0·p` (`train.eta_max0`).
+    pub eta_max0: Option<f64>,
+    /// Per-step learning-rate multipliers (`train.eta_schedule`; the last repeats).
+    pub eta_schedule: Option<Vec<f64>>,
+}
+
+impl Default for CurveQuery {
+    fn default() -> Self {
+        CurveQuery {
+            kappa_from: 0.25,
+            kappa_to: 2.25,
+            kappa_step: 0.125,
+            seeds: 1,
+            eta_max0: None,
+            eta_schedule: None,
+        }
+    }
+}
+
+impl CurveQuery {
+    /// Most seeds of one curve.
+    pub const MAX_SEEDS: u64 = 100;
+    /// Most batch sizes of one curve.
+    pub const MAX_KAPPAS: usize = 1001;
+
+    /// `κ_from, κ_from + step, …` up to `κ_to` (each rounded to 1e-9, so that 0.1 + 0.2 is 0.3).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `kappa_from`, `kappa_to` or `kappa_step`.
+    pub fn kappas(&self) -> Result<Vec<f64>> {
+        let (from, to, step) = (self.kappa_from, self.kappa_to, self.kappa_step);
+        if !(from.is_finite() && from > 0.0) {
+            return Err(Error::invalid("kappa_from", "finite and > 0", from));
+        }
+        if !(to.is_finite() && to >= from) {
+            return Err(Error::invalid(
+                "kappa_to",
+                format!("finite and >= kappa_from ({from})"),
+                to,
+            ));
+        }
+        if !(step.is_finite() && step > 0.0) {
+            return Err(Error::invalid("kappa_step", "finite and > 0", step));
+        }
+        let count = ((to - from) / step + 1e-9).floor();
+        if count >= Self::MAX_KAPPAS as f64 {
+            let least = (to - from) / (Self::MAX_KAPPAS - 1) as f64;
+            return Err(Error::invalid(
+                "kappa_step",
+                format!("at least {least} (at most {} batch sizes)", Self::MAX_KAPPAS),
+                step,
+            ));
+        }
+        Ok((0..=count as usize)
+            .map(|i| ((from + i as f64 * step) * 1e9).round() / 1e9)
+            .collect())
+    }
+
+    /// The seeds `0..seeds`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (`seeds`) outside 1 to [`CurveQuery::MAX_SEEDS`].
+    pub fn seed_list(&self) -> Result<Vec<u64>> {
+        if self.seeds == 0 || self.seeds > Self::MAX_SEEDS {
+            return Err(Error::invalid(
+                "seeds",
+                format!("between 1 and {}", Self::MAX_SEEDS),
+                self.seeds,
+            ));
+        }
+        Ok((0..self.seeds).collect())
+    }
+
+    /// The curve's base configuration as a table, from the fields of `q` that configure a run
+    /// (target, `r`, `d`, `p`, activation, second layer, `eta0`, `eta_exp`, preprocessing, steps,
+    /// `normalize` as `"project"`, `correlation` as the correlation loss) and this cap and
+    /// schedule. Further keys are set on the table with [`crate::config::set_key`] before it
+    /// becomes a [`Config`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (`steps`) for 0 steps.
+    pub fn base_table(&self, q: &Query) -> Result<toml::Table> {
+        use toml::Value;
+        if q.steps == 0 {
+            return Err(Error::invalid("steps", ">= 1", 0));
+        }
+        let target_key = if crate::target::preset_expr(&q.target).is_ok() {
+            "target.preset"
+        } else {
+            "target.expr"
+        };
+        let int = |v: usize| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+        let mut keys = vec![
+            (target_key, Value::String(q.target.clone())),
+            ("network.d", int(q.d)),
+            ("network.p", int(q.p)),
+            ("network.activation", Value::String(q.activation.clone())),
+            ("network.second_layer", Value::String(q.second_layer.clone())),
+            ("train.eta0", Value::Float(q.eta0)),
+            ("train.eta_exp", Value::Float(q.eta_exp)),
+            ("train.preprocess", Value::String(q.preprocess.clone())),
+            ("train.steps", int(q.steps)),
+        ];
+        if q.normalize {
+            keys.push(("train.normalize", Value::String("project".into())));
+        }
+        if q.correlation {
+            keys.push(("train.loss", Value::String("correlation".into())));
+        }
+        if let Some(r) = q.r {
+            keys.push(("target.r", int(r)));
+        }
+        if let Some(c) = self.eta_max0 {
+            keys.push(("train.eta_max0", Value::Float(c)));
+        }
+        if let Some(s) = &self.eta_schedule {
+            keys.push((
+                "train.eta_schedule",
+                Value::Array(s.iter().map(|&v| Value::Float(v)).collect()),
+            ));
+        }
+        let mut table = toml::Table::new();
+        for (key, value) in keys {
+            crate::config::set_key(&mut table, key, value)?;
+        }
+        Ok(table)
+    }
+}
+
 /// The predicted stairway of `base` over `n = d^κ` for `κ` in `kappas` and `T = 1..=steps`,
 /// averaged over `seeds` (each seed is one draw of the initial layer and of the gradient noise,
 /// as in simulation).
@@ -212,10 +363,10 @@ pub struct Curve {
 /// An invalid configuration at some `κ`, or a configuration the state evolution does not model.
 pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Result<Curve> {
     if steps == 0 {
-        return Err(Error::config("the curve needs steps >= 1"));
+        return Err(Error::invalid("steps", ">= 1", 0));
     }
     if seeds.is_empty() {
-        return Err(Error::config("the curve needs at least one seed"));
+        return Err(Error::invalid("seeds", "at least one seed", "none"));
     }
     // A readout batch resolved to the base's own training batch follows every batch size.
     let mut base = base.clone();

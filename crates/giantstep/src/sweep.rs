@@ -102,7 +102,10 @@ pub fn fnv_hex(text: &str) -> String {
 }
 
 fn axis_values(key: &str, v: &toml::Value) -> Result<Vec<toml::Value>> {
-    let bad = |msg: String| Error::config(format!("axis '{key}': {msg}"));
+    let bad = |message: String| Error::Value {
+        key: format!("axes.\"{key}\""),
+        message,
+    };
     let values = match v {
         toml::Value::Array(a) => a.clone(),
         toml::Value::String(s) if s.contains("..") => {
@@ -203,12 +206,12 @@ impl Plan {
         let base = match t.remove("base") {
             Some(toml::Value::Table(b)) => b,
             None => toml::Table::new(),
-            Some(_) => return Err(Error::config("[base] must be a table")),
+            Some(v) => return Err(Error::invalid("base", "a table", v.type_str())),
         };
         let axes_table = match t.remove("axes") {
             Some(toml::Value::Table(a)) => a,
             None => toml::Table::new(),
-            Some(_) => return Err(Error::config("[axes] must be a table")),
+            Some(v) => return Err(Error::invalid("axes", "a table", v.type_str())),
         };
         // toml::Table keeps keys sorted; axes are ordered by key name, which is deterministic.
         let mut axes = Vec::new();
@@ -224,10 +227,11 @@ impl Plan {
             .filter(|n| *n <= MAX_POINTS);
         if total.is_none() {
             let sizes: Vec<String> = axes.iter().map(|a| format!("{} ({})", a.key, a.values.len())).collect();
-            return Err(Error::config(format!(
-                "the plan has more than {MAX_POINTS} points (axes: {}); split it into several plans",
-                sizes.join(" × ")
-            )));
+            return Err(Error::invalid(
+                "axes",
+                format!("at most {MAX_POINTS} points in all (split the plan into several)"),
+                format!("more ({})", sizes.join(" × ")),
+            ));
         }
         let plan = Plan {
             name,
@@ -278,7 +282,10 @@ impl Plan {
             }
             let mut config = Config::from_table(table)
                 .and_then(|c| c.resolve())
-                .map_err(|e| Error::config(format!("plan point {index}: {e}")))?
+                .map_err(|e| Error::PlanPoint {
+                    index,
+                    error: Box::new(e),
+                })?
                 .into_config();
             config.threads = 0;
             let hash = fnv_hex(&serde_json::to_string(&config).expect("serializable"));
@@ -309,7 +316,7 @@ pub struct Shard {
 impl std::str::FromStr for Shard {
     type Err = Error;
     fn from_str(s: &str) -> Result<Shard> {
-        let bad = || Error::config(format!("a shard must be i/N with 0 <= i < N, but is '{s}'"));
+        let bad = || Error::invalid("shard", "i/N with 0 <= i < N", format!("'{s}'"));
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let (index, count): (usize, usize) = (
             i.trim().parse().map_err(|_| bad())?,
@@ -359,7 +366,7 @@ pub struct Record {
 /// truncate before appending.
 ///
 /// # Errors
-/// [`Error::Io`] if unreadable; [`Error::Config`] for a line that is not a JSON record.
+/// [`Error::Io`] if unreadable; [`Error::RecordFile`] for a line that is not a JSON record.
 pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
     let io = |e| Error::Io {
         path: path.display().to_string(),
@@ -641,10 +648,10 @@ fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, std::c
     // file would otherwise truncate and interleave it. The lock is advisory (flock) and released
     // when the file is closed, also when the process is killed.
     if std::fs::metadata(out).is_ok_and(|m| !m.is_file()) {
-        return Err(Error::config(format!(
-            "the record file must be a regular file (records are appended to it and resumed from it), but {} is not",
-            out.display()
-        )));
+        return Err(Error::RecordFile {
+            path: out.display().to_string(),
+            message: "must be a regular file (records are appended to it and resumed from it)".into(),
+        });
     }
     let existed = out.exists();
     let mut file = std::fs::OpenOptions::new()
@@ -670,12 +677,13 @@ fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, std::c
     };
     let (done, valid) = read_records(out).map_err(refuse)?;
     if let Some(other) = done.iter().find(|r| r.plan != plan_id) {
-        return Err(Error::config(format!(
-            "{} holds records of a different plan ({}; this plan is {}); write the records to another file",
-            out.display(),
-            other.plan,
-            plan_id
-        )));
+        return Err(Error::RecordFile {
+            path: out.display().to_string(),
+            message: format!(
+                "holds records of a different plan ({}; this plan is {plan_id}); write the records to another file",
+                other.plan
+            ),
+        });
     }
     let done_hashes = done
         .into_iter()
@@ -746,15 +754,17 @@ impl RecordWriter<'_> {
                 .set_len(st.kept)
                 .and_then(|_| st.file.seek(std::io::SeekFrom::Start(st.kept)));
             let records = st.summary.skipped + st.summary.ran;
-            st.failure = Some(Error::config(format!(
-                "cannot write {}: {e}{}; {records} points kept, rerun to resume",
-                self.out.display(),
-                if cut.is_ok() {
-                    ""
-                } else {
-                    " (and cutting the partial record failed)"
-                }
-            )));
+            st.failure = Some(Error::RecordFile {
+                path: self.out.display().to_string(),
+                message: format!(
+                    "cannot be written: {e}{}; {records} points kept, rerun to resume",
+                    if cut.is_ok() {
+                        ""
+                    } else {
+                        " (and cutting the partial record failed)"
+                    }
+                ),
+            });
             return None;
         }
         st.kept += line.len() as u64;
@@ -782,11 +792,13 @@ pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
             match &plan {
                 None => plan = Some((r.plan.clone(), path.display().to_string())),
                 Some((p, from)) if *p != r.plan => {
-                    return Err(Error::config(format!(
-                        "{} holds records of plan {} but {from} holds plan {p}: refusing to merge different plans",
-                        path.display(),
-                        r.plan
-                    )))
+                    return Err(Error::RecordFile {
+                        path: path.display().to_string(),
+                        message: format!(
+                            "holds records of plan {} but {from} holds plan {p}: refusing to merge different plans",
+                            r.plan
+                        ),
+                    })
                 }
                 _ => {}
             }
@@ -812,12 +824,11 @@ pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
                 .collect();
             if !missing.is_empty() {
                 let shown: Vec<String> = missing.iter().take(10).cloned().collect();
-                return Err(Error::config(format!(
-                    "the records cover {} of {total} points (missing {}{}); finish the sweep, or merge partially",
-                    total - missing.len(),
-                    shown.join(", "),
-                    if missing.len() > 10 { ", ..." } else { "" }
-                )));
+                return Err(Error::Incomplete {
+                    covered: total - missing.len(),
+                    total,
+                    missing: format!("{}{}", shown.join(", "), if missing.len() > 10 { ", ..." } else { "" }),
+                });
             }
         }
     }
@@ -856,11 +867,10 @@ pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> 
             .collect();
         let (records, _) = if f.exists() { read_records(f)? } else { (vec![], 0) };
         if let Some(r) = records.iter().find(|r| r.plan != id) {
-            return Err(Error::config(format!(
-                "{} holds records of a different plan ({}, expected {id})",
-                f.display(),
-                r.plan
-            )));
+            return Err(Error::RecordFile {
+                path: f.display().to_string(),
+                message: format!("holds records of a different plan ({}, expected {id})", r.plan),
+            });
         }
         let done: std::collections::HashSet<&str> = records
             .iter()

@@ -49,7 +49,7 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
 /// The expression of a named preset.
 ///
 /// # Errors
-/// [`Error::Config`] listing the known presets.
+/// [`Error::Invalid`] (`target.preset`) listing the known presets.
 pub fn preset_expr(name: &str) -> Result<&'static str> {
     PRESETS
         .iter()
@@ -57,7 +57,11 @@ pub fn preset_expr(name: &str) -> Result<&'static str> {
         .map(|(_, e, _)| *e)
         .ok_or_else(|| {
             let names: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
-            Error::config(format!("unknown preset '{name}' (known: {})", names.join(", ")))
+            Error::invalid(
+                "target.preset",
+                format!("a known preset ({})", names.join(", ")),
+                format!("'{name}'"),
+            )
         })
 }
 
@@ -114,18 +118,17 @@ impl Target {
     /// `(seed, Teacher, 0)` (Gram–Schmidt of Gaussian rows = QR with positive diagonal).
     ///
     /// # Errors
-    /// [`Error::Config`] if `r > d` or the expression uses a variable above `r`.
+    /// [`Error::Invalid`] (`target.r`) if `r > d` or the expression uses a variable above `r`.
     pub fn new(expr: Expr, r: usize, d: usize, teacher: TeacherKind, noise: f64, seed: u64) -> Result<Target> {
         if r > d {
-            return Err(Error::config(format!(
-                "target.r must be <= network.d = {d}, but is {r}"
-            )));
+            return Err(Error::invalid("target.r", format!("<= network.d = {d}"), r));
         }
         if expr.max_var() > r {
-            return Err(Error::config(format!(
-                "the target uses z{} but target.r is {r}",
-                expr.max_var()
-            )));
+            return Err(Error::invalid(
+                "target.r",
+                format!(">= {} (the target uses z{})", expr.max_var(), expr.max_var()),
+                r,
+            ));
         }
         let mut w_star = vec![0.0; r * d];
         let canonical = teacher == TeacherKind::Canonical;
@@ -155,7 +158,7 @@ impl Target {
     /// orthonormal to 1e-6 (the overlaps are cosines with them).
     ///
     /// # Errors
-    /// [`Error::Config`] naming the problem (`what` names the input, e.g. `"W_star"`).
+    /// [`Error::Array`] naming the problem (`what` names the input, e.g. `"W_star"`).
     pub fn set_teacher(&mut self, w_star: &[f64], what: &str) -> Result<()> {
         let (r, d) = (self.r, self.d);
         let w_star = crate::given::given(what, w_star, r, d)?;
@@ -164,9 +167,11 @@ impl Target {
                 let g = crate::linalg::dot(&w_star[k * d..(k + 1) * d], &w_star[l * d..(l + 1) * d]);
                 let want = if k == l { 1.0 } else { 0.0 };
                 if (g - want).abs() > 1e-6 {
-                    return Err(Error::config(format!(
-                        "{what} must have orthonormal rows, but <row {l}, row {k}> = {g:.3e} (orthonormalize it, e.g. by QR)"
-                    )));
+                    return Err(Error::Array {
+                        what: what.into(),
+                        expected: "have orthonormal rows (orthonormalize it, e.g. by QR)".into(),
+                        actual: format!("<row {l}, row {k}> = {g:.3e}"),
+                    });
                 }
             }
         }

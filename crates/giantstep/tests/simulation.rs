@@ -737,27 +737,27 @@ fn given_weights_reproduce_a_run() {
     .unwrap();
     assert_ne!(changed.test_error, first.test_error);
     // Shapes, finiteness and orthonormality are checked, naming the input.
-    let bad: &[(RunOptions, &str)] = &[
+    let bad: &[(RunOptions, (&str, &str, &str))] = &[
         (
             RunOptions {
                 first_layer: Some(&w.a),
                 ..Default::default()
             },
-            "the first layer W0 must have shape (12, 24), but has 12 entries",
+            ("the first layer W0", "have shape (12, 24)", "has 12 entries"),
         ),
         (
             RunOptions {
                 second_layer: Some(&[f64::NAN; 12]),
                 ..Default::default()
             },
-            "the second layer a must be finite, but entry 0 is NaN",
+            ("the second layer a", "be finite", "entry 0 is NaN"),
         ),
         (
             RunOptions {
                 teacher: Some(&w.w0[..48]),
                 ..Default::default()
             },
-            "orthonormal rows",
+            ("the teacher W_star", "have orthonormal rows", "<row 0, row 0>"),
         ),
     ];
     for (options, want) in bad {
@@ -767,8 +767,13 @@ fn given_weights_reproduce_a_run() {
             teacher: options.teacher,
             ..Default::default()
         };
-        let e = giantstep::run_with(&cfg, options).unwrap_err().to_string();
-        assert!(e.contains(want), "{e}");
+        let e = giantstep::run_with(&cfg, options).unwrap_err();
+        let (w, x, a) = want;
+        assert!(
+            matches!(&e, giantstep::Error::Array { what, expected, actual }
+                if what == w && expected.starts_with(x) && actual.starts_with(a)),
+            "{e:?}"
+        );
     }
 }
 

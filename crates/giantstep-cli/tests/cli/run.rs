@@ -203,7 +203,7 @@ fn bad_input_is_one_line_exit_2_nothing_written() {
         (vec!["--target".into(), "z1 + y2".into()], "unknown variable 'y2'"),
         (
             vec!["--target".into(), "z1 + z3".into(), "--set".into(), "target.r=2".into()],
-            "uses z3 but target.r is 2",
+            "target.r must be >= 3 (the target uses z3), but is 2",
         ),
         (vec!["--target".into(), "z1 + (z2".into()], "at column 9"),
         (vec!["--target".into(), "z1 ** z2".into()], "at column 5"),
@@ -425,7 +425,7 @@ fn run_refuses_nonsense_before_simulating() {
         (vec!["--target", "sqrt(-1-z1^2)"], "not finite"),
         (vec!["--target", "he(z1)"], "needs a literal integer degree k"),
         (vec!["--target", "he(-1, z1)"], "needs a literal integer degree k"),
-        (vec!["--set", "train.eta0=-1"], "the learning rate must be >= 0"),
+        (vec!["--set", "train.eta0=-1"], "train.eta0 must be >= 0"),
         (vec!["--steps", "5000"], "train.steps must be <= 1000"),
         (
             vec!["--set", "eval.n_test=10000000000000"],

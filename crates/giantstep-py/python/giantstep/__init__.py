@@ -32,6 +32,7 @@ __all__ = [
     "run",
     "resolve",
     "theory",
+    "theory_defaults",
     "sweep",
     "load_records",
     "records_frame",
@@ -275,30 +276,30 @@ def run(
 def theory(
     expr: str,
     *,
-    activation: str = "relu",
-    steps: int = 3,
-    kappa: float = 1.0,
-    alpha: float = 4.0,
-    eta0: float = 1.0,
-    eta_exp: float = 0.5,
+    activation: str = None,  # type: ignore[assignment]
+    steps: int = None,  # type: ignore[assignment]
+    kappa: float = None,  # type: ignore[assignment]
+    alpha: float = None,  # type: ignore[assignment]
+    eta0: float = None,  # type: ignore[assignment]
+    eta_exp: float = None,  # type: ignore[assignment]
     gamma: Optional[float] = None,
-    beta: float = 1.0,
-    d: int = 256,
-    p: int = 512,
-    preprocess: str = "none",
-    normalize: bool = False,
-    correlation: bool = False,
+    beta: float = None,  # type: ignore[assignment]
+    d: int = None,  # type: ignore[assignment]
+    p: int = None,  # type: ignore[assignment]
+    preprocess: str = None,  # type: ignore[assignment]
+    normalize: bool = None,  # type: ignore[assignment]
+    correlation: bool = None,  # type: ignore[assignment]
     r: Optional[int] = None,
-    degree: int = 6,
+    degree: int = None,  # type: ignore[assignment]
     gamma_later: Optional[float] = None,
-    second_layer: str = "hypercube",
+    second_layer: str = None,  # type: ignore[assignment]
     curve: bool = False,
-    kappa_from: float = 0.25,
-    kappa_to: float = 2.25,
-    kappa_step: float = 0.125,
+    kappa_from: float = None,  # type: ignore[assignment]
+    kappa_to: float = None,  # type: ignore[assignment]
+    kappa_step: float = None,  # type: ignore[assignment]
     eta_max0: Optional[float] = None,
     eta_schedule: Optional[Sequence[float]] = None,
-    seeds: int = 1,
+    seeds: int = None,  # type: ignore[assignment]
     config: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The theory of a target (``giantstep theory --json``): Hermite coefficients, leap index,
@@ -317,88 +318,24 @@ def theory(
     ``log n / log d = 1``), ``rf_test_error``, ``mean_abs_cos`` (``steps × len(kappa) × r``),
     and ``notes`` and ``config``.
     """
-    if curve:
-        return _theory_curve(
-            expr,
-            activation=activation,
-            steps=steps,
-            eta0=eta0,
-            eta_exp=eta_exp,
-            d=d,
-            p=p,
-            preprocess=preprocess,
-            normalize=normalize,
-            correlation=correlation,
-            r=r,
-            second_layer=second_layer,
-            kappa_from=kappa_from,
-            kappa_to=kappa_to,
-            kappa_step=kappa_step,
-            eta_max0=eta_max0,
-            eta_schedule=eta_schedule,
-            seeds=seeds,
-            config=config,
-        )
-    query = {
-        "target": expr,
-        "activation": activation,
-        "steps": steps,
-        "kappa": kappa,
-        "alpha": alpha,
-        "eta0": eta0,
-        "eta_exp": eta_exp,
-        "gamma": gamma,
-        "beta": beta,
-        "d": d,
-        "p": p,
-        "preprocess": preprocess,
-        "normalize": normalize,
-        "correlation": correlation,
-        "r": r,
-        "degree": degree,
-        "gamma_later": gamma_later,
-        "second_layer": second_layer,
-    }
-    query = {k: _plain(v, k) for k, v in query.items()}
-    return json.loads(_core.theory(json.dumps(query)))
-
-
-def _theory_curve(expr: str, **kw: Any) -> Dict[str, Any]:
-    """The ``curve=True`` branch of :func:`theory`."""
-    steps = _plain(kw["steps"], "steps")
-    seeds = _plain(kw["seeds"], "seeds")
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, but is {steps!r}")
-    if not isinstance(seeds, int) or isinstance(seeds, bool) or not 1 <= seeds <= 100:
-        raise ValueError(f"seeds must be an integer between 1 and 100, but is {seeds!r}")
-    lo, hi, step = (float(_plain(kw[k], k)) for k in ("kappa_from", "kappa_to", "kappa_step"))
-    if not (np.isfinite([lo, hi, step]).all() and 0 < lo <= hi and step > 0):
-        raise ValueError(
-            f"kappa_from, kappa_to, kappa_step must be finite with 0 < from <= to and step > 0, "
-            f"but are {lo}, {hi}, {step}"
-        )
-    count = int(np.floor((hi - lo) / step + 1e-9))
-    if count > 1000:
-        raise ValueError(f"kappa_step {step} gives {count + 1} batch sizes; at most 1001")
-    kappas = [round(lo + i * step, 9) for i in range(count + 1)]
-    cfg: Dict[str, Any] = {
-        "network": {"d": kw["d"], "p": kw["p"], "activation": kw["activation"], "second_layer": kw["second_layer"]},
-        "train": {"eta0": kw["eta0"], "eta_exp": kw["eta_exp"], "preprocess": kw["preprocess"], "steps": steps},
-    }
-    if kw["r"] is not None:
-        cfg["target"] = {"r": kw["r"]}
-    if kw["normalize"]:
-        cfg["train"]["normalize"] = "project"
-    if kw["correlation"]:
-        cfg["train"]["loss"] = "correlation"
-    if kw["eta_max0"] is not None:
-        cfg["train"]["eta_max0"] = kw["eta_max0"]
-    if kw["eta_schedule"] is not None:
-        cfg["train"]["eta_schedule"] = [float(v) for v in kw["eta_schedule"]]
-    text, source, pairs = _config_args(cfg, kw["config"] or {})
     if not isinstance(expr, str):
         raise TypeError(f"expr must be a string (an expression or a preset name), but is {type(expr).__name__}")
-    out = json.loads(_core.theory_curve(expr, text, source, pairs, kappas, steps, list(range(seeds))))
+    given = {
+        "activation": activation, "steps": steps, "kappa": kappa, "alpha": alpha, "eta0": eta0,
+        "eta_exp": eta_exp, "gamma": gamma, "beta": beta, "d": d, "p": p, "preprocess": preprocess,
+        "normalize": normalize, "correlation": correlation, "r": r, "degree": degree,
+        "gamma_later": gamma_later, "second_layer": second_layer, "kappa_from": kappa_from,
+        "kappa_to": kappa_to, "kappa_step": kappa_step, "eta_max0": eta_max0,
+        "eta_schedule": eta_schedule, "seeds": seeds,
+    }
+    # None leaves a field to the library's default (the signature shows those defaults).
+    query = {"target": expr}
+    query.update({k: _plain(given[k], k) for k in _THEORY_DEFAULTS["query"] if k in given and given[k] is not None})
+    if not curve:
+        return json.loads(_core.theory(json.dumps(query)))
+    spec = {k: _plain(given[k], k) for k in _THEORY_DEFAULTS["curve"] if given[k] is not None}
+    _, _, pairs = _config_args(None, config or {})
+    out = json.loads(_core.theory_curve(json.dumps(query), json.dumps(spec), pairs))
     c = out["curve"]
     nan = float("nan")
     cos_rows = [v for row in c["mean_abs_cos"] for v in row if v is not None]
@@ -410,11 +347,26 @@ def _theory_curve(expr: str, **kw: Any) -> Dict[str, Any]:
         "rf_test_error": np.array([nan if v is None else v for v in c["rf_test_error"]], dtype=float),
         "mean_abs_cos": np.array(
             [[[nan] * r if v is None else v for v in row] for row in c["mean_abs_cos"]], dtype=float
-        ).reshape(steps, len(c["kappa"]), r),
+        ).reshape(len(c["test_error"]), len(c["kappa"]), r),
         "seeds": c["seeds"],
         "notes": c["notes"],
         "config": out["config"],
     }
+
+
+# The defaults of theory()'s keywords are the library's (giantstep::theory::Query and
+# giantstep::prediction::CurveQuery), defined once there and shown in the signature here.
+_THEORY_DEFAULTS: Dict[str, Dict[str, Any]] = json.loads(_core.theory_defaults())
+theory.__kwdefaults__ = {  # type: ignore[attr-defined]
+    **theory.__kwdefaults__,  # type: ignore[attr-defined]
+    **{k: v for k, v in _THEORY_DEFAULTS["query"].items() if k != "target"},
+    **_THEORY_DEFAULTS["curve"],
+}
+
+
+def theory_defaults() -> Dict[str, Any]:
+    """The defaults of :func:`theory`'s keywords (the same as ``giantstep theory``'s flags)."""
+    return {**{k: v for k, v in _THEORY_DEFAULTS["query"].items() if k != "target"}, **_THEORY_DEFAULTS["curve"]}
 
 
 def sweep(

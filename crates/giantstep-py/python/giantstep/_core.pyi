@@ -19,15 +19,8 @@ def run(
     progress: Optional[Callable[[str, int, int], None]] = None,
 ) -> Tuple[str, Optional[Dict[str, Any]]]: ...
 def theory(query_json: str) -> str: ...
-def theory_curve(
-    target: str,
-    toml_text: str,
-    source: str,
-    overrides: List[Tuple[str, str]],
-    kappas: List[float],
-    steps: int,
-    seeds: List[int],
-) -> str: ...
+def theory_curve(query_json: str, curve_json: str, overrides: List[Tuple[str, str]]) -> str: ...
+def theory_defaults() -> str: ...
 def sweep(
     plan_text: str,
     source: str,

@@ -67,7 +67,7 @@ pub struct RunOptions<'a> {
 ///
 /// # Errors
 /// Memory beyond this machine's or a target that is not square-integrable
-/// ([`Error::Config`]), non-finite weights ([`Error::NonFinite`]), a singular ridge system.
+/// ([`Error::Memory`], [`Error::TargetCheck`]), non-finite weights ([`Error::NonFinite`]), a singular ridge system.
 pub fn run(config: &ValidConfig) -> Result<RunResult> {
     run_with(config, RunOptions::default())
 }
@@ -80,7 +80,7 @@ pub fn run(config: &ValidConfig) -> Result<RunResult> {
 /// stored in `steps[t].test_error` / `steps[t].train_error`; every other field is as without it.
 ///
 /// # Errors
-/// As [`run`]; wrong shapes or non-finite values of given arrays ([`Error::Config`]), a failing
+/// As [`run`]; wrong shapes or non-finite values of given arrays ([`Error::Array`]), a failing
 /// target function ([`Error::Target`]), cancellation ([`Error::Cancelled`]).
 pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> {
     let steps = config.train.steps;
@@ -144,10 +144,11 @@ pub(crate) fn run_prefixes_shared(
 
 fn run_prefixes_with(cfg: &ValidConfig, eval_at: &[usize], options: RunOptions) -> Result<Vec<Result<RunResult>>> {
     if eval_at.is_empty() || eval_at.iter().any(|&t| t == 0 || t > cfg.train.steps) {
-        return Err(Error::config(format!(
-            "steps to evaluate must lie in 1..={}, but are {eval_at:?}",
-            cfg.train.steps
-        )));
+        return Err(Error::invalid(
+            "steps to evaluate",
+            format!("a non-empty list in 1..={}", cfg.train.steps),
+            format!("{eval_at:?}"),
+        ));
     }
     check_memory(cfg.memory_estimate(eval_at.len()), cfg)?;
     match cfg.precision {

@@ -63,22 +63,18 @@ pub(super) fn check_memory(needed: f64, cfg: &ValidConfig) -> Result<()> {
 pub(super) fn check_target(expr: &Expr, r: usize) -> Result<()> {
     // A sweep runs many points of one target (and the CLI's preflight checks before the run):
     // the verdict is kept per (expression, r) for the process (at r = 4 the check costs ~0.3 s).
-    static CHECKED: std::sync::Mutex<Vec<(String, usize, Option<String>)>> = std::sync::Mutex::new(Vec::new());
+    static CHECKED: std::sync::Mutex<Vec<(String, usize, Option<Error>)>> = std::sync::Mutex::new(Vec::new());
     let key = expr.source().to_string();
     if let Some(verdict) = CHECKED.lock().ok().and_then(|c| {
         c.iter()
             .find(|(k, kr, _)| *k == key && *kr == r)
             .map(|(_, _, v)| v.clone())
     }) {
-        return verdict.map_or(Ok(()), |msg| Err(Error::config(msg)));
+        return verdict.map_or(Ok(()), Err);
     }
     let verdict = check_target_uncached(expr, r);
     if let Ok(mut c) = CHECKED.lock() {
-        let msg = verdict.as_ref().err().map(|e| match e {
-            Error::Config(m) => m.clone(),
-            other => other.to_string(),
-        });
-        c.push((key, r, msg));
+        c.push((key, r, verdict.as_ref().err().cloned()));
     }
     verdict
 }
@@ -94,7 +90,9 @@ fn check_target_uncached(expr: &Expr, r: usize) -> Result<()> {
     expand(&g, r, opts).map(|_| ()).map_err(|e| {
         let msg = e.to_string();
         let msg = msg.strip_prefix("numerical failure: ").unwrap_or(&msg).to_string();
-        let shown: String = expr.source().chars().take(80).collect();
-        Error::config(format!("target '{shown}': {msg}"))
+        Error::TargetCheck {
+            expr: expr.source().chars().take(80).collect(),
+            message: msg,
+        }
     })
 }

@@ -205,7 +205,7 @@ fn readout_shift(
             let th = match theory {
                 Some(Ok(t)) => t,
                 Some(Err(e)) => {
-                    return Err(Error::config(format!(
+                    return Err(Error::Unsupported(format!(
                         "readout.add_back = \"oracle\" needs the theory: {e}"
                     )))
                 }

@@ -34,7 +34,7 @@ pub(super) fn theories(
         .iter()
         .map(|&t| {
             (t <= trained.steps.len() && wanted).then(|| match custom_name {
-                Some(name) => Err(Error::config(format!(
+                Some(name) => Err(Error::Unsupported(format!(
                     "the target is a function given at run time ({name}); the theory needs an expression"
                 ))),
                 None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]).map(|mut th| {
@@ -75,9 +75,11 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
     use crate::theory::{self, subspace::principal_angles, TheoryOptions};
     let r = target.r;
     if r > RUN_THEORY_MAX_RANK {
-        return Err(Error::config(format!(
-            "the theory is attached for r <= {RUN_THEORY_MAX_RANK}, but r is {r}; run giantstep theory"
-        )));
+        return Err(Error::RankLimit {
+            what: "the theory attached to a run".into(),
+            limit: format!("r <= {RUN_THEORY_MAX_RANK} (giantstep theory handles more)"),
+            r,
+        });
     }
     let (d, p) = (cfg.network.d as f64, cfg.network.p as f64);
     let nf = n as f64;

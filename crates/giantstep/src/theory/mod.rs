@@ -262,7 +262,7 @@ pub fn preprocessed<'a>(g: &'a dyn Fn(&[f64]) -> f64, ex: &Expansion, pre: Prepr
 /// Runs the whole theory of docs/theory.md on a target expression.
 ///
 /// # Errors
-/// [`Error::Config`] for `r > 16` or invalid options, [`Error::Numerical`] for targets that are not
+/// [`Error::RankLimit`] for `r > 16`, [`Error::Invalid`] for invalid options, [`Error::Numerical`] for targets that are not
 /// finite or not square-integrable.
 pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryReport> {
     check_options(expr, r, opts)?;
@@ -424,18 +424,21 @@ fn check_options(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<()> {
         });
     }
     if r < expr.max_var() {
-        return Err(Error::config(format!(
-            "the target uses z{} but r is {r}",
-            expr.max_var()
-        )));
+        return Err(Error::invalid(
+            "r",
+            format!(">= {} (the target uses z{})", expr.max_var(), expr.max_var()),
+            r,
+        ));
     }
     for (name, v) in [("kappa", opts.kappa), ("alpha", opts.alpha), ("beta", opts.beta)] {
         if !(v.is_finite() && v > 0.0) {
             return Err(Error::invalid(name, "> 0", v));
         }
     }
-    if !opts.gamma.is_finite() || !opts.eta0.is_finite() {
-        return Err(Error::config("eta0 and gamma must be finite"));
+    for (name, v) in [("eta0", opts.eta0), ("gamma", opts.gamma)] {
+        if !v.is_finite() {
+            return Err(Error::invalid(name, "finite", v));
+        }
     }
     Ok(())
 }

@@ -95,7 +95,7 @@ impl Query {
     /// [`analyze`]. Messages name the field as spelled here (`kappa must be in (0, 8] ...`).
     ///
     /// # Errors
-    /// [`Error::Config`], [`Error::Expr`] or [`Error::Name`] naming the first invalid field.
+    /// [`Error::Invalid`], [`Error::RankLimit`] or [`Error::Expr`] naming the first invalid field.
     pub fn resolve(&self) -> Result<(Expr, usize, TheoryOptions)> {
         let text = crate::target::preset_expr(&self.target)
             .map(str::to_string)
@@ -103,10 +103,11 @@ impl Query {
         let expr = Expr::parse(&text)?;
         let r = self.r.unwrap_or(expr.max_var().max(1));
         if r < expr.max_var() {
-            return Err(Error::config(format!(
-                "the target uses z{} but r is {r}",
-                expr.max_var()
-            )));
+            return Err(Error::invalid(
+                "r",
+                format!(">= {} (the target uses z{})", expr.max_var(), expr.max_var()),
+                r,
+            ));
         }
         if r > MAX_RANK_DEGREE_3 && self.degree > 2 {
             return Err(Error::RankLimit {
@@ -158,7 +159,7 @@ impl Query {
             gamma: self.gamma.unwrap_or(self.eta0 * (n / d).powf(self.eta_exp)),
         };
         let opts = TheoryOptions {
-            activation: self.activation.parse()?,
+            activation: parse_named("activation", &self.activation)?,
             steps: self.steps,
             kappa: self.kappa,
             alpha: self.alpha,
