@@ -416,6 +416,23 @@ impl Prepared<'_> {
 }
 
 /// The smoothed activation on the grid: `E_ε σ(λ)`, `E σ'`, `E σ' ε`, `E σ'²` (each `len×p`).
+/// The sampling noise's covariances of one step.
+struct NoiseCov {
+    /// `w_q (e_q² + Δ)` on the grid.
+    e2: Vec<f64>,
+    /// `E[(e² + Δ) σ'_i σ'_j]` (`p × p`).
+    ecom: Vec<f64>,
+    /// Each neuron's own variance.
+    indiv: Vec<f64>,
+}
+
+/// The noise drawn for one step: in the span of the orthogonal parts (`ξ`, `p × h`) and in
+/// teacher space (`ζ`, `p × r`).
+struct StepNoise {
+    xi: Vec<f64>,
+    zeta: Vec<f64>,
+}
+
 struct Moments {
     a: Vec<f64>,
     d1: Vec<f64>,
@@ -503,10 +520,28 @@ impl Model {
     /// [`Error::Numerical`] if the state stops being finite.
     pub fn step(&self, prepared: Prepared<'_>, gamma: f64, n: f64, t: usize) -> Result<()> {
         let Prepared { state: st, qp, rho, mo } = prepared;
-        let (p, r, h, nq) = (st.p, st.r, st.h, self.grid.len());
-        let (x, w) = (&self.grid.x, &self.grid.w);
-        // Residual on the grid.
-        let e: Vec<f64> = (0..nq)
+        let e = self.residual(st, &mo);
+        let dm = self.drift(st, &mo, &e);
+        let cov = self.noise_covariances(st, &mo, &rho, &qp, &e);
+        let noise = self.draw_noise(st, &mo, &e, &cov, gamma, n, t);
+        let mut l = self.coupling(st, &mo, &rho, &e, gamma);
+        let shrink = self.spherical_shrink(st, &qp, &dm, &noise, &mut l, gamma);
+        Self::update(st, &dm, noise, &l, &shrink, &cov.ecom, gamma, n);
+        if self.normalize != Normalize::None {
+            Self::renormalize(st);
+        }
+        if st.m.iter().chain(&st.b).chain(&st.n_out).any(|v| !v.is_finite()) {
+            return Err(Error::Numerical(format!(
+                "the predicted first layer overflowed at step {t} (gamma = {gamma}): the steps diverge"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The residual `e = y − f` on the grid (`e = y` for the correlation loss).
+    fn residual(&self, st: &State, mo: &Moments) -> Vec<f64> {
+        let p = st.p;
+        (0..self.grid.len())
             .map(|q| {
                 if self.correlation {
                     self.y[q]
@@ -515,8 +550,13 @@ impl Model {
                     self.y[q] - f / p as f64
                 }
             })
-            .collect();
-        // Population drift in teacher space: dm_i = E[e σ'(λ_i) x].
+            .collect()
+    }
+
+    /// The population drift in teacher space: `dm_i = E[e σ'(λ_i) x]` (`p × r`).
+    fn drift(&self, st: &State, mo: &Moments, e: &[f64]) -> Vec<f64> {
+        let (p, r, nq) = (st.p, st.r, self.grid.len());
+        let (x, w) = (&self.grid.x, &self.grid.w);
         let mut weighted = vec![0.0; nq * p];
         for q in 0..nq {
             let c = w[q] * e[q];
@@ -526,14 +566,14 @@ impl Model {
         }
         let mut dm = vec![0.0; p * r];
         matmul(&mut dm, [p, r, nq], Op::Transposed(&weighted), Op::Plain(x), false);
-        // k_i = 1 + γ s_i E[e σ''(λ_i)], E[e σ''] = E[e σ' ε]/ρ.
-        let k: Vec<f64> = (0..p)
-            .map(|i| {
-                let b: f64 = (0..nq).map(|q| w[q] * e[q] * mo.de[q * p + i]).sum::<f64>() / rho[i];
-                1.0 + gamma * st.s[i] * b
-            })
-            .collect();
-        // Noise covariances: E[(e² + Δ) σ'_i σ'_j] (to first order in the orthogonal correlation).
+        dm
+    }
+
+    /// The covariances of the gradient's sampling noise, `E[(e² + Δ) σ'_i σ'_j]` to first order
+    /// in the orthogonal correlation, and each neuron's own part.
+    fn noise_covariances(&self, st: &State, mo: &Moments, rho: &[f64], qp: &[f64], e: &[f64]) -> NoiseCov {
+        let (p, nq) = (st.p, self.grid.len());
+        let w = &self.grid.w;
         let e2: Vec<f64> = (0..nq).map(|q| w[q] * (e[q] * e[q] + self.noise)).collect();
         let mut u = vec![0.0; nq * p]; // sqrt(w (e² + Δ)) E σ'
         let mut u2 = vec![0.0; nq * p]; // sqrt(w (e² + Δ)) E σ''
@@ -548,7 +588,7 @@ impl Model {
         matmul(&mut ecom, [p, p, nq], Op::Transposed(&u), Op::Plain(&u), false);
         let mut ecom2 = vec![0.0; p * p];
         matmul(&mut ecom2, [p, p, nq], Op::Transposed(&u2), Op::Plain(&u2), false);
-        for ((a, b), c) in ecom.iter_mut().zip(&ecom2).zip(&qp) {
+        for ((a, b), c) in ecom.iter_mut().zip(&ecom2).zip(qp) {
             *a += b * c;
         }
         let indiv: Vec<f64> = (0..p)
@@ -562,8 +602,24 @@ impl Model {
         for i in 0..p {
             ecom[i * p + i] = (0..nq).map(|q| e2[q] * mo.s2[q * p + i]).sum();
         }
-        // Draw the batch's noise: a centred white noise on the grid (inside the span and in teacher
-        // space) plus each neuron's own part.
+        NoiseCov { e2, ecom, indiv }
+    }
+
+    /// The batch's noise: a centred white noise on the grid (inside the span, `ξ`, and in teacher
+    /// space, `ζ`) plus each neuron's own part, drawn from the stream of step `t`.
+    #[allow(clippy::too_many_arguments)]
+    fn draw_noise(
+        &self,
+        st: &State,
+        mo: &Moments,
+        e: &[f64],
+        cov: &NoiseCov,
+        gamma: f64,
+        n: f64,
+        t: usize,
+    ) -> StepNoise {
+        let (p, r, h, nq) = (st.p, st.r, st.h, self.grid.len());
+        let (x, w) = (&self.grid.x, &self.grid.w);
         let key = StreamKey::new(self.seed, Purpose::Theory, t as u64);
         let sw: Vec<f64> = w.iter().map(|v| v.sqrt()).collect();
         let mut white = vec![0.0; nq * (h + 1)];
@@ -596,7 +652,7 @@ impl Model {
         let mut xi = vec![0.0; p * h];
         for i in 0..p {
             let scale = gamma * st.s[i] * inv_sqrt_n;
-            let own_sd = indiv[i].sqrt();
+            let own_sd = cov.indiv[i].sqrt();
             for c in 0..h {
                 xi[i * h + c] = scale * (eta[i * cols + c] + own_sd * own[i * h + c]);
             }
@@ -605,24 +661,35 @@ impl Model {
         let mut zeta = vec![0.0; p * r];
         let mut own_t = vec![0.0; p * r];
         fill_normal(&mut key.rng(2), &mut own_t);
-        {
-            let mut sx = vec![0.0; nq * r];
-            for q in 0..nq {
-                for kk in 0..r {
-                    sx[q * r + kk] = white[q * cols + h] * x[q * r + kk];
-                }
-            }
-            matmul(&mut zeta, [p, r, nq], Op::Transposed(&signed), Op::Plain(&sx), false);
-            for i in 0..p {
-                for kk in 0..r {
-                    let var: f64 = (0..nq)
-                        .map(|q| e2[q] * (mo.s2[q * p + i] - mo.d1[q * p + i].powi(2)) * x[q * r + kk].powi(2))
-                        .sum();
-                    zeta[i * r + kk] = (zeta[i * r + kk] + var.max(0.0).sqrt() * own_t[i * r + kk]) * inv_sqrt_n;
-                }
+        let mut sx = vec![0.0; nq * r];
+        for q in 0..nq {
+            for kk in 0..r {
+                sx[q * r + kk] = white[q * cols + h] * x[q * r + kk];
             }
         }
-        // L = diag(k) − (γ/p) S E[σ'σ'] S (no coupling for the correlation loss).
+        matmul(&mut zeta, [p, r, nq], Op::Transposed(&signed), Op::Plain(&sx), false);
+        for i in 0..p {
+            for kk in 0..r {
+                let var: f64 = (0..nq)
+                    .map(|q| cov.e2[q] * (mo.s2[q * p + i] - mo.d1[q * p + i].powi(2)) * x[q * r + kk].powi(2))
+                    .sum();
+                zeta[i * r + kk] = (zeta[i * r + kk] + var.max(0.0).sqrt() * own_t[i * r + kk]) * inv_sqrt_n;
+            }
+        }
+        StepNoise { xi, zeta }
+    }
+
+    /// `L = diag(k) − (γ/p) S E[σ'σ'] S` (no coupling for the correlation loss), with
+    /// `k_i = 1 + γ s_i E[e σ''(λ_i)]` and `E[e σ''] = E[e σ' ε]/ρ`.
+    fn coupling(&self, st: &State, mo: &Moments, rho: &[f64], e: &[f64], gamma: f64) -> Vec<f64> {
+        let (p, nq) = (st.p, self.grid.len());
+        let w = &self.grid.w;
+        let k: Vec<f64> = (0..p)
+            .map(|i| {
+                let b: f64 = (0..nq).map(|q| w[q] * e[q] * mo.de[q * p + i]).sum::<f64>() / rho[i];
+                1.0 + gamma * st.s[i] * b
+            })
+            .collect();
         let mut l = vec![0.0; p * p];
         if !self.correlation {
             let bq = self.kernel.matrix(Pair::Derivative, &st.q_full(), p);
@@ -635,41 +702,72 @@ impl Model {
         for i in 0..p {
             l[i * p + i] += k[i];
         }
-        // Spherical: the step's component along w_i is removed before the step.
+        l
+    }
+
+    /// Spherical normalization: the step's component along `w_i` is removed before the step
+    /// (the shrink of each neuron, also taken off `L`'s diagonal); zeros otherwise.
+    fn spherical_shrink(
+        &self,
+        st: &State,
+        qp: &[f64],
+        dm: &[f64],
+        noise: &StepNoise,
+        l: &mut [f64],
+        gamma: f64,
+    ) -> Vec<f64> {
+        let (p, r, h) = (st.p, st.r, st.h);
         let mut shrink = vec![0.0; p];
-        if self.normalize == Normalize::Spherical {
-            for i in 0..p {
-                let mi = &st.m[i * r..(i + 1) * r];
-                let mut along = 0.0;
-                for kk in 0..r {
-                    along += gamma * st.s[i] * (dm[i * r + kk] + zeta[i * r + kk]) * mi[kk];
-                }
-                for j in 0..p {
-                    let lij = l[i * p + j] - if i == j { 1.0 } else { 0.0 };
-                    along += lij * qp[j * p + i];
-                }
-                along += dot(&xi[i * h..(i + 1) * h], &st.b[i * h..(i + 1) * h]);
-                let norm2 = dot(mi, mi) + qp[i * p + i];
-                shrink[i] = along / norm2.max(1e-300);
-                l[i * p + i] -= shrink[i];
-            }
+        if self.normalize != Normalize::Spherical {
+            return shrink;
         }
-        // Update.
+        for i in 0..p {
+            let mi = &st.m[i * r..(i + 1) * r];
+            let mut along = 0.0;
+            for kk in 0..r {
+                along += gamma * st.s[i] * (dm[i * r + kk] + noise.zeta[i * r + kk]) * mi[kk];
+            }
+            for j in 0..p {
+                let lij = l[i * p + j] - if i == j { 1.0 } else { 0.0 };
+                along += lij * qp[j * p + i];
+            }
+            along += dot(&noise.xi[i * h..(i + 1) * h], &st.b[i * h..(i + 1) * h]);
+            let norm2 = dot(mi, mi) + qp[i * p + i];
+            shrink[i] = along / norm2.max(1e-300);
+            l[i * p + i] -= shrink[i];
+        }
+        shrink
+    }
+
+    /// The update of the state: teacher overlaps, the structured orthogonal part `B ← L B + ξ`
+    /// and the outside covariance `N ← L N Lᵀ + (γ² d_out/n) S E S`.
+    #[allow(clippy::too_many_arguments)]
+    fn update(
+        st: &mut State,
+        dm: &[f64],
+        noise: StepNoise,
+        l: &[f64],
+        shrink: &[f64],
+        ecom: &[f64],
+        gamma: f64,
+        n: f64,
+    ) {
+        let (p, r, h) = (st.p, st.r, st.h);
         for i in 0..p {
             for kk in 0..r {
                 st.m[i * r + kk] =
-                    (1.0 - shrink[i]) * st.m[i * r + kk] + gamma * st.s[i] * (dm[i * r + kk] + zeta[i * r + kk]);
+                    (1.0 - shrink[i]) * st.m[i * r + kk] + gamma * st.s[i] * (dm[i * r + kk] + noise.zeta[i * r + kk]);
             }
         }
-        let mut b_new = xi;
+        let mut b_new = noise.xi;
         if h > 0 {
-            matmul(&mut b_new, [p, h, p], Op::Plain(&l), Op::Plain(&st.b), true);
+            matmul(&mut b_new, [p, h, p], Op::Plain(l), Op::Plain(&st.b), true);
         }
         st.b = b_new;
         let mut ln = vec![0.0; p * p];
-        matmul(&mut ln, [p, p, p], Op::Plain(&l), Op::Plain(&st.n_out), false);
+        matmul(&mut ln, [p, p, p], Op::Plain(l), Op::Plain(&st.n_out), false);
         let mut n_new = vec![0.0; p * p];
-        matmul(&mut n_new, [p, p, p], Op::Plain(&ln), Op::Transposed(&l), false);
+        matmul(&mut n_new, [p, p, p], Op::Plain(&ln), Op::Transposed(l), false);
         let scale = gamma * gamma * st.d_out / n;
         for i in 0..p {
             for j in 0..p {
@@ -677,25 +775,22 @@ impl Model {
             }
         }
         st.n_out = n_new;
-        if self.normalize != Normalize::None {
-            for i in 0..p {
-                let mi = &st.m[i * r..(i + 1) * r];
-                let bi = &st.b[i * h..(i + 1) * h];
-                let nrm = (dot(mi, mi) + dot(bi, bi) + st.n_out[i * p + i]).max(1e-300).sqrt();
-                st.m[i * r..(i + 1) * r].iter_mut().for_each(|v| *v /= nrm);
-                st.b[i * h..(i + 1) * h].iter_mut().for_each(|v| *v /= nrm);
-                for j in 0..p {
-                    st.n_out[i * p + j] /= nrm;
-                    st.n_out[j * p + i] /= nrm;
-                }
+    }
+
+    /// Row normalization: every neuron back to norm 1 (overlaps, structured and outside parts).
+    fn renormalize(st: &mut State) {
+        let (p, r, h) = (st.p, st.r, st.h);
+        for i in 0..p {
+            let mi = &st.m[i * r..(i + 1) * r];
+            let bi = &st.b[i * h..(i + 1) * h];
+            let nrm = (dot(mi, mi) + dot(bi, bi) + st.n_out[i * p + i]).max(1e-300).sqrt();
+            st.m[i * r..(i + 1) * r].iter_mut().for_each(|v| *v /= nrm);
+            st.b[i * h..(i + 1) * h].iter_mut().for_each(|v| *v /= nrm);
+            for j in 0..p {
+                st.n_out[i * p + j] /= nrm;
+                st.n_out[j * p + i] /= nrm;
             }
         }
-        if st.m.iter().chain(&st.b).chain(&st.n_out).any(|v| !v.is_finite()) {
-            return Err(Error::Numerical(format!(
-                "the predicted first layer overflowed at step {t} (gamma = {gamma}): the steps diverge"
-            )));
-        }
-        Ok(())
     }
 
     /// Test error of the ridge readout (`n` samples, `λ`) on the features of `st`.

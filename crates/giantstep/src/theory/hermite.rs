@@ -193,28 +193,7 @@ pub fn expand(g: &dyn Fn(&[f64]) -> f64, r: usize, opts: ExpandOptions) -> Resul
             tail / second
         )));
     }
-    // Contract each axis with the Hermite matrix He[a][i] = he_a(x_i).
-    let he: Vec<Vec<f64>> = (0..=k)
-        .map(|a| rule.nodes.iter().map(|&x| hermite(a as u32, x)).collect())
-        .collect();
-    let mut dims = vec![nodes; r];
-    for axis in 0..r {
-        let outer: usize = dims[..axis].iter().product();
-        let inner: usize = dims[axis + 1..].iter().product();
-        let mut out = vec![0.0; outer * (k + 1) * inner];
-        for o in 0..outer {
-            for i in 0..nodes {
-                let src = &t[(o * nodes + i) * inner..(o * nodes + i + 1) * inner];
-                for (a, hea) in he.iter().enumerate() {
-                    let h = hea[i];
-                    let dst = &mut out[(o * (k + 1) + a) * inner..(o * (k + 1) + a + 1) * inner];
-                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += h * s);
-                }
-            }
-        }
-        t = out;
-        dims[axis] = k + 1;
-    }
+    let t = contract_axes(t, &rule.nodes, r, k);
     let coefficients = multi_indices(r, opts.max_degree)
         .into_iter()
         .map(|alpha| {
@@ -234,6 +213,34 @@ pub fn expand(g: &dyn Fn(&[f64]) -> f64, r: usize, opts: ExpandOptions) -> Resul
         method: Method::Quadrature { nodes, points: total },
         zero_tol: 1e-9 * second.sqrt().max(1.0),
     })
+}
+
+/// Contracts each axis of the weighted grid values `t` (`nodes^r`, axis 0 slowest) with the
+/// Hermite matrix `He[a][i] = he_a(x_i)`, `a ≤ k`: the coefficients `E[g He_α]` on `(k+1)^r`.
+fn contract_axes(mut t: Vec<f64>, nodes_x: &[f64], r: usize, k: usize) -> Vec<f64> {
+    let nodes = nodes_x.len();
+    let he: Vec<Vec<f64>> = (0..=k)
+        .map(|a| nodes_x.iter().map(|&x| hermite(a as u32, x)).collect())
+        .collect();
+    let mut dims = vec![nodes; r];
+    for axis in 0..r {
+        let outer: usize = dims[..axis].iter().product();
+        let inner: usize = dims[axis + 1..].iter().product();
+        let mut out = vec![0.0; outer * (k + 1) * inner];
+        for o in 0..outer {
+            for i in 0..nodes {
+                let src = &t[(o * nodes + i) * inner..(o * nodes + i + 1) * inner];
+                for (a, hea) in he.iter().enumerate() {
+                    let h = hea[i];
+                    let dst = &mut out[(o * (k + 1) + a) * inner..(o * (k + 1) + a + 1) * inner];
+                    dst.iter_mut().zip(src).for_each(|(d, s)| *d += h * s);
+                }
+            }
+        }
+        t = out;
+        dims[axis] = k + 1;
+    }
+    t
 }
 
 fn grid_second_moment(g: &dyn Fn(&[f64]) -> f64, r: usize, rule: &super::quadrature::Rule) -> f64 {

@@ -278,27 +278,14 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     let mut warnings = regime_warnings(&ex, opts, ell);
     let g_used = preprocessed(&g, &ex, opts.preprocess);
     let g_lin = preprocessed(&g, &ex, Preprocess::Linear);
-    let leap = |f: &dyn Fn(&[f64]) -> f64| {
-        if opts.leap {
-            subspace::leap_index(f, r, eo)
-        } else {
-            Ok(None)
-        }
+    let [leap_index, leap_index_raw, leap_index_linear] = if opts.leap {
+        [&g_used as &dyn Fn(&[f64]) -> f64, &g, &g_lin].map(|f| subspace::leap_index(f, r, eo))
+    } else {
+        [Ok(None), Ok(None), Ok(None)]
     };
-    let leap_index = leap(&g_used)?;
-    let leap_index_raw = leap(&g)?;
-    let leap_index_linear = leap(&g_lin)?;
+    let (leap_index, leap_index_raw, leap_index_linear) = (leap_index?, leap_index_raw?, leap_index_linear?);
     let mu1 = ex.mu1();
-    let generic_subspaces: Vec<SubspaceStep> = subspace::generic_subspaces(&g_used, r, ell, opts.steps, eo)?
-        .into_iter()
-        .enumerate()
-        .map(|(t, b)| SubspaceStep {
-            step: t + 1,
-            dim: b.len(),
-            basis: b,
-        })
-        .collect();
-
+    let generic_subspaces = generic_steps(&g_used, r, ell, opts.steps, eo)?;
     // Activation-aware recursion (n = αd).
     let params = NeuronParams {
         gamma: opts.gamma,
@@ -342,16 +329,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
     let linear_kernel_error = closed::linear_kernel_error(&ex);
     let floors = floors_of(&g, &ex, &act, opts, &generic_subspaces, eo)?;
     let stability = stability_of(expr, &ex, &act, opts)?;
-    if let Some(st) = &stability {
-        if opts.steps >= 2 && st.lambda_min < -1.0 {
-            warnings.push(format!(
-                "steps after the first are unstable at gamma = {:.3} (stable up to {}): |eta G| grows about {:.2}x per step; cap the learning rate (train.eta_max0) or lower later steps (train.eta_schedule)",
-                st.gamma,
-                st.stable_gamma_max.map_or("-".to_string(), |g| format!("{g:.2}")),
-                st.growth
-            ));
-        }
-    }
+    warnings.extend(stability.as_ref().and_then(|st| instability_warning(st, opts.steps)));
     Ok(TheoryReport {
         stable_gamma_max: stability.as_ref().and_then(|s| s.stable_gamma_max),
         stability,
@@ -384,6 +362,37 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         linear_kernel_error,
         floors,
         warnings,
+    })
+}
+
+/// The generic subspaces `U_1 ⊆ U_2 ⊆ …` of steps `1..=steps` at `n = d^ℓ`.
+fn generic_steps(
+    g: &dyn Fn(&[f64]) -> f64,
+    r: usize,
+    ell: u32,
+    steps: usize,
+    eo: ExpandOptions,
+) -> Result<Vec<SubspaceStep>> {
+    Ok(subspace::generic_subspaces(g, r, ell, steps, eo)?
+        .into_iter()
+        .enumerate()
+        .map(|(t, b)| SubspaceStep {
+            step: t + 1,
+            dim: b.len(),
+            basis: b,
+        })
+        .collect())
+}
+
+/// The warning when steps after the first are unstable at the learning rate asked.
+fn instability_warning(st: &stability::Stability, steps: usize) -> Option<String> {
+    (steps >= 2 && st.lambda_min < -1.0).then(|| {
+        format!(
+            "steps after the first are unstable at gamma = {:.3} (stable up to {}): |eta G| grows about {:.2}x per step; cap the learning rate (train.eta_max0) or lower later steps (train.eta_schedule)",
+            st.gamma,
+            st.stable_gamma_max.map_or("-".to_string(), |g| format!("{g:.2}")),
+            st.growth
+        )
     })
 }
 
