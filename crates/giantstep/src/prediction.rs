@@ -58,6 +58,20 @@ fn unsupported(cfg: &ValidConfig) -> Option<Error> {
     })
 }
 
+/// The warning a prediction carries below [`KAPPA_CHECKED`]: `None` from there on, where `n`
+/// rounded down from `d^1.5` (`log n / log d` = 1.4999…) counts as `d^1.5`.
+pub fn below_checked(cfg: &ValidConfig) -> Option<String> {
+    let ln_d = (cfg.network.d as f64).ln();
+    // n = ⌊d^κ⌋ for some κ ≥ KAPPA_CHECKED exactly when n + 1 > d^KAPPA_CHECKED.
+    let kappa_next = ((cfg.train_n() + 1) as f64).ln() / ln_d;
+    (kappa_next <= KAPPA_CHECKED).then(|| {
+        format!(
+            "predicted test error at log n / log d = {:.2} < {KAPPA_CHECKED}: the prediction was measured optimistic there, by 0.03 (stairway-he124) to 0.55 (stairway-pm at T = 6); docs/theory.md §6",
+            kappa_of(cfg)
+        )
+    })
+}
+
 /// `log n / log d` of a configuration.
 pub fn kappa_of(cfg: &ValidConfig) -> f64 {
     (cfg.train_n() as f64).ln() / (cfg.network.d as f64).ln()
@@ -443,4 +457,33 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(d: usize, n: &str) -> ValidConfig {
+        let mut c = Config::default();
+        c.network.d = d;
+        c.network.p = 8;
+        c.train.n = match n.parse::<u64>() {
+            Ok(v) => BatchSize::Count(v),
+            Err(_) => BatchSize::Expr(n.into()),
+        };
+        c.resolve().unwrap()
+    }
+
+    #[test]
+    fn the_warning_below_kappa_checked_spares_n_rounded_down_from_d_to_the_1_5() {
+        // 48^1.5 = 332.55: n = 332 has log n / log d = 1.4996 but is d^1.5 rounded down.
+        assert!(kappa_of(&cfg(48, "d^1.5")) < KAPPA_CHECKED);
+        assert_eq!(below_checked(&cfg(48, "d^1.5")), None);
+        assert!(below_checked(&cfg(48, "331")).is_some());
+        assert!(below_checked(&cfg(48, "d^1.4")).is_some());
+        // 64^1.5 = 512 exactly.
+        assert_eq!(below_checked(&cfg(64, "512")), None);
+        assert!(below_checked(&cfg(64, "511")).is_some());
+        assert_eq!(below_checked(&cfg(64, "d^2")), None);
+    }
 }

@@ -41,12 +41,8 @@ pub(super) fn theories(
                     if let Some(p) = &predicted {
                         th.test_error = p.steps.get(t - 1).map(|s| s.test_error);
                         th.rf_test_error = Some(p.rf_test_error);
-                        let kappa = crate::prediction::kappa_of(cfg);
-                        if kappa < crate::prediction::KAPPA_CHECKED {
-                            th.warnings.push(format!(
-                                "predicted test error at log n / log d = {kappa:.2} < {}: measured gaps to simulation reach 0.1-0.18 there (e.g. z1 + z1*z2 at n = 4d); docs/theory.md §6",
-                                crate::prediction::KAPPA_CHECKED
-                            ));
+                        if let Some(w) = crate::prediction::below_checked(cfg) {
+                            th.warnings.push(w);
                         }
                     }
                     th
