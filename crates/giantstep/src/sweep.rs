@@ -923,18 +923,27 @@ seed = "0..2"
 
     #[test]
     fn plan_errors() {
-        for (text, want) in [
-            ("foo = 1", "unknown configuration key 'foo'"),
-            ("[axes]\nseed = []", "the axis has no values"),
-            ("[axes]\nseed = \"3..3\"", "the axis has no values"),
-            ("[axes]\n\"train.etta\" = [1]", "unknown configuration key 'train.etta'"),
-            ("[axes]\nseed = \"a..b\"", "integer range"),
-            ("[axes]\nx = { from = 0, to = 1, step = 0 }", "step > 0"),
-            ("figure = \"pie\"", "figure must be"),
-            ("[base]\nnetwork = { p = 3 }", "plan point 0"),
-        ] {
-            let e = Plan::from_toml(text, "p").unwrap_err().to_string();
-            assert!(e.contains(want), "{text}: {e}");
+        // Each error names its key; its kind is the variant.
+        let unknown = |e: &Error| matches!(e, Error::UnknownKey { .. });
+        let value = |e: &Error| matches!(e, Error::Value { .. });
+        let invalid = |e: &Error| matches!(e, Error::Invalid { .. });
+        let point0 = |e: &Error| matches!(e, Error::PlanPoint { index: 0, .. });
+        type Kind = fn(&Error) -> bool;
+        let cases: [(&str, &str, Kind); 9] = [
+            ("foo = 1", "foo", unknown),
+            ("[axes]\nseed = []", "axes.\"seed\"", value),
+            ("[axes]\nseed = \"3..3\"", "axes.\"seed\"", value),
+            ("[axes]\n\"train.etta\" = [1]", "train.etta", point0),
+            ("[axes]\nseed = \"a..b\"", "axes.\"seed\"", value),
+            ("[axes]\nx = { from = 0, to = 1, step = 0 }", "axes.\"x\"", value),
+            ("figure = \"pie\"", "figure", invalid),
+            ("base = 3", "base", invalid),
+            ("[base]\nnetwork = { p = 3 }", "network.p", point0),
+        ];
+        for (text, key, kind) in cases {
+            let e = Plan::from_toml(text, "p").unwrap_err();
+            assert!(kind(&e) && e.key() == Some(key), "{text}: {e:?}");
+            assert!(!e.to_string().contains('\n'));
         }
     }
 
