@@ -233,6 +233,11 @@ impl RunArgs {
     }
 }
 
+/// A user's value in a message: quoted, control characters escaped, cut to 80 characters.
+pub(crate) fn shown(value: &str) -> String {
+    format!("'{}'", giantstep::error::cut(value))
+}
+
 /// Checks that a record file can be appended to (it may exist).
 pub(crate) fn check_writable_append(path: &Path) -> anyhow::Result<()> {
     if is_special(path) {

@@ -232,7 +232,75 @@ fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// Checks a Slurm partition list: names of letters, digits, `_`, `.`, `-`, separated by commas
+/// (nothing a shell or an `#SBATCH` line could read as more than a value).
+fn check_partition(p: &str) -> anyhow::Result<()> {
+    let ok = !p.is_empty()
+        && p.len() <= 256
+        && p.split(',')
+            .all(|name| !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)));
+    if !ok {
+        bail!(
+            "--partition must be Slurm partition names (letters, digits, _ . -) separated by commas, but is {}",
+            crate::shown(p)
+        );
+    }
+    Ok(())
+}
+
+/// Checks a Slurm time limit: `minutes`, `minutes:seconds`, `hours:minutes:seconds`, `days-hours`,
+/// `days-hours:minutes` or `days-hours:minutes:seconds`, or `infinite`/`UNLIMITED`.
+fn check_time(t: &str) -> anyhow::Result<()> {
+    let numbers = |s: &str, most: usize| {
+        let parts: Vec<&str> = s.split(':').collect();
+        parts.len() <= most
+            && parts
+                .iter()
+                .all(|x| !x.is_empty() && x.len() <= 9 && x.bytes().all(|b| b.is_ascii_digit()))
+    };
+    let ok = matches!(t, "infinite" | "INFINITE" | "unlimited" | "UNLIMITED")
+        || match t.split_once('-') {
+            Some((days, rest)) => numbers(days, 1) && numbers(rest, 3),
+            None => numbers(t, 3),
+        };
+    if !ok {
+        bail!(
+            "--time must be a Slurm time limit (minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS), but is {}",
+            crate::shown(t)
+        );
+    }
+    Ok(())
+}
+
+/// A plan name as a job name: letters, digits, `_`, `.`, `-` kept, anything else `_`, at most 64
+/// characters.
+fn job_stem(name: &str) -> String {
+    name.chars()
+        .take(64)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> anyhow::Result<()> {
+    if let Some(p) = &args.partition {
+        check_partition(p)?;
+    }
+    if let Some(t) = &args.time {
+        check_time(t)?;
+    }
+    // The directory appears in #SBATCH lines, which are read line by line and expand `%`.
+    if dir.display().to_string().chars().any(|c| c.is_control() || c == '%') {
+        bail!(
+            "--out for --slurm must be a directory path without control characters or '%', but is {}",
+            crate::shown(&dir.display().to_string())
+        );
+    }
     let points = plan.len();
     let n = args.array_size.unwrap_or(points.min(8));
     if n == 0 || n > points {
@@ -295,7 +363,7 @@ fn check_slurm_dir(dir: &Path, id: &str, n: usize) -> anyhow::Result<()> {
 /// The array script (task i runs shard i/n) and the merge script (records, then figures).
 fn slurm_scripts(args: &SweepArgs, plan: &Plan, dir: &Path, exe: &Path, n: usize) -> (String, String) {
     let q = |p: &Path| sh_quote(&p.display().to_string());
-    let name = plan.name.clone().unwrap_or_else(|| "sweep".into());
+    let name = job_stem(plan.name.as_deref().unwrap_or("sweep"));
     let mut sweep = format!(
         "#!/bin/bash\n# giantstep sweep as a Slurm job array: task i runs shard i/{n} of the plan.\n\
          #SBATCH --job-name=giantstep-{name}\n#SBATCH --array=0-{}\n#SBATCH --cpus-per-task={}\n\

@@ -5,6 +5,36 @@
 
 use thiserror::Error;
 
+/// The most characters of a user's value that a message echoes.
+pub const SHOWN_CHARS: usize = 80;
+
+/// A value as a message echoes it: control characters escaped (a newline is `\n`), cut to
+/// [`SHOWN_CHARS`] characters with `...` and the full length when longer.
+///
+/// ```
+/// assert_eq!(giantstep::error::cut("a\nb"), "a\\nb");
+/// assert!(giantstep::error::cut(&"x".repeat(10_000)).ends_with("... (10000 characters)"));
+/// ```
+pub fn cut(value: &str) -> String {
+    let escaped: String = value
+        .chars()
+        .flat_map(|c| {
+            if c.is_control() {
+                c.escape_default().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let n = escaped.chars().count();
+    if n <= SHOWN_CHARS {
+        escaped
+    } else {
+        let head: String = escaped.chars().take(SHOWN_CHARS).collect();
+        format!("{head}... ({} characters)", value.chars().count())
+    }
+}
+
 /// Result type of the library.
 pub type Result<T> = std::result::Result<T, Error>;
 
@@ -288,12 +318,13 @@ impl Error {
         Error::Config(msg.into())
     }
 
-    /// Shorthand for [`Error::Invalid`].
+    /// Shorthand for [`Error::Invalid`]; the value is cut to [`SHOWN_CHARS`] characters
+    /// ([`cut`]).
     pub fn invalid(key: impl Into<String>, expected: impl Into<String>, actual: impl std::fmt::Display) -> Self {
         Error::Invalid {
             key: key.into(),
             expected: expected.into(),
-            actual: actual.to_string(),
+            actual: cut(&actual.to_string()),
         }
     }
 

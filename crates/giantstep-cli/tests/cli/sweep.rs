@@ -632,6 +632,102 @@ fn slurm_bad_input() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a giantstep Slurm sweep directory"));
 }
 
+/// Nothing a user types reaches a generated Slurm script as a command (issue 23): partitions and
+/// times are checked against Slurm's syntax, a plan's name becomes a safe job name, and every
+/// line of both scripts is a comment, an `#SBATCH` directive or one of the script's own commands.
+#[test]
+fn slurm_scripts_refuse_or_neutralize_injection() {
+    let dir = tempdir("slurminject");
+    let plan = write_plan(&dir, PLAN);
+    let payloads = [
+        "debug\necho INJECTED",
+        "debug;echo INJECTED",
+        "$(echo INJECTED)",
+        "`echo INJECTED`",
+        "debug' ; echo 'INJECTED",
+        "a\"b",
+    ];
+    for (flag, good) in [("--partition", "debug,gpu_a-1.x"), ("--time", "1-02:30:00")] {
+        for bad in payloads {
+            let out = dir.join("refused");
+            let o = run(&[
+                "sweep",
+                plan.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+                "--slurm",
+                flag,
+                bad,
+            ]);
+            assert_eq!(o.status.code(), Some(2), "{flag} {bad:?}");
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert!(
+                err.contains(&format!("{flag} must be")) && err.trim().lines().count() == 1,
+                "{err}"
+            );
+            assert!(!out.exists(), "{flag} {bad:?}: nothing written");
+        }
+        let out = dir.join(format!("ok{flag}"));
+        let o = run(&[
+            "sweep",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--slurm",
+            flag,
+            good,
+        ]);
+        assert!(
+            o.status.success(),
+            "{flag} {good}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    for (i, name) in payloads.iter().enumerate() {
+        let text = PLAN.replace(
+            "name = \"tiny\"",
+            &format!("name = {}", toml::Value::String(name.to_string())),
+        );
+        let plan = write_plan(&dir, &text);
+        let out = dir.join(format!("named-{i}"));
+        let o = run(&[
+            "sweep",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--slurm",
+            "--time",
+            "10",
+        ]);
+        assert!(o.status.success(), "{name:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let exe = std::fs::canonicalize(env!("CARGO_BIN_EXE_giantstep")).unwrap();
+        let own = |l: &str| {
+            l.starts_with('#')
+                || l == "set -euo pipefail"
+                || l.starts_with(&format!("exec '{}' sweep ", exe.display()))
+                || l.starts_with(&format!("'{}' ", exe.display()))
+                || l.trim_start()
+                    .starts_with("--threads \"${SLURM_CPUS_PER_TASK:-1}\" --quiet")
+        };
+        for script in ["sweep.sbatch", "merge.sbatch"] {
+            let body = std::fs::read_to_string(out.join(script)).unwrap();
+            for line in body.lines() {
+                assert!(own(line), "{name:?}: {script} has a foreign line: {line}");
+                assert!(
+                    !line.contains("INJECTED") || line.starts_with("#SBATCH --job-name=giantstep-"),
+                    "{line}"
+                );
+                if line.starts_with("#SBATCH --job-name=") {
+                    assert!(
+                        line.chars().all(|c| c.is_ascii_alphanumeric() || "#=_.- ".contains(c)),
+                        "{line}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 /// Two sweeps on one record file (issue 10): while another process holds the file's lock (here
 /// the test itself, the way a running sweep holds it), a sweep exits 2 with a clear message and
 /// changes nothing; once the lock is released it runs every point exactly once.
