@@ -4,6 +4,39 @@
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use giantstep::bench::Workload;
+
+/// `println!` that returns an error instead of panicking when stdout cannot be written (a full
+/// disk, `> /dev/full`); a closed pipe ends the program quietly (see `main`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(crate::StdoutError)?
+    }};
+}
+/// `print!` as [`out!`].
+macro_rules! out_no_newline {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut o = std::io::stdout().lock();
+        write!(o, $($arg)*).and_then(|_| o.flush()).map_err(crate::StdoutError)?
+    }};
+}
+
+/// A failed write to stdout: exit 1 with one line (a closed pipe: exit 0, quietly).
+#[derive(Debug)]
+pub(crate) struct StdoutError(pub(crate) std::io::Error);
+
+impl std::fmt::Display for StdoutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot write to stdout")
+    }
+}
+
+impl std::error::Error for StdoutError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.0)
+    }
+}
 use giantstep::config::{apply_set, parse_table, set_key};
 use giantstep::{Config, RunResult};
 use std::io::Write;
@@ -78,15 +111,27 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     workload.chunk = args.chunk;
     let r = giantstep::bench::bench(&workload)?;
     if args.json {
-        println!("{}", serde_json::to_string(&r)?);
+        out!("{}", serde_json::to_string(&r)?);
     } else {
-        println!(
+        out!(
             "workload {}: d = {}, p = {}, n = {} (= d^2), n_test = {}, {:?}, {} threads, chunk {}",
-            r.workload, r.d, r.p, r.n, r.n_test, r.precision, r.threads, r.chunk
+            r.workload,
+            r.d,
+            r.p,
+            r.n,
+            r.n_test,
+            r.precision,
+            r.threads,
+            r.chunk
         );
-        println!(
+        out!(
             "{:<8} {:>9} {:>9} {:>11} {:>9} {:>12}",
-            "phase", "seconds", "GFLOP/s", "efficiency", "non-GEMM", "samples/s"
+            "phase",
+            "seconds",
+            "GFLOP/s",
+            "efficiency",
+            "non-GEMM",
+            "samples/s"
         );
         for ph in &r.phases {
             let (g, e) = if ph.flops > 0.0 {
@@ -94,7 +139,7 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
             } else {
                 ("-".into(), "-".into())
             };
-            println!(
+            out!(
                 "{:<8} {:>9.2} {:>9} {:>11} {:>8.1}% {:>12.3e}",
                 ph.name,
                 ph.seconds,
@@ -104,19 +149,24 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 ph.samples_per_s
             );
         }
-        println!(
+        out!(
             "bare GEMM ({}x{} by {}x{} on each thread, {} kernels): {:.1} GFLOP/s",
-            r.chunk, r.d, r.d, r.p, r.gemm_isa, r.bare_gemm_gflops
+            r.chunk,
+            r.d,
+            r.d,
+            r.p,
+            r.gemm_isa,
+            r.bare_gemm_gflops
         );
         let time_of = |name: &str| r.phases.iter().find(|ph| ph.name == name).map_or(0.0, |ph| ph.seconds);
         if time_of("step") > 0.0 {
-            println!(
+            out!(
                 "data generation: {:.1}% of a step's time",
                 100.0 * time_of("data") / time_of("step")
             );
         }
-        println!("step + readout efficiency: {:.0}% of bare GEMM", 100.0 * r.efficiency);
-        println!(
+        out!("step + readout efficiency: {:.0}% of bare GEMM", 100.0 * r.efficiency);
+        out!(
             "peak RSS {:.0} MB, total {:.1} s",
             r.peak_rss_bytes as f64 / 1e6,
             r.total_seconds
@@ -381,13 +431,11 @@ fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         write_atomic(out, &(json.clone() + "\n"))?;
     }
-    let mut stdout = std::io::stdout().lock();
     if args.json {
-        writeln!(stdout, "{json}")?;
+        out!("{json}");
     } else {
-        write!(stdout, "{}", summary::render(&result))?;
+        out_no_newline!("{}", summary::render(&result));
     }
-    stdout.flush()?;
     Ok(())
 }
 
@@ -424,6 +472,10 @@ fn main() -> ExitCode {
                 return ExitCode::SUCCESS;
             }
             eprintln!("giantstep: error: {}", one_line(&format!("{e:#}")));
+            // Output that could not be written is a failure of the environment, not of the input.
+            if e.chain().any(|c| c.downcast_ref::<StdoutError>().is_some()) {
+                return ExitCode::from(1);
+            }
             ExitCode::from(2)
         }
     }

@@ -267,7 +267,7 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("reproduce").join(name));
     if args.dry_run {
-        print!(
+        out_no_newline!(
             "{}",
             crate::sweep_cmd::dry_run(&plan, Some(&dir.join("records.jsonl")), None, args.jobs)?
         );
@@ -304,7 +304,7 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
             s.shard_points, s.skipped, s.ran, s.failed
         );
     }
-    println!(
+    out!(
         "figure:  {}\n         {}\nsummary: {}\nrecords: {}",
         svg.display(),
         png.display(),

@@ -174,7 +174,7 @@ pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
     }
     let shard = resolve_shard(&args.shard)?;
     if args.dry_run {
-        print!("{}", dry_run(&plan, Some(out), shard, args.jobs)?);
+        out_no_newline!("{}", dry_run(&plan, Some(out), shard, args.jobs)?);
         return Ok(true);
     }
     crate::check_writable_append(out)?;
@@ -434,15 +434,15 @@ fn submit_or_explain(sbatch: Option<&Path>, dir: &Path, n: usize) -> anyhow::Res
         };
         let array = submit(&[], &dir.join("sweep.sbatch"))?;
         let merged = submit(&[format!("--dependency=afterok:{array}")], &dir.join("merge.sbatch"))?;
-        println!("array job {array} ({n} tasks)\nmerge job {merged} (after the array succeeds)");
-        println!("status: giantstep sweep --status {}", dir.display());
+        out!("array job {array} ({n} tasks)\nmerge job {merged} (after the array succeeds)");
+        out!("status: giantstep sweep --status {}", dir.display());
     } else {
-        println!(
+        out!(
             "wrote {} ({n} array tasks) and {}",
             dir.join("sweep.sbatch").display(),
             dir.join("merge.sbatch").display()
         );
-        println!(
+        out!(
             "submit: jid=$(sbatch --parsable {}) && sbatch --dependency=afterok:$jid {}",
             q(&dir.join("sweep.sbatch")),
             q(&dir.join("merge.sbatch"))
@@ -480,13 +480,17 @@ fn cmd_status(dir: &Path) -> anyhow::Result<bool> {
         .map(|i| dir.join("shards").join(format!("shard-{i}.jsonl")))
         .collect();
     let status = shard_status(&plan, &files)?;
-    println!(
+    out!(
         "{:>5} {:>7} {:>6} {:>8} {:>7}",
-        "shard", "points", "done", "missing", "failed"
+        "shard",
+        "points",
+        "done",
+        "missing",
+        "failed"
     );
     let (mut total, mut done) = (0, 0);
     for s in &status {
-        println!(
+        out!(
             "{:>5} {:>7} {:>6} {:>8} {:>7}",
             s.shard,
             s.points,
@@ -497,12 +501,12 @@ fn cmd_status(dir: &Path) -> anyhow::Result<bool> {
         total += s.points;
         done += s.done;
     }
-    println!(
+    out!(
         "{done} of {total} points done; {}",
         if done == total { "complete" } else { "incomplete" }
     );
     if dir.join("records.jsonl").exists() {
-        println!("merged: {}", dir.join("records.jsonl").display());
+        out!("merged: {}", dir.join("records.jsonl").display());
     }
     Ok(true)
 }

@@ -184,10 +184,7 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
             render(&report)
         }
     };
-    use std::io::Write as _;
-    let mut stdout = std::io::stdout().lock();
-    stdout.write_all(out.as_bytes())?;
-    stdout.flush()?;
+    out_no_newline!("{out}");
     Ok(())
 }
 

@@ -547,3 +547,50 @@ fn run_json_carries_the_predicted_test_error() {
     let v = json(&run(&["run", "--json", "-q", "--d", "32", "--p", "16", "--n", "8"]));
     assert!(v["theory"]["test_error"].is_null());
 }
+
+/// Output that cannot be written (stdout on a full device) is one line and exit 1, never a panic
+/// (issue 23); a closed pipe ends quietly with exit 0.
+#[test]
+fn unwritable_stdout_is_one_line_exit_1() {
+    let dir = tempdir("devfull");
+    let plan = dir.join("plan.toml");
+    std::fs::write(&plan, "[base]\nnetwork = { d = 8, p = 4 }\n[axes]\nseed = [0, 1]\n").unwrap();
+    let out = dir.join("r.jsonl");
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["run", "--d", "16", "--p", "8", "--json"],
+        vec!["run", "--d", "16", "--p", "8"],
+        vec!["theory", "z1"],
+        vec![
+            "sweep",
+            plan.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--dry-run",
+        ],
+    ];
+    if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
+        for args in &cases {
+            let o = bin().args(args).stdout(full.try_clone().unwrap()).output().unwrap();
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(1), "{args:?}: {err}");
+            assert!(
+                err.contains("cannot write to stdout") && err.trim().lines().count() == 1,
+                "{err}"
+            );
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    } else {
+        eprintln!("unwritable_stdout_is_one_line_exit_1: no /dev/full, skipped");
+    }
+    // A reader that stops after the first line.
+    let mut child = bin()
+        .args(["theory", "z1 + z1*z2"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
