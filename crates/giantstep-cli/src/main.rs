@@ -335,6 +335,37 @@ pub(crate) fn check_writable(path: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses an output that is also one of the command's inputs (the same file: by device and
+/// inode, so that links and `./` spellings are caught), which writing would replace.
+pub(crate) fn refuse_alias(out: &Path, inputs: &[&Path]) -> anyhow::Result<()> {
+    let Ok(o) = std::fs::metadata(out) else {
+        return Ok(()); // not there yet: no input can be it
+    };
+    for input in inputs {
+        if let Ok(i) = std::fs::metadata(input) {
+            if same_file(&o, &i) {
+                bail!(
+                    "the output {} is also an input ({}); write it to another file",
+                    out.display(),
+                    input.display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(unix)]
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.dev() == b.dev() && a.ino() == b.ino()
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
+    false
+}
+
 /// Whether `path` exists and is neither a regular file nor a directory (`/dev/null`,
 /// `/dev/stdout`, a FIFO, a device): such an output is written through, never replaced.
 pub(crate) fn is_special(path: &Path) -> bool {
@@ -396,6 +427,7 @@ fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
     let mut cfg = args.config()?;
     if let Some(out) = &args.out {
         check_writable(out)?;
+        refuse_alias(out, &args.config.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     if cfg.threads > 4 * cores {
@@ -454,6 +486,7 @@ fn main() -> ExitCode {
         Command::Sweep(args) => sweep_cmd::cmd_sweep(args),
         Command::Merge(args) => sweep_cmd::cmd_merge(args).map(|_| true),
         Command::Plot(args) => check_writable(&args.out)
+            .and_then(|_| refuse_alias(&args.out, &[&args.records]))
             .and_then(|_| plot::cmd_plot(args.figure, &args.records, &args.out))
             .map(|_| true),
         Command::Reproduce(args) => reproduce::cmd_reproduce(args),

@@ -197,13 +197,40 @@ pub fn cmd_sweep(args: &SweepArgs) -> anyhow::Result<bool> {
 
 pub fn cmd_merge(args: &MergeArgs) -> anyhow::Result<()> {
     crate::check_writable(&args.out)?;
-    let records = merge(&args.inputs, args.partial).map_err(|e| {
-        let msg = e.to_string();
-        match msg.strip_suffix("finish the sweep, or merge partially") {
-            Some(head) => anyhow::anyhow!("{head}finish the sweep or pass --partial"),
-            None => anyhow::anyhow!(msg),
-        }
+    crate::refuse_alias(&args.out, &args.inputs.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
+    // A record file a running sweep holds is not replaced under it.
+    let _lock = match std::fs::File::open(&args.out) {
+        Ok(f) if !crate::is_special(&args.out) => match f.try_lock_shared() {
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(giantstep::Error::Locked {
+                    path: args.out.display().to_string(),
+                }
+                .into())
+            }
+            _ => Some(f),
+        },
+        _ => None,
+    };
+    let records = merge(&args.inputs, args.partial).map_err(|e| match e {
+        giantstep::Error::Incomplete {
+            covered,
+            total,
+            missing,
+        } => anyhow::anyhow!(
+            "the records cover {covered} of {total} points (missing {missing}); finish the sweep or pass --partial"
+        ),
+        other => other.into(),
     })?;
+    if records.is_empty() {
+        bail!(
+            "{} hold no records; nothing to merge",
+            args.inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
     let mut text = String::new();
     for r in &records {
         text += &serde_json::to_string(r)?;

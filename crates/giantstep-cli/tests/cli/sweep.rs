@@ -914,3 +914,66 @@ eval = { n_test = 200 }
         assert!(text.contains(want), "no panel for {want}");
     }
 }
+
+/// An output that is also an input is refused before anything is written, and so is a merge onto
+/// a record file that a running sweep holds, or of files without records (issue 23).
+#[test]
+fn outputs_never_replace_inputs() {
+    let dir = tempdir("alias");
+    let cfg = dir.join("c.toml");
+    let cfg_text = "[network]\nd = 16\np = 8\n";
+    std::fs::write(&cfg, cfg_text).unwrap();
+    let same = dir.join(".").join("c.toml");
+    let o = run(&["run", "--config", cfg.to_str().unwrap(), "-o", same.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is also an input"));
+    assert_eq!(std::fs::read_to_string(&cfg).unwrap(), cfg_text);
+    // Records of a small sweep, then merge and plot onto them.
+    let plan = write_plan(&dir, &PLAN.replace("seed = \"0..3\"", "seed = [0]"));
+    let records = dir.join("r.jsonl");
+    assert!(run(&[
+        "sweep",
+        plan.to_str().unwrap(),
+        "--out",
+        records.to_str().unwrap(),
+        "-q"
+    ])
+    .status
+    .success());
+    let before = std::fs::read(&records).unwrap();
+    for args in [
+        vec!["merge", records.to_str().unwrap(), "-o", records.to_str().unwrap()],
+        vec![
+            "plot",
+            "stairway",
+            records.to_str().unwrap(),
+            "-o",
+            records.to_str().unwrap(),
+        ],
+    ] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("is also an input"),
+            "{args:?}"
+        );
+        assert_eq!(std::fs::read(&records).unwrap(), before);
+    }
+    // merge -o onto a record file another sweep holds (the test holds its lock).
+    let held = dir.join("held.jsonl");
+    std::fs::write(&held, &before).unwrap();
+    let holder = std::fs::OpenOptions::new().read(true).write(true).open(&held).unwrap();
+    holder.lock().unwrap();
+    let o = run(&["merge", records.to_str().unwrap(), "-o", held.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another giantstep sweep"));
+    holder.unlock().unwrap();
+    // Files without records.
+    let empty = dir.join("empty.jsonl");
+    std::fs::write(&empty, "\n\n").unwrap();
+    let merged = dir.join("m.jsonl");
+    let o = run(&["merge", empty.to_str().unwrap(), "-o", merged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("hold no records"));
+    assert!(!merged.exists());
+}
