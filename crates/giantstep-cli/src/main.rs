@@ -101,13 +101,24 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     if args.chunk == 0 {
         bail!("--chunk must be > 0, but is 0");
     }
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let threads = if args.threads > 4 * cores {
+        eprintln!(
+            "giantstep: warning: {} threads on {cores} cores would only add overhead; using {}",
+            args.threads,
+            4 * cores
+        );
+        4 * cores
+    } else {
+        args.threads
+    };
     let mut workload = if args.small {
         Workload::small()
     } else {
         Workload::standard()
     };
     workload.precision = precision;
-    workload.threads = args.threads;
+    workload.threads = threads;
     workload.chunk = args.chunk;
     let r = giantstep::bench::bench(&workload)?;
     if args.json {
@@ -277,9 +288,8 @@ impl RunArgs {
                 anyhow::anyhow!("--set: {}", e.to_string().trim_start_matches("invalid configuration: "))
             })?;
         }
-        let cfg = Config::from_table(table)?;
-        cfg.resolve()?;
-        Ok(cfg)
+        // Validated by the caller after the thread count is clamped (see cmd_run).
+        Ok(Config::from_table(table)?)
     }
 }
 
@@ -471,7 +481,20 @@ fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Caps rayon's global pool (used by the theory's curves) at 4 threads per core: a huge
+/// `RAYON_NUM_THREADS` would otherwise start that many threads and hang the machine.
+fn cap_global_threads() {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let asked = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if asked.is_some_and(|n| n > 4 * cores) {
+        let _ = rayon::ThreadPoolBuilder::new().num_threads(4 * cores).build_global();
+    }
+}
+
 fn main() -> ExitCode {
+    cap_global_threads();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

@@ -372,6 +372,11 @@ impl Default for Config {
 pub const MAX_STEPS: usize = 1000;
 /// Largest batch or test-set size accepted (10¹², days of GEMM at any width).
 pub const MAX_SAMPLES: usize = 1_000_000_000_000;
+/// Most worker threads of one run (each holds a chunk and a partial gradient).
+pub const MAX_THREADS: usize = 1024;
+/// Most samples per chunk (2²⁴; a chunk's samples and features take `8·chunk·(d + p)` bytes per
+/// thread, and a run never uses more than its largest batch).
+pub const MAX_CHUNK: usize = 1 << 24;
 
 /// Allowed keys per section (for precise unknown-key messages).
 /// A deserialization error as one line that names the key: serde's own `unknown field` (its list
@@ -577,8 +582,15 @@ impl Config {
         if c.threads == 0 {
             c.threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
         }
-        if c.chunk == 0 {
-            return Err(Error::invalid("chunk", "> 0", 0));
+        if c.threads > MAX_THREADS {
+            return Err(Error::invalid(
+                "threads",
+                format!("between 0 (all cores) and {MAX_THREADS}"),
+                c.threads,
+            ));
+        }
+        if c.chunk == 0 || c.chunk > MAX_CHUNK {
+            return Err(Error::invalid("chunk", format!("between 1 and {MAX_CHUNK}"), c.chunk));
         }
         check_network(&c.network)?;
         let (expr, r) = resolve_target(&mut c)?;
@@ -1041,6 +1053,9 @@ mod tests {
             ("train.eta0=-1", "train.eta0", invalid),
             ("train.eta_schedule=[]", "train.eta_schedule", invalid),
             ("train.eta_schedule=[1.0, -0.5]", "train.eta_schedule", invalid),
+            ("threads=2000", "threads", invalid),
+            ("chunk=0", "chunk", invalid),
+            ("chunk=100000000", "chunk", invalid),
             ("train.loss=hinge", "train.loss", value),
             ("seed=-1", "seed", value),
             ("network.d=abc", "network.d", wrong_type),

@@ -432,6 +432,7 @@ fn run_refuses_nonsense_before_simulating() {
             "eval.n_test must be <= 1e12",
         ),
         (vec!["--d", "300000", "--p", "100000"], "of memory"),
+        (vec!["--set", "chunk=100000000000"], "chunk must be between 1 and"),
         (
             vec!["--set", "train.n=true"],
             "expected a number of samples (e.g. 1000) or a power of d",
@@ -593,4 +594,27 @@ fn unwritable_stdout_is_one_line_exit_1() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// A huge `RAYON_NUM_THREADS` does not start that many threads (issue 23): the run finishes.
+#[test]
+fn huge_rayon_num_threads_is_capped() {
+    let mut child = bin()
+        .args(["run", "--d", "16", "--p", "8", "-q", "--json"])
+        .env("RAYON_NUM_THREADS", "100000")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > std::time::Duration::from_secs(60) {
+            let _ = child.kill();
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }

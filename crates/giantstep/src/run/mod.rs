@@ -299,7 +299,10 @@ fn run_typed<T: crate::linalg::Real>(
         && options.target.is_none();
     let baselines = options.baselines.clone().filter(|_| shareable);
     let (target, net) = setup(cfg, &mut options)?;
-    let mut exec = Exec::new(cfg.chunk, cfg.threads)?;
+    // A chunk beyond the largest batch is that batch: the same partition, so the same numbers,
+    // without buffers sized for samples that never come.
+    let largest = cfg.train_n().max(cfg.readout_n()).max(cfg.eval.n_test);
+    let mut exec = Exec::new(cfg.chunk.min(largest), cfg.threads)?;
     if let Some(flag) = options.cancel.clone() {
         exec = exec.with_cancel(flag);
     }
