@@ -249,7 +249,7 @@ impl RunArgs {
     fn config(&self) -> anyhow::Result<Config> {
         let mut table = match &self.config {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
+                let text = giantstep::config::read_text_file(path)
                     .with_context(|| format!("cannot read configuration file {}", path.display()))?;
                 parse_table(&text, &path.display().to_string())?
             }

@@ -73,7 +73,8 @@ pub struct MergeArgs {
 
 /// Loads a plan file.
 pub fn load_plan(path: &Path) -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read plan {}", path.display()))?;
+    let text =
+        giantstep::config::read_text_file(path).with_context(|| format!("cannot read plan {}", path.display()))?;
     Ok(Plan::from_toml(&text, &path.display().to_string())?)
 }
 
@@ -347,7 +348,7 @@ fn cmd_slurm(args: &SweepArgs, plan_path: &Path, plan: &Plan, dir: &Path) -> any
     std::fs::create_dir_all(dir.join("logs"))?;
     let dir = dir.canonicalize()?;
     let exe = std::env::current_exe()?.canonicalize()?;
-    let text = std::fs::read_to_string(plan_path)?;
+    let text = giantstep::config::read_text_file(plan_path)?;
     crate::write_atomic(&dir.join("plan.toml"), &text)?;
     crate::write_atomic(
         &meta_path_in(&dir),

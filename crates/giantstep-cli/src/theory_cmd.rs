@@ -417,7 +417,7 @@ fn curve_from_flags(args: &TheoryArgs) -> anyhow::Result<(Config, Vec<f64>, usiz
 
 /// The curve's base configuration, batch sizes, steps and seeds from a sweep plan.
 fn curve_from_plan(path: &std::path::Path) -> anyhow::Result<(Config, Vec<f64>, usize, Vec<u64>)> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = giantstep::config::read_text_file(path).with_context(|| format!("cannot read {}", path.display()))?;
     let plan = giantstep::sweep::Plan::from_toml(&text, &path.display().to_string())?;
     for axis in &plan.axes {
         if !["train.n", "train.steps", "seed"].contains(&axis.key.as_str()) {

@@ -462,6 +462,35 @@ fn toml_error(source_name: &str, text: &str, e: &toml::de::Error) -> Error {
     }
 }
 
+/// Largest configuration or plan file read (16 MiB: a plan with a million axis values fits).
+pub const MAX_TEXT_FILE: u64 = 16 << 20;
+
+/// Reads a configuration or plan file of at most [`MAX_TEXT_FILE`] bytes (`/dev/zero` or a
+/// data file given by mistake is refused, not read until memory runs out).
+///
+/// # Errors
+/// [`Error::Io`] naming the path: unreadable, not UTF-8, or larger than [`MAX_TEXT_FILE`].
+pub fn read_text_file(path: &std::path::Path) -> Result<String> {
+    use std::io::Read as _;
+    let io = |error| Error::Io {
+        path: path.display().to_string(),
+        error,
+    };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    file.take(MAX_TEXT_FILE + 1).read_to_string(&mut text).map_err(io)?;
+    if text.len() as u64 > MAX_TEXT_FILE {
+        return Err(io(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} MiB: not a configuration or plan file",
+                MAX_TEXT_FILE >> 20
+            ),
+        )));
+    }
+    Ok(text)
+}
+
 /// Parses TOML text into a table (no key checks yet).
 ///
 /// # Errors

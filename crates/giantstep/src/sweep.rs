@@ -361,12 +361,16 @@ pub struct Record {
     pub wall_s: f64,
 }
 
+/// Longest line of a record file read (64 MiB; a record is a few kilobytes).
+pub const MAX_RECORD_LINE: u64 = 64 << 20;
+
 /// Reads a record file. A last line without its newline that does not parse (a write cut short by
 /// a kill) is dropped, and the byte length of the valid prefix is returned so that the caller can
 /// truncate before appending.
 ///
 /// # Errors
-/// [`Error::Io`] if unreadable; [`Error::RecordFile`] for a line that is not a JSON record.
+/// [`Error::Io`] if unreadable; [`Error::RecordFile`] for a line that is not a JSON record or
+/// is longer than [`MAX_RECORD_LINE`].
 pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
     let io = |e| Error::Io {
         path: path.display().to_string(),
@@ -380,11 +384,22 @@ pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
     let mut number = 0;
     loop {
         line.clear();
-        let n = reader.read_line(&mut line).map_err(io)?;
+        let n = std::io::Read::take(&mut reader, MAX_RECORD_LINE + 1)
+            .read_line(&mut line)
+            .map_err(io)?;
         if n == 0 {
             break;
         }
         number += 1;
+        if n as u64 > MAX_RECORD_LINE {
+            return Err(Error::RecordFile {
+                path: path.display().to_string(),
+                message: format!(
+                    "is not a giantstep records file (line {number} is longer than {} MiB)",
+                    MAX_RECORD_LINE >> 20
+                ),
+            });
+        }
         let complete = line.ends_with('\n');
         if line.trim().is_empty() {
             valid += n as u64;

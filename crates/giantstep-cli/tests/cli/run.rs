@@ -618,3 +618,36 @@ fn huge_rayon_num_threads_is_capped() {
     };
     assert!(status.is_some_and(|s| s.success()), "{status:?}");
 }
+
+/// Files that never end (`/dev/zero`) as a configuration, plan or record file are refused after
+/// a bounded read, never read until memory runs out (issue 23).
+#[test]
+fn endless_input_files_are_refused() {
+    if !std::path::Path::new("/dev/zero").exists() {
+        eprintln!("endless_input_files_are_refused: no /dev/zero, skipped");
+        return;
+    }
+    let dir = tempdir("devzero");
+    let out = dir.join("o.jsonl");
+    for (args, want) in [
+        (vec!["run", "--config", "/dev/zero"], "larger than 16 MiB"),
+        (
+            vec!["sweep", "/dev/zero", "--out", out.to_str().unwrap()],
+            "larger than 16 MiB",
+        ),
+        (
+            vec!["theory", "z1", "--curve", "--plan", "/dev/zero"],
+            "larger than 16 MiB",
+        ),
+        (
+            vec!["merge", "/dev/zero", "-o", out.to_str().unwrap()],
+            "longer than 64 MiB",
+        ),
+    ] {
+        let o = run(&args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
+        assert!(!out.exists());
+    }
+}

@@ -46,6 +46,8 @@ ConfigError = _core.ConfigError
 #: A configuration value of the wrong type (a ``TypeError``); ``.key`` names the key.
 ConfigTypeError = _core.ConfigTypeError
 
+_MAX_TEXT_FILE = 16 << 20
+
 ConfigLike = Union[None, str, "os.PathLike[str]", Mapping[str, Any]]
 
 
@@ -90,7 +92,10 @@ def _config_args(config: ConfigLike, overrides: Mapping[str, Any]) -> Tuple[str,
     ):
         path = os.fspath(config)
         with open(path, encoding="utf-8") as f:
-            text, source = f.read(), path
+            # At most 16 MiB, as the command line reads (a /dev/zero given by mistake ends here).
+            text, source = f.read(_MAX_TEXT_FILE + 1), path
+        if len(text) > _MAX_TEXT_FILE:
+            raise ValueError(f"{path}: larger than 16 MiB: not a configuration file")
     elif isinstance(config, str):
         text, source = config, "the TOML string"
     else:
@@ -385,7 +390,9 @@ def sweep(
     """
     if isinstance(plan, os.PathLike) or (isinstance(plan, str) and "\n" not in plan and plan.endswith(".toml")):
         with open(os.fspath(plan), encoding="utf-8") as f:
-            text, source = f.read(), os.fspath(plan)
+            text, source = f.read(_MAX_TEXT_FILE + 1), os.fspath(plan)
+        if len(text) > _MAX_TEXT_FILE:
+            raise ValueError(f"{source}: larger than 16 MiB: not a plan file")
     else:
         text, source = plan, "the plan string"
     callback = None
