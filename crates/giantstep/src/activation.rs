@@ -133,19 +133,25 @@ impl Activation {
     }
 }
 
+/// Largest shift `|b|` of `σ(h + b)`: with `h ~ N(0, 1)`, beyond 10 standard deviations a ReLU
+/// is linear or zero on the whole Gaussian and tanh/erf are constant, so larger shifts only
+/// bring underflow and slow quadrature.
+pub const MAX_SHIFT: f64 = 10.0;
+
 impl std::str::FromStr for Activation {
     type Err = Error;
 
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::Name(format!(
-                "must be relu, erf, tanh, he1..he8 or linear, optionally with a shift like 'relu:0.5', but is '{s}'"
+                "must be relu, erf, tanh, he1..he8 or linear, optionally with a shift like 'relu:0.5' (|shift| <= {MAX_SHIFT}), but is '{}'",
+                crate::error::cut(s)
             ))
         };
         let (name, shift) = match s.split_once(':') {
             Some((n, b)) => {
                 let b: f64 = b.trim().parse().map_err(|_| bad())?;
-                if !b.is_finite() {
+                if !(b.is_finite() && b.abs() <= MAX_SHIFT) {
                     return Err(bad());
                 }
                 (n.trim(), b)
@@ -348,7 +354,16 @@ mod tests {
             let a: Activation = s.parse().unwrap();
             assert_eq!(a.to_string(), s);
         }
-        for s in ["sigmoid", "he0", "he9", "relu:x", "relu:inf", ""] {
+        for s in [
+            "sigmoid",
+            "he0",
+            "he9",
+            "relu:x",
+            "relu:inf",
+            "",
+            "relu:10.5",
+            "tanh:-1e6",
+        ] {
             let e = s.parse::<Activation>().unwrap_err();
             assert!(matches!(&e, Error::Name(m) if m.starts_with("must be relu")), "{e:?}");
             let e = crate::names::parse_named::<Activation>("network.activation", s).unwrap_err();

@@ -246,6 +246,7 @@ fn bad_input_is_one_line_exit_2_nothing_written() {
             "train.n must be an integer or of the form",
         ),
         (vec!["--activation".into(), "sigmoid".into()], "activation must be"),
+        (vec!["--activation".into(), "relu:1e6".into()], "(|shift| <= 10)"),
         (vec!["--d".into(), "abc".into()], "network.d"),
     ];
     for (extra, want) in cases {
@@ -344,8 +345,17 @@ fn theory_bad_input_is_one_line_exit_2() {
             vec!["theory", "z1", "--preprocess", "cubic"],
             "--preprocess must be none, mean or linear",
         ),
-        (vec!["theory", "z1", "--alpha", "0"], "alpha must be > 0"),
-        (vec!["theory", "z1", "--activation", "softplus"], "activation must be"),
+        (
+            vec!["theory", "z1", "--alpha", "0"],
+            "--alpha must be in (0, 1e9], but is 0",
+        ),
+        (
+            vec!["theory", "z1", "--gamma", "1e300"],
+            "--gamma must be in [0, 1e6], but is 1e300",
+        ),
+        (vec!["theory", "z1", "--eta0", "1e300"], "--eta0 must be in [0, 1e6]"),
+        (vec!["theory", "z1", "--activation", "softplus"], "--activation must be"),
+        (vec!["theory", "z1", "--activation", "relu:1e300"], "(|shift| <= 10)"),
         (
             vec!["theory", "z1*z17", "--degree", "2"],
             "the theory handles 1 <= r <= 16",

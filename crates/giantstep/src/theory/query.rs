@@ -135,19 +135,26 @@ impl Query {
         if !(self.kappa > 0.0 && self.kappa <= 8.0) {
             return Err(Error::invalid("kappa", "in (0, 8] (n = d^kappa)", self.kappa));
         }
-        for (name, v) in [
-            ("alpha", Some(self.alpha)),
-            ("beta", Some(self.beta)),
-            ("eta0", Some(self.eta0)),
-            ("eta_exp", Some(self.eta_exp)),
-            ("gamma", self.gamma),
-            ("gamma_later", self.gamma_later),
+        // Ranges where the formulas mean something: beyond them a batch is more samples than
+        // any machine draws (α, β ≤ 1e9) or a step moves a neuron by more than 1e6 of its norm.
+        for (name, v, max) in [
+            ("alpha", Some(self.alpha), 1e9),
+            ("beta", Some(self.beta), 1e9),
+            ("eta0", Some(self.eta0), 1e6),
+            ("eta_exp", Some(self.eta_exp), 10.0),
+            ("gamma", self.gamma, 1e6),
+            ("gamma_later", self.gamma_later, 1e6),
         ] {
             if let Some(v) = v {
                 let positive = matches!(name, "alpha" | "beta");
-                if !v.is_finite() || v < 0.0 || (positive && v == 0.0) {
-                    let expected = if positive { "> 0 and finite" } else { ">= 0 and finite" };
-                    return Err(Error::invalid(name, expected, v));
+                if !v.is_finite() || v < 0.0 || (positive && v == 0.0) || v > max {
+                    let low = if positive { "in (0" } else { "in [0" };
+                    let shown = if v.abs() >= 1e6 {
+                        format!("{v:e}")
+                    } else {
+                        v.to_string()
+                    };
+                    return Err(Error::invalid(name, format!("{low}, {max:e}]"), shown));
                 }
             }
         }
