@@ -685,7 +685,7 @@ fn check_network(net: &NetworkConfig) -> Result<()> {
 /// Parses the target, checks `r` and the noise, and writes the expression and `r` into `c`.
 fn resolve_target(c: &mut Config) -> Result<(Expr, usize)> {
     let expr_text = c.target_expr()?;
-    let expr = Expr::parse(&expr_text)?;
+    let expr = crate::target::parse_target(&expr_text, "target.expr")?;
     let r = match c.target.r {
         Some(r) => {
             if r < expr.max_var() {

@@ -46,6 +46,46 @@ pub const PRESETS: &[(&str, &str, &str)] = &[
     ("hard-he2", "he2(z1)", "no first Hermite coefficient: needs n = Θ(d²)"),
 ];
 
+/// Parses a target given as text that is not a preset's name. A name-like text that is not an
+/// expression (`staircase4`, `stairway-he999`) is reported as neither, with the presets listed
+/// nearest first; other texts keep the parser's message (with its column).
+///
+/// # Errors
+/// [`Error::Invalid`] naming `key` for a name-like text, [`Error::Expr`] otherwise.
+pub fn parse_target(text: &str, key: &str) -> Result<Expr> {
+    Expr::parse(text).map_err(|e| {
+        let name_like = text.starts_with(|c: char| c.is_ascii_alphabetic())
+            && text.len() > 2
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        if !name_like {
+            return e;
+        }
+        let mut names: Vec<&str> = PRESETS.iter().map(|(n, _, _)| *n).collect();
+        names.sort_by_key(|n| (edit_distance(n, text), *n));
+        Error::invalid(
+            key,
+            format!("a preset ({}) or an expression over z1..zr", names.join(", ")),
+            format!("'{}'", crate::error::cut(text)),
+        )
+    })
+}
+
+/// The Levenshtein distance between two short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().take(200).collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 /// The expression of a named preset.
 ///
 /// # Errors
@@ -255,7 +295,24 @@ mod tests {
             let ex = Expr::parse(e).unwrap();
             assert!(ex.max_var() >= 1, "{name}");
         }
-        assert!(preset_expr("nope").unwrap_err().to_string().contains("stairway-he124"));
+        assert!(matches!(preset_expr("nope"), Err(Error::Invalid { key, .. }) if key == "target.preset"));
+        // A preset's typo is neither a preset nor an expression: the nearest presets come first.
+        match parse_target("stairway-he999", "target.expr") {
+            Err(Error::Invalid { key, expected, .. }) => {
+                assert_eq!(key, "target.expr");
+                assert!(
+                    expected.starts_with("a preset (stairway-he124, stairway-pm,"),
+                    "{expected}"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            matches!(parse_target("staircase4", "t"), Err(Error::Invalid { expected, .. }) if expected.starts_with("a preset (staircase2, staircase3"))
+        );
+        // An expression's error keeps its column.
+        assert!(matches!(parse_target("z1 + foo(z2)", "t"), Err(Error::Expr { .. })));
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
     }
 
     #[test]

@@ -100,7 +100,7 @@ impl Query {
         let text = crate::target::preset_expr(&self.target)
             .map(str::to_string)
             .unwrap_or_else(|_| self.target.clone());
-        let expr = Expr::parse(&text)?;
+        let expr = crate::target::parse_target(&text, "target")?;
         let r = self.r.unwrap_or(expr.max_var().max(1));
         if r < expr.max_var() {
             return Err(Error::invalid(
