@@ -97,6 +97,10 @@ pub struct Expr {
     stack_depth: usize,
 }
 
+/// Largest degree of a polynomial target in one variable ([`Expr::axis_degree`]): the
+/// moments of higher ones are beyond double-precision Gaussian quadrature.
+pub const MAX_AXIS_DEGREE: u32 = 20;
+
 /// Largest stack any program may need (deeply nested expressions are rejected beyond this).
 const MAX_STACK: usize = 64;
 
@@ -144,12 +148,73 @@ impl Expr {
                 message: format!("the expression is nested too deeply (stack {max_depth} > {MAX_STACK})"),
             });
         }
-        Ok(Expr {
+        let expr = Expr {
             source: source.to_string(),
             ops,
             max_var: p.max_var,
             stack_depth: max_depth,
-        })
+        };
+        if let Some(deg) = expr.axis_degree().filter(|&k| k > MAX_AXIS_DEGREE) {
+            return Err(Error::Expr {
+                expr: crate::error::cut(source),
+                column: 1,
+                message: format!(
+                    "a polynomial of degree {deg} in one variable; degrees above {MAX_AXIS_DEGREE} are not supported (the Gaussian quadrature of its moments loses double precision)"
+                ),
+            });
+        }
+        Ok(expr)
+    }
+
+    /// For a polynomial, its largest degree in any one variable (`he(3, z1)*z2^2`: 3); `None`
+    /// when the expression is not a polynomial (or its degree is not evident from its form).
+    pub fn axis_degree(&self) -> Option<u32> {
+        let r = self.max_var + 1;
+        let mut stack: Vec<Option<Vec<u32>>> = Vec::new();
+        let scale = |v: Option<Vec<u32>>, k: u32| v.map(|d| d.iter().map(|x| x.saturating_mul(k)).collect());
+        let constant = |v: &Option<Vec<u32>>| v.as_ref().is_some_and(|d| d.iter().all(|&x| x == 0));
+        for op in &self.ops {
+            let next = match *op {
+                Op::Const(_) => Some(vec![0; r]),
+                Op::Var(j) => Some((0..r).map(|i| u32::from(i == j)).collect()),
+                Op::Neg => stack.pop()?,
+                Op::Add | Op::Sub | Op::Mul | Op::Div | Op::Pow => {
+                    let b = stack.pop()?;
+                    let a = stack.pop()?;
+                    match *op {
+                        Op::Add | Op::Sub => a
+                            .zip(b)
+                            .map(|(a, b)| a.iter().zip(&b).map(|(x, y)| *x.max(y)).collect()),
+                        Op::Mul => a
+                            .zip(b)
+                            .map(|(a, b)| a.iter().zip(&b).map(|(x, y)| x.saturating_add(*y)).collect()),
+                        // p / c is a polynomial; c1 ^ c2 is a constant.
+                        Op::Div if constant(&b) => a,
+                        Op::Pow if constant(&a) && constant(&b) => a,
+                        _ => None,
+                    }
+                }
+                Op::PowInt(k) => {
+                    let a = stack.pop()?;
+                    match u32::try_from(k) {
+                        Ok(k) => scale(a, k),
+                        Err(_) if constant(&a) => a,
+                        Err(_) => None,
+                    }
+                }
+                Op::Call(Func::Hermite(k)) => scale(stack.pop()?, k),
+                Op::Call(_) => {
+                    let a = stack.pop()?;
+                    if constant(&a) {
+                        a
+                    } else {
+                        None
+                    }
+                }
+            };
+            stack.push(next);
+        }
+        stack.pop()?.map(|d| d.into_iter().max().unwrap_or(0))
     }
 
     /// The expression as written.
@@ -617,6 +682,23 @@ mod tests {
         assert_eq!(Expr::parse("z1 + z1*z2*z3").unwrap().max_var(), 3);
         assert_eq!(Expr::parse("he2(z7)").unwrap().max_var(), 7);
         assert_eq!(Expr::parse("3").unwrap().max_var(), 0);
+        // Degrees per variable of polynomials; None for anything else.
+        let deg = |s: &str| Expr::parse(s).unwrap().axis_degree();
+        assert_eq!(deg("he(3, z1)*z2^2"), Some(3));
+        assert_eq!(deg("z1 + z1*z2 + z1*z2*z3"), Some(1));
+        assert_eq!(deg("(z1 + z2)^4 / 2 - 3"), Some(4));
+        assert_eq!(deg("he2(z1 * z1)"), Some(4));
+        assert_eq!(deg("2^3 * z1"), Some(1));
+        assert_eq!(deg("tanh(z1)"), None);
+        assert_eq!(deg("z1 / z2"), None);
+        assert_eq!(deg("z1^-1"), None);
+        assert_eq!(deg("he(20, z1) * he(20, z2)"), Some(20));
+        for s in ["he(21, z1)", "z1^30", "he(64, z1)", "z1^11 * z1^10"] {
+            match Expr::parse(s) {
+                Err(Error::Expr { message, .. }) => assert!(message.contains("degrees above 20"), "{s}: {message}"),
+                other => panic!("{s}: {other:?}"),
+            }
+        }
     }
 
     fn err(s: &str) -> (usize, String) {

@@ -435,6 +435,13 @@ fn run_refuses_nonsense_before_simulating() {
         (vec!["--target", "sqrt(-1-z1^2)"], "not finite"),
         (vec!["--target", "he(z1)"], "needs a literal integer degree k"),
         (vec!["--target", "he(-1, z1)"], "needs a literal integer degree k"),
+        (vec!["--target", "he(21, z1)"], "degrees above 20 are not supported"),
+        (vec!["--target", "z1^11 * z1^10"], "degrees above 20 are not supported"),
+        (vec!["--target", "1e200*z1 + 1e200*z2"], "the target's values overflow"),
+        (
+            vec!["--target", "staircase4"],
+            "must be a preset (staircase2, staircase3,",
+        ),
         (vec!["--set", "train.eta0=-1"], "train.eta0 must be >= 0"),
         (vec!["--steps", "5000"], "train.steps must be <= 1000"),
         (
@@ -659,5 +666,25 @@ fn endless_input_files_are_refused() {
         assert_eq!(o.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(want) && err.trim().lines().count() == 1, "{args:?}: {err}");
         assert!(!out.exists());
+    }
+}
+
+/// Polynomials up to the supported degree are not refused as "not square-integrable" (issue 23).
+#[test]
+fn high_degree_polynomials_run() {
+    for target in ["he(20, z1)", "z1^20 * z2^20", "he(20, z1 + z2)"] {
+        let o = run(&[
+            "run",
+            "--d",
+            "16",
+            "--p",
+            "8",
+            "--target",
+            target,
+            "-q",
+            "--set",
+            "eval.theory=false",
+        ]);
+        assert!(o.status.success(), "{target}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }

@@ -172,6 +172,11 @@ pub fn expand(g: &dyn Fn(&[f64]) -> f64, r: usize, opts: ExpandOptions) -> Resul
             tail += w * v * v;
         }
     }
+    if !second.is_finite() {
+        return Err(Error::Numerical(
+            "the target's values overflow: E[g^2] is beyond double precision (scale the target down)".into(),
+        ));
+    }
     // A singular target (1/z1) is finite on every grid but its E[g²] grows with the resolution:
     // compare with a coarser grid of different nodes.
     if nodes >= 12 {
