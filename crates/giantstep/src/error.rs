@@ -94,11 +94,12 @@ pub enum Error {
         actual: String,
     },
     /// A run that needs more memory than this machine has.
-    #[error("this run needs about {needed} of memory ({detail}); this machine has {available}")]
+    #[error("this run needs about {needed} of memory ({detail}); {available}")]
     Memory {
         /// The estimate, human-readable.
         needed: String,
-        /// The machine's memory, human-readable.
+        /// What may be used and why (`this machine has 33.6 GB`, `its cgroup (container or
+        /// job) allows 4.0 GB`, `its address-space limit (ulimit -v) leaves 5.6 GB`).
         available: String,
         /// Where it goes (weights, Gram matrices, chunks).
         detail: String,

@@ -688,3 +688,22 @@ fn high_degree_polynomials_run() {
         assert!(o.status.success(), "{target}: {}", String::from_utf8_lossy(&o.stderr));
     }
 }
+
+/// Under an address-space limit (`ulimit -v`, as Slurm or a notebook server may set) a run that
+/// fits the machine but not the limit is refused with the memory message, not killed by an
+/// allocation abort (issue 23).
+#[test]
+fn memory_check_respects_ulimit_v() {
+    let exe = env!("CARGO_BIN_EXE_giantstep");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 6000000 && exec '{exe}' run --d 2 --p 20000 --target z1 --n 100 --set eval.n_test=1000"
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("its address-space limit (ulimit -v) leaves"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}

@@ -17,16 +17,45 @@ pub fn preflight(config: &ValidConfig) -> Result<()> {
 }
 
 /// Total memory of this machine in bytes (`MemTotal` of /proc/meminfo), if known.
-fn machine_memory() -> Option<f64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kb: f64 = text
-        .lines()
-        .find(|l| l.starts_with("MemTotal:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()?;
-    Some(kb * 1024.0)
+/// The memory this process may use, in bytes, and where the limit comes from: the smallest of
+/// the machine's memory, a cgroup limit (v2 `memory.max` of this process's cgroup, v1
+/// `memory.limit_in_bytes`: containers, JupyterHub, Slurm `--mem`) and the address-space limit
+/// (`ulimit -v`, less 512 MB for the program, its libraries and thread stacks).
+fn memory_limit() -> Option<(f64, &'static str)> {
+    let read = |p: &str| std::fs::read_to_string(p).ok();
+    let number = |t: String| t.trim().parse::<f64>().ok();
+    let mut limits: Vec<(f64, &'static str)> = Vec::new();
+    if let Some(kb) = read("/proc/meminfo").and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+    }) {
+        limits.push((kb * 1024.0, "this machine has"));
+    }
+    let v2 = read("/proc/self/cgroup").and_then(|t| {
+        t.lines().find_map(|l| {
+            l.strip_prefix("0::")
+                .map(|p| format!("/sys/fs/cgroup{}/memory.max", p.trim()))
+        })
+    });
+    let cgroup = v2
+        .and_then(|p| read(&p))
+        .or_else(|| read("/sys/fs/cgroup/memory.max"))
+        .or_else(|| read("/sys/fs/cgroup/memory/memory.limit_in_bytes"))
+        .and_then(number);
+    // v1 reports "no limit" as a number near 2^63.
+    if let Some(b) = cgroup.filter(|&b| b < 1e18) {
+        limits.push((b, "its cgroup (container or job) allows"));
+    }
+    let address_space = read("/proc/self/limits").and_then(|t| {
+        t.lines()
+            .find(|l| l.starts_with("Max address space"))
+            .and_then(|l| l.split_whitespace().nth(3).and_then(|v| v.parse::<f64>().ok()))
+    });
+    if let Some(b) = address_space {
+        limits.push(((b - 512e6).max(0.0), "its address-space limit (ulimit -v) leaves"));
+    }
+    limits.into_iter().min_by(|a, b| a.0.total_cmp(&b.0))
 }
 
 fn human_bytes(b: f64) -> String {
@@ -37,14 +66,16 @@ fn human_bytes(b: f64) -> String {
     }
 }
 
-/// Refuses a run that cannot fit in this machine's memory before allocating anything.
+/// Refuses a run that cannot fit in the memory this process may use before allocating anything.
 pub(super) fn check_memory(needed: f64, cfg: &ValidConfig) -> Result<()> {
-    let Some(have) = machine_memory() else { return Ok(()) };
+    let Some((have, source)) = memory_limit() else {
+        return Ok(());
+    };
     if needed > have {
         let (d, p) = (cfg.network.d, cfg.network.p);
         return Err(Error::Memory {
             needed: human_bytes(needed),
-            available: human_bytes(have),
+            available: format!("{source} {}", human_bytes(have)),
             detail: format!(
                 "p·d = {} weights per copy, p² = {} per Gram matrix, {} threads × chunk·(d+p)",
                 p as f64 * d as f64,
