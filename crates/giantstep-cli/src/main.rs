@@ -379,7 +379,12 @@ fn same_file(_: &std::fs::Metadata, _: &std::fs::Metadata) -> bool {
 /// Whether `path` exists and is neither a regular file nor a directory (`/dev/null`,
 /// `/dev/stdout`, a FIFO, a device): such an output is written through, never replaced.
 pub(crate) fn is_special(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
+    // `/dev/stdout` with stdout redirected to a file resolves to that regular file: it is
+    // still written through (replacing it would swap the file under the shell's redirection).
+    let device_path = path.starts_with("/dev") || path.starts_with("/proc");
+    let fd_link = std::fs::read_link(path).is_ok_and(|t| t.starts_with("/proc") || t.starts_with("/dev"));
+    (device_path || fd_link) && std::fs::metadata(path).is_ok_and(|m| !m.is_dir())
+        || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 /// A one-line warning, with the estimated time, when a run would take more than ten minutes here

@@ -197,9 +197,16 @@ impl Plan {
                 });
             }
         }
-        let text_of = |v: Option<toml::Value>| v.and_then(|v| v.as_str().map(str::to_string));
-        let name = text_of(t.remove("name"));
-        let figure = match text_of(t.remove("figure")) {
+        let text_of = |key: &str, v: Option<toml::Value>| match v {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(Error::WrongType {
+                key: key.into(),
+                message: format!("invalid type: {}, expected a string", other.type_str()),
+            }),
+        };
+        let name = text_of("name", t.remove("name"))?;
+        let figure = match text_of("figure", t.remove("figure"))? {
             Some(f) => Some(crate::config::parse_named::<Figure>("figure", &f)?),
             None => None,
         };
@@ -944,7 +951,10 @@ seed = "0..2"
         let invalid = |e: &Error| matches!(e, Error::Invalid { .. });
         let point0 = |e: &Error| matches!(e, Error::PlanPoint { index: 0, .. });
         type Kind = fn(&Error) -> bool;
-        let cases: [(&str, &str, Kind); 9] = [
+        let wrong_type = |e: &Error| matches!(e, Error::WrongType { .. });
+        let cases: [(&str, &str, Kind); 11] = [
+            ("name = 3", "name", wrong_type),
+            ("figure = [1]", "figure", wrong_type),
             ("foo = 1", "foo", unknown),
             ("[axes]\nseed = []", "axes.\"seed\"", value),
             ("[axes]\nseed = \"3..3\"", "axes.\"seed\"", value),

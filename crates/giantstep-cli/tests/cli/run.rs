@@ -707,3 +707,27 @@ fn memory_check_respects_ulimit_v() {
     assert!(err.contains("its address-space limit (ulimit -v) leaves"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// `-o /dev/stdout` with stdout redirected to a file writes through to that file; it never
+/// replaces `/dev/stdout` or the file (issue 23).
+#[test]
+fn output_to_dev_stdout_is_written_through() {
+    if !std::path::Path::new("/dev/stdout").exists() {
+        return;
+    }
+    let before = std::fs::symlink_metadata("/dev/stdout").unwrap().file_type();
+    let dir = tempdir("devstdout");
+    let file = dir.join("out.json");
+    let o = bin()
+        .args(["run", "--d", "16", "--p", "8", "-q", "-o", "/dev/stdout"])
+        .stdout(std::fs::File::create(&file).unwrap())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::symlink_metadata("/dev/stdout").unwrap().file_type(), before);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("\"test_error\""), "{text}");
+    assert!(std::fs::read_dir("/dev")
+        .unwrap()
+        .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp-")));
+}
