@@ -453,12 +453,21 @@ fn submit_or_explain(sbatch: Option<&Path>, dir: &Path, n: usize) -> anyhow::Res
             if !out.status.success() {
                 bail!("sbatch failed: {}", String::from_utf8_lossy(&out.stderr).trim());
             }
-            Ok(String::from_utf8_lossy(&out.stdout)
+            // --parsable prints "jobid" or "jobid;cluster": anything else is not a submission.
+            let id = String::from_utf8_lossy(&out.stdout)
                 .trim()
                 .split(';')
                 .next()
                 .unwrap_or("")
-                .to_string())
+                .to_string();
+            if id.is_empty() || !id.bytes().all(|b| b.is_ascii_digit()) {
+                bail!(
+                    "sbatch reported no job id for {} (it printed {}); check the queue before resubmitting",
+                    script.display(),
+                    crate::shown(String::from_utf8_lossy(&out.stdout).trim())
+                );
+            }
+            Ok(id)
         };
         let array = submit(&[], &dir.join("sweep.sbatch"))?;
         let merged = submit(&[format!("--dependency=afterok:{array}")], &dir.join("merge.sbatch"))?;
@@ -502,7 +511,8 @@ fn cmd_status(dir: &Path) -> anyhow::Result<bool> {
             "{} is not a giantstep Slurm sweep directory (no slurm.json)",
             dir.display()
         )
-    })?)?;
+    })?)
+    .with_context(|| format!("{} is not a giantstep Slurm metadata file", meta_path.display()))?;
     let plan = load_plan(&dir.join("plan.toml"))?;
     let files: Vec<PathBuf> = (0..meta.array_size)
         .map(|i| dir.join("shards").join(format!("shard-{i}.jsonl")))

@@ -630,6 +630,34 @@ fn slurm_bad_input() {
     let o = run(&["sweep", "--status", dir.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("is not a giantstep Slurm sweep directory"));
+    // A corrupt metadata file is named (issue 23).
+    let corrupt = dir.join("corrupt");
+    std::fs::create_dir_all(&corrupt).unwrap();
+    std::fs::write(corrupt.join("slurm.json"), "garbage").unwrap();
+    let o = run(&["sweep", "--status", corrupt.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("slurm.json is not a giantstep Slurm metadata file"));
+    // An sbatch that prints no job id is not a submission (issue 23).
+    let bin_dir = dir.join("fakebin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let fake = bin_dir.join("sbatch");
+    std::fs::write(&fake, "#!/bin/sh\nexit 0\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let o = bin()
+        .args([
+            "sweep",
+            plan.to_str().unwrap(),
+            "--out",
+            dir.join("silent").to_str().unwrap(),
+            "--slurm",
+            "--submit",
+        ])
+        .env("PATH", &bin_dir)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("sbatch reported no job id"));
 }
 
 /// Nothing a user types reaches a generated Slurm script as a command (issue 23): partitions and
