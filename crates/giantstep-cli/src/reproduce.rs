@@ -273,6 +273,16 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
         );
         return Ok(true);
     }
+    // Never write among a user's files: an existing directory must be empty or one of ours.
+    if let Ok(mut entries) = std::fs::read_dir(&dir) {
+        let ours = dir.join("records.jsonl").is_file() || dir.join("plan.toml").is_file();
+        if !ours && entries.next().is_some() {
+            bail!(
+                "{} exists and is not a giantstep reproduce directory (no records.jsonl or plan.toml); use a new or empty --out",
+                dir.display()
+            );
+        }
+    }
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", dir.display()))?;
     crate::check_writable(&dir.join("summary.md"))?;

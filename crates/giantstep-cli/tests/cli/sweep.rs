@@ -362,6 +362,9 @@ fn sweep_bad_input_exit_2_nothing_overwritten() {
     let out = dir.join("r.jsonl");
     assert!(sweep(&good, &out, &["--shard", "0/6"]).status.success());
     let before = std::fs::read(&out).unwrap();
+    let user_dir = dir.join("users-own");
+    std::fs::create_dir_all(&user_dir).unwrap();
+    std::fs::write(user_dir.join("notes.txt"), "mine").unwrap();
     let other = dir.join("other.toml");
     std::fs::write(&other, PLAN.replace("d = 24", "d = 20")).unwrap();
     let not_json = dir.join("bad.jsonl");
@@ -453,6 +456,15 @@ fn sweep_bad_input_exit_2_nothing_overwritten() {
             ],
             "unknown experiment 'nonsense'",
         ),
+        (
+            vec![
+                "reproduce".into(),
+                "stairway-pm".into(),
+                "--out".into(),
+                user_dir.display().to_string(),
+            ],
+            "is not a giantstep reproduce directory",
+        ),
     ];
     for (args, want) in cases {
         let o = bin().args(&args).output().unwrap();
@@ -464,6 +476,12 @@ fn sweep_bad_input_exit_2_nothing_overwritten() {
     assert_eq!(std::fs::read(&out).unwrap(), before, "the record file changed");
     assert_eq!(std::fs::read_to_string(&not_json).unwrap(), "{\"a\": 1}\nhello\n");
     assert!(!dir.join("m.jsonl").exists());
+    // The user's directory holds only the user's file.
+    let names: Vec<_> = std::fs::read_dir(&user_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["notes.txt"]);
 }
 
 // ---------------------------------------------------------------------------------------------
