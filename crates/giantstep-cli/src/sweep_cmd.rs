@@ -575,6 +575,13 @@ fn seconds_text(s: f64) -> String {
 /// calibration GEMM of the largest point's shape on all cores.
 pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usize) -> anyhow::Result<String> {
     use std::fmt::Write;
+    if plan.len() > 100_000 {
+        eprintln!(
+            "giantstep: dry run: expanding the plan's {} points (about {:.0} s)",
+            plan.len(),
+            plan.len() as f64 / 1e5
+        );
+    }
     let points: Vec<_> = plan
         .points()?
         .into_iter()

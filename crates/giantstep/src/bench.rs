@@ -97,7 +97,10 @@ pub fn peak_rss_bytes() -> u64 {
 /// # Errors
 /// If the thread count is not usable.
 pub fn calibrate_gemm(precision: Precision, d: usize, p: usize, threads: usize, chunk: usize) -> Result<f64> {
-    let exec = Exec::new(chunk, threads)?;
+    // The rate is flat beyond a thousand per dimension: a huge shape (a dry run of a plan no
+    // machine could run) is calibrated at 1024 without allocating its matrices.
+    let (d, p, chunk) = (d.min(CALIBRATION_MAX), p.min(CALIBRATION_MAX), chunk.min(4096));
+    let exec = Exec::new(chunk, threads.min(crate::config::MAX_THREADS))?;
     Ok(match precision {
         Precision::F64 => bare_gemm::<f64>(&exec, d, p),
         Precision::F32 => bare_gemm::<f32>(&exec, d, p),
@@ -137,6 +140,9 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
     rates.sort_by(f64::total_cmp);
     rates[BARE_TRIALS / 2]
 }
+
+/// Largest `d` and `p` of the calibration GEMM.
+const CALIBRATION_MAX: usize = 1024;
 
 /// Trials of the bare GEMM timing (the median is reported).
 const BARE_TRIALS: usize = 7;

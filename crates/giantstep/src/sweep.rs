@@ -275,6 +275,7 @@ impl Plan {
         let total = self.len();
         let mut out = Vec::with_capacity(total);
         let mut groups: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
         for index in 0..total {
             let mut table = self.base.clone();
             let mut rem = index;
@@ -296,6 +297,16 @@ impl Plan {
                 .into_config();
             config.threads = 0;
             let hash = fnv_hex(&serde_json::to_string(&config).expect("serializable"));
+            // Two points of one configuration would be one record: a plan never completes.
+            if let Some(first) = seen.insert(hash.clone(), index) {
+                return Err(Error::invalid(
+                    "axes",
+                    "values that give every point its own configuration",
+                    format!(
+                        "point {index} the same as point {first} (axis values that resolve equal); remove the repeat"
+                    ),
+                ));
+            }
             let next = groups.len();
             let group = *groups.entry(group_key(&config, index)).or_insert(next);
             out.push(Point {
@@ -839,17 +850,34 @@ pub fn merge(inputs: &[PathBuf], partial: bool) -> Result<Vec<Record>> {
     if !partial {
         if let Some(first) = all.first() {
             let total = first.points;
+            // A record is trusted no further than a plan can be large: it claims its plan's size.
+            if let Some(bad) = all
+                .iter()
+                .find(|r| r.points != total || r.points > MAX_POINTS || r.index >= r.points)
+            {
+                return Err(Error::RecordFile {
+                    path: inputs.first().map(|p| p.display().to_string()).unwrap_or_default(),
+                    message: format!(
+                        "holds inconsistent records (point {} of {} beside records of {total} points, at most {MAX_POINTS}); not giantstep's records",
+                        bad.index, bad.points
+                    ),
+                });
+            }
             let present: std::collections::HashSet<usize> = all.iter().map(|r| r.index).collect();
-            let missing: Vec<String> = (0..total)
-                .filter(|i| !present.contains(i))
-                .map(|i| i.to_string())
-                .collect();
-            if !missing.is_empty() {
-                let shown: Vec<String> = missing.iter().take(10).cloned().collect();
+            if present.len() < total {
+                let shown: Vec<String> = (0..total)
+                    .filter(|i| !present.contains(i))
+                    .take(11)
+                    .map(|i| i.to_string())
+                    .collect();
                 return Err(Error::Incomplete {
-                    covered: total - missing.len(),
+                    covered: present.len(),
                     total,
-                    missing: format!("{}{}", shown.join(", "), if missing.len() > 10 { ", ..." } else { "" }),
+                    missing: format!(
+                        "{}{}",
+                        shown[..shown.len().min(10)].join(", "),
+                        if shown.len() > 10 { ", ..." } else { "" }
+                    ),
                 });
             }
         }
@@ -952,7 +980,13 @@ seed = "0..2"
         let point0 = |e: &Error| matches!(e, Error::PlanPoint { index: 0, .. });
         type Kind = fn(&Error) -> bool;
         let wrong_type = |e: &Error| matches!(e, Error::WrongType { .. });
-        let cases: [(&str, &str, Kind); 11] = [
+        let cases: [(&str, &str, Kind); 13] = [
+            ("[axes]\nseed = [1, 1]", "axes", invalid),
+            (
+                "[axes]\n\"train.eta0\" = { from = 1.0, to = 1.0000000004, step = 0.0000000001 }",
+                "axes",
+                invalid,
+            ),
             ("name = 3", "name", wrong_type),
             ("figure = [1]", "figure", wrong_type),
             ("foo = 1", "foo", unknown),

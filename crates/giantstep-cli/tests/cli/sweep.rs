@@ -1014,6 +1014,25 @@ fn outputs_never_replace_inputs() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("in use by another giantstep sweep"));
     holder.unlock().unwrap();
+    // A record claiming a plan of 10^9 points is refused, not counted point by point.
+    let claim = dir.join("claim.jsonl");
+    let line = std::fs::read_to_string(&records)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
+    let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    v["points"] = serde_json::json!(1_000_000_000u64);
+    std::fs::write(&claim, format!("{v}\n")).unwrap();
+    let o = run(&[
+        "merge",
+        claim.to_str().unwrap(),
+        "-o",
+        dir.join("c.jsonl").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("inconsistent records"));
     // Files without records.
     let empty = dir.join("empty.jsonl");
     std::fs::write(&empty, "\n\n").unwrap();
@@ -1022,4 +1041,28 @@ fn outputs_never_replace_inputs() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("hold no records"));
     assert!(!merged.exists());
+}
+
+/// The dry run of a plan no machine could run costs it without allocating it (issue 23): under
+/// an 8 GB address-space limit, d = p = 3·10⁶ is estimated, not aborted.
+#[test]
+#[ignore = "slow tier: .ci/run runs it with --ignored"]
+fn dry_run_of_a_huge_plan_does_not_allocate_it() {
+    let dir = tempdir("hugedry");
+    let plan = write_plan(
+        &dir,
+        "[base]\nnetwork = { d = 3000000, p = 3000000 }\n[axes]\nseed = [0]\n",
+    );
+    let exe = env!("CARGO_BIN_EXE_giantstep");
+    let o = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -v 8000000 && exec '{exe}' sweep '{}' --out '{}' --dry-run",
+            plan.display(),
+            dir.join("r.jsonl").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("estimated wall time"));
 }
