@@ -379,6 +379,9 @@ pub struct Record {
     pub wall_s: f64,
 }
 
+/// How every record line starts (its first field is the hash).
+const RECORD_START: &str = "{\"hash\":\"";
+
 /// Longest line of a record file read (64 MiB; a record is a few kilobytes).
 pub const MAX_RECORD_LINE: u64 = 64 << 20;
 
@@ -430,7 +433,10 @@ pub fn read_records(path: &Path) -> Result<(Vec<Record>, u64)> {
             }
             // A last line without its newline is a record cut short by a kill: drop it and redo
             // its point. Anything else there means this is not a giantstep records file.
-            Ok(_) | Err(_) if !complete && (!records.is_empty() || line.starts_with("{\"hash\":\"")) => break,
+            // Only what a record's start can be: a user's note without its newline is not cut.
+            Ok(_) | Err(_) if !complete && (line.starts_with(RECORD_START) || RECORD_START.starts_with(line.as_str())) => {
+                break
+            }
             Ok(_) | Err(_) if !complete => {
                 return Err(Error::RecordFile {
                     path: path.display().to_string(),
@@ -946,6 +952,44 @@ pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_cut_record_is_dropped_from_the_end() {
+        let record = Record {
+            hash: "h0".into(),
+            plan: "p".into(),
+            index: 0,
+            points: 1,
+            config: Config::default(),
+            result: None,
+            error: Some("failed".into()),
+            version: "0".into(),
+            wall_s: 0.0,
+        };
+        let line = serde_json::to_string(&record).unwrap();
+        assert!(line.starts_with(RECORD_START));
+        let dir = std::env::temp_dir().join(format!("giantstep-cut-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        let good = format!("{line}\n");
+        for (tail, dropped) in [
+            (&line[..line.len() / 2], true),
+            ("{\"ha", true),
+            ("{", true),
+            ("my note", false),
+            ("{\"a\": 1}", false),
+        ] {
+            std::fs::write(&path, format!("{good}{tail}")).unwrap();
+            match read_records(&path) {
+                Ok((records, valid)) => {
+                    assert!(dropped, "{tail}");
+                    assert_eq!((records.len(), valid), (1, good.len() as u64));
+                }
+                Err(e) => assert!(!dropped && matches!(e, Error::RecordFile { .. }), "{tail}: {e:?}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     const PLAN: &str = r#"
 name = "t"

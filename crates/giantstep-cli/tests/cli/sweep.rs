@@ -826,6 +826,16 @@ fn sweep_refuses_a_foreign_file_without_final_newline() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("is not a giantstep records file"), "{err}");
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "{\"a\": 1}");
+    // Records followed by a user's note without its newline (issue 23): refused, not cut.
+    let records = dir.join("r.jsonl");
+    assert!(sweep(&plan, &records, &["--shard", "0/6"]).status.success());
+    let mut text = std::fs::read_to_string(&records).unwrap();
+    text.push_str("my note: rerun with d = 512");
+    std::fs::write(&records, &text).unwrap();
+    let o = sweep(&plan, &records, &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("is not a giantstep records file"));
+    assert_eq!(std::fs::read_to_string(&records).unwrap(), text);
 }
 
 /// A failed point is not done (issue 10): a rerun retries it, the retried record replaces the
