@@ -16,6 +16,11 @@ pub const SHOWN_CHARS: usize = 80;
 /// assert!(giantstep::error::cut(&"x".repeat(10_000)).ends_with("... (10000 characters)"));
 /// ```
 pub fn cut(value: &str) -> String {
+    cut_to(value, SHOWN_CHARS)
+}
+
+/// [`cut`] to `n` characters (messages that quote a value inside a longer text).
+pub fn cut_to(value: &str, n: usize) -> String {
     let escaped: String = value
         .chars()
         .flat_map(|c| {
@@ -26,11 +31,10 @@ pub fn cut(value: &str) -> String {
             }
         })
         .collect();
-    let n = escaped.chars().count();
-    if n <= SHOWN_CHARS {
+    if escaped.chars().count() <= n {
         escaped
     } else {
-        let head: String = escaped.chars().take(SHOWN_CHARS).collect();
+        let head: String = escaped.chars().take(n).collect();
         format!("{head}... ({} characters)", value.chars().count())
     }
 }
@@ -56,7 +60,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
     /// A value outside what its key accepts: "`key` must be `expected`, but is `actual`".
-    #[error("invalid configuration: {key} must be {expected}, but is {actual}")]
+    #[error("invalid configuration: {} must be {expected}, but is {actual}", cut(key))]
     Invalid {
         /// The key (`network.d`) or, for the theory's questions, the field (`kappa`).
         key: String,
@@ -66,7 +70,7 @@ pub enum Error {
         actual: String,
     },
     /// A value of the wrong type for its key (a list where a number belongs).
-    #[error("invalid configuration: invalid value for {key}: {message}")]
+    #[error("invalid configuration: invalid value for {}: {}", cut(key), cut_to(message, 3 * SHOWN_CHARS))]
     WrongType {
         /// The dotted key.
         key: String,
@@ -75,7 +79,7 @@ pub enum Error {
     },
     /// A value its key's type cannot hold (a name outside its set, a negative count): the
     /// deserializer's message.
-    #[error("invalid configuration: invalid value for {key}: {message}")]
+    #[error("invalid configuration: invalid value for {}: {}", cut(key), cut_to(message, 3 * SHOWN_CHARS))]
     Value {
         /// The dotted key.
         key: String,
@@ -160,7 +164,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Unsupported(String),
     /// An unknown configuration key.
-    #[error("unknown configuration key '{key}' (known keys{section}: {known})")]
+    #[error("unknown configuration key '{}' (known keys{section}: {known})", cut(key))]
     UnknownKey {
         /// The dotted key as given.
         key: String,

@@ -143,7 +143,7 @@ impl Expr {
         }
         if max_depth > MAX_STACK {
             return Err(Error::Expr {
-                expr: source.to_string(),
+                expr: crate::error::cut(source),
                 column: 1,
                 message: format!("the expression is nested too deeply (stack {max_depth} > {MAX_STACK})"),
             });
@@ -518,12 +518,14 @@ impl Parser<'_> {
     }
 
     fn named(&mut self, name: &str, start: usize) -> Result<()> {
+        // The name as a message quotes it (a huge identifier is cut).
+        let shown = crate::error::cut(name);
         // Variables z1, z2, ...
         if let Some(idx) = name.strip_prefix('z') {
             if !idx.is_empty() && idx.bytes().all(|b| b.is_ascii_digit()) {
                 let k: usize = idx
                     .parse()
-                    .map_err(|_| self.err_at(start, format!("variable index too large in '{name}'")))?;
+                    .map_err(|_| self.err_at(start, format!("variable index too large in '{shown}'")))?;
                 if k == 0 {
                     return Err(self.err_at(start, "variables are numbered from 1 (z1, z2, ...), but found 'z0'"));
                 }
@@ -554,17 +556,17 @@ impl Parser<'_> {
                     } else {
                         return Err(self.err_at(
                             start,
-                            format!("unknown function '{name}' (he0..he8 exist; write he({k}, x) for higher degrees)"),
+                            format!("unknown function '{shown}' (he0..he8 exist; write he({k}, x) for higher degrees)"),
                         ));
                     }
                 } else if self.peek() == Some(b'(') {
                     return Err(self.err_at(start, format!(
-                        "unknown function '{name}' (known: he0..he8, he(k, x), tanh, erf, relu, sign, abs, exp, sin, cos, sqrt)"
+                        "unknown function '{shown}' (known: he0..he8, he(k, x), tanh, erf, relu, sign, abs, exp, sin, cos, sqrt)"
                     )));
                 } else {
                     return Err(self.err_at(
                         start,
-                        format!("unknown variable '{name}' (variables are z1, z2, ..., zr)"),
+                        format!("unknown variable '{shown}' (variables are z1, z2, ..., zr)"),
                     ));
                 }
             }

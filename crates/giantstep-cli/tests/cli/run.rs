@@ -731,3 +731,34 @@ fn output_to_dev_stdout_is_written_through() {
         .unwrap()
         .all(|e| !e.unwrap().file_name().to_string_lossy().contains(".tmp-")));
 }
+
+/// Huge values in bad input are echoed cut short: one line of at most a few hundred characters
+/// (issue 23).
+#[test]
+fn huge_bad_values_are_echoed_cut_short() {
+    let dir = tempdir("hugeecho");
+    let long = "x".repeat(100_000);
+    let key_file = dir.join("k.toml");
+    std::fs::write(&key_file, format!("[network]\n{long} = 1\n")).unwrap();
+    let value_file = dir.join("v.toml");
+    std::fs::write(&value_file, format!("[network]\nactivation = \"{long}\"\n")).unwrap();
+    let cases: Vec<Vec<String>> = vec![
+        vec!["run".into(), "--config".into(), key_file.display().to_string()],
+        vec!["run".into(), "--config".into(), value_file.display().to_string()],
+        vec!["run".into(), "--set".into(), format!("{long}=3")],
+        vec!["run".into(), "--set".into(), format!("train.loss={long}")],
+        vec!["run".into(), "--target".into(), format!("z1 + {long}")],
+        vec!["theory".into(), long.clone()],
+    ];
+    for args in cases {
+        let o = bin().args(&args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{}", &err[..err.len().min(300)]);
+        assert!(
+            err.len() < 600 && err.trim().lines().count() == 1,
+            "{} chars: {}",
+            err.len(),
+            &err[..300]
+        );
+    }
+}
