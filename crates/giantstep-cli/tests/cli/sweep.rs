@@ -1076,3 +1076,23 @@ fn dry_run_of_a_huge_plan_does_not_allocate_it() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stdout).contains("estimated wall time"));
 }
+
+/// A dry run that expands a large plan says so before the wait (issue 23).
+#[test]
+#[ignore = "slow tier: .ci/run runs it with --ignored"]
+fn dry_run_of_a_large_plan_shows_progress() {
+    let dir = tempdir("largedry");
+    let plan = write_plan(
+        &dir,
+        "[base]\nnetwork = { d = 8, p = 4 }\n[axes]\nseed = \"0..150000\"\n",
+    );
+    let o = run(&[
+        "sweep",
+        plan.to_str().unwrap(),
+        "--out",
+        dir.join("r.jsonl").to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expanding the plan's 150000 points"));
+}
