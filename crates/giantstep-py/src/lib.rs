@@ -60,7 +60,14 @@ fn build_config(toml_text: &str, source: &str, overrides: &[(String, String)]) -
 /// Sets dotted keys whose values are JSON texts (Python's keyword arguments) on a table.
 fn set_overrides(table: &mut toml::Table, overrides: &[(String, String)]) -> Result<(), Error> {
     for (key, json) in overrides {
-        let value: serde_json::Value = serde_json::from_str(json).map_err(|e| Error::config(format!("{key}: {e}")))?;
+        // Python's json.dumps writes NaN and Infinity, which JSON (and a configuration) rejects.
+        let value: serde_json::Value = serde_json::from_str(json).map_err(|_| {
+            Error::invalid(
+                key,
+                "a finite number, a string, a bool or a list of them",
+                giantstep::error::cut(json),
+            )
+        })?;
         if value.is_null() {
             return Err(Error::invalid(
                 key,

@@ -277,3 +277,18 @@ def test_theory_curve_equals_the_cli():
     assert got["rf_test_error"][1:].tolist() == c["rf_test_error"][1:]
     with pytest.raises(ValueError, match="kappa_step"):
         giantstep.theory("z1", curve=True, kappa_step=0.0)
+
+
+def test_theory_and_run_name_the_parameter_of_a_wrong_value():
+    """Wrong types name the parameter in plain words; NaN names its key (issue 21, item 6)."""
+    for kwargs, text in [({"kappa": "2"}, "kappa must be a number"), ({"steps": 3.0}, "steps must be an integer"),
+                         ({"normalize": 1}, "normalize must be a bool"), ({"r": 1.5}, "r must be an integer"),
+                         ({"eta_schedule": ["a"]}, "eta_schedule must be a list of numbers")]:
+        with pytest.raises(giantstep.ConfigTypeError, match=text) as info:
+            giantstep.theory("z1", **kwargs)
+        assert info.value.key == next(iter(kwargs))
+    with pytest.raises(giantstep.ConfigError, match="train.eta0 must be a finite number") as info:
+        giantstep.run(SMALL, **{"train.eta0": float("nan")})
+    assert info.value.key == "train.eta0"
+    with pytest.raises(ValueError, match="target must be a preset"):
+        giantstep.theory("no-such-preset")

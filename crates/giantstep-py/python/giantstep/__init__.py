@@ -334,6 +334,8 @@ def theory(
         "eta_schedule": eta_schedule, "seeds": seeds,
     }
     # None leaves a field to the library's default (the signature shows those defaults).
+    for k, v in given.items():
+        _check_like_default(k, _plain(v, k))
     query = {"target": expr}
     query.update({k: _plain(given[k], k) for k in _THEORY_DEFAULTS["query"] if k in given and given[k] is not None})
     if not curve:
@@ -367,6 +369,32 @@ theory.__kwdefaults__ = {  # type: ignore[attr-defined]
     **{k: v for k, v in _THEORY_DEFAULTS["query"].items() if k != "target"},
     **_THEORY_DEFAULTS["curve"],
 }
+
+
+def _check_like_default(key: str, value: Any) -> None:
+    """Raises ``TypeError`` naming ``key`` when ``value`` is not of its default's kind."""
+    if value is None:
+        return
+    default = _THEORY_DEFAULTS["query"].get(key, _THEORY_DEFAULTS["curve"].get(key))
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "a bool"
+    elif isinstance(default, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif isinstance(default, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "a string"
+    elif key == "eta_schedule":
+        ok = isinstance(value, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        kind = "a list of numbers"
+    else:  # optional numbers: gamma, gamma_later, eta_max0, r
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        kind = "an integer" if key == "r" else "a number"
+        ok = ok and (key != "r" or isinstance(value, int))
+    if not ok:
+        err = ConfigTypeError(f"{key} must be {kind}, but is {value!r}")
+        err.key = key
+        raise err
 
 
 def theory_defaults() -> Dict[str, Any]:
