@@ -201,6 +201,7 @@ impl Observer for PyObserver {
     fn phase(&mut self, phase: Phase) {
         let (kind, t, of) = match phase {
             Phase::Step { t, of } => ("step", t, of),
+            Phase::Theory => ("theory", 0, 0),
             Phase::Readout => ("readout", 0, 0),
             Phase::Test => ("test", 0, 0),
         };
@@ -316,7 +317,9 @@ fn theory_defaults() -> PyResult<String> {
 #[pyfunction]
 fn theory(py: Python<'_>, query_json: &str) -> PyResult<String> {
     let query: giantstep::theory::Query = from_json(query_json)?;
-    let report = py.detach(|| query.analyze()).map_err(to_py)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let token = giantstep::error::Cancel::new(cancel.clone());
+    let report = interruptible(py, cancel, move || query.analyze_with(token))?.map_err(to_py)?;
     serde_json::to_string(&report).map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 
@@ -338,9 +341,14 @@ fn theory_curve(
     base.resolve().map_err(to_py)?;
     let kappas = c.kappas().map_err(to_py)?;
     let seeds = c.seed_list().map_err(to_py)?;
-    let curve = py
-        .detach(|| giantstep::prediction::curve(&base, &kappas, query.steps, &seeds))
-        .map_err(to_py)?;
+    let cancel = Arc::new(AtomicBool::new(false));
+    let token = giantstep::error::Cancel::new(cancel.clone());
+    let steps = query.steps;
+    let work_base = base.clone();
+    let curve = interruptible(py, cancel, move || {
+        giantstep::prediction::curve_with(&work_base, &kappas, steps, &seeds, &token)
+    })?
+    .map_err(to_py)?;
     serde_json::to_string(&serde_json::json!({ "config": base, "curve": curve }))
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }

@@ -68,6 +68,11 @@ impl Exec {
         self
     }
 
+    /// The cancel flag as a token for the computations outside the passes (the theory).
+    pub fn cancel_token(&self) -> crate::error::Cancel {
+        crate::error::Cancel::from_option(self.cancel.clone())
+    }
+
     /// Whether the cancel flag is set (the last pass may then be incomplete).
     pub fn cancelled(&self) -> bool {
         self.cancel

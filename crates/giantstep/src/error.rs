@@ -345,3 +345,39 @@ impl Error {
         }
     }
 }
+
+/// A cancel flag as the long computations check it: a run's passes, the theory's recursions,
+/// the predicted curve. `Cancel::default()` never cancels.
+#[derive(Debug, Clone, Default)]
+pub struct Cancel(Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+
+impl Cancel {
+    /// A token that cancels once `flag` is set.
+    pub fn new(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Cancel {
+        Cancel(Some(flag))
+    }
+
+    /// A token of an optional flag (`None` never cancels).
+    pub fn from_option(flag: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> Cancel {
+        Cancel(flag)
+    }
+
+    /// Whether the flag is set.
+    pub fn is_set(&self) -> bool {
+        self.0
+            .as_ref()
+            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// `Err(Error::Cancelled)` once the flag is set.
+    ///
+    /// # Errors
+    /// [`Error::Cancelled`] when the flag is set.
+    pub fn check(&self) -> Result<()> {
+        if self.is_set() {
+            Err(Error::Cancelled)
+        } else {
+            Ok(())
+        }
+    }
+}

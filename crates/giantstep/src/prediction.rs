@@ -3,7 +3,7 @@
 //! (docs/theory.md §6).
 
 use crate::config::{BatchSize, Config, Loss, Preprocess, ReadoutBatch, ValidConfig};
-use crate::error::{Error, Result};
+use crate::error::{Cancel, Error, Result};
 use crate::linalg::dot;
 use crate::network::Network;
 use crate::target::Target;
@@ -85,6 +85,14 @@ pub fn kappa_of(cfg: &ValidConfig) -> f64 {
 /// [`Error::Invalid`] for what the state evolution does not model (`train.reuse > 1`),
 /// [`Error::Numerical`] when the initial state or its readout cannot be computed.
 pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
+    predict_with(cfg, steps, &Cancel::default())
+}
+
+/// [`predict`] that stops with [`Error::Cancelled`] once `cancel` is set (checked between steps).
+///
+/// # Errors
+/// As [`predict`], and [`Error::Cancelled`].
+pub fn predict_with(cfg: &ValidConfig, steps: usize, cancel: &Cancel) -> Result<Prediction> {
     let net = Network::init(&cfg.network, cfg.seed);
     let target = Target::new(
         cfg.expr().clone(),
@@ -94,7 +102,7 @@ pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
         0.0,
         cfg.seed,
     )?;
-    predict_from(cfg, steps, &net.w, &net.a, &target.w_star)
+    predict_from_with(cfg, steps, &net.w, &net.a, &target.w_star, cancel)
 }
 
 /// [`predict`] from given initial weights: `w0` (`p×d`), `a` (`p`), `w_star` (`r×d`, orthonormal
@@ -103,6 +111,21 @@ pub fn predict(cfg: &ValidConfig, steps: usize) -> Result<Prediction> {
 /// # Errors
 /// As [`predict`].
 pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_star: &[f64]) -> Result<Prediction> {
+    predict_from_with(cfg, steps, w0, a, w_star, &Cancel::default())
+}
+
+/// [`predict_from`] that stops with [`Error::Cancelled`] once `cancel` is set.
+///
+/// # Errors
+/// As [`predict`], and [`Error::Cancelled`].
+pub fn predict_from_with(
+    cfg: &ValidConfig,
+    steps: usize,
+    w0: &[f64],
+    a: &[f64],
+    w_star: &[f64],
+    cancel: &Cancel,
+) -> Result<Prediction> {
     if let Some(e) = unsupported(cfg) {
         return Err(e);
     }
@@ -163,6 +186,7 @@ pub fn predict_from(cfg: &ValidConfig, steps: usize, w0: &[f64], a: &[f64], w_st
     // The steps up to a divergence are kept (so that a prediction of T steps is the first T
     // steps of any longer one, as runs are).
     for t in 1..=steps {
+        cancel.check()?;
         let gamma = cfg.eta_at(t) / p as f64;
         let stepped = model(cfg.train.preprocess_at(t)).step(prepared, gamma, cfg.train_n() as f64, t);
         prepared = readout_model.prepare(&mut state);
@@ -376,6 +400,15 @@ impl CurveQuery {
 /// # Errors
 /// An invalid configuration at some `κ`, or a configuration the state evolution does not model.
 pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Result<Curve> {
+    curve_with(base, kappas, steps, seeds, &Cancel::default())
+}
+
+/// [`curve`] that stops with [`Error::Cancelled`] once `cancel` is set (checked between the
+/// steps of every point).
+///
+/// # Errors
+/// As [`curve`], and [`Error::Cancelled`].
+pub fn curve_with(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64], cancel: &Cancel) -> Result<Curve> {
     if steps == 0 {
         return Err(Error::invalid("steps", ">= 1", 0));
     }
@@ -398,7 +431,8 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
             configs.push(c.resolve()?);
         }
     }
-    let preds: Vec<Result<Prediction>> = configs.par_iter().map(|c| predict(c, steps)).collect();
+    let preds: Vec<Result<Prediction>> = configs.par_iter().map(|c| predict_with(c, steps, cancel)).collect();
+    cancel.check()?;
     let ns = seeds.len() as f64;
     let n = kappas
         .iter()

@@ -228,6 +228,11 @@ impl Target {
         });
     }
 
+    /// The target function given at run time, if any.
+    pub(crate) fn custom_target(&self) -> Option<&CustomTarget> {
+        self.custom.as_ref().map(|c| &c.target)
+    }
+
     /// The first error the custom target returned, if any.
     pub(crate) fn custom_error(&self) -> Option<Error> {
         let c = self.custom.as_ref()?;

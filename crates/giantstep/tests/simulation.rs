@@ -624,7 +624,7 @@ fn observer_sees_phases_and_steps() {
         ..Default::default()
     };
     let r = giantstep::run_with(&cfg, options).unwrap();
-    assert_eq!(log.phases, ["step 1/2", "step 2/2", "readout", "test"]);
+    assert_eq!(log.phases, ["step 1/2", "step 2/2", "theory", "readout", "test"]);
     assert_eq!(log.steps, r.steps);
     // A closure receives the phases as messages.
     let mut messages = Vec::new();
@@ -635,6 +635,56 @@ fn observer_sees_phases_and_steps() {
     };
     giantstep::run_with(&cfg, options).unwrap();
     assert_eq!(messages, log.phases);
+}
+
+/// A run cancelled when its theory starts stops inside the theory with `Error::Cancelled`
+/// (a rank-3 target whose recursions take seconds per step), and a run without the theory
+/// has no theory phase.
+#[test]
+fn cancel_during_the_theory_stops_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let flag = Arc::new(AtomicBool::new(false));
+    let raised = flag.clone();
+    let mut phases = Vec::new();
+    let mut observer = |m: &str| {
+        phases.push(m.to_string());
+        if m == "theory" {
+            raised.store(true, Ordering::SeqCst);
+        }
+    };
+    let cfg = config(&[
+        "network.d=32",
+        "network.p=8",
+        "network.activation=\"tanh\"",
+        "target.expr=\"tanh(z1*z2*z3)\"",
+        "train.steps=16",
+        "eval.n_test=100",
+    ])
+    .resolve()
+    .unwrap();
+    let start = std::time::Instant::now();
+    let options = RunOptions {
+        observer: Some(&mut observer),
+        cancel: Some(flag),
+        ..Default::default()
+    };
+    let outcome = giantstep::run_with(&cfg, options);
+    assert!(matches!(outcome, Err(giantstep::Error::Cancelled)), "{outcome:?}");
+    assert_eq!(phases.last().map(String::as_str), Some("theory"));
+    // Uncancelled, the theory's recursions (no fixed point without normalization) take about a
+    // second per step here, 16 s in all; cancelled, the run ends at the next check (< 1 s).
+    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
+    let mut phases = Vec::new();
+    let mut observer = |m: &str| phases.push(m.to_string());
+    let mut cfg = config(&["network.d=16", "network.p=8", "eval.n_test=100", "eval.theory=false"]);
+    cfg.train.steps = 1;
+    let options = RunOptions {
+        observer: Some(&mut observer),
+        ..Default::default()
+    };
+    giantstep::run_with(&cfg.resolve().unwrap(), options).unwrap();
+    assert_eq!(phases, ["step 1/1", "readout", "test"]);
 }
 
 /// A run cancelled from its own observer when step 2 starts stops with `Error::Cancelled`
@@ -818,6 +868,58 @@ fn custom_target_equals_the_expression() {
     )
     .unwrap_err();
     assert_eq!(e.to_string(), "the target function failed: bad: boom");
+}
+
+/// The stability check also covers a target function: above the limit the run warns as the
+/// expression's theory does (the same first-step and later γ), below it stays silent.
+#[test]
+fn custom_target_gets_the_stability_check() {
+    let text = giantstep::target::preset_expr("stairway-he124").unwrap();
+    let expr = giantstep::expr::Expr::parse(text).unwrap();
+    let r = expr.max_var();
+    let custom = || {
+        let e = expr.clone();
+        giantstep::CustomTarget {
+            name: "<rust: he124>".into(),
+            f: std::sync::Arc::new(move |x: &[f64], y: &mut [f64]| {
+                for (yi, row) in y.iter_mut().zip(x.chunks(r)) {
+                    *yi = e.eval(row);
+                }
+                Ok(())
+            }),
+        }
+    };
+    // γ = η/p = 11.3 (ReLU, ±1 second layer: stable up to γ ≈ 8) and γ = 5.
+    for (eta, unstable) in [("180.8", true), ("80", false)] {
+        let cfg = small(&["target.preset=\"stairway-he124\"", "network.p=16", "train.n=\"d^1.5\""]);
+        let mut c = cfg.into_config();
+        c.train.eta = Some(eta.parse().unwrap());
+        let cfg = c.resolve().unwrap();
+        let by_expr = giantstep::run(&cfg).unwrap();
+        let expected: Vec<&String> = by_expr
+            .theory
+            .as_ref()
+            .unwrap()
+            .warnings
+            .iter()
+            .filter(|w| w.contains("unstable"))
+            .collect();
+        let by_fn = giantstep::run_with(
+            &cfg,
+            RunOptions {
+                target: Some(custom()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(expected.len(), usize::from(unstable), "{expected:?}");
+        assert_eq!(by_fn.warnings.len(), usize::from(unstable), "{:?}", by_fn.warnings);
+        if unstable {
+            // The same γ and the same limit to the digits shown (the grids differ).
+            let head = |w: &str| w.split(" (stable up to").next().unwrap().to_string();
+            assert_eq!(head(&by_fn.warnings[0]), head(expected[0]));
+        }
+    }
 }
 
 /// A set cancel flag stops the run before its first chunk is done.

@@ -323,8 +323,16 @@ fn run_typed<T: crate::linalg::Real>(
     let trained = train::<T>(&ctx, &mut net.net, observer)?;
     let done = trained.steps.len();
 
-    observer.phase(Phase::Readout);
+    if cfg.eval.theory || cfg.readout.add_back == crate::config::AddBack::Oracle {
+        observer.phase(Phase::Theory);
+    }
     let theories = theories(&ctx, &net, &trained, custom_name.as_deref());
+    let warnings = match ctx.target.custom_target() {
+        Some(custom) => theory::custom_warnings(&ctx, custom, trained.steps.len()),
+        None => vec![Vec::new(); eval_at.len()],
+    };
+    interrupted(&ctx.exec, &ctx.target)?;
+    observer.phase(Phase::Readout);
     let fits = fit_all::<T>(&ctx, &net, &trained, &theories)?;
     observer.phase(Phase::Test);
     let (errors, slots, y2) = test_all::<T>(&ctx, &net, &trained, &fits)?;
@@ -370,6 +378,7 @@ fn run_typed<T: crate::linalg::Real>(
             test_label_second_moment: y2,
             theory_note,
             theory,
+            warnings: warnings[i].clone(),
             elapsed_s: start.elapsed().as_secs_f64(),
             config: cfg_t,
             weights,

@@ -12,6 +12,8 @@ pub enum Phase {
         /// The number of steps trained.
         of: usize,
     },
+    /// The theory attached to the run is computed (`eval.theory`, or the oracle add-back).
+    Theory,
     /// The ridge readouts are fitted.
     Readout,
     /// The test errors are measured.
@@ -22,6 +24,7 @@ impl std::fmt::Display for Phase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Phase::Step { t, of } => write!(f, "step {t}/{of}"),
+            Phase::Theory => f.write_str("theory"),
             Phase::Readout => f.write_str("readout"),
             Phase::Test => f.write_str("test"),
         }
@@ -40,7 +43,7 @@ pub trait Observer {
 /// Observes nothing.
 impl Observer for () {}
 
-/// A closure receives each phase as a short message (`"step 1/3"`, `"readout"`, `"test"`).
+/// A closure receives each phase as a short message (`"step 1/3"`, `"theory"`, `"readout"`, `"test"`).
 impl<F: FnMut(&str)> Observer for F {
     fn phase(&mut self, phase: Phase) {
         self(&phase.to_string())

@@ -62,6 +62,10 @@ pub struct RunResult {
     /// Why `theory` is absent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub theory_note: Option<String>,
+    /// Warnings about the run that are not the attached theory's: for a target function given at
+    /// run time, the stability check of the later steps (docs/stairway.md). Omitted when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
     /// Wall time of the run in seconds.
     pub elapsed_s: f64,
     /// The weights, with [`RunOptions::keep_weights`](crate::RunOptions::keep_weights) (not part of the JSON).

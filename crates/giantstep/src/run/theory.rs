@@ -3,16 +3,25 @@
 
 use super::{Ctx, RunTheory, Started, StepRecord, Trained};
 use crate::config::{AddBack, Loss, Normalize, ValidConfig};
-use crate::error::{Error, Result};
+use crate::error::{Cancel, Error, Result};
 use crate::target::Target;
+use crate::theory::TheoryReport;
 
 /// Widest network for which a run attaches the predicted test error (its cost grows like p³).
 const PREDICT_MAX_P: usize = 1024;
 /// Most steps for which a run attaches the predicted test error.
 const PREDICT_MAX_STEPS: usize = 16;
+/// Most steps for which a run attaches the theory at all: its recursions cost up to about a
+/// second per step at rank 3, which past this would dominate a many-step run
+/// (`giantstep theory --steps T` computes any number of steps).
+pub const RUN_THEORY_MAX_STEPS: usize = 16;
 
 /// The theory per evaluated `T` (also computed for the oracle add-back, which needs it), or
 /// `None` when neither asks for it or training stopped before `T`.
+///
+/// One analysis serves every evaluated `T` with the same learning rate of the later steps
+/// (the recursions of `T` steps begin with those of fewer): the largest such `T` is computed,
+/// the others are its prefixes.
 pub(super) fn theories(
     ctx: &Ctx,
     start: &Started,
@@ -22,40 +31,82 @@ pub(super) fn theories(
     let cfg = ctx.cfg;
     let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
     let t_max = trained.steps.len();
+    let cancel = ctx.exec.cancel_token();
     let predicted = (cfg.eval.theory
         && custom_name.is_none()
         && cfg.network.p <= PREDICT_MAX_P
         && (1..=PREDICT_MAX_STEPS).contains(&t_max)
         && crate::prediction::kappa_of(cfg) >= crate::prediction::KAPPA_MIN
         && cfg.train.reuse == 1)
-        .then(|| crate::prediction::predict_from(cfg, t_max, &start.w0, &start.net.a, &ctx.target.w_star).ok())
+        .then(|| {
+            crate::prediction::predict_from_with(cfg, t_max, &start.w0, &start.net.a, &ctx.target.w_star, &cancel).ok()
+        })
         .flatten();
+    let evaluated: Vec<usize> = ctx.eval_at.iter().copied().filter(|&t| t <= t_max).collect();
+    let mut reports: Vec<(Option<u64>, usize, Result<TheoryReport>)> = Vec::new();
+    if wanted && custom_name.is_none() {
+        for &t in evaluated.iter().rev() {
+            let key = gamma_later(cfg, t).map(f64::to_bits);
+            if t <= RUN_THEORY_MAX_STEPS && !reports.iter().any(|(k, _, _)| *k == key) {
+                reports.push((key, t, analysis(cfg, t, &ctx.target, &cancel)));
+            }
+        }
+    }
     ctx.eval_at
         .iter()
         .map(|&t| {
-            (t <= trained.steps.len() && wanted).then(|| match custom_name {
-                Some(name) => Err(Error::Unsupported(format!(
-                    "the target is a function given at run time ({name}); the theory needs an expression"
-                ))),
-                None => theory_for(cfg, t, &ctx.target, &trained.steps[..t]).map(|mut th| {
-                    if let Some(p) = &predicted {
-                        th.test_error = p.steps.get(t - 1).map(|s| s.test_error);
-                        th.rf_test_error = Some(p.rf_test_error);
-                        if let Some(w) = crate::prediction::below_checked(cfg) {
-                            th.warnings.push(w);
-                        }
+            (t <= t_max && wanted).then(|| {
+                if let Some(name) = custom_name {
+                    return Err(Error::Unsupported(format!(
+                        "the target is a function given at run time ({name}); the theory needs an expression"
+                    )));
+                }
+                if t > RUN_THEORY_MAX_STEPS {
+                    return Err(Error::Unsupported(format!(
+                        "a run attaches the theory up to {RUN_THEORY_MAX_STEPS} steps, this one has {t} (giantstep theory --steps {t} computes it)"
+                    )));
+                }
+                let key = gamma_later(cfg, t).map(f64::to_bits);
+                let rep = match reports.iter().find(|(k, _, _)| *k == key) {
+                    Some((_, _, Ok(rep))) => rep,
+                    Some((_, _, Err(e))) => return Err(e.clone()),
+                    None => unreachable!("an analysis for every evaluated T"),
+                };
+                let mut th = attach(cfg, &prefix(rep, t), &trained.steps[..t])?;
+                if let Some(p) = &predicted {
+                    th.test_error = p.steps.get(t - 1).map(|s| s.test_error);
+                    th.rf_test_error = Some(p.rf_test_error);
+                    if let Some(w) = crate::prediction::below_checked(cfg) {
+                        th.warnings.push(w);
                     }
-                    th
-                }),
+                }
+                Ok(th)
             })
         })
         .collect()
+}
+
+/// The largest `γ = η_t / p` of the steps `2..=t`, which decides whether they blow up.
+fn gamma_later(cfg: &ValidConfig, t: usize) -> Option<f64> {
+    (2..=t).map(|s| cfg.eta_at(s) / cfg.network.p as f64).reduce(f64::max)
+}
+
+/// The report of the first `t` steps of a report of more (the recursions' prefix).
+fn prefix(rep: &TheoryReport, t: usize) -> TheoryReport {
+    let mut rep = rep.clone();
+    rep.generic_subspaces.truncate(t);
+    rep.activation_subspaces.truncate(t);
+    rep.predicted_abs_cos.truncate(t);
+    rep.neurons.truncate(t);
+    rep.blocked.retain(|b| b.step <= t);
+    rep
 }
 
 /// The theory a result carries, or why not.
 pub(super) fn attached(cfg: &ValidConfig, theory: &Option<Result<RunTheory>>) -> (Option<RunTheory>, Option<String>) {
     match theory {
         None => (None, Some("eval.theory = false".into())),
+        Some(Err(Error::Unsupported(why))) => (None, Some(why.clone())),
         Some(Err(e)) => (None, Some(e.to_string())),
         Some(Ok(_)) if !cfg.eval.theory => (None, Some("eval.theory = false".into())),
         Some(Ok(th)) => (Some(th.clone()), None),
@@ -66,9 +117,8 @@ pub(super) fn attached(cfg: &ValidConfig, theory: &Option<Result<RunTheory>>) ->
 const RUN_THEORY_MAX_RANK: usize = 8;
 
 /// The theory of a run of `t` steps next to its measured steps.
-fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]) -> Result<RunTheory> {
-    let (n, eta) = (cfg.train_n(), cfg.eta());
-    use crate::theory::{self, subspace::principal_angles, TheoryOptions};
+/// The theory of `t` steps of a run's configuration (`giantstep theory`'s report).
+fn analysis(cfg: &ValidConfig, t: usize, target: &Target, cancel: &Cancel) -> Result<TheoryReport> {
     let r = target.r;
     if r > RUN_THEORY_MAX_RANK {
         return Err(Error::RankLimit {
@@ -77,9 +127,15 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
             r,
         });
     }
+    crate::theory::analyze(&target.expr, r, &options(cfg, t, cancel))
+}
+
+/// The theory's options for `t` steps of a run's configuration.
+fn options(cfg: &ValidConfig, t: usize, cancel: &Cancel) -> crate::theory::TheoryOptions {
+    let (n, eta) = (cfg.train_n(), cfg.eta());
     let (d, p) = (cfg.network.d as f64, cfg.network.p as f64);
     let nf = n as f64;
-    let opts = TheoryOptions {
+    crate::theory::TheoryOptions {
         activation: cfg.network.activation,
         steps: t,
         kappa: nf.ln() / d.ln(),
@@ -94,20 +150,26 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
         max_degree: 6,
         leap: false,
         second_layer: cfg.network.second_layer,
-        // The largest γ of the later steps decides whether they blow up.
-        gamma_later: (2..=t).map(|s| cfg.eta_at(s) / p).reduce(f64::max),
+        gamma_later: gamma_later(cfg, t),
         batch: crate::theory::batch::FiniteBatch {
             d,
             n: nf,
             gamma: eta / p,
         },
-    };
-    let rep = theory::analyze(&target.expr, r, &opts)?;
+        cancel: cancel.clone(),
+    }
+}
+
+/// The theory of a run of `t` steps (`rep`, a report of `t` steps) next to its measured steps.
+fn attach(cfg: &ValidConfig, rep: &TheoryReport, steps: &[StepRecord]) -> Result<RunTheory> {
+    use crate::theory::subspace::principal_angles;
+    let d = cfg.network.d as f64;
+    let kappa = (cfg.train_n() as f64).ln() / d.ln();
     // The quadratic closed form's caveat only matters when the batch is quadratic.
     let mut warnings: Vec<String> = rep
         .warnings
         .iter()
-        .filter(|w| opts.kappa >= 2.0 || !w.contains("quadratic_one_step"))
+        .filter(|w| kappa >= 2.0 || !w.contains("quadratic_one_step"))
         .cloned()
         .collect();
     if cfg.train.reuse > 1 {
@@ -147,4 +209,75 @@ fn theory_for(cfg: &ValidConfig, t: usize, target: &Target, steps: &[StepRecord]
         test_error: None,
         rf_test_error: None,
     })
+}
+
+/// Most points on which a target function is called for its stability check (two grids).
+const CUSTOM_MAX_POINTS: f64 = 65536.0;
+
+/// The stability warnings of a run whose target is a function given at run time, per evaluated
+/// `T` (empty where stable): the later steps' blow-up depends on the target only through its
+/// Hermite expansion, which the function's values on a Gauss–Hermite grid give. The function is
+/// called on the grid in blocks, like the engine calls it on a batch.
+pub(super) fn custom_warnings(ctx: &Ctx, custom: &crate::target::CustomTarget, t_max: usize) -> Vec<Vec<String>> {
+    let (cfg, r) = (ctx.cfg, ctx.target.r);
+    let nodes = (CUSTOM_MAX_POINTS.powf(1.0 / r.max(1) as f64).floor() as usize).min(64);
+    if !cfg.eval.theory || nodes < 8 || !ctx.eval_at.iter().any(|&t| t >= 2 && t <= t_max) {
+        return vec![Vec::new(); ctx.eval_at.len()];
+    }
+    let table = match tabulate(custom, r, nodes) {
+        Ok(t) => t,
+        Err(e) => return vec![vec![format!("no stability check of the target function: {e}")]; ctx.eval_at.len()],
+    };
+    let g = |x: &[f64]| {
+        let key: Vec<u64> = x.iter().map(|v| v.to_bits()).collect();
+        table.get(&key).copied().unwrap_or(f64::NAN)
+    };
+    let cancel = ctx.exec.cancel_token();
+    ctx.eval_at
+        .iter()
+        .map(|&t| {
+            if t > t_max {
+                return Vec::new();
+            }
+            match crate::theory::stability_warning_of(&g, r, nodes, &options(cfg, t, &cancel)) {
+                Ok(w) => w.into_iter().collect(),
+                Err(e) => vec![format!("no stability check of the target function: {e}")],
+            }
+        })
+        .collect()
+}
+
+/// The values of a target function on the tensor Gauss–Hermite grids of `nodes` and of the
+/// coarser check [`crate::theory::hermite::expand`] makes, keyed by the point's bits.
+fn tabulate(
+    custom: &crate::target::CustomTarget,
+    r: usize,
+    nodes: usize,
+) -> Result<std::collections::HashMap<Vec<u64>, f64>> {
+    const BLOCK: usize = 4096;
+    let mut table = std::collections::HashMap::new();
+    for n in [nodes, (3 * nodes / 4).max(8)] {
+        let rule = crate::theory::quadrature::gauss_hermite(n)?;
+        let total = n.pow(r as u32);
+        let mut x = Vec::with_capacity(BLOCK * r);
+        let mut y = vec![0.0; BLOCK];
+        for start in (0..total).step_by(BLOCK) {
+            let m = BLOCK.min(total - start);
+            x.clear();
+            for flat in start..start + m {
+                let mut rem = flat;
+                let mut row = vec![0.0; r];
+                for j in (0..r).rev() {
+                    row[j] = rule.nodes[rem % n];
+                    rem /= n;
+                }
+                x.extend_from_slice(&row);
+            }
+            (custom.f)(&x, &mut y[..m]).map_err(Error::Target)?;
+            for (row, v) in x.chunks_exact(r).zip(&y[..m]) {
+                table.insert(row.iter().map(|v| v.to_bits()).collect(), *v);
+            }
+        }
+    }
+    Ok(table)
 }

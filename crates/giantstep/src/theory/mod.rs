@@ -72,6 +72,9 @@ pub struct TheoryOptions {
     pub gamma_later: Option<f64>,
     /// The `(d, n, γ)` of the one-step closed form at `n = d^κ` (`one_step_at_kappa`).
     pub batch: batch::FiniteBatch,
+    /// Stops the recursions between steps (and within a step, between blocks of points) once
+    /// set: [`analyze`] then returns [`crate::Error::Cancelled`].
+    pub cancel: crate::error::Cancel,
 }
 
 impl Default for TheoryOptions {
@@ -97,6 +100,7 @@ impl Default for TheoryOptions {
                 n: 256.0,
                 gamma: 1.0,
             },
+            cancel: crate::error::Cancel::default(),
         }
     }
 }
@@ -294,7 +298,7 @@ pub fn analyze(expr: &Expr, r: usize, opts: &TheoryOptions) -> Result<TheoryRepo
         correlation: opts.correlation,
         steps: opts.steps,
     };
-    let neurons = neuron::neuron_recursion(&g_used, r, opts.activation, params)?;
+    let neurons = neuron::neuron_recursion(&g_used, r, opts.activation, params, &opts.cancel)?;
     let v = if opts.preprocess == Preprocess::Linear {
         act.e_dsigma2 - act.c[1].powi(2)
     } else {
@@ -382,6 +386,38 @@ fn generic_steps(
             basis: b,
         })
         .collect())
+}
+
+/// The stability of steps after the first for a target given only as a function `g` of the
+/// teacher coordinates (no expression): its Hermite expansion on `nodes` Gauss–Hermite nodes per
+/// axis, then the aligned-state analysis of docs/stairway.md at `opts.gamma` (first step) and
+/// `opts.gamma_later`. Returns the warning a run prints when the later steps blow up, `None` when
+/// they are stable or the analysis does not apply (preprocessed labels, `μ1 = 0`).
+///
+/// # Errors
+/// When `g` is not finite or not square-integrable on the grid, or a quadrature fails.
+pub fn stability_warning_of(
+    g: &dyn Fn(&[f64]) -> f64,
+    r: usize,
+    nodes: usize,
+    opts: &TheoryOptions,
+) -> Result<Option<String>> {
+    if opts.preprocess != Preprocess::None || opts.steps < 2 {
+        return Ok(None);
+    }
+    let eo = ExpandOptions {
+        max_degree: opts.max_degree,
+        nodes: Some(nodes),
+        ..Default::default()
+    };
+    let ex = hermite::expand(g, r, eo)?;
+    let act = activation::coefficients(&opts.activation, opts.max_degree + 1)?;
+    let Some(state) = stability::AlignedState::new(&ex, opts.activation, &act, opts.second_layer)? else {
+        return Ok(None);
+    };
+    let limit = state.stable_gamma_max()?;
+    let st = state.report_with_limit(opts.gamma, opts.gamma_later.unwrap_or(opts.gamma), limit)?;
+    Ok(instability_warning(&st, opts.steps))
 }
 
 /// The warning when steps after the first are unstable at the learning rate asked.
@@ -580,6 +616,15 @@ fn later_steps(
         } else {
             subspace::new_directions(g, r, &u, ell, eo)?
         };
+        if new.is_empty() {
+            // The same `U` again: so are all later steps.
+            let last = out.last().expect("the first step").clone();
+            out.extend((t..=steps).map(|s| SubspaceStep {
+                step: s,
+                ..last.clone()
+            }));
+            break;
+        }
         u.extend(new);
         let b = orthonormal_span(&u, r)?;
         u = b.clone();
@@ -596,7 +641,18 @@ fn later_steps(
 fn spans_of(neurons: &[NeuronStep], r: usize) -> Result<Vec<SubspaceStep>> {
     let mut seen: Vec<Vec<f64>> = Vec::new();
     let mut out = Vec::with_capacity(neurons.len());
-    for st in neurons {
+    for (i, st) in neurons.iter().enumerate() {
+        // A step that repeats the last (a fixed point) spans what it spanned.
+        if let (Some(prev), Some(last)) = (i.checked_sub(1).map(|j| &neurons[j]), out.last()) {
+            if prev.m_plus == st.m_plus && prev.m_minus == st.m_minus {
+                let last: SubspaceStep = SubspaceStep {
+                    step: st.step,
+                    ..Clone::clone(last)
+                };
+                out.push(last);
+                continue;
+            }
+        }
         seen.push(st.m_plus.clone());
         seen.push(st.m_minus.clone());
         let b = orthonormal_span(&seen, r)?;
@@ -631,13 +687,23 @@ fn blocked_directions(
     let pts = Points::new(r)?;
     let mut blocked: Vec<Blocked> = Vec::new();
     let mut blocked_span: Basis = vec![];
+    // The generic rule's new directions from the last `U` seen (the same `U` gives the same).
+    let mut memo: Option<(Basis, Basis)> = None;
     for t in 0..opts.steps {
+        opts.cancel.check()?;
         let prev: Basis = if t == 0 {
             vec![]
         } else {
             activation_subspaces[t - 1].basis.clone()
         };
-        let generic_new = subspace::new_directions(g, r, &prev, 1, eo)?;
+        let generic_new = match &memo {
+            Some((u, new)) if *u == prev => new.clone(),
+            _ => {
+                let new = subspace::new_directions(g, r, &prev, 1, eo)?;
+                memo = Some((prev.clone(), new.clone()));
+                new
+            }
+        };
         let now = &activation_subspaces[t].basis;
         let mut residuals = Vec::new();
         for v in &generic_new {

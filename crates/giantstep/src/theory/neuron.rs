@@ -15,7 +15,7 @@ use super::activation::Smoother;
 use super::quadrature::tensor_gauss_hermite;
 use crate::activation::Activation;
 use crate::data::{fill_normal, StreamKey, TheoryStream};
-use crate::error::Result;
+use crate::error::{Cancel, Result};
 use crate::linalg::dot;
 use serde::{Deserialize, Serialize};
 
@@ -98,15 +98,28 @@ impl Points {
     }
 }
 
+/// Relative change of the state `(m_±, ρ_±)` below which a step is a fixed point of the
+/// recursion: the later steps repeat it (to this tolerance) and are not recomputed.
+pub const FIXED_POINT_TOL: f64 = 1e-14;
+
+/// Points per block between two checks of the cancel flag.
+const CANCEL_BLOCK: usize = 16_384;
+
 /// Runs the recursion for `g` (already preprocessed if labels are).
 ///
+/// A step that moves the state `(m_±, ρ_±)` by less than [`FIXED_POINT_TOL`] (relative to its
+/// norm) is a fixed point: the remaining steps repeat it instead of recomputing it, so the cost
+/// stops growing with `steps` once the neurons settle. Neurons with the same local field `u`
+/// (e.g. `m = 0` at the first step) share one evaluation of the smoothed activation.
+///
 /// # Errors
-/// If the quadrature rules cannot be built.
+/// If the quadrature rules cannot be built; [`crate::Error::Cancelled`] once `cancel` is set.
 pub fn neuron_recursion(
     g: &dyn Fn(&[f64]) -> f64,
     r: usize,
     act: Activation,
     params: NeuronParams,
+    cancel: &Cancel,
 ) -> Result<Vec<NeuronStep>> {
     let pts = Points::new(r)?;
     let sm = Smoother::new(act)?;
@@ -114,26 +127,51 @@ pub fn neuron_recursion(
     let mut m = [vec![0.0; r], vec![0.0; r]];
     let mut rho = [1.0f64, 1.0f64];
     let signs = [1.0, -1.0];
-    let mut out = Vec::with_capacity(params.steps);
+    let mut out: Vec<NeuronStep> = Vec::with_capacity(params.steps);
     for step in 1..=params.steps {
+        cancel.check()?;
         let mut a_vec = [vec![0.0; r], vec![0.0; r]];
         let mut b = [0.0; 2];
         let mut c = [0.0; 2];
-        for ((x, &w), &gi) in pts.x.chunks_exact(r).zip(&pts.w).zip(&gv) {
-            let u = [dot(&m[0], x), dot(&m[1], x)];
-            let mom = [sm.moments(u[0], rho[0]), sm.moments(u[1], rho[1])];
-            let e = if params.correlation {
-                gi
-            } else {
-                gi - 0.5 * (mom[0][0] - mom[1][0])
-            };
-            for s in 0..2 {
-                let t = w * e * mom[s][1];
-                a_vec[s].iter_mut().zip(x).for_each(|(a, xk)| *a += t * xk);
-                b[s] += w * e * mom[s][2];
-                c[s] += w * e * e * mom[s][3];
+        // The last (u, ρ) of each sign and its moments: equal inputs give equal moments.
+        let mut last: [Option<(f64, [f64; 4])>; 2] = [None, None];
+        for (block, ((xs, ws), gs)) in pts
+            .x
+            .chunks(CANCEL_BLOCK * r)
+            .zip(pts.w.chunks(CANCEL_BLOCK))
+            .zip(gv.chunks(CANCEL_BLOCK))
+            .enumerate()
+        {
+            if block > 0 {
+                cancel.check()?;
+            }
+            for ((x, &w), &gi) in xs.chunks_exact(r).zip(ws).zip(gs) {
+                let mut mom = [[0.0; 4]; 2];
+                for s in 0..2 {
+                    let u = dot(&m[s], x);
+                    mom[s] = match last[s] {
+                        Some((lu, lm)) if lu.to_bits() == u.to_bits() => lm,
+                        _ => {
+                            let v = sm.moments(u, rho[s]);
+                            last[s] = Some((u, v));
+                            v
+                        }
+                    };
+                }
+                let e = if params.correlation {
+                    gi
+                } else {
+                    gi - 0.5 * (mom[0][0] - mom[1][0])
+                };
+                for s in 0..2 {
+                    let t = w * e * mom[s][1];
+                    a_vec[s].iter_mut().zip(x).for_each(|(a, xk)| *a += t * xk);
+                    b[s] += w * e * mom[s][2];
+                    c[s] += w * e * e * mom[s][3];
+                }
             }
         }
+        let before = (m.clone(), rho);
         for s in 0..2 {
             let sg = signs[s];
             let bs = b[s] / rho[s];
@@ -165,8 +203,30 @@ pub fn neuron_recursion(
             rho_minus: rho[1],
             abs_cos,
         });
+        if step > 1 && moved(&before, &m, &rho) < FIXED_POINT_TOL {
+            let last = out.last().expect("a step").clone();
+            out.extend((step + 1..=params.steps).map(|t| NeuronStep {
+                step: t,
+                ..last.clone()
+            }));
+            break;
+        }
     }
     Ok(out)
+}
+
+/// The change of the state `(m_±, ρ_±)` in a step relative to its norm.
+fn moved(before: &([Vec<f64>; 2], [f64; 2]), m: &[Vec<f64>; 2], rho: &[f64; 2]) -> f64 {
+    let (mut diff, mut norm) = (0.0f64, 0.0f64);
+    for s in 0..2 {
+        for (a, b) in before.0[s].iter().zip(&m[s]) {
+            diff += (a - b).powi(2);
+            norm += b * b;
+        }
+        diff += (before.1[s] - rho[s]).powi(2);
+        norm += rho[s] * rho[s];
+    }
+    (diff / norm.max(f64::MIN_POSITIVE)).sqrt()
 }
 
 #[cfg(test)]
@@ -183,11 +243,17 @@ mod tests {
             correlation: false,
             steps,
         };
-        neuron_recursion(&|x| e.eval(x), e.max_var(), act.parse().unwrap(), params)
-            .unwrap()
-            .into_iter()
-            .map(|s| s.abs_cos)
-            .collect()
+        neuron_recursion(
+            &|x| e.eval(x),
+            e.max_var(),
+            act.parse().unwrap(),
+            params,
+            &Cancel::default(),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|s| s.abs_cos)
+        .collect()
     }
 
     /// docs/theory.md §2: z1 + z1 z2, ReLU, γ = 3, α = 4, row-normalized. An earlier numpy version
@@ -229,5 +295,63 @@ mod tests {
         assert!(p[3][1] > 0.1 && p[3][2] < 1e-10, "{p:?}");
         let p = predict("z1 + z1*z2 + z1*z2*z3", "relu:0.5", 3.0, false, 4);
         assert!(p[3][2] > 1e-3, "{p:?}");
+    }
+
+    /// A settled recursion (normalized staircase at γ = 3 reaches its fixed point) repeats its
+    /// fixed point: the repeated steps agree with the recursion computed step by step (the
+    /// tolerance turned off) to 1e-12, and a fixed point is reached well before 60 steps.
+    #[test]
+    fn fixed_point_repeats_what_the_steps_would_compute() {
+        let e = Expr::parse("z1 + z1*z2").unwrap();
+        let g = |x: &[f64]| e.eval(x);
+        let params = NeuronParams {
+            gamma: 3.0,
+            alpha: 4.0,
+            normalize: true,
+            correlation: false,
+            steps: 60,
+        };
+        let act: Activation = "relu".parse().unwrap();
+        let fast = neuron_recursion(&g, 2, act, params, &Cancel::default()).unwrap();
+        assert_eq!(fast.len(), 60);
+        let settled = (1..60).find(|&t| {
+            fast[t]
+                == NeuronStep {
+                    step: t + 1,
+                    ..fast[t - 1].clone()
+                }
+        });
+        assert!(settled.is_some_and(|t| t < 50), "no fixed point reached");
+        // Step by step: the same recursion with every step computed.
+        let mut slow = Vec::new();
+        for t in 1..=60 {
+            let p = NeuronParams { steps: t, ..params };
+            let full = neuron_recursion(&g, 2, act, p, &Cancel::default()).unwrap();
+            slow.push(full[t - 1].clone());
+            if t > settled.unwrap() + 3 {
+                break;
+            }
+        }
+        for (a, b) in fast.iter().zip(&slow) {
+            for (x, y) in a.m_plus.iter().zip(&b.m_plus).chain(a.m_minus.iter().zip(&b.m_minus)) {
+                assert!((x - y).abs() < 1e-12, "step {}: {x} vs {y}", a.step);
+            }
+            assert!((a.rho_plus - b.rho_plus).abs() < 1e-12 && (a.rho_minus - b.rho_minus).abs() < 1e-12);
+        }
+    }
+
+    /// A set cancel flag stops the recursion with `Error::Cancelled`.
+    #[test]
+    fn cancel_stops_the_recursion() {
+        let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let params = NeuronParams {
+            gamma: 3.0,
+            alpha: 4.0,
+            normalize: false,
+            correlation: false,
+            steps: 3,
+        };
+        let out = neuron_recursion(&|x| x[0], 1, "relu".parse().unwrap(), params, &Cancel::new(flag));
+        assert!(matches!(out, Err(crate::Error::Cancelled)));
     }
 }

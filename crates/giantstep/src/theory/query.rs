@@ -182,6 +182,7 @@ impl Query {
             second_layer,
             gamma_later: self.gamma_later,
             batch,
+            cancel: crate::error::Cancel::default(),
         };
         Ok((expr, r, opts))
     }
@@ -191,7 +192,17 @@ impl Query {
     /// # Errors
     /// As [`Query::resolve`] and [`analyze`].
     pub fn analyze(&self) -> Result<TheoryReport> {
-        let (expr, r, opts) = self.resolve()?;
+        self.analyze_with(crate::error::Cancel::default())
+    }
+
+    /// [`Query::analyze`] that stops with [`crate::Error::Cancelled`] once `cancel` is set (checked
+    /// between the recursions' steps and within them).
+    ///
+    /// # Errors
+    /// As [`Query::analyze`], and [`crate::Error::Cancelled`].
+    pub fn analyze_with(&self, cancel: crate::error::Cancel) -> Result<TheoryReport> {
+        let (expr, r, mut opts) = self.resolve()?;
+        opts.cancel = cancel;
         analyze(&expr, r, &opts)
     }
 }

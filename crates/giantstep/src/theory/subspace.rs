@@ -162,10 +162,15 @@ pub fn generic_subspaces(
 ) -> Result<Vec<Basis>> {
     let mut u: Basis = vec![];
     let mut out = Vec::with_capacity(steps);
-    for _ in 0..steps {
+    while out.len() < steps {
         let new = new_directions(g, r, &u, ell, opts)?;
+        let settled = new.is_empty();
         u.extend(new);
         out.push(u.clone());
+        // Nothing new: every later step starts from the same `U` and adds nothing either.
+        if settled {
+            out.resize(steps, u.clone());
+        }
     }
     Ok(out)
 }
