@@ -78,7 +78,7 @@ pub use config::{Config, ValidConfig};
 pub use error::{Error, Result};
 pub use observe::{GradientGeometry, Overlaps};
 pub use run::{
-    preflight, run, run_prefixes, run_with, BaselineCache, Observer, Phase, RunOptions, RunResult, RunTheory,
-    StepRecord, Weights,
+    preflight, run, run_prefixes, run_with, BaselineCache, Observer, Phase, Resume, RunOptions, RunResult, RunTheory,
+    StepRecord, StepState, Weights,
 };
 pub use target::{CustomTarget, LabelFn};

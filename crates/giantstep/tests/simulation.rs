@@ -744,6 +744,98 @@ fn small(extra: &[&str]) -> giantstep::ValidConfig {
     config(&sets).resolve().unwrap()
 }
 
+/// A run of 3 steps equals a run of 1 step continued (from its returned layer and records) for
+/// 2 more, bit for bit: every step record, the errors, the weights, with and without
+/// `eval.every_step`, with a learning-rate schedule and label preprocessing from step 2. The
+/// per-step state (`M_t`, `Q_t`, `W_t`) is the product of the layers it reports.
+#[test]
+fn continued_run_equals_the_uninterrupted_one() {
+    for every_step in [false, true] {
+        let mut sets = vec![
+            "train.eta_schedule=[1.0, 0.5, 0.25]",
+            "train.preprocess=\"linear\"",
+            "train.preprocess_from=2",
+        ];
+        if every_step {
+            sets.push("eval.every_step=true");
+        }
+        let full_cfg = small(&[&sets[..], &["train.steps=3"]].concat());
+        let keep =
+            |cfg: &giantstep::ValidConfig, resume: Option<giantstep::Resume>, w: Option<(&[f64], &[f64], &[f64])>| {
+                giantstep::run_with(
+                    cfg,
+                    RunOptions {
+                        keep_weights: true,
+                        keep_every_step: true,
+                        resume,
+                        first_layer: w.map(|w| w.0),
+                        second_layer: w.map(|w| w.1),
+                        teacher: w.map(|w| w.2),
+                        ..Default::default()
+                    },
+                )
+                .unwrap()
+            };
+        let full = keep(&full_cfg, None, None);
+        let first = keep(&small(&[&sets[..], &["train.steps=1"]].concat()), None, None);
+        let fw = first.weights.as_ref().unwrap();
+        let resume = giantstep::Resume {
+            layer: &fw.w,
+            steps: &first.steps,
+        };
+        let cont = keep(&full_cfg, Some(resume), Some((&fw.w0, &fw.a, &fw.w_star)));
+        assert_eq!(cont.steps, full.steps, "every_step = {every_step}");
+        assert_eq!(cont.test_error, full.test_error);
+        assert_eq!(cont.train_error, full.train_error);
+        assert_eq!(cont.rf_test_error, full.rf_test_error);
+        let (a, b) = (cont.weights.as_ref().unwrap(), full.weights.as_ref().unwrap());
+        assert_eq!(a.w, b.w);
+        assert_eq!(a.readout, b.readout);
+        // The continued run reports the state of its own steps 2 and 3, the same as the full run's.
+        assert_eq!(a.steps.iter().map(|s| s.t).collect::<Vec<_>>(), [2, 3]);
+        assert_eq!(a.steps[..], b.steps[1..]);
+        let (p, d, r) = (b.p, b.d, b.r);
+        for s in &b.steps {
+            let w = s.w.as_ref().unwrap();
+            for i in 0..p {
+                for k in 0..r {
+                    let m: f64 = (0..d).map(|j| w[i * d + j] * b.w_star[k * d + j]).sum();
+                    assert!((m - s.m[i * r + k]).abs() < 1e-12);
+                }
+                for k in 0..p {
+                    let q: f64 = (0..d).map(|j| w[i * d + j] * w[k * d + j]).sum();
+                    assert!((q - s.q[i * p + k]).abs() < 1e-12);
+                }
+            }
+        }
+        assert_eq!(b.steps.last().unwrap().w.as_ref().unwrap(), &b.w);
+    }
+    // Nothing left to train, or records out of order, are refused.
+    let cfg = small(&["train.steps=1"]);
+    let first = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            keep_weights: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let w = first.weights.as_ref().unwrap();
+    let resume = giantstep::Resume {
+        layer: &w.w,
+        steps: &first.steps,
+    };
+    let e = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            resume: Some(resume),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.key(), Some("train.steps"), "{e}");
+}
+
 /// The weights a run returns start a second run that equals the first bit for bit; a different
 /// first layer changes the result.
 #[test]

@@ -12,7 +12,7 @@ mod theory;
 pub use baseline::BaselineCache;
 pub use observer::{Observer, Phase};
 pub use preflight::preflight;
-pub use result::{RunResult, RunTheory, StepRecord, Weights};
+pub use result::{RunResult, RunTheory, StepRecord, StepState, Weights};
 
 use crate::config::{Config, Preprocess, ValidConfig};
 use crate::data::{Purpose, StreamKey};
@@ -44,12 +44,30 @@ pub struct RunOptions<'a> {
     pub target: Option<CustomTarget>,
     /// Stops the run between chunks when set ([`Error::Cancelled`]).
     pub cancel: Option<Arc<AtomicBool>>,
-    /// Return the weights in [`RunResult::weights`].
+    /// Return the weights in [`RunResult::weights`], with the overlaps `M_t = W_t W*ᵀ` (`p×r`)
+    /// and `Q_t = W_t W_tᵀ` (`p×p`) of every step trained.
     pub keep_weights: bool,
+    /// With `keep_weights`, also return the first layer `W_t` after every step trained
+    /// ([`Weights::history`]: `T·p·d` numbers).
+    pub keep_every_step: bool,
+    /// Continue a run: the layer after its last step and the records of its steps. Steps
+    /// `k = steps.len() + 1 ..= train.steps` are trained from there; with the first run's `W0`,
+    /// `a` and `W*` given (`first_layer`, `second_layer`, `teacher`) the result equals the
+    /// uninterrupted run of `train.steps` steps bit for bit (the batches are keyed by the step).
+    pub resume: Option<Resume<'a>>,
     /// Random-features baselines shared with other runs (a sweep passes one to all its points):
     /// a run whose baseline is already there reuses it instead of fitting and testing it again.
     /// Ignored when the run is given its own weights, teacher or target.
     pub baselines: Option<Arc<BaselineCache>>,
+}
+
+/// Where a continued run starts ([`RunOptions::resume`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Resume<'a> {
+    /// The first layer after the last step done (`p×d`, row-major).
+    pub layer: &'a [f64],
+    /// The records of the steps done (`t = 1..=k-1`), as the first run returned them.
+    pub steps: &'a [StepRecord],
 }
 
 /// Runs the simulation of docs/model.md §3 for a validated configuration.
@@ -84,17 +102,19 @@ pub fn run(config: &ValidConfig) -> Result<RunResult> {
 /// target function ([`Error::Target`]), cancellation ([`Error::Cancelled`]).
 pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> {
     let steps = config.train.steps;
+    // A continued run evaluates its own steps; the earlier ones keep what their run measured.
+    let first = options.resume.map_or(1, |r| r.steps.len() + 1);
     let eval_at: Vec<usize> = if config.eval.every_step {
-        (1..=steps).collect()
+        (first..=steps).collect()
     } else {
         vec![steps]
     };
     let mut outcomes = run_prefixes_with(config, &eval_at, options)?;
     let mut last = outcomes.pop().expect("one outcome per evaluated T")?;
-    for (t, outcome) in outcomes.into_iter().enumerate() {
+    for (t, outcome) in eval_at.iter().zip(outcomes) {
         let r = outcome?;
-        last.steps[t].test_error = Some(r.test_error);
-        last.steps[t].train_error = Some(r.train_error);
+        last.steps[t - 1].test_error = Some(r.test_error);
+        last.steps[t - 1].train_error = Some(r.train_error);
     }
     if config.eval.every_step {
         last.steps[steps - 1].test_error = Some(last.test_error);
@@ -194,6 +214,26 @@ fn setup(cfg: &ValidConfig, options: &mut RunOptions) -> Result<(Target, Network
     }
     Ok((target, net))
 }
+/// The records a continued run starts after, checked: steps `1..=k-1` in order, `k <= T`.
+fn check_resume<'a>(cfg: &ValidConfig, res: Resume<'a>) -> Result<&'a [StepRecord]> {
+    let k = res.steps.len();
+    if k >= cfg.train.steps {
+        return Err(Error::invalid(
+            "train.steps",
+            format!("more than the {k} step(s) of the run continued (it counts them)"),
+            cfg.train.steps,
+        ));
+    }
+    if let Some((i, s)) = res.steps.iter().enumerate().find(|(i, s)| s.t != i + 1) {
+        return Err(Error::invalid(
+            "the steps of the run continued",
+            format!("steps numbered 1..={k}"),
+            format!("step {} at position {}", s.t, i + 1),
+        ));
+    }
+    Ok(res.steps)
+}
+
 /// Stops a run whose caller cancelled it or whose target function failed.
 fn interrupted(exec: &Exec, target: &Target) -> Result<()> {
     if let Some(e) = target.custom_error() {
@@ -211,6 +251,24 @@ struct Trained {
     steps: Vec<StepRecord>,
     snapshots: Vec<(usize, Vec<f64>)>,
     diverged: Option<Error>,
+    /// With `keep_weights`: per step trained, `M_t` (`p×r`), `Q_t` (`p×p`) and, with
+    /// `keep_every_step`, `W_t`.
+    state: Vec<StepState>,
+}
+
+/// The state after one trained step ([`Weights::steps`]).
+fn step_state(w: &[f64], w_star: &[f64], p: usize, d: usize, r: usize, t: usize, keep_w: bool) -> StepState {
+    use crate::linalg::{matmul, Op};
+    let mut m = vec![0.0; p * r];
+    matmul(&mut m, [p, r, d], Op::Plain(w), Op::Transposed(w_star), false);
+    let mut q = vec![0.0; p * p];
+    matmul(&mut q, [p, p, d], Op::Plain(w), Op::Transposed(w), false);
+    StepState {
+        t,
+        m,
+        q,
+        w: keep_w.then(|| w.to_vec()),
+    }
 }
 
 impl Trained {
@@ -231,6 +289,10 @@ struct Ctx<'a> {
     target: Target,
     eval_at: &'a [usize],
     baselines: Option<&'a BaselineCache>,
+    /// The records of the steps a continued run starts after ([`RunOptions::resume`]).
+    done: &'a [StepRecord],
+    /// Keep `M_t`, `Q_t` per step (and `W_t` with the second flag).
+    keep_state: (bool, bool),
 }
 
 /// Giant steps `1..=max(eval_at)` (docs/model.md §3), keeping the layer after each evaluated one.
@@ -242,8 +304,10 @@ fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dy
         steps: Vec::with_capacity(t_max),
         snapshots: Vec::new(),
         diverged: None,
+        state: Vec::new(),
     };
-    for t in 1..=t_max {
+    out.steps.extend_from_slice(ctx.done);
+    for t in ctx.done.len() + 1..=t_max {
         observer.phase(Phase::Step { t, of: t_max });
         let eta = cfg.eta_at(t);
         let batch = train_batch(cfg, t);
@@ -281,6 +345,10 @@ fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dy
         if ctx.eval_at.contains(&t) {
             out.snapshots.push((t, net.w.clone()));
         }
+        if ctx.keep_state.0 {
+            out.state
+                .push(step_state(&net.w, &target.w_star, p, d, r, t, ctx.keep_state.1));
+        }
     }
     Ok(out)
 }
@@ -311,14 +379,23 @@ fn run_typed<T: crate::linalg::Real>(
         Some(o) => o,
         None => &mut noop,
     };
+    let done = match options.resume {
+        Some(res) => check_resume(cfg, res)?,
+        None => &[],
+    };
     let ctx = Ctx {
         cfg,
         exec,
         target,
         eval_at,
         baselines: baselines.as_deref(),
+        done,
+        keep_state: (options.keep_weights, options.keep_weights && options.keep_every_step),
     };
     let mut net = Started::from(net);
+    if let Some(res) = options.resume {
+        net.net.w = given("the layer to continue from", res.layer, net.p, d)?;
+    }
     let initial = overlaps(&net.w0, net.p, d, &ctx.target.w_star, r)?;
     let trained = train::<T>(&ctx, &mut net.net, observer)?;
     let done = trained.steps.len();
@@ -358,9 +435,11 @@ fn run_typed<T: crate::linalg::Real>(
             cfg_t.target.expr = Some(name.clone());
             cfg_t.target.preset = None;
         }
-        let weights = options
-            .keep_weights
-            .then(|| net.weights(trained.layer(t), &ctx.target, &tr, rf.as_ref()));
+        let weights = options.keep_weights.then(|| {
+            let mut w = net.weights(trained.layer(t), &ctx.target, &tr, rf.as_ref());
+            w.steps = trained.state.iter().filter(|s| s.t <= t).cloned().collect();
+            w
+        });
         let (theory, theory_note) = attached(cfg, &theories[i]);
         out.push(Ok(RunResult {
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -411,6 +490,7 @@ impl Started {
             w_star: target.w_star.clone(),
             readout: readout.coef.clone(),
             rf_readout: rf.map(|ro| ro.coef.clone()),
+            steps: Vec::new(),
         }
     }
 }

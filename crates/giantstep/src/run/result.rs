@@ -139,4 +139,20 @@ pub struct Weights {
     pub readout: Vec<f64>,
     /// The ridge readout on the initial layer (random features), when the baseline was fitted.
     pub rf_readout: Option<Vec<f64>>,
+    /// The state after each step this run trained (a continued run: its own steps only).
+    pub steps: Vec<StepState>,
+}
+
+/// The first layer's state after step `t` (docs/model.md §4): overlaps with the teacher and
+/// between neurons, and the layer itself when asked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StepState {
+    /// The step, from 1.
+    pub t: usize,
+    /// `M_t = W_t W*ᵀ`, `p×r` row-major.
+    pub m: Vec<f64>,
+    /// `Q_t = W_t W_tᵀ`, `p×p` row-major.
+    pub q: Vec<f64>,
+    /// `W_t`, `p×d` row-major, with [`RunOptions::keep_every_step`](crate::RunOptions::keep_every_step).
+    pub w: Option<Vec<f64>>,
 }
