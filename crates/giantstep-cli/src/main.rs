@@ -387,31 +387,10 @@ pub(crate) fn is_special(path: &Path) -> bool {
         || std::fs::metadata(path).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
-/// A one-line warning, with the estimated time, when a run would take more than ten minutes here
-/// (operations over a short calibration GEMM of the run's shape; only timed for large runs).
+/// The library's long-run warning ([`giantstep::bench::long_run_warning`]) on stderr.
 fn warn_if_long(resolved: &giantstep::ValidConfig) {
-    let evaluated = if resolved.eval.every_step {
-        resolved.train.steps
-    } else {
-        1
-    };
-    let flops = giantstep::cost::run_flops(resolved, evaluated).total();
-    if flops < 1e13 {
-        return; // under 10 minutes at 17 GFLOP/s, the slowest machine measured
-    }
-    // The rate of a chunk-shaped GEMM no longer depends on the shape beyond a few hundred; capped
-    // so that the calibration never allocates more than a few MB (the run checks its memory).
-    let (d, p) = (resolved.network.d.min(1024), resolved.network.p.min(1024));
-    let Ok(rate) = giantstep::bench::calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk) else {
-        return;
-    };
-    let secs = flops / (rate * 1e9 * 0.85);
-    if secs > 600.0 {
-        eprintln!(
-            "giantstep: warning: this run does {:.1e} floating-point operations, about {:.0} min here ({rate:.0} GFLOP/s bare GEMM); -q silences this",
-            flops,
-            secs / 60.0
-        );
+    if let Some(w) = giantstep::bench::long_run_warning(resolved) {
+        eprintln!("giantstep: warning: {w}; -q silences this");
     }
 }
 
@@ -444,16 +423,10 @@ fn cmd_run(args: &RunArgs) -> anyhow::Result<()> {
         check_writable(out)?;
         refuse_alias(out, &args.config.iter().map(PathBuf::as_path).collect::<Vec<_>>())?;
     }
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    if cfg.threads > 4 * cores {
+    if let Some(w) = giantstep::config::cap_threads(&mut cfg) {
         if !args.quiet {
-            eprintln!(
-                "giantstep: warning: {} threads on {cores} cores would only add overhead; using {}",
-                cfg.threads,
-                4 * cores
-            );
+            eprintln!("giantstep: warning: {w}");
         }
-        cfg.threads = 4 * cores;
     }
     let cfg = cfg.resolve()?;
     giantstep::preflight(&cfg)?;

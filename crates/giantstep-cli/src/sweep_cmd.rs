@@ -129,6 +129,7 @@ pub fn sweep_with_progress(
         jobs,
         threads,
         cancel: None,
+        target: None,
     };
     let summary = run_sweep(plan, out, &options, &progress)?;
     bar.finish_and_clear();

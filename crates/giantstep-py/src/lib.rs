@@ -177,6 +177,14 @@ fn python_target(f: Py<PyAny>, name: String, r: usize, raised: Arc<Mutex<Option<
                     out.len()
                 )));
             }
+            if let Some(i) = out.iter().position(|v| !v.is_finite()) {
+                let row: Vec<String> = x[i * r..(i + 1) * r].iter().map(|v| format!("{v:.4}")).collect();
+                return Err(PyValueError::new_err(format!(
+                    "the target function must return finite labels, but returned {} at row {i} (x = [{}])",
+                    out[i],
+                    row.join(", ")
+                )));
+            }
             y.iter_mut().zip(out.iter()).for_each(|(a, b)| *a = *b);
             Ok(())
         })
@@ -216,9 +224,24 @@ impl Observer for PyObserver {
     }
 }
 
-/// Runs one simulation; returns the JSON of the result and, when asked, the weights.
+/// The warnings the command line prints before a run (threads beyond four per core, a run of
+/// more than ten minutes here), for a configuration; lowers the threads as the CLI does.
+fn before_run(
+    toml_text: &str,
+    source: &str,
+    overrides: &[(String, String)],
+) -> Result<(ValidConfig, Vec<String>), Error> {
+    let mut cfg = build_config(toml_text, source, overrides)?;
+    let mut warnings: Vec<String> = giantstep::config::cap_threads(&mut cfg).into_iter().collect();
+    let cfg = cfg.resolve()?;
+    warnings.extend(giantstep::bench::long_run_warning(&cfg));
+    Ok((cfg, warnings))
+}
+
+/// Runs one simulation; returns the JSON of the result, the weights when asked (with the state
+/// after every step), and the warnings of before the run.
 #[pyfunction]
-#[pyo3(signature = (toml_text, source, overrides, w0=None, a=None, w_star=None, target=None, target_name=None, keep_weights=false, progress=None))]
+#[pyo3(signature = (toml_text, source, overrides, w0=None, a=None, w_star=None, target=None, target_name=None, keep_weights=false, progress=None, keep_every_step=false, resume_layer=None, resume_steps=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -232,14 +255,23 @@ fn run(
     target_name: Option<String>,
     keep_weights: bool,
     progress: Option<Py<PyAny>>,
-) -> PyResult<(String, Option<Py<PyDict>>)> {
-    let cfg: ValidConfig = build_config(toml_text, source, &overrides)
-        .and_then(|c| c.resolve())
-        .map_err(to_py)?;
+    keep_every_step: bool,
+    resume_layer: Option<PyReadonlyArrayDyn<'_, f64>>,
+    resume_steps: Option<String>,
+) -> PyResult<(String, Option<Py<PyDict>>, Vec<String>)> {
+    let (cfg, warnings) = before_run(toml_text, source, &overrides).map_err(to_py)?;
     let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
     let w0 = array("W0", w0, &[p, d])?;
     let a = array("a", a, &[p])?;
     let w_star = array("W_star", w_star, &[r, d])?;
+    let resume_layer = array("the layer to continue from (resume_from.W)", resume_layer, &[p, d])?;
+    let resume_steps: Option<Vec<StepRecord>> = match resume_steps {
+        Some(json) => Some(
+            serde_json::from_str(&json)
+                .map_err(|e| PyValueError::new_err(format!("resume_from: its steps do not read back: {e}")))?,
+        ),
+        None => None,
+    };
     let raised = Arc::new(Mutex::new(None));
     let custom = target.map(|f| python_target(f, target_name.unwrap_or_else(|| "target".into()), r, raised.clone()));
     let cancel = Arc::new(AtomicBool::new(false));
@@ -254,6 +286,11 @@ fn run(
             target: custom,
             cancel: Some(flag),
             keep_weights,
+            keep_every_step,
+            resume: match (&resume_layer, &resume_steps) {
+                (Some(layer), Some(steps)) => Some(giantstep::Resume { layer, steps }),
+                _ => None,
+            },
             baselines: None,
         };
         giantstep::run_with(&cfg, options)
@@ -283,10 +320,23 @@ fn run(
                 Some(v) => dict.set_item("rf_readout", PyArray1::from_vec(py, v))?,
                 None => dict.set_item("rf_readout", py.None())?,
             }
+            let states = pyo3::types::PyList::empty(py);
+            for st in w.steps {
+                let s = PyDict::new(py);
+                s.set_item("t", st.t)?;
+                s.set_item("M", PyArray1::from_vec(py, st.m).reshape([w.p, w.r])?)?;
+                s.set_item("Q", PyArray1::from_vec(py, st.q).reshape([w.p, w.p])?)?;
+                match st.w {
+                    Some(v) => s.set_item("W", PyArray1::from_vec(py, v).reshape([w.p, w.d])?)?,
+                    None => s.set_item("W", py.None())?,
+                }
+                states.append(s)?;
+            }
+            dict.set_item("steps", states)?;
             Some(dict.unbind())
         }
     };
-    Ok((json, weights))
+    Ok((json, weights, warnings))
 }
 
 /// A question of the theory from JSON: the fields given, the library's defaults for the rest.
@@ -355,7 +405,8 @@ fn theory_curve(
 
 /// Runs the points of a plan that `out` does not hold yet; returns the summary as JSON.
 #[pyfunction]
-#[pyo3(signature = (plan_text, source, out, jobs=1, threads=None, progress=None))]
+#[pyo3(signature = (plan_text, source, out, jobs=1, threads=None, progress=None, plan_json=None, target=None, target_name=None))]
+#[allow(clippy::too_many_arguments)]
 fn sweep(
     py: Python<'_>,
     plan_text: &str,
@@ -364,14 +415,46 @@ fn sweep(
     jobs: usize,
     threads: Option<usize>,
     progress: Option<Py<PyAny>>,
+    plan_json: Option<&str>,
+    target: Option<Py<PyAny>>,
+    target_name: Option<String>,
 ) -> PyResult<String> {
-    let plan = Plan::from_toml(plan_text, source).map_err(to_py)?;
+    let plan = match plan_json {
+        Some(json) => {
+            let value: serde_json::Value = serde_json::from_str(json)
+                .map_err(|e| PyValueError::new_err(format!("the plan is not a mapping of values: {e}")))?;
+            let table: toml::Table = toml::Value::try_from(&value)
+                .ok()
+                .and_then(|v| v.as_table().cloned())
+                .ok_or_else(|| PyTypeError::new_err("the plan must be a dict with base and axes"))?;
+            Plan::from_table(table)
+        }
+        None => Plan::from_toml(plan_text, source),
+    }
+    .map_err(to_py)?;
+    let raised = Arc::new(Mutex::new(None));
+    let custom = match target {
+        Some(f) => {
+            let r = Config::from_table(plan.base.clone())
+                .and_then(|c| c.resolve())
+                .map_err(to_py)?
+                .r();
+            Some(python_target(
+                f,
+                target_name.unwrap_or_else(|| "target".into()),
+                r,
+                raised.clone(),
+            ))
+        }
+        None => None,
+    };
     let cancel = Arc::new(AtomicBool::new(false));
     let options = SweepOptions {
         shard: None,
         jobs: jobs.max(1),
         threads,
         cancel: Some(cancel.clone()),
+        target: custom,
     };
     let outcome = interruptible(py, cancel, move || {
         let report = |p: Progress<'_>| {
@@ -386,6 +469,9 @@ fn sweep(
         };
         run_sweep(&plan, &out, &options, &report)
     })?;
+    if let Some(e) = raised.lock().ok().and_then(|mut s| s.take()) {
+        return Err(e);
+    }
     let summary = outcome.map_err(to_py)?;
     Ok(format!(
         "{{\"points\": {}, \"skipped\": {}, \"ran\": {}, \"failed\": {}}}",

@@ -292,3 +292,158 @@ def test_theory_and_run_name_the_parameter_of_a_wrong_value():
     assert info.value.key == "train.eta0"
     with pytest.raises(ValueError, match="target must be a preset"):
         giantstep.theory("no-such-preset")
+
+
+def test_continued_run_equals_the_uninterrupted_one():
+    """run(steps=2) equals run(steps=1) continued by one step, bit for bit (f64), every step's
+    state included; M_t and Q_t are the products of the layers W_t."""
+    config = {**SMALL, "train": {"steps": 2, "eta_schedule": [1.0, 0.5]}, "eval": {"n_test": 1000, "every_step": True}}
+    full = giantstep.run(config, return_weights=True, keep_every_step=True)
+    first = giantstep.run(config, return_weights=True, **{"train.steps": 1})
+    cont = giantstep.run(resume_from=first, return_weights=True, keep_every_step=True, **{"train.steps": 2})
+    assert without_time(cont.to_dict()) == without_time(full.to_dict())
+    assert np.array_equal(cont.W, full.W) and np.array_equal(cont.readout, full.readout)
+    assert full.state_t.tolist() == [1, 2] and cont.state_t.tolist() == [2]
+    assert np.array_equal(cont.W_t[0], full.W_t[1]) and np.array_equal(full.W_t[-1], full.W)
+    assert full.M_t.shape == (2, 16, 2) and full.Q_t.shape == (2, 16, 16)
+    for t in range(2):
+        assert np.allclose(full.M_t[t], full.W_t[t] @ full.W_star.T, atol=1e-12)
+        assert np.allclose(full.Q_t[t], full.W_t[t] @ full.W_t[t].T, atol=1e-12)
+    with pytest.raises(AttributeError, match="keep_every_step=True"):
+        first.W_t
+    with pytest.raises(ValueError, match="return_weights=True"):
+        giantstep.run(resume_from=giantstep.run(SMALL))
+    with pytest.raises(giantstep.ConfigError, match="train.steps"):
+        giantstep.run(resume_from=full, return_weights=True)  # nothing left to train
+
+
+def test_warnings_are_python_warnings():
+    """The CLI's warnings are GiantstepWarnings: the unstable later steps (also for a target
+    function, whose stability is checked from its values), and theory notes."""
+    unstable = {"network": {"d": 32, "p": 16}, "target": {"preset": "stairway-he124"},
+                "train": {"steps": 2, "eta": 11.3 * 16, "n": "d^1.5"}, "eval": {"n_test": 500}}
+    with pytest.warns(giantstep.GiantstepWarning, match="unstable at gamma = 11.300"):
+        giantstep.run(unstable)
+
+    def he124(x):
+        return x[:, 0] + (x[:, 1] ** 2 - 1) / np.sqrt(2) + (x[:, 2] ** 4 - 6 * x[:, 2] ** 2 + 3) / np.sqrt(24)
+
+    fn = {**unstable, "target": {"r": 3}}
+    with pytest.warns(giantstep.GiantstepWarning, match="unstable at gamma = 11.300"):
+        r = giantstep.run(fn, target=he124)
+    assert r.theory is None and any("unstable" in w for w in r.warnings)
+    stable = {**fn, "train": {**fn["train"], "eta": 5.0 * 16}}
+    with warnings_recorded() as seen:
+        giantstep.run(stable, target=he124)
+    assert not [w for w in seen if "unstable" in str(w.message)]
+    with pytest.warns(giantstep.GiantstepWarning):
+        giantstep.theory("stairway-he124", gamma=11.3, steps=2)
+
+
+class warnings_recorded:
+    def __enter__(self):
+        import warnings
+
+        self.cm = warnings.catch_warnings(record=True)
+        seen = self.cm.__enter__()
+        warnings.simplefilter("always")
+        return seen
+
+    def __exit__(self, *exc):
+        return self.cm.__exit__(*exc)
+
+
+def interrupt_after(seconds):
+    """Sends SIGINT to this process after `seconds`; returns the time it was sent (a list)."""
+    sent = []
+
+    def fire():
+        sent.append(time.monotonic())
+        os.kill(os.getpid(), signal.SIGINT)
+
+    timer = threading.Timer(seconds, fire)
+    timer.start()
+    return timer, sent
+
+
+def test_interrupt_lands_during_the_theory():
+    """Ctrl-C during theory() and during a run's attached theory raises within a second (the
+    recursions check the cancel flag between blocks of points); uninterrupted these take ~15 s."""
+    for call in (
+        lambda: giantstep.theory("tanh(z1*z2*z3)", activation="tanh", steps=30, kappa=1.0),
+        lambda: giantstep.run({"network": {"d": 32, "p": 8, "activation": "tanh"}, "target": {"expr": "tanh(z1*z2*z3)"},
+                               "train": {"steps": 16}, "eval": {"n_test": 200}}),
+    ):
+        timer, sent = interrupt_after(2.0)
+        with pytest.raises(KeyboardInterrupt):
+            try:
+                call()
+            finally:
+                timer.cancel()
+        assert sent and time.monotonic() - sent[0] < 1.0, time.monotonic() - sent[0]
+
+
+def test_many_steps_skip_the_attached_theory():
+    """Past 16 steps a run does not attach the theory (it would dominate the run) and says why."""
+    r = giantstep.run({"network": {"d": 32, "p": 8, "activation": "tanh"}, "target": {"expr": "tanh(z1*z2*z3)"},
+                       "train": {"steps": 40, "n": "d", "normalize": "spherical"}, "eval": {"n_test": 200}})
+    assert r.theory is None and "up to 16 steps" in r.theory_note
+
+
+def test_sweeps_grids_and_frames(tmp_path):
+    """sweep() takes a dict and a target function; grid() runs a product in-process; frames are
+    tidy: one row per step, the step's own test error, one column per direction."""
+    pd = pytest.importorskip("pandas")
+    base = {"network": {"d": 32, "p": 16}, "eval": {"n_test": 500, "every_step": True}, "train": {"steps": 2}}
+    plan = {"name": "dict-plan", "base": base, "axes": {"seed": range(2)}}
+    assert giantstep.sweep(plan, tmp_path / "a.jsonl") == {"points": 2, "skipped": 0, "ran": 2, "failed": 0}
+    frame = giantstep.records_frame(tmp_path / "a.jsonl")
+    rs = giantstep.grid(base, seed=range(2), jobs=2)
+    mine = giantstep.results_frame(rs)
+    assert len(frame) == len(mine) == 4
+    cols = ["seed", "t", "test_error", "mean_abs_cos_1", "mean_abs_cos_2", "rf_test_error"]
+    assert frame[cols].equals(mine[cols])  # a grid point is the sweep's point, bit for bit
+    assert mine["test_error"].notna().all() and mine["test_error"].iloc[0] == rs[0].steps[0]["test_error"]
+    assert mine.dtypes["mean_abs_cos_1"] == np.float64 and not (mine.dtypes == object).drop(["target", "activation"]).any()
+    one = rs[0].to_frame()
+    assert len(one) == 2 and one["t"].tolist() == [1, 2]
+    # Without every_step only the last step has a test error.
+    last = giantstep.run({**base, "eval": {"n_test": 500}}).to_frame()
+    assert np.isnan(last["test_error"].iloc[0]) and last["test_error"].iloc[1] > 0
+
+    def product(x):
+        return x[:, 0] * x[:, 1]
+
+    fn_plan = {"base": {**base, "target": {"r": 2}}, "axes": {"seed": [0]}}
+    assert giantstep.sweep(fn_plan, tmp_path / "b.jsonl", target=product)["ran"] == 1
+    fr = giantstep.records_frame(tmp_path / "b.jsonl")
+    assert fr["target"].iloc[0].startswith("<python: ") and "product" in fr["target"].iloc[0]
+    want = giantstep.run({**base, "target": {"expr": "z1*z2"}})
+    assert fr["test_error"].iloc[-1] == want.test_error
+    with pytest.raises(ValueError, match="not both"):
+        giantstep.sweep({"base": {"target": {"expr": "z1"}}, "axes": {"seed": [0]}}, tmp_path / "c.jsonl",
+                        target=product)
+
+
+def test_messages_and_discoverability():
+    """Misspelled keywords are suggested from parameters and config keys; a NaN from a target
+    function names its row; the module lists only its API; results render as HTML."""
+    with pytest.raises(giantstep.ConfigError, match="did you mean 'return_weights'"):
+        giantstep.run(SMALL, retrun_weights=True)
+    with pytest.raises(giantstep.ConfigError, match="did you mean 'train.steps'"):
+        giantstep.run(SMALL, **{"trian.steps": 2})
+    with pytest.raises(ValueError, match=r"returned NaN at row \d+ \(x = \["):
+        giantstep.run(SMALL, target=lambda x: np.where(x[:, 0] > 0.5, np.nan, x[:, 0]))
+    assert dir(giantstep) == sorted(giantstep.__all__)
+    html = giantstep.run(SMALL)._repr_html_()
+    assert html.count("<tr>") == 3 and "test error" in html
+
+
+def test_progress_without_tqdm_warns_once(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setattr(giantstep._Bar, "_warned", False)
+    with warnings_recorded() as seen:
+        giantstep.run(SMALL, progress=True)
+        giantstep.run(SMALL, progress=True)
+    assert len([w for w in seen if "needs tqdm" in str(w.message)]) == 1

@@ -1169,3 +1169,18 @@ mod tests {
         assert_eq!(&back, c.config());
     }
 }
+
+/// Lowers `threads` to four per core of this machine when it asks for more (more only add
+/// overhead; results do not depend on the thread count) and says so in a one-line warning.
+pub fn cap_threads(cfg: &mut Config) -> Option<String> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cfg.threads > 4 * cores).then(|| {
+        let w = format!(
+            "{} threads on {cores} cores would only add overhead; using {}",
+            cfg.threads,
+            4 * cores
+        );
+        cfg.threads = 4 * cores;
+        w
+    })
+}

@@ -187,7 +187,14 @@ impl Plan {
     /// # Errors
     /// Malformed TOML (with line), unknown plan keys, empty axes, invalid ranges.
     pub fn from_toml(text: &str, source_name: &str) -> Result<Plan> {
-        let mut t = crate::config::parse_table(text, source_name)?;
+        Plan::from_table(crate::config::parse_table(text, source_name)?)
+    }
+
+    /// A plan from its table (the parsed TOML: `name`, `figure`, `base`, `axes`).
+    ///
+    /// # Errors
+    /// As [`Plan::from_toml`], except TOML syntax.
+    pub fn from_table(mut t: toml::Table) -> Result<Plan> {
         for k in t.keys() {
             if !["name", "figure", "base", "axes"].contains(&k.as_str()) {
                 return Err(Error::UnknownKey {
@@ -533,6 +540,7 @@ fn run_unit(
     threads: usize,
     cancel: &Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
     baselines: &std::sync::Arc<crate::run::BaselineCache>,
+    target: Option<&crate::CustomTarget>,
 ) -> Vec<(Result<RunResult>, f64)> {
     let start = std::time::Instant::now();
     if let [point] = unit.points[..] {
@@ -541,6 +549,7 @@ fn run_unit(
         let options = crate::run::RunOptions {
             cancel: cancel.clone(),
             baselines: Some(baselines.clone()),
+            target: target.cloned(),
             ..Default::default()
         };
         let r = cfg.resolve().and_then(|cfg| crate::run::run_with(&cfg, options));
@@ -554,10 +563,9 @@ fn run_unit(
     let mut cfg = longest.config.clone();
     cfg.threads = threads;
     let eval_at: Vec<usize> = unit.points.iter().map(|p| p.config.train.steps).collect();
-    let outcomes = match cfg
-        .resolve()
-        .and_then(|cfg| crate::run::run_prefixes_shared(&cfg, &eval_at, cancel.clone(), Some(baselines.clone())))
-    {
+    let outcomes = match cfg.resolve().and_then(|cfg| {
+        crate::run::run_prefixes_shared(&cfg, &eval_at, cancel.clone(), Some(baselines.clone()), target.cloned())
+    }) {
         Ok(o) => o,
         Err(e) => unit.points.iter().map(|_| Err(e.clone())).collect(),
     };
@@ -578,6 +586,10 @@ pub struct SweepOptions {
     /// Stops the sweep when set: no new point starts, points in flight stop between chunks and
     /// are not recorded, and [`run_sweep`] returns [`Error::Cancelled`]; finished records stay.
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Labels of every point from this function instead of the plan's target (a notebook's
+    /// callable); the records show its name as `target.expr`. Points are still keyed by the
+    /// plan: another function into the same record file would skip the points already there.
+    pub target: Option<crate::CustomTarget>,
 }
 
 /// Runs the points of `options.shard` that `out` does not hold yet, `options.jobs` at a time,
@@ -596,6 +608,7 @@ pub fn run_sweep(
         jobs,
         threads,
         ref cancel,
+        ref target,
     } = *options;
     let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     let plan_id = plan.id();
@@ -649,7 +662,7 @@ pub fn run_sweep(
                 for (point, (outcome, wall_s)) in
                     unit.points
                         .iter()
-                        .zip(run_unit(unit, threads_per_job, cancel, &baselines))
+                        .zip(run_unit(unit, threads_per_job, cancel, &baselines, target.as_ref()))
                 {
                     if matches!(outcome, Err(Error::Cancelled)) {
                         continue;

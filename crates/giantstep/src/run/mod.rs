@@ -103,7 +103,10 @@ pub fn run(config: &ValidConfig) -> Result<RunResult> {
 pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> {
     let steps = config.train.steps;
     // A continued run evaluates its own steps; the earlier ones keep what their run measured.
-    let first = options.resume.map_or(1, |r| r.steps.len() + 1);
+    let first = match options.resume {
+        Some(res) => check_resume(config, res)?.len() + 1,
+        None => 1,
+    };
     let eval_at: Vec<usize> = if config.eval.every_step {
         (first..=steps).collect()
     } else {
@@ -119,6 +122,8 @@ pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> 
     if config.eval.every_step {
         last.steps[steps - 1].test_error = Some(last.test_error);
         last.steps[steps - 1].train_error = Some(last.train_error);
+        // The result's configuration is the run's (the prefixes' are single-T runs).
+        last.config.eval.every_step = true;
     }
     Ok(last)
 }
@@ -136,7 +141,7 @@ pub fn run_with(config: &ValidConfig, options: RunOptions) -> Result<RunResult> 
 /// An empty `eval_at` or a `T` of 0 or above the step limit (the per-`T` errors are in the
 /// vector).
 pub fn run_prefixes(config: &ValidConfig, eval_at: &[usize]) -> Result<Vec<Result<RunResult>>> {
-    run_prefixes_shared(config, eval_at, None, None)
+    run_prefixes_shared(config, eval_at, None, None, None)
 }
 
 /// [`run_prefixes`] that stops between chunks when `cancel` is set and shares its
@@ -146,6 +151,7 @@ pub(crate) fn run_prefixes_shared(
     eval_at: &[usize],
     cancel: Option<Arc<AtomicBool>>,
     baselines: Option<Arc<BaselineCache>>,
+    target: Option<CustomTarget>,
 ) -> Result<Vec<Result<RunResult>>> {
     let t_max = eval_at.iter().copied().max().unwrap_or(0).max(1);
     let mut cfg = config.with_steps(t_max)?;
@@ -157,6 +163,7 @@ pub(crate) fn run_prefixes_shared(
     let options = RunOptions {
         cancel,
         baselines,
+        target,
         ..Default::default()
     };
     run_prefixes_with(&cfg, eval_at, options)
