@@ -334,6 +334,34 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     })
 }
 
+/// A one-line warning, with the estimated time, when a run would take more than ten minutes on
+/// this machine: its operations ([`crate::cost::run_flops`]) over a short calibration GEMM of the
+/// run's shape, timed only for runs above 10¹³ operations (under ten minutes at 17 GFLOP/s, the
+/// slowest machine measured). `None` for shorter runs.
+pub fn long_run_warning(resolved: &ValidConfig) -> Option<String> {
+    let evaluated = if resolved.eval.every_step {
+        resolved.train.steps
+    } else {
+        1
+    };
+    let flops = crate::cost::run_flops(resolved, evaluated).total();
+    if flops < 1e13 {
+        return None;
+    }
+    // The rate of a chunk-shaped GEMM no longer depends on the shape beyond a few hundred; capped
+    // so that the calibration never allocates more than a few MB (the run checks its memory).
+    let (d, p) = (resolved.network.d.min(1024), resolved.network.p.min(1024));
+    let rate = calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk).ok()?;
+    let secs = flops / (rate * 1e9 * 0.85);
+    (secs > 600.0).then(|| {
+        format!(
+            "this run does {:.1e} floating-point operations, about {:.0} min here ({rate:.0} GFLOP/s bare GEMM)",
+            flops,
+            secs / 60.0
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,32 +398,4 @@ mod tests {
         };
         assert!(matches!(bench(&w), Err(crate::Error::Invalid { .. })));
     }
-}
-
-/// A one-line warning, with the estimated time, when a run would take more than ten minutes on
-/// this machine: its operations ([`crate::cost::run_flops`]) over a short calibration GEMM of the
-/// run's shape, timed only for runs above 10¹³ operations (under ten minutes at 17 GFLOP/s, the
-/// slowest machine measured). `None` for shorter runs.
-pub fn long_run_warning(resolved: &ValidConfig) -> Option<String> {
-    let evaluated = if resolved.eval.every_step {
-        resolved.train.steps
-    } else {
-        1
-    };
-    let flops = crate::cost::run_flops(resolved, evaluated).total();
-    if flops < 1e13 {
-        return None;
-    }
-    // The rate of a chunk-shaped GEMM no longer depends on the shape beyond a few hundred; capped
-    // so that the calibration never allocates more than a few MB (the run checks its memory).
-    let (d, p) = (resolved.network.d.min(1024), resolved.network.p.min(1024));
-    let rate = calibrate_gemm(resolved.precision, d, p, resolved.threads, resolved.chunk).ok()?;
-    let secs = flops / (rate * 1e9 * 0.85);
-    (secs > 600.0).then(|| {
-        format!(
-            "this run does {:.1e} floating-point operations, about {:.0} min here ({rate:.0} GFLOP/s bare GEMM)",
-            flops,
-            secs / 60.0
-        )
-    })
 }

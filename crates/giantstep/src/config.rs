@@ -949,6 +949,21 @@ impl ValidConfig {
     }
 }
 
+/// Lowers `threads` to four per core of this machine when it asks for more (more only add
+/// overhead; results do not depend on the thread count) and says so in a one-line warning.
+pub fn cap_threads(cfg: &mut Config) -> Option<String> {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    (cfg.threads > 4 * cores).then(|| {
+        let w = format!(
+            "{} threads on {cores} cores would only add overhead; using {}",
+            cfg.threads,
+            4 * cores
+        );
+        cfg.threads = 4 * cores;
+        w
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1168,19 +1183,4 @@ mod tests {
         let back = Config::from_toml(&text, "x").unwrap();
         assert_eq!(&back, c.config());
     }
-}
-
-/// Lowers `threads` to four per core of this machine when it asks for more (more only add
-/// overhead; results do not depend on the thread count) and says so in a one-line warning.
-pub fn cap_threads(cfg: &mut Config) -> Option<String> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    (cfg.threads > 4 * cores).then(|| {
-        let w = format!(
-            "{} threads on {cores} cores would only add overhead; using {}",
-            cfg.threads,
-            4 * cores
-        );
-        cfg.threads = 4 * cores;
-        w
-    })
 }

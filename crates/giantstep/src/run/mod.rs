@@ -48,7 +48,7 @@ pub struct RunOptions<'a> {
     /// and `Q_t = W_t W_tᵀ` (`p×p`) of every step trained.
     pub keep_weights: bool,
     /// With `keep_weights`, also return the first layer `W_t` after every step trained
-    /// ([`Weights::history`]: `T·p·d` numbers).
+    /// ([`StepState::w`] in [`Weights::steps`]: `T·p·d` numbers).
     pub keep_every_step: bool,
     /// Continue a run: the layer after its last step and the records of its steps. Steps
     /// `k = steps.len() + 1 ..= train.steps` are trained from there; with the first run's `W0`,
