@@ -38,7 +38,7 @@ fn to_py(e: Error) -> PyErr {
     let err = match e {
         Error::Cancelled => return PyKeyboardInterrupt::new_err("giantstep: cancelled"),
         Error::Io { .. } => return PyErr::new::<pyo3::exceptions::PyOSError, _>(msg),
-        Error::Numerical(_) | Error::NonFinite { .. } | Error::NotPositiveDefinite { .. } => {
+        Error::Numerical(_) | Error::NonFinite { .. } | Error::NotPositiveDefinite { .. } | Error::Activation(_) => {
             return PyRuntimeError::new_err(msg)
         }
         Error::WrongType { .. } => ConfigTypeError::new_err(msg),
@@ -202,6 +202,52 @@ fn python_target(f: Py<PyAny>, name: String, r: usize, raised: Arc<Mutex<Option<
     }
 }
 
+/// A pair of Python callables `(σ, σ')` as the run's activation: each called once per chunk
+/// with the pre-activations (`m × p` float64), returning arrays of that shape; their exception is
+/// kept to be raised unchanged.
+fn python_activation(
+    sigma: Py<PyAny>,
+    dsigma: Py<PyAny>,
+    name: String,
+    p: usize,
+    raised: Arc<Mutex<Option<PyErr>>>,
+) -> giantstep::activation::CustomActivation {
+    let call = move |h: &[f64], s: &mut [f64], ds: Option<&mut [f64]>| -> Result<(), String> {
+        Python::attach(|py| -> PyResult<()> {
+            let m = h.len() / p.max(1);
+            let pre = PyArray1::from_slice(py, h).reshape([m, p])?;
+            let np = py.import("numpy")?;
+            let fill = |f: &Py<PyAny>, what: &str, out: &mut [f64]| -> PyResult<()> {
+                let v = f.call1(py, (pre.clone(),))?;
+                let v = np.call_method1("asarray", (v, "float64"))?.call_method0("ravel")?;
+                let v: PyReadonlyArrayDyn<f64> = v.extract()?;
+                let v = v.as_array();
+                if v.len() != out.len() {
+                    return Err(PyValueError::new_err(format!(
+                        "{what} must return an array of the pre-activations' shape ({m}, {p}), but returned {} values",
+                        v.len()
+                    )));
+                }
+                out.iter_mut().zip(v.iter()).for_each(|(a, b)| *a = *b);
+                Ok(())
+            };
+            fill(&sigma, "the activation σ", s)?;
+            if let Some(ds) = ds {
+                fill(&dsigma, "the derivative σ'", ds)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| {
+            let msg = Python::attach(|py| e.value(py).to_string());
+            if let Ok(mut slot) = raised.lock() {
+                slot.get_or_insert(e);
+            }
+            msg
+        })
+    };
+    giantstep::activation::CustomActivation::new(format!("<python: {name}>"), Arc::new(call))
+}
+
 /// Reports phases and steps to a Python callable `progress(kind, t, of)`.
 struct PyObserver(Py<PyAny>);
 
@@ -241,7 +287,7 @@ fn before_run(
 /// Runs one simulation; returns the JSON of the result, the weights when asked (with the state
 /// after every step), and the warnings of before the run.
 #[pyfunction]
-#[pyo3(signature = (toml_text, source, overrides, w0=None, a=None, w_star=None, target=None, target_name=None, keep_weights=false, progress=None, keep_every_step=false, resume_layer=None, resume_steps=None))]
+#[pyo3(signature = (toml_text, source, overrides, w0=None, a=None, w_star=None, target=None, target_name=None, keep_weights=false, progress=None, keep_every_step=false, resume_layer=None, resume_steps=None, activation=None, activation_name=None))]
 #[allow(clippy::too_many_arguments)]
 fn run(
     py: Python<'_>,
@@ -258,6 +304,8 @@ fn run(
     keep_every_step: bool,
     resume_layer: Option<PyReadonlyArrayDyn<'_, f64>>,
     resume_steps: Option<String>,
+    activation: Option<(Py<PyAny>, Py<PyAny>)>,
+    activation_name: Option<String>,
 ) -> PyResult<(String, Option<Py<PyDict>>, Vec<String>)> {
     let (cfg, warnings) = before_run(toml_text, source, &overrides).map_err(to_py)?;
     let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
@@ -274,6 +322,15 @@ fn run(
     };
     let raised = Arc::new(Mutex::new(None));
     let custom = target.map(|f| python_target(f, target_name.unwrap_or_else(|| "target".into()), r, raised.clone()));
+    let custom_activation = activation.map(|(s, ds)| {
+        python_activation(
+            s,
+            ds,
+            activation_name.unwrap_or_else(|| "activation".into()),
+            p,
+            raised.clone(),
+        )
+    });
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
     let outcome = interruptible(py, cancel, move || {
@@ -284,6 +341,7 @@ fn run(
             second_layer: a.as_deref(),
             teacher: w_star.as_deref(),
             target: custom,
+            activation: custom_activation,
             cancel: Some(flag),
             keep_weights,
             keep_every_step,
@@ -297,7 +355,7 @@ fn run(
     })?;
     let result = match outcome {
         Ok(r) => r,
-        Err(e @ Error::Target(_)) => {
+        Err(e @ (Error::Target(_) | Error::Activation(_))) => {
             return Err(raised
                 .lock()
                 .ok()

@@ -447,3 +447,22 @@ def test_progress_without_tqdm_warns_once(monkeypatch):
         giantstep.run(SMALL, progress=True)
         giantstep.run(SMALL, progress=True)
     assert len([w for w in seen if "needs tqdm" in str(w.message)]) == 1
+
+
+def test_activation_as_a_pair_of_functions():
+    """(σ, σ') as Python callables, called per chunk: numpy's tanh reproduces the built-in tanh
+    to rounding; the theory is skipped with a note; wrong shapes and non-finite values are named."""
+    config = {**SMALL, "network": {"d": 32, "p": 16, "activation": "tanh"}}
+    want = giantstep.run(config)
+    got = giantstep.run(config, activation=(np.tanh, lambda h: 1 - np.tanh(h) ** 2))
+    assert abs(got.test_error - want.test_error) < 1e-12 and got.test_error != 0
+    assert got.theory is None and "<python: tanh>" in got.theory_note
+    assert giantstep.run(SMALL, activation="tanh").test_error == want.test_error  # a name is the config key
+    with pytest.raises(ValueError, match=r"must return an array of the pre-activations' shape \(\d+, 16\)"):
+        giantstep.run(SMALL, activation=(lambda h: h[:, :1], lambda h: h))
+    with pytest.raises(RuntimeError, match="non-finite value"):
+        giantstep.run(SMALL, activation=(np.log, lambda h: 1 / h))
+    with pytest.raises(ZeroDivisionError):
+        giantstep.run(SMALL, activation=(lambda h: 1 / 0, lambda h: h))
+    with pytest.raises(TypeError, match="pair of functions"):
+        giantstep.run(SMALL, activation=(np.tanh,))

@@ -60,6 +60,7 @@ fn readout(c: &mut Criterion) {
         d: D,
         p: P,
         activation: net.activation,
+        custom: None,
         target: &target,
         batch: &batch,
         shift: None,

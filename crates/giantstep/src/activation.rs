@@ -232,6 +232,12 @@ fn fused_row<T: Real>(h: &mut [T], a: &[f64], g: impl Fn(f64) -> (f64, f64)) -> 
     lane_sum(acc)
 }
 
+/// `Σ_i c_i v_i` in the fixed order of [`LANES`] (the order of the built-in activations' rows, so
+/// that an activation given as a function sums exactly as the built-in one).
+pub(crate) fn dot_lanes(v: &[f64], c: &[f64]) -> f64 {
+    sum_row(v, c, |x| x)
+}
+
 /// `Σ_i c_i g(h_i)` in the fixed order of [`LANES`].
 #[inline(always)]
 fn sum_row<T: Real>(h: &[T], c: &[f64], g: impl Fn(f64) -> f64) -> f64 {
@@ -290,6 +296,89 @@ impl Activation {
             ActivationKind::Relu => h.iter_mut().for_each(|v| *v = T::from_f64((v.to_f64() - b).max(0.0))),
             _ => h.iter_mut().for_each(|v| *v = T::from_f64(self.f(v.to_f64()))),
         }
+    }
+}
+
+/// `σ` (and, when asked, `σ'`) of a block of pre-activations, computed by a function given at
+/// run time: `f(h, sigma, dsigma)` fills `sigma` (and `dsigma` when `Some`) with one value per
+/// entry of `h` (row-major `m×p`, one chunk of samples). An `Err(message)` stops the run.
+pub type ActivationFn = dyn Fn(&[f64], &mut [f64], Option<&mut [f64]>) -> std::result::Result<(), String> + Send + Sync;
+
+/// An activation given as a function at run time (a notebook's pair of callables): used instead
+/// of the configured `network.activation` in every pass (the gradient, the readout, the test),
+/// called once per chunk. The theory needs a built-in activation and is skipped.
+#[derive(Clone)]
+pub struct CustomActivation {
+    /// Shown in the result's `theory_note` (e.g. `"<python: softplus>"`).
+    pub name: String,
+    /// The function.
+    pub f: std::sync::Arc<ActivationFn>,
+    /// The first error it returned (later calls are skipped).
+    error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl std::fmt::Debug for CustomActivation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CustomActivation({})", self.name)
+    }
+}
+
+/// The same function (the same allocation) under the same name.
+impl PartialEq for CustomActivation {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && std::sync::Arc::ptr_eq(&self.f, &other.f)
+    }
+}
+
+impl CustomActivation {
+    /// An activation from a function of blocks.
+    pub fn new(name: impl Into<String>, f: std::sync::Arc<ActivationFn>) -> CustomActivation {
+        CustomActivation {
+            name: name.into(),
+            f,
+            error: Default::default(),
+        }
+    }
+
+    /// The first error the function returned, as the run reports it.
+    pub fn error(&self) -> Option<Error> {
+        let e = self.error.lock().ok()?.clone()?;
+        Some(Error::Activation(format!("{}: {e}", self.name)))
+    }
+
+    /// `(σ(h), σ'(h))` of a block (`σ'` empty unless `derivative`); zeros once the function has
+    /// failed (the run stops at its next check).
+    pub fn block<T: Real>(&self, h: &[T], derivative: bool) -> (Vec<f64>, Vec<f64>) {
+        let x: Vec<f64> = h.iter().map(|v| v.to_f64()).collect();
+        let mut s = vec![0.0; x.len()];
+        let mut ds = vec![0.0; if derivative { x.len() } else { 0 }];
+        let failed = self.error.lock().map_or(true, |e| e.is_some());
+        if !failed {
+            let out = (self.f)(&x, &mut s, derivative.then_some(&mut ds[..]));
+            let bad = s.iter().chain(&ds).position(|v| !v.is_finite());
+            let err = match (out, bad) {
+                (Err(e), _) => Some(e),
+                (Ok(()), Some(i)) => Some(format!(
+                    "returned a non-finite value at entry {i} of a block (pre-activation {})",
+                    x[i % x.len().max(1)]
+                )),
+                (Ok(()), None) => None,
+            };
+            if let Some(e) = err {
+                if let Ok(mut slot) = self.error.lock() {
+                    slot.get_or_insert(e);
+                }
+                s.fill(0.0);
+                ds.fill(0.0);
+            }
+        }
+        (s, ds)
+    }
+
+    /// `h ← σ(h)` for a block (the readout's features).
+    pub fn apply<T: Real>(&self, h: &mut [T]) {
+        let (s, _) = self.block(h, false);
+        h.iter_mut().zip(s).for_each(|(v, x)| *v = T::from_f64(x));
     }
 }
 

@@ -290,6 +290,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         d,
         p,
         activation: net.activation,
+        custom: None,
         target: &target,
         batch: &readout,
         shift: None,
@@ -307,6 +308,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         d,
         p,
         activation: net.activation,
+        custom: None,
         target: &target,
         batch: &test,
     };

@@ -8,7 +8,7 @@
 //! number of threads: 1 and N threads are bit-identical. Memory is
 //! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
 
-use crate::activation::Activation;
+use crate::activation::{Activation, CustomActivation};
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
 use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, Op, Real};
@@ -262,6 +262,7 @@ pub fn gradient<T: Real>(
 ) -> Gradient {
     let (d, p) = (net.d, net.p);
     let act = net.activation;
+    let custom = net.custom_activation.as_ref();
     let inv_sqrt_p = 1.0 / (p as f64).sqrt();
     let a_scaled: Vec<f64> = net.a.iter().map(|a| a * inv_sqrt_p).collect();
     let wt: Vec<T> = net.w.iter().map(|v| T::from_f64(*v)).collect();
@@ -291,9 +292,17 @@ pub fn gradient<T: Real>(
             // H = Z Wᵀ (m×p).
             matmul(&mut w.h[..m * p], [m, p, d], Op::Plain(z), Op::Transposed(&wt), false);
             w.sse = 0.0;
+            let block = custom.map(|c| c.block(&w.h[..m * p], true));
             for nu in 0..m {
                 let row = &mut w.h[nu * p..(nu + 1) * p];
-                let f = act.forward_row(row, &a_scaled);
+                let f = match &block {
+                    None => act.forward_row(row, &a_scaled),
+                    Some((s, ds)) => {
+                        let o = nu * p;
+                        row.iter_mut().zip(&ds[o..o + p]).for_each(|(h, v)| *h = T::from_f64(*v));
+                        crate::activation::dot_lanes(&s[o..o + p], &a_scaled)
+                    }
+                };
                 let r = w.s.y[nu] - f;
                 w.sse += r * r;
                 let e = match loss {
@@ -370,6 +379,8 @@ pub struct ReadoutProblem<'a> {
     pub p: usize,
     /// `σ`.
     pub activation: Activation,
+    /// An activation given at run time, used instead of `activation`.
+    pub custom: Option<&'a CustomActivation>,
     /// The labels' teacher.
     pub target: &'a Target,
     /// The readout batch.
@@ -396,6 +407,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         d,
         p,
         activation: act,
+        custom,
         target,
         batch,
         shift,
@@ -436,7 +448,10 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             for (l, wl) in layers_t.iter().enumerate() {
                 let h = &mut w.h[..m * p];
                 matmul(h, [m, p, d], Op::Plain(&w.s.zt[..m * d]), Op::Transposed(wl), false);
-                act.apply(h);
+                match custom {
+                    None => act.apply(h),
+                    Some(c) => c.apply(h),
+                }
                 // Lower triangle of XᵀX (mirrored after the reduction); Xᵀỹ in f64.
                 gram_lower(&mut w.gram[l], h, m, p, GRAM_BLOCK);
                 let xty = &mut w.xty[l];
@@ -495,7 +510,17 @@ fn solve_ridge(gram: &[f64], xty: &[f64], yy: f64, problem: &ReadoutProblem) -> 
         a[i * p + i] += lambda;
     }
     let q: Vec<f64> = xty.iter().map(|v| v / pf.sqrt()).collect();
-    let coef = cholesky_solve(&a, p, &q).ok_or(Error::NotPositiveDefinite { lambda })?;
+    let Some(coef) = cholesky_solve(&a, p, &q) else {
+        // With λ > 0 the system is positive definite in exact arithmetic: a failure means the
+        // features are too large for double precision (a first layer of norm 1e150, say).
+        let largest = (0..p).map(|i| a[i * p + i]).fold(0.0f64, f64::max);
+        if lambda > 0.0 {
+            return Err(Error::Numerical(format!(
+                "the readout's features overflow: the ridge system XᵀX/p + λI cannot be solved in double precision (its largest diagonal entry is {largest:.1e}); the first layer's weights are too large"
+            )));
+        }
+        return Err(Error::NotPositiveDefinite { lambda });
+    };
     // Σ(ỹ − Xâ/√p)² = Σỹ² − 2âᵀq + âᵀ(XᵀX/p)â.
     let mut quad = 0.0;
     for i in 0..p {
@@ -518,6 +543,8 @@ pub struct TestProblem<'a> {
     pub p: usize,
     /// `σ`.
     pub activation: Activation,
+    /// An activation given at run time, used instead of `activation`.
+    pub custom: Option<&'a CustomActivation>,
     /// The labels' teacher.
     pub target: &'a Target,
     /// The test batch.
@@ -531,6 +558,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
         d,
         p,
         activation: act,
+        custom,
         target,
         batch,
     } = *problem;
@@ -571,8 +599,12 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
                     false,
                 );
                 let mut s = 0.0;
+                let block = custom.map(|c| c.block(h, false).0);
                 for nu in 0..m {
-                    let f = act.output_row(&h[nu * p..(nu + 1) * p], &ro.coef);
+                    let f = match &block {
+                        None => act.output_row(&h[nu * p..(nu + 1) * p], &ro.coef),
+                        Some(sig) => crate::activation::dot_lanes(&sig[nu * p..(nu + 1) * p], &ro.coef),
+                    };
                     let mut pred = f * inv_sqrt_p;
                     if let Some(sh) = &ro.shift {
                         pred += sh.at(&z[nu * d..(nu + 1) * d]);
@@ -619,6 +651,7 @@ mod tests {
             d: net.d,
             p: net.p,
             activation: net.activation,
+            custom: None,
             target,
             batch,
             shift: None,

@@ -206,6 +206,9 @@ pub enum Error {
     /// A target function given at run time failed (its message).
     #[error("the target function failed: {0}")]
     Target(String),
+    /// An activation function given at run time failed or returned a non-finite value.
+    #[error("the activation function failed: {0}")]
+    Activation(String),
     /// The run was cancelled (by its caller's cancel flag).
     #[error("cancelled")]
     Cancelled,
@@ -302,6 +305,7 @@ impl Clone for Error {
             Error::NotPositiveDefinite { lambda } => Error::NotPositiveDefinite { lambda: *lambda },
             Error::Numerical(m) => Error::Numerical(m.clone()),
             Error::Unsupported(m) => Error::Unsupported(m.clone()),
+            Error::Activation(m) => Error::Activation(m.clone()),
             Error::TargetCheck { expr, message } => Error::TargetCheck {
                 expr: expr.clone(),
                 message: message.clone(),

@@ -20,6 +20,8 @@ pub struct Network {
     pub a: Vec<f64>,
     /// Activation.
     pub activation: Activation,
+    /// An activation given at run time, used instead of `activation` by the passes.
+    pub custom_activation: Option<crate::activation::CustomActivation>,
 }
 
 impl Network {
@@ -77,7 +79,14 @@ impl Network {
                 a[i + drawn] = -a[i];
             }
         }
-        Network { d, p, w, a, activation }
+        Network {
+            d,
+            p,
+            w,
+            a,
+            activation,
+            custom_activation: None,
+        }
     }
 
     /// The output `f(z)` for one input (the naive reference of the tests).

@@ -1014,6 +1014,90 @@ fn custom_target_gets_the_stability_check() {
     }
 }
 
+/// A first layer too large for double precision is named as an overflow, not as a ridge
+/// parameter to raise (λ = 1 here).
+#[test]
+fn overflowing_first_layer_is_named() {
+    let cfg = small(&["train.steps=1", "train.eta=0"]);
+    let (p, d) = (cfg.network.p, cfg.network.d);
+    let w0 = vec![1e150; p * d];
+    let e = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            first_layer: Some(&w0),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("overflow"), "{e}");
+    assert!(!e.to_string().contains("use lambda > 0"), "{e}");
+}
+
+/// An activation given as a function that computes what the built-in one does (tanh and its
+/// derivative) gives the same run bit for bit, in both precisions; the theory is skipped with a
+/// note, and a failing or non-finite function stops the run naming it.
+#[test]
+fn custom_activation_equals_the_built_in() {
+    use giantstep::activation::CustomActivation;
+    let tanh = || {
+        CustomActivation::new(
+            "<rust: tanh>",
+            std::sync::Arc::new(|h: &[f64], s: &mut [f64], ds: Option<&mut [f64]>| {
+                for (x, y) in h.iter().zip(s.iter_mut()) {
+                    *y = x.tanh();
+                }
+                if let Some(ds) = ds {
+                    for (x, y) in h.iter().zip(ds.iter_mut()) {
+                        let t = x.tanh();
+                        *y = 1.0 - t * t;
+                    }
+                }
+                Ok(())
+            }),
+        )
+    };
+    for precision in ["f64", "f32"] {
+        let cfg = small(&[
+            "network.activation=\"tanh\"",
+            &format!("precision=\"{precision}\""),
+            "threads=2",
+        ]);
+        let want = giantstep::run(&cfg).unwrap();
+        let got = giantstep::run_with(
+            &cfg,
+            RunOptions {
+                activation: Some(tanh()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(got.steps, want.steps, "{precision}");
+        assert_eq!(got.test_error, want.test_error, "{precision}");
+        assert_eq!(got.rf_test_error, want.rf_test_error, "{precision}");
+        assert!(got.theory.is_none() && got.theory_note.as_deref().unwrap().contains("<rust: tanh>"));
+    }
+    let cfg = small(&[]);
+    let bad = CustomActivation::new(
+        "<rust: nan>",
+        std::sync::Arc::new(|_: &[f64], s: &mut [f64], _: Option<&mut [f64]>| {
+            s.fill(f64::NAN);
+            Ok(())
+        }),
+    );
+    let e = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            activation: Some(bad),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("<rust: nan>") && e.to_string().contains("non-finite"),
+        "{e}"
+    );
+}
+
 /// A set cancel flag stops the run before its first chunk is done.
 #[test]
 fn cancel_flag_stops_a_run() {

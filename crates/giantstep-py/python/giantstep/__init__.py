@@ -302,7 +302,8 @@ def _float_array(name: str, value: Any) -> Optional[np.ndarray]:
         raise TypeError(f"{name} must be an array of numbers: {e}") from None
 
 
-_RUN_KEYWORDS = ("W0", "a", "W_star", "target", "return_weights", "keep_every_step", "resume_from", "progress")
+_RUN_KEYWORDS = ("W0", "a", "W_star", "target", "activation", "return_weights", "keep_every_step", "resume_from",
+                 "progress")
 _DEFAULT_CONFIG: Dict[str, Any] = json.loads(_core.resolve_config("", "config", []))
 _CONFIG_KEYS = [k for k, _ in _flatten(_DEFAULT_CONFIG)] + list(_DEFAULT_CONFIG)
 
@@ -331,6 +332,7 @@ def run(
     a: Any = None,
     W_star: Any = None,
     target: Optional[Callable[[np.ndarray], Any]] = None,
+    activation: Union[None, str, Tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], Any]]] = None,
     return_weights: bool = False,
     keep_every_step: bool = False,
     resume_from: Optional[RunResult] = None,
@@ -354,6 +356,13 @@ def run(
         costs about a GEMM of the step). The theory needs an expression and is skipped, except the
         stability check of the later steps, which calls the function on a quadrature grid (at most
         65536 points). Its exceptions propagate unchanged.
+    activation
+        A built-in name (``"tanh"``, ``"relu:0.5"``: the same as ``network.activation``) or a pair
+        of functions ``(sigma, dsigma)`` of the pre-activations (an array chunk × p, float64)
+        returning arrays of that shape: σ and σ'. Called once per chunk in every pass like a
+        ``target`` function (σ' only in the gradient); the theory needs a built-in activation and
+        is skipped (``theory_note`` names the function). ``(np.tanh, lambda h: 1 - np.tanh(h)**2)``
+        reproduces ``"tanh"`` to about 1e-16 (numpy's tanh and the engine's differ in the last bit).
     return_weights
         Attach ``W0``, ``W``, ``a``, ``W_star``, ``readout``, ``rf_readout`` and the state after
         every step: ``M_t = W_t W*ᵀ`` (steps × p × r), ``Q_t = W_t W_tᵀ`` (steps × p × p).
@@ -379,6 +388,16 @@ def run(
     issued as a :class:`GiantstepWarning`.
     """
     _check_keywords(overrides, _RUN_KEYWORDS)
+    act_pair = None
+    if isinstance(activation, str):
+        overrides = {**overrides, "network.activation": activation}
+    elif activation is not None:
+        if not (isinstance(activation, tuple) and len(activation) == 2 and all(map(callable, activation))):
+            raise TypeError(
+                "activation must be a name (e.g. 'tanh') or a pair of functions (sigma, dsigma), "
+                f"but is {type(activation).__name__}"
+            )
+        act_pair = activation
     resume_layer = resume_steps = None
     if resume_from is not None:
         if not isinstance(resume_from, RunResult):
@@ -430,6 +449,10 @@ def run(
             keep_every_step=bool(keep_every_step),
             resume_layer=_float_array("resume_from.W", resume_layer),
             resume_steps=resume_steps,
+            activation=act_pair,
+            activation_name=None if act_pair is None else (
+                getattr(act_pair[0], "__qualname__", None) or getattr(act_pair[0], "__name__", None) or "activation"
+            ),
         )
     finally:
         if bar is not None:
@@ -726,6 +749,7 @@ def grid(
     *,
     jobs: int = 1,
     target: Optional[Callable[[np.ndarray], Any]] = None,
+    activation: Any = None,
     return_weights: bool = False,
     **axes: Any,
 ) -> List[RunResult]:
@@ -736,7 +760,7 @@ def grid(
     with a list, a range or a numpy array of values; a scalar is a one-value axis. Every point is
     exactly :func:`run` of its configuration. ``jobs`` runs that many points at a time (threads:
     the engine releases the GIL; each point still uses the configuration's ``threads``). A
-    ``target`` function works as in :func:`run`. No record file: use :func:`sweep` for runs that
+    ``target`` function and an ``activation`` pair work as in :func:`run`. No record file: use :func:`sweep` for runs that
     should survive a restart.
 
     >>> rs = giantstep.grid({"network": {"d": 32, "p": 16}}, seed=range(2), **{"train.steps": [1, 2]})
@@ -763,7 +787,7 @@ def grid(
         raise ValueError(f"jobs must be a positive integer, but is {jobs!r}")
 
     def one(point: Dict[str, Any]) -> RunResult:
-        return run(config, target=target, return_weights=return_weights, **point)
+        return run(config, target=target, activation=activation, return_weights=return_weights, **point)
 
     if jobs == 1:
         return [one(p) for p in points]

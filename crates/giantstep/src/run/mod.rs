@@ -42,6 +42,8 @@ pub struct RunOptions<'a> {
     pub teacher: Option<&'a [f64]>,
     /// Compute the labels with this function instead of the configured expression (no theory).
     pub target: Option<CustomTarget>,
+    /// Use this activation function instead of `network.activation` in every pass (no theory).
+    pub activation: Option<crate::activation::CustomActivation>,
     /// Stops the run between chunks when set ([`Error::Cancelled`]).
     pub cancel: Option<Arc<AtomicBool>>,
     /// Return the weights in [`RunResult::weights`], with the overlaps `M_t = W_t W*ᵀ` (`p×r`)
@@ -213,6 +215,7 @@ fn setup(cfg: &ValidConfig, options: &mut RunOptions) -> Result<(Target, Network
         None => check_target(cfg.expr(), r)?,
     }
     let mut net = Network::init(net_cfg, cfg.seed);
+    net.custom_activation = options.activation.take();
     if let Some(w0) = options.first_layer {
         net.w = given("the first layer W0", w0, p, d)?;
     }
@@ -242,8 +245,11 @@ fn check_resume<'a>(cfg: &ValidConfig, res: Resume<'a>) -> Result<&'a [StepRecor
 }
 
 /// Stops a run whose caller cancelled it or whose target function failed.
-fn interrupted(exec: &Exec, target: &Target) -> Result<()> {
+fn interrupted(exec: &Exec, target: &Target, net: &Network) -> Result<()> {
     if let Some(e) = target.custom_error() {
+        return Err(e);
+    }
+    if let Some(e) = net.custom_activation.as_ref().and_then(|c| c.error()) {
         return Err(e);
     }
     if exec.cancelled() {
@@ -320,7 +326,7 @@ fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dy
         let batch = train_batch(cfg, t);
         let shift = preprocess_shift(exec, target, &batch, cfg.train.preprocess_at(t));
         let grad = engine::gradient::<T>(exec, net, target, &batch, shift.as_ref(), cfg.train.loss);
-        interrupted(exec, target)?;
+        interrupted(exec, target, net)?;
         let mut step = || -> Result<StepRecord> {
             let geometry = gradient_geometry(&grad.g, &net.w, p, d, &target.w_star, r)?;
             engine::apply_step(&mut net.w, &grad.g, eta, p, d, cfg.train.normalize);
@@ -371,7 +377,8 @@ fn run_typed<T: crate::linalg::Real>(
     let shareable = options.first_layer.is_none()
         && options.second_layer.is_none()
         && options.teacher.is_none()
-        && options.target.is_none();
+        && options.target.is_none()
+        && options.activation.is_none();
     let baselines = options.baselines.clone().filter(|_| shareable);
     let (target, net) = setup(cfg, &mut options)?;
     // A chunk beyond the largest batch is that batch: the same partition, so the same numbers,
@@ -410,12 +417,23 @@ fn run_typed<T: crate::linalg::Real>(
     if cfg.eval.theory || cfg.readout.add_back == crate::config::AddBack::Oracle {
         observer.phase(Phase::Theory);
     }
-    let theories = theories(&ctx, &net, &trained, custom_name.as_deref());
-    let warnings = match ctx.target.custom_target() {
-        Some(custom) => theory::custom_warnings(&ctx, custom, trained.steps.len()),
-        None => vec![Vec::new(); eval_at.len()],
+    // The theory needs an expression and a built-in activation.
+    let skip = match (&custom_name, net.custom_activation.as_ref()) {
+        (_, Some(act)) => Some(format!(
+            "the activation is a function given at run time ({}); the theory needs a built-in activation",
+            act.name
+        )),
+        (Some(name), None) => Some(format!(
+            "the target is a function given at run time ({name}); the theory needs an expression"
+        )),
+        (None, None) => None,
     };
-    interrupted(&ctx.exec, &ctx.target)?;
+    let theories = theories(&ctx, &net, &trained, skip.as_deref());
+    let warnings = match (ctx.target.custom_target(), &net.custom_activation) {
+        (Some(custom), None) => theory::custom_warnings(&ctx, custom, trained.steps.len()),
+        _ => vec![Vec::new(); eval_at.len()],
+    };
+    interrupted(&ctx.exec, &ctx.target, &net)?;
     observer.phase(Phase::Readout);
     let fits = fit_all::<T>(&ctx, &net, &trained, &theories)?;
     observer.phase(Phase::Test);

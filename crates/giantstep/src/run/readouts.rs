@@ -91,13 +91,14 @@ pub(super) fn fit_all<T: crate::linalg::Real>(
             d,
             p,
             activation: net.activation,
+            custom: net.custom_activation.as_ref(),
             target,
             batch,
             shift: shift.as_ref(),
             lambda: cfg.readout.lambda,
         };
         let mut outs = engine::fit_readouts_each::<T>(exec, &layers, &problem);
-        interrupted(exec, target)?;
+        interrupted(exec, target, net)?;
         let rf = match cached {
             Some((readout, _)) => Some(Ok(readout)),
             None => fit_rf.then(|| outs.pop().expect("the random-features layer")),
@@ -169,12 +170,13 @@ pub(super) fn test_all<T: crate::linalg::Real>(
             d: net.d,
             p: net.p,
             activation: net.activation,
+            custom: net.custom_activation.as_ref(),
             target,
             batch: &test_batch,
         };
         engine::test_errors::<T>(exec, &pairs, &problem)
     };
-    interrupted(exec, target)?;
+    interrupted(exec, target, net)?;
     if let Some(cache) = ctx.baselines {
         for (i, f) in fits.fitted.iter().enumerate() {
             let group = fits.group_of[i];

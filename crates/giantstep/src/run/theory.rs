@@ -26,14 +26,14 @@ pub(super) fn theories(
     ctx: &Ctx,
     start: &Started,
     trained: &Trained,
-    custom_name: Option<&str>,
+    skip: Option<&str>,
 ) -> Vec<Option<Result<RunTheory>>> {
     let cfg = ctx.cfg;
     let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
     let t_max = trained.steps.len();
     let cancel = ctx.exec.cancel_token();
     let predicted = (cfg.eval.theory
-        && custom_name.is_none()
+        && skip.is_none()
         && cfg.network.p <= PREDICT_MAX_P
         && (1..=PREDICT_MAX_STEPS).contains(&t_max)
         && crate::prediction::kappa_of(cfg) >= crate::prediction::KAPPA_MIN
@@ -44,7 +44,7 @@ pub(super) fn theories(
         .flatten();
     let evaluated: Vec<usize> = ctx.eval_at.iter().copied().filter(|&t| t <= t_max).collect();
     let mut reports: Vec<(Option<u64>, usize, Result<TheoryReport>)> = Vec::new();
-    if wanted && custom_name.is_none() {
+    if wanted && skip.is_none() {
         for &t in evaluated.iter().rev() {
             let key = gamma_later(cfg, t).map(f64::to_bits);
             if t <= RUN_THEORY_MAX_STEPS && !reports.iter().any(|(k, _, _)| *k == key) {
@@ -56,10 +56,8 @@ pub(super) fn theories(
         .iter()
         .map(|&t| {
             (t <= t_max && wanted).then(|| {
-                if let Some(name) = custom_name {
-                    return Err(Error::Unsupported(format!(
-                        "the target is a function given at run time ({name}); the theory needs an expression"
-                    )));
+                if let Some(why) = skip {
+                    return Err(Error::Unsupported(why.to_string()));
                 }
                 if t > RUN_THEORY_MAX_STEPS {
                     return Err(Error::Unsupported(format!(
