@@ -1,8 +1,16 @@
 """giantstep: feature learning in two-layer networks after a few giant gradient steps.
 
 Simulation and theory after Dandi, Krzakala, Loureiro, Pesce, Stephan, *How Two-Layer Neural
-Networks Learn, One (Giant) Step at a Time* (arXiv 2305.18270), on giantstep's Rust engine. The
-model and notation are in the repository's ``docs/model.md``, the theory in ``docs/theory.md``.
+Networks Learn, One (Giant) Step at a Time* (arXiv 2305.18270), on giantstep's Rust engine.
+
+The model in brief: inputs ``z ~ N(0, I_d)``, a target ``y = g*(W* z)`` of ``r`` teacher
+directions (``W*`` is r × d with orthonormal rows; ``x = W* z`` are the teacher coordinates), a
+student ``f(z) = Σ_i a_i σ(<w_i, z>) / √p`` with p neurons. Each giant step draws a fresh batch of
+``n`` samples and moves the first layer ``W`` (p × d) by ``η`` times the gradient of the squared
+loss (``a`` stays fixed); after T steps a ridge readout ``â`` is fitted on the features
+``σ(W z)``, and the test error is that of ``<â, σ(W z)> / √p``. ``mean_abs_cos`` measures how much
+of each teacher direction the neurons learned. The full notation (``docs/model.md``) and theory
+(``docs/theory.md``) are in the source repository, not in the installed package.
 
 >>> import giantstep
 >>> r = giantstep.run({"network": {"d": 64, "p": 32}}, **{"train.steps": 2, "eval.n_test": 2000})

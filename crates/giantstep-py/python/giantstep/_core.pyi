@@ -17,7 +17,12 @@ def run(
     target_name: Optional[str] = None,
     keep_weights: bool = False,
     progress: Optional[Callable[[str, int, int], None]] = None,
-) -> Tuple[str, Optional[Dict[str, Any]]]: ...
+    keep_every_step: bool = False,
+    resume_layer: Optional[np.ndarray] = None,
+    resume_steps: Optional[str] = None,
+    activation: Optional[Tuple[Callable[[np.ndarray], Any], Callable[[np.ndarray], Any]]] = None,
+    activation_name: Optional[str] = None,
+) -> Tuple[str, Optional[Dict[str, Any]], List[str]]: ...
 def theory(query_json: str) -> str: ...
 def theory_curve(query_json: str, curve_json: str, overrides: List[Tuple[str, str]]) -> str: ...
 def theory_defaults() -> str: ...
@@ -28,6 +33,9 @@ def sweep(
     jobs: int = 1,
     threads: Optional[int] = None,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    plan_json: Optional[str] = None,
+    target: Optional[Callable[[np.ndarray], Any]] = None,
+    target_name: Optional[str] = None,
 ) -> str: ...
 def load_records(path: str) -> List[str]: ...
 
