@@ -66,8 +66,12 @@ class GiantstepWarning(UserWarning):
 
 
 def _warn(messages: Sequence[str], stacklevel: int = 3) -> None:
+    # Point at the caller's line, past this package's own frames (run() called from grid()).
+    frame, level = __import__("sys")._getframe(stacklevel - 1), stacklevel
+    while frame is not None and frame.f_globals.get("__name__") == __name__:
+        frame, level = frame.f_back, level + 1
     for m in messages:
-        warnings.warn(m, GiantstepWarning, stacklevel=stacklevel)
+        warnings.warn(m, GiantstepWarning, stacklevel=level)
 
 
 def __dir__() -> List[str]:
