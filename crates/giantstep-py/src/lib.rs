@@ -490,6 +490,23 @@ fn sweep(
         None => Plan::from_toml(plan_text, source),
     }
     .map_err(to_py)?;
+    let mut plan = plan;
+    if target.is_some() {
+        // The function replaces the plan's target expression; r comes from base.target.r.
+        let section = plan
+            .base
+            .entry("target")
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        let Some(section) = section.as_table_mut() else {
+            return Err(PyTypeError::new_err("the plan's base.target must be a table"));
+        };
+        if section.contains_key("expr") || section.contains_key("preset") {
+            return Err(PyValueError::new_err(
+                "give target= or the plan's base.target.expr/preset, not both",
+            ));
+        }
+        section.insert("expr".into(), toml::Value::String("0".into()));
+    }
     let raised = Arc::new(Mutex::new(None));
     let custom = match target {
         Some(f) => {

@@ -423,6 +423,12 @@ def test_sweeps_grids_and_frames(tmp_path):
     with pytest.raises(ValueError, match="not both"):
         giantstep.sweep({"base": {"target": {"expr": "z1"}}, "axes": {"seed": [0]}}, tmp_path / "c.jsonl",
                         target=product)
+    # A TOML plan takes a target function too (no TOML parsing in Python: 3.9 has no tomllib).
+    toml_plan = "[base]\nnetwork = { d = 32, p = 16 }\ntarget = { r = 2 }\ntrain = { steps = 2 }\n" \
+                "eval = { n_test = 500, every_step = true }\n[axes]\nseed = [0]\n"
+    assert giantstep.sweep(toml_plan, tmp_path / "d.jsonl", target=product)["ran"] == 1
+    again = giantstep.records_frame(tmp_path / "d.jsonl")
+    assert again["test_error"].iloc[-1] == want.test_error
 
 
 def test_messages_and_discoverability():

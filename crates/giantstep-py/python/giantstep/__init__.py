@@ -699,18 +699,6 @@ def sweep(
         raise TypeError(f"plan must be a dict, TOML text or a path, but is {type(plan).__name__}")
     if target is not None and not callable(target):
         raise TypeError(f"target must be callable (a function of the coordinates), but is {type(target).__name__}")
-    if target is not None:
-        tree = json.loads(plan_json) if plan_json is not None else None
-        if tree is None:
-            import tomllib
-
-            tree = tomllib.loads(text)
-        base = tree.setdefault("base", {})
-        tgt = base.setdefault("target", {})
-        if "expr" in tgt or "preset" in tgt:
-            raise ValueError("give target= or the plan's base.target.expr/preset, not both")
-        tgt["expr"] = "0"
-        plan_json = json.dumps(tree)
     callback = None
     bar = None
     if progress:
