@@ -157,6 +157,16 @@ fn tuple(shape: &[usize]) -> String {
     }
 }
 
+/// Keeps the first Python exception a callback raised (to be raised unchanged once the run
+/// stops) and returns its message for the engine's error.
+fn keep_raised(raised: &Mutex<Option<PyErr>>, e: PyErr) -> String {
+    let msg = Python::attach(|py| e.value(py).to_string());
+    if let Ok(mut slot) = raised.lock() {
+        slot.get_or_insert(e);
+    }
+    msg
+}
+
 /// A Python callable as the run's target: called once per chunk with the teacher coordinates
 /// (`m × r` float64) and returning `m` labels; its exception is kept to be raised unchanged.
 fn python_target(f: Py<PyAny>, name: String, r: usize, raised: Arc<Mutex<Option<PyErr>>>) -> CustomTarget {
@@ -188,13 +198,7 @@ fn python_target(f: Py<PyAny>, name: String, r: usize, raised: Arc<Mutex<Option<
             y.iter_mut().zip(out.iter()).for_each(|(a, b)| *a = *b);
             Ok(())
         })
-        .map_err(|e| {
-            let msg = Python::attach(|py| e.value(py).to_string());
-            if let Ok(mut slot) = raised.lock() {
-                slot.get_or_insert(e);
-            }
-            msg
-        })
+        .map_err(|e| keep_raised(&raised, e))
     };
     CustomTarget {
         name: format!("<python: {name}>"),
@@ -237,13 +241,7 @@ fn python_activation(
             }
             Ok(())
         })
-        .map_err(|e| {
-            let msg = Python::attach(|py| e.value(py).to_string());
-            if let Ok(mut slot) = raised.lock() {
-                slot.get_or_insert(e);
-            }
-            msg
-        })
+        .map_err(|e| keep_raised(&raised, e))
     };
     giantstep::activation::CustomActivation::new(format!("<python: {name}>"), Arc::new(call))
 }
