@@ -836,6 +836,22 @@ fn continued_run_equals_the_uninterrupted_one() {
     )
     .unwrap_err();
     assert_eq!(e.key(), Some("train.steps"), "{e}");
+    let mut renumbered = first.steps.clone();
+    renumbered[0].t = 2;
+    let resume = giantstep::Resume {
+        layer: &w.w,
+        steps: &renumbered,
+    };
+    let cfg = small(&["train.steps=2"]);
+    let e = giantstep::run_with(
+        &cfg,
+        RunOptions {
+            resume: Some(resume),
+            ..Default::default()
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("step 2 at position 1"), "{e}");
 }
 
 /// The weights a run returns start a second run that equals the first bit for bit; a different
