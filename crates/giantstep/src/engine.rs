@@ -11,7 +11,7 @@
 use crate::activation::{Activation, CustomActivation};
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
-use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, Op, Real};
+use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, transpose, Op, Real};
 use crate::model::{Loss, Normalize};
 use crate::network::Network;
 use crate::target::Target;
@@ -165,11 +165,6 @@ impl<T: Real> Samples<T> {
         }
     }
 }
-
-/// Panel width of the triangular Gram update (measured with `giantstep bench`, d = 512,
-/// p = 1024, column panels: 64 beat 32, 48, 96, 128, 192 and 256 in f64 and f32, running the
-/// readout's GEMMs at 98% / 88% of the bare rate while computing ~53% of the full product).
-const GRAM_BLOCK: usize = 64;
 
 /// The part of the labels removed by preprocessing: `mean + <b, z>` (docs/model.md §3.1).
 #[derive(Debug, Clone, PartialEq)]
@@ -421,6 +416,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
     struct W<T> {
         s: Samples<T>,
         h: Vec<T>,
+        ht: Vec<T>,
         gram: Vec<Vec<T>>,
         xty: Vec<Vec<f64>>,
         yy: f64,
@@ -428,6 +424,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
     let mut work = exec.workspaces(batch.n, || W {
         s: Samples::new(exec.chunk, d, target.r, true),
         h: vec![T::default(); exec.chunk * p],
+        ht: vec![T::default(); exec.chunk * p],
         gram: vec![vec![T::default(); p * p]; k],
         xty: vec![vec![0.0; p]; k],
         yy: 0.0,
@@ -452,8 +449,10 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                     None => act.apply(h),
                     Some(c) => c.apply(h),
                 }
-                // Lower triangle of XᵀX (mirrored after the reduction); Xᵀỹ in f64.
-                gram_lower(&mut w.gram[l], h, m, p, GRAM_BLOCK);
+                // Lower triangle of XᵀX (mirrored after the reduction), from Xᵀ; Xᵀỹ in f64.
+                let ht = &mut w.ht[..m * p];
+                transpose(ht, h, m, p);
+                gram_lower(&mut w.gram[l], h, ht, m, p);
                 let xty = &mut w.xty[l];
                 xty.fill(0.0);
                 for (nu, yv) in y.iter().enumerate() {
@@ -466,13 +465,12 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         |w| {
             yy += w.yy;
             for l in 0..k {
-                // Only the lower triangle (and the diagonal blocks) is meaningful.
+                // Only the lower triangle is meaningful.
                 for i in 0..p {
-                    let hi = ((i / GRAM_BLOCK) + 1) * GRAM_BLOCK;
                     let row = i * p;
-                    gram[l][row..row + hi.min(p)]
+                    gram[l][row..=row + i]
                         .iter_mut()
-                        .zip(&w.gram[l][row..row + hi.min(p)])
+                        .zip(&w.gram[l][row..=row + i])
                         .for_each(|(a, b)| *a += b.to_f64());
                 }
                 xty[l].iter_mut().zip(&w.xty[l]).for_each(|(a, b)| *a += b);
