@@ -3,7 +3,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use giantstep::config::{FirstLayerInit, NetworkConfig, SecondLayerInit, TeacherKind};
-use giantstep::data::{gaussian_rows, Purpose, StreamKey};
+use giantstep::data::{gaussian_rows, gaussian_rows_isa, Isa, Purpose, StreamKey};
 use giantstep::engine::{self, Batch, Exec};
 use giantstep::expr::Expr;
 use giantstep::model::Loss;
@@ -81,6 +81,12 @@ fn data(c: &mut Criterion) {
     g.bench_function(BenchmarkId::new(format!("gaussian-d{D}"), m), |b| {
         b.iter(|| gaussian_rows(&key, 0, D, &mut z, None))
     });
+    // The same numbers with each instruction set's kernels (data::Isa), side by side.
+    for isa in Isa::available() {
+        g.bench_function(BenchmarkId::new(format!("gaussian-d{D}-{isa:?}"), m), |b| {
+            b.iter(|| gaussian_rows_isa(isa, &key, 0, D, &mut z, None))
+        });
+    }
     g.finish();
 }
 

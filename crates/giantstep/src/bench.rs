@@ -16,7 +16,7 @@
 
 use crate::config::{BatchSize, Config, Precision, ValidConfig};
 use crate::cost::run_flops;
-use crate::data::{Purpose, StreamKey};
+use crate::data::{gaussian_rows_isa, Isa, Purpose, StreamKey};
 use crate::engine::{self, Batch, Exec};
 use crate::linalg::{gemm_isa, gemm_seconds, matmul, Op, Real};
 use crate::model::{FirstLayerInit, SecondLayerInit};
@@ -29,7 +29,8 @@ use std::time::Instant;
 /// One timed phase.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Phase {
-    /// Name: data, step, readout, test.
+    /// Name: gaussian (the inputs of the training batch alone), data (inputs and labels, the
+    /// label-shift pass), step, readout, test.
     pub name: String,
     /// Wall time.
     pub seconds: f64,
@@ -75,6 +76,15 @@ pub struct BenchReport {
     pub efficiency: f64,
     /// Peak resident memory of the process (VmHWM).
     pub peak_rss_bytes: u64,
+    /// The instruction set of the Gaussian generation kernels ([`crate::data::Isa`]).
+    #[serde(default)]
+    pub gaussian_isa: String,
+    /// Standard normals per second of one thread with those kernels (`chunk` samples of `d`).
+    #[serde(default)]
+    pub gaussian_per_s: f64,
+    /// The same numbers through the scalar path, per second, measured beside it.
+    #[serde(default)]
+    pub gaussian_scalar_per_s: f64,
     /// Total wall time of the phases.
     pub total_seconds: f64,
 }
@@ -251,6 +261,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     let w0 = net.w.clone();
     let flops = run_flops(cfg, 1);
     let bare = bare_gemm::<T>(&exec, d, p);
+    let generation = generation_rates(d, chunk.min(n));
     let mut phases = Vec::new();
     let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
     let gemm_before = std::cell::Cell::new(gemm_seconds());
@@ -271,6 +282,10 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         key: StreamKey::new(cfg.seed, Purpose::Train, 0),
         n,
     };
+    gemm_before.set(gemm_seconds());
+    let t = Instant::now();
+    engine::gaussian_pass(&exec, &train.key, n, d);
+    phase("gaussian", t.elapsed().as_secs_f64(), 0.0, n);
     gemm_before.set(gemm_seconds());
     let t = Instant::now();
     let _ = engine::label_shift(&exec, &target, &train, false);
@@ -333,7 +348,27 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         bare_gemm_gflops: bare,
         gemm_isa: gemm_isa().to_string(),
         peak_rss_bytes: peak_rss_bytes(),
+        gaussian_isa: format!("{:?}", Isa::detected()),
+        gaussian_per_s: generation.0,
+        gaussian_scalar_per_s: generation.1,
     })
+}
+
+/// Normals per second of one thread generating `rows` samples of `d` with the detected kernels
+/// and with the scalar path, alternately (the best of five trials each).
+fn generation_rates(d: usize, rows: usize) -> (f64, f64) {
+    let key = StreamKey::new(0, Purpose::Train, 0);
+    let mut z = vec![0.0; rows * d];
+    let mut best = [f64::MAX; 2];
+    for _ in 0..5 {
+        for (k, isa) in [Isa::detected(), Isa::Scalar].into_iter().enumerate() {
+            let t = Instant::now();
+            gaussian_rows_isa(isa, &key, 0, d, &mut z, None);
+            best[k] = best[k].min(t.elapsed().as_secs_f64());
+        }
+    }
+    let count = (rows * d) as f64;
+    (count / best[0], count / best[1])
 }
 
 /// A one-line warning, with the estimated time, when a run would take more than ten minutes on
@@ -382,12 +417,12 @@ mod tests {
         };
         let r = bench(&w).unwrap();
         let names: Vec<&str> = r.phases.iter().map(|ph| ph.name.as_str()).collect();
-        assert_eq!(names, ["data", "step", "readout", "test"]);
+        assert_eq!(names, ["gaussian", "data", "step", "readout", "test"]);
         // One step 4·n·d·p; readouts of W and W0 (2·n·d·p + n·p² each); tests of both.
         let (n, d, p, t) = (256.0, 16.0, 8.0, 100.0);
-        assert_eq!(r.phases[1].flops, 4.0 * n * d * p);
-        assert_eq!(r.phases[2].flops, 2.0 * (2.0 * n * d * p + n * p * p));
-        assert_eq!(r.phases[3].flops, 2.0 * 2.0 * t * d * p);
+        assert_eq!(r.phases[2].flops, 4.0 * n * d * p);
+        assert_eq!(r.phases[3].flops, 2.0 * (2.0 * n * d * p + n * p * p));
+        assert_eq!(r.phases[4].flops, 2.0 * 2.0 * t * d * p);
         assert_eq!((r.threads, r.n, r.chunk), (2, 256, 64));
         assert!(r.bare_gemm_gflops > 0.0 && r.phases.iter().all(|ph| ph.seconds > 0.0));
     }

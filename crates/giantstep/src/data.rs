@@ -8,7 +8,9 @@ use rand_chacha::rand_core::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 mod normal;
-use normal::{Keystream, Normals, RngWords};
+mod simd;
+use normal::{Normals, RngWords};
+pub use simd::Isa;
 
 /// What a random stream is used for; part of the key of every stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,15 +103,18 @@ pub fn fill_normal(rng: &mut ChaCha8Rng, out: &mut [f64]) {
 /// Generates samples `start..start+m` of the stream family `key`: `z` (row-major `m×d`, each
 /// row `N(0, I_d)`) and, when `noise` is given, one extra standard normal per sample (the label
 /// noise `ξ`), drawn after that sample's `d` coordinates.
-pub fn gaussian_rows(key: &StreamKey, start: u64, d: usize, z: &mut [f64], mut noise: Option<&mut [f64]>) {
-    let m = z.len() / d;
-    for i in 0..m {
-        let mut normals = Normals::new(Keystream::new(&key.0, start + i as u64));
-        normals.fill(&mut z[i * d..(i + 1) * d]);
-        if let Some(xi) = noise.as_deref_mut() {
-            xi[i] = normals.next();
-        }
-    }
+pub fn gaussian_rows(key: &StreamKey, start: u64, d: usize, z: &mut [f64], noise: Option<&mut [f64]>) {
+    simd::gaussian_rows_with(Isa::detected(), &key.0, start, d, z, noise);
+}
+
+/// [`gaussian_rows`] with the kernels of one instruction set (one of [`Isa::available`]): the same
+/// numbers on every one, at different speeds (for tests and benchmarks).
+///
+/// # Panics
+/// If `isa` is not available on this processor.
+pub fn gaussian_rows_isa(isa: Isa, key: &StreamKey, start: u64, d: usize, z: &mut [f64], noise: Option<&mut [f64]>) {
+    assert!(Isa::available().contains(&isa), "{isa:?} is not available on this processor");
+    simd::gaussian_rows_with(isa, &key.0, start, d, z, noise);
 }
 
 #[cfg(test)]

@@ -189,6 +189,18 @@ impl LabelShift {
     }
 }
 
+/// Draws the inputs `z` of a batch and nothing else, chunk by chunk on the executor's threads
+/// (`giantstep bench` times the Gaussian generation alone with it).
+pub fn gaussian_pass(exec: &Exec, key: &StreamKey, n: usize, d: usize) {
+    let mut work = exec.workspaces(n, || vec![0.0; exec.chunk * d]);
+    exec.chunks(
+        n,
+        &mut work,
+        |z, start, m| gaussian_rows(key, start as u64, d, &mut z[..m * d], None),
+        |_| {},
+    );
+}
+
 /// Estimates the label shift on a batch: the empirical mean and, if `linear`, `b = Zᵀy/n`.
 pub fn label_shift(exec: &Exec, target: &Target, batch: &Batch, linear: bool) -> LabelShift {
     let d = target.d;

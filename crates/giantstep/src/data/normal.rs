@@ -11,7 +11,7 @@
 //! d = 256 rows (`cargo bench -p giantstep --features internals -- data`): 195 million normals/s before, 285 after
 //! (of which the keystream, with its AVX-512 backend, is about 45%).
 
-use chacha20::cipher::{KeyIvInit, StreamCipher};
+use chacha20::cipher::{KeyIvInit, StreamCipher, StreamCipherSeek};
 use chacha20::ChaCha8;
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
@@ -23,8 +23,8 @@ const R: f64 = 3.654_152_885_361_009;
 const V: f64 = 0.004_928_673_233_99;
 
 /// The ziggurat's abscissae `x_0 > x_1 = R > … > x_255 > x_256 = 0` and the density there.
-struct Tables {
-    x: [f64; 257],
+pub(super) struct Tables {
+    pub(super) x: [f64; 257],
     f: [f64; 257],
 }
 
@@ -33,7 +33,7 @@ impl Tables {
     /// its low 8 bits, `u ∈ [-1, 1)` from its top 52) and whether it lies in the layer's
     /// rectangle, `|x| < x_{i+1}` (accepted as is).
     #[inline(always)]
-    fn attempt(&self, bits: u64) -> (f64, bool) {
+    pub(super) fn attempt(&self, bits: u64) -> (f64, bool) {
         let i = (bits & 0xff) as usize;
         let x = symmetric_unit(bits) * self.x[i];
         (x, x.abs() < self.x[i + 1])
@@ -48,7 +48,7 @@ fn pdf(x: f64) -> f64 {
 /// The layer recursion `x_{i+1} = f⁻¹(f(x_i) + V/x_i)`, rounded like `rand_distr`'s published
 /// tables (18 decimals), which it reproduces exactly (`x`) or to the last bit of one entry (`f`,
 /// whose only use, the wedge test, would need a draw within one ulp of it to differ).
-static TABLES: LazyLock<Tables> = LazyLock::new(|| {
+pub(super) static TABLES: LazyLock<Tables> = LazyLock::new(|| {
     let round = |t: f64| format!("{t:.18}").parse::<f64>().expect("a formatted f64 parses");
     let mut x = [0.0; 257];
     x[0] = V / pdf(R);
@@ -150,10 +150,19 @@ pub(super) struct Keystream {
 impl Keystream {
     /// Stream `stream` of `key`, from its first word.
     pub(super) fn new(key: &[u8; 32], stream: u64) -> Self {
+        Keystream::at(key, stream, 0)
+    }
+
+    /// Stream `stream` of `key`, from the first word of its 64-byte block `block`.
+    pub(super) fn at(key: &[u8; 32], stream: u64, block: u64) -> Self {
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&stream.to_le_bytes());
+        let mut cipher = ChaCha8::new(key.into(), &nonce.into());
+        if block > 0 {
+            cipher.seek(block * 64);
+        }
         Keystream {
-            cipher: ChaCha8::new(key.into(), &nonce.into()),
+            cipher,
             block: [0; BLOCK],
             pos: BLOCK,
         }
@@ -201,32 +210,8 @@ impl<W: Words> Normals<W> {
 
     /// The rest of the ziggurat after the attempt `bits` fell outside its layer's rectangle.
     #[cold]
-    fn slow(&mut self, mut bits: u64) -> f64 {
-        let t = self.tables;
-        loop {
-            let i = (bits & 0xff) as usize;
-            let u = symmetric_unit(bits);
-            let x = u * t.x[i];
-            if i == 0 {
-                // The tail beyond R (Marsaglia's method).
-                let (mut tx, mut ty) = (1.0f64, 0.0f64);
-                while -2.0 * ty < tx * tx {
-                    let a = open_unit(self.words.word());
-                    let b = open_unit(self.words.word());
-                    tx = a.ln() / R;
-                    ty = b.ln();
-                }
-                return if u < 0.0 { tx - R } else { R - tx };
-            }
-            let uniform = (self.words.word() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
-            if t.f[i + 1] + (t.f[i] - t.f[i + 1]) * uniform < pdf(x) {
-                return x;
-            }
-            bits = self.words.word();
-            if let (x, true) = t.attempt(bits) {
-                return x;
-            }
-        }
+    fn slow(&mut self, bits: u64) -> f64 {
+        slow_path(self.tables, bits, || self.words.word())
     }
 
     /// Fills `out` with standard normals: `next` in a loop, with the block and its offset in
@@ -257,6 +242,36 @@ impl<W: Words> Normals<W> {
                 out[k] = self.slow(bits);
                 k += 1;
             }
+        }
+    }
+}
+
+/// The rest of the ziggurat after the attempt `bits` fell outside its layer's rectangle, reading
+/// further words from `word`: the wedge test, the next attempts, and the tail beyond `R`.
+#[cold]
+pub(super) fn slow_path(t: &Tables, mut bits: u64, mut word: impl FnMut() -> u64) -> f64 {
+    loop {
+        let i = (bits & 0xff) as usize;
+        let u = symmetric_unit(bits);
+        let x = u * t.x[i];
+        if i == 0 {
+            // The tail beyond R (Marsaglia's method).
+            let (mut tx, mut ty) = (1.0f64, 0.0f64);
+            while -2.0 * ty < tx * tx {
+                let a = open_unit(word());
+                let b = open_unit(word());
+                tx = a.ln() / R;
+                ty = b.ln();
+            }
+            return if u < 0.0 { tx - R } else { R - tx };
+        }
+        let uniform = (word() >> 11) as f64 * (1.0 / (1u64 << 53) as f64);
+        if t.f[i + 1] + (t.f[i] - t.f[i + 1]) * uniform < pdf(x) {
+            return x;
+        }
+        bits = word();
+        if let (x, true) = t.attempt(bits) {
+            return x;
         }
     }
 }

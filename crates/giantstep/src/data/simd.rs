@@ -1,0 +1,649 @@
+//! Standard normals for many samples at once with explicit SIMD: the same numbers as
+//! [`super::normal`] (and so as `rand_distr::StandardNormal` over `rand_chacha::ChaCha8Rng`), bit
+//! for bit, faster.
+//!
+//! Two kernels per instruction set, chosen at run time ([`Isa::detected`]):
+//!
+//! - **ChaCha8 across samples.** Sample `i` reads its own ChaCha stream `i`; the streams of 16
+//!   (AVX-512) or 8 (AVX2) consecutive samples share their key and differ only in the stream
+//!   words of the state, so one vector lane computes one sample's block: the rounds need no
+//!   shuffles (the "vertical" layout), and a transpose at the end writes each lane's 64 bytes
+//!   to its sample's buffer. A sample gets the blocks its `d` coordinates need plus a margin for
+//!   the ziggurat's rejections; the rare sample that needs more continues its stream with the
+//!   scalar keystream at the next block.
+//! - **Ziggurat fast path on 8 (AVX-512) or 4 (AVX2) words.** Layer index, table gathers, the
+//!   candidate `u·x_i` and the test `|x| < x_{i+1}` for a vector of words at once; when all
+//!   pass (about 91% / 95% of vectors) they are stored as they are, otherwise the accepted
+//!   prefix is stored and the first rejected word goes through the scalar slow path (wedge and
+//!   tail), which reads the words after it, exactly as drawing one by one does.
+//!
+//! Both kernels use the same arithmetic as the scalar code (integer ChaCha, one multiplication
+//! and one comparison per attempt), so the numbers are identical; tests compare every ISA the
+//! machine has with the scalar path on more than 10⁷ draws, slow paths included.
+//!
+//! This is the only module of the crate with `unsafe` besides the one GEMM call: SIMD
+//! intrinsics behind `#[target_feature]`, each called only after the feature was detected.
+#![allow(unsafe_code)]
+
+use super::normal::{slow_path, Keystream, Normals, Tables, TABLES};
+
+/// The instruction set the kernels run with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512 F: 16 ChaCha lanes, 8 ziggurat lanes.
+    Avx512,
+    /// AVX2: 8 ChaCha lanes, 4 ziggurat lanes.
+    Avx2,
+    /// No vector kernels: the keystream of the `chacha20` crate and the scalar ziggurat.
+    Scalar,
+}
+
+impl Isa {
+    /// The best set this processor has (detected once).
+    pub fn detected() -> Isa {
+        static ISA: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *ISA.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Scalar
+        })
+    }
+
+    /// Every set this processor can run, best first (for tests and benchmarks).
+    pub fn available() -> Vec<Isa> {
+        let all = [Isa::Avx512, Isa::Avx2, Isa::Scalar];
+        let best = all.iter().position(|&i| i == Isa::detected()).expect("listed");
+        let mut out: Vec<Isa> = all[best..].to_vec();
+        // A processor with AVX-512 F has AVX2 (every one made); checked anyway.
+        #[cfg(target_arch = "x86_64")]
+        out.retain(|&i| i != Isa::Avx2 || std::arch::is_x86_feature_detected!("avx2"));
+        out
+    }
+
+    /// Samples whose blocks one ChaCha call computes.
+    fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2 => 8,
+            Isa::Scalar => 1,
+        }
+    }
+}
+
+/// Extra words per sample beyond its coordinates: the rejected attempts take about 1.2% of the
+/// words, each costing one to a few more; a sample that needs more than this continues its
+/// stream with the scalar keystream.
+fn margin(words: usize) -> usize {
+    words / 32 + 8
+}
+
+/// Samples `start..start+m` of the stream family `key` (`z` row-major `m×d`, then one noise
+/// normal per sample when `noise` is given), with the kernels of `isa`. `isa` must be one of
+/// [`Isa::available`].
+pub(super) fn gaussian_rows_with(
+    isa: Isa,
+    key: &[u8; 32],
+    start: u64,
+    d: usize,
+    z: &mut [f64],
+    noise: Option<&mut [f64]>,
+) {
+    let words = d + usize::from(noise.is_some());
+    gaussian_rows_margin(isa, key, start, d, z, noise, margin(words));
+}
+
+/// [`gaussian_rows_with`] with `margin` extra words per sample in the vector kernels' buffers.
+fn gaussian_rows_margin(
+    isa: Isa,
+    key: &[u8; 32],
+    start: u64,
+    d: usize,
+    z: &mut [f64],
+    mut noise: Option<&mut [f64]>,
+    margin: usize,
+) {
+    let m = z.len() / d.max(1);
+    if isa == Isa::Scalar || d == 0 {
+        for i in 0..m {
+            let mut normals = Normals::new(Keystream::new(key, start + i as u64));
+            normals.fill(&mut z[i * d..(i + 1) * d]);
+            if let Some(xi) = noise.as_deref_mut() {
+                xi[i] = normals.next();
+            }
+        }
+        return;
+    }
+    let words = d + usize::from(noise.is_some());
+    let blocks = (words + margin).div_ceil(8);
+    let lanes = isa.lanes();
+    let row_bytes = blocks * 64;
+    let mut buf = vec![0u8; lanes * row_bytes];
+    let key_words: [u32; 8] = std::array::from_fn(|k| u32::from_le_bytes(key[4 * k..4 * k + 4].try_into().expect("4 bytes")));
+    let t: &Tables = &TABLES;
+    for g in (0..m).step_by(lanes) {
+        keystream(isa, &key_words, start + g as u64, blocks, &mut buf);
+        for j in 0..lanes.min(m - g) {
+            let i = g + j;
+            let mut src = RowWords {
+                buf: &buf[j * row_bytes..(j + 1) * row_bytes],
+                pos: 0,
+                more: None,
+                key,
+                stream: start + i as u64,
+                blocks: blocks as u64,
+            };
+            fill_row(isa, t, &mut src, &mut z[i * d..(i + 1) * d]);
+            if let Some(xi) = noise.as_deref_mut() {
+                let bits = src.word();
+                xi[i] = match t.attempt(bits) {
+                    (x, true) => x,
+                    (_, false) => slow_path(t, bits, || src.word()),
+                };
+            }
+        }
+    }
+}
+
+/// The words of one sample's stream: its precomputed blocks, then (rarely) the scalar keystream
+/// from the next block on.
+struct RowWords<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    more: Option<Keystream>,
+    key: &'a [u8; 32],
+    stream: u64,
+    blocks: u64,
+}
+
+impl RowWords<'_> {
+    #[inline(always)]
+    fn word(&mut self) -> u64 {
+        if self.pos + 8 <= self.buf.len() {
+            let w = u64::from_le_bytes(self.buf[self.pos..self.pos + 8].try_into().expect("8 bytes"));
+            self.pos += 8;
+            return w;
+        }
+        self.more_word()
+    }
+
+    #[cold]
+    fn more_word(&mut self) -> u64 {
+        use super::normal::Words;
+        let (key, stream, blocks) = (self.key, self.stream, self.blocks);
+        self.more.get_or_insert_with(|| Keystream::at(key, stream, blocks)).word()
+    }
+}
+
+/// `out` from the words of `src`: vectors of words through the fast path while `src` has them
+/// in its buffer, the slow path for a rejected word, one word at a time at the ends.
+fn fill_row(isa: Isa, t: &Tables, src: &mut RowWords, out: &mut [f64]) {
+    match isa {
+        // SAFETY: the variant is `Isa::Avx512` only where `Isa::available` found AVX-512 F.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::fill_avx512(t, src, out) },
+        // SAFETY: as above, AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::fill_avx2(t, src, out) },
+        _ => out.iter_mut().for_each(|o| *o = one(t, src)),
+    }
+}
+
+/// One normal from the next words of `src`, the scalar way.
+#[inline(always)]
+fn one(t: &Tables, src: &mut RowWords) -> f64 {
+    let bits = src.word();
+    match t.attempt(bits) {
+        (x, true) => x,
+        (_, false) => slow_path(t, bits, || src.word()),
+    }
+}
+
+/// ChaCha8 blocks `0..blocks` of the streams `stream0 + j`, `j < isa.lanes()`, of `key`, lane `j`
+/// into `buf[j·64·blocks ..]`.
+fn keystream(isa: Isa, key: &[u32; 8], stream0: u64, blocks: usize, buf: &mut [u8]) {
+    assert!(buf.len() >= isa.lanes() * blocks * 64, "keystream buffer too short");
+    match isa {
+        // SAFETY: AVX-512 F detected (see `fill_row`); the buffer holds every lane's blocks
+        // (asserted above).
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::chacha8_avx512(key, stream0, blocks, buf) },
+        // SAFETY: as above, AVX2.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::chacha8_avx2(key, stream0, blocks, buf) },
+        _ => unreachable!("the scalar path has no block kernel"),
+    }
+}
+
+/// The ziggurat's `(x_i, x_{i+1})` for each layer `i`, 16-byte aligned: one load per attempt.
+#[derive(Clone, Copy)]
+#[repr(align(16))]
+struct Pair([f64; 2]);
+
+static PAIRS: std::sync::LazyLock<[Pair; 256]> = std::sync::LazyLock::new(|| {
+    let x = &TABLES.x;
+    std::array::from_fn(|i| Pair([x[i], x[i + 1]]))
+});
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{one, Pair, RowWords, Tables, PAIRS};
+    use std::arch::x86_64::*;
+
+    const SIGMA: [u32; 4] = [0x6170_7865, 0x3320_646e, 0x7962_2d32, 0x6b20_6574];
+
+    /// The stream words (14: low half, 15: high half) of the lanes `stream0 + j`.
+    fn stream_words<const L: usize>(stream0: u64) -> ([u32; L], [u32; L]) {
+        let s = |j: usize| stream0.wrapping_add(j as u64);
+        (
+            std::array::from_fn(|j| s(j) as u32),
+            std::array::from_fn(|j| (s(j) >> 32) as u32),
+        )
+    }
+
+    /// 16 lanes of ChaCha8 (see `super::keystream`).
+    ///
+    /// # Safety
+    /// The processor must have AVX-512 F; `buf` must hold `16·64·blocks` bytes.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn chacha8_avx512(key: &[u32; 8], stream0: u64, blocks: usize, buf: &mut [u8]) {
+        let (lo, hi) = stream_words::<16>(stream0);
+        let mut init = [_mm512_setzero_si512(); 16];
+        for (k, c) in SIGMA.iter().enumerate() {
+            init[k] = _mm512_set1_epi32(*c as i32);
+        }
+        for k in 0..8 {
+            init[4 + k] = _mm512_set1_epi32(key[k] as i32);
+        }
+        // SAFETY: reads 16 u32 from arrays of 16.
+        init[14] = unsafe { _mm512_loadu_si512(lo.as_ptr().cast()) };
+        init[15] = unsafe { _mm512_loadu_si512(hi.as_ptr().cast()) };
+        // The transpose: level b swaps, between rows k and k + b (bit b of k clear), the
+        // entries of row k whose column has bit b set with those of row k + b that have it
+        // clear; after the levels 1, 2, 4, 8 row j holds lane j's block.
+        let index = |f: &dyn Fn(usize) -> usize| -> __m512i {
+            let v: [i32; 16] = std::array::from_fn(|j| f(j) as i32);
+            // SAFETY: reads 16 i32 from an array of 16.
+            unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+        };
+        // Entry j of the new row k: row k's own (source index j) or row k + b's entry j − b
+        // (16 + j − b); of the new row k + b: row k's entry j + b or its own (16 + j).
+        let lower = |b: usize| index(&|j| if j & b == 0 { j } else { 16 + j - b });
+        let upper = |b: usize| index(&|j| if j & b == 0 { j + b } else { 16 + j });
+        let levels = [1usize, 2, 4, 8].map(|b| (b, lower(b), upper(b)));
+        debug_assert!(levels.iter().enumerate().all(|(i, l)| l.0 == 1 << i));
+        let row_bytes = 64 * blocks;
+        for c in 0..blocks {
+            let mut s = init;
+            s[12] = _mm512_set1_epi32(c as u32 as i32);
+            s[13] = _mm512_set1_epi32((c as u64 >> 32) as u32 as i32);
+            let mut x = s;
+            macro_rules! qr {
+                ($a:expr, $b:expr, $c:expr, $d:expr) => {
+                    x[$a] = _mm512_add_epi32(x[$a], x[$b]);
+                    x[$d] = _mm512_rol_epi32::<16>(_mm512_xor_si512(x[$d], x[$a]));
+                    x[$c] = _mm512_add_epi32(x[$c], x[$d]);
+                    x[$b] = _mm512_rol_epi32::<12>(_mm512_xor_si512(x[$b], x[$c]));
+                    x[$a] = _mm512_add_epi32(x[$a], x[$b]);
+                    x[$d] = _mm512_rol_epi32::<8>(_mm512_xor_si512(x[$d], x[$a]));
+                    x[$c] = _mm512_add_epi32(x[$c], x[$d]);
+                    x[$b] = _mm512_rol_epi32::<7>(_mm512_xor_si512(x[$b], x[$c]));
+                };
+            }
+            for _ in 0..4 {
+                qr!(0, 4, 8, 12);
+                qr!(1, 5, 9, 13);
+                qr!(2, 6, 10, 14);
+                qr!(3, 7, 11, 15);
+                qr!(0, 5, 10, 15);
+                qr!(1, 6, 11, 12);
+                qr!(2, 7, 8, 13);
+                qr!(3, 4, 9, 14);
+            }
+            for k in 0..16 {
+                x[k] = _mm512_add_epi32(x[k], s[k]);
+            }
+            // Unrolled by hand so that the rows stay in registers.
+            macro_rules! swap {
+                ($level:expr; $(($k:expr, $l:expr)),*) => {
+                    let (lower, upper) = ($level.1, $level.2);
+                    $(
+                        let (r0, r1) = (x[$k], x[$l]);
+                        x[$k] = _mm512_permutex2var_epi32(r0, lower, r1);
+                        x[$l] = _mm512_permutex2var_epi32(r0, upper, r1);
+                    )*
+                };
+            }
+            swap!(levels[0]; (0, 1), (2, 3), (4, 5), (6, 7), (8, 9), (10, 11), (12, 13), (14, 15));
+            swap!(levels[1]; (0, 2), (1, 3), (4, 6), (5, 7), (8, 10), (9, 11), (12, 14), (13, 15));
+            swap!(levels[2]; (0, 4), (1, 5), (2, 6), (3, 7), (8, 12), (9, 13), (10, 14), (11, 15));
+            swap!(levels[3]; (0, 8), (1, 9), (2, 10), (3, 11), (4, 12), (5, 13), (6, 14), (7, 15));
+            for (j, row) in x.iter().enumerate() {
+                let at = j * row_bytes + c * 64;
+                debug_assert!(at + 64 <= buf.len());
+                // SAFETY: `at + 64 <= 16·row_bytes <= buf.len()` (the caller's contract).
+                unsafe { _mm512_storeu_si512(buf.as_mut_ptr().add(at).cast(), *row) };
+            }
+        }
+    }
+
+    /// 8 lanes of ChaCha8 (see `super::keystream`).
+    ///
+    /// # Safety
+    /// The processor must have AVX2; `buf` must hold `8·64·blocks` bytes.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn chacha8_avx2(key: &[u32; 8], stream0: u64, blocks: usize, buf: &mut [u8]) {
+        let (lo, hi) = stream_words::<8>(stream0);
+        let mut init = [_mm256_setzero_si256(); 16];
+        for (k, c) in SIGMA.iter().enumerate() {
+            init[k] = _mm256_set1_epi32(*c as i32);
+        }
+        for k in 0..8 {
+            init[4 + k] = _mm256_set1_epi32(key[k] as i32);
+        }
+        // SAFETY: reads 8 u32 from arrays of 8.
+        init[14] = unsafe { _mm256_loadu_si256(lo.as_ptr().cast()) };
+        init[15] = unsafe { _mm256_loadu_si256(hi.as_ptr().cast()) };
+        let rot16 = _mm256_setr_epi8(
+            2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13,
+        );
+        let rot8 = _mm256_setr_epi8(
+            3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14, 3, 0, 1, 2, 7, 4, 5, 6, 11, 8, 9, 10, 15, 12, 13, 14,
+        );
+        let row_bytes = 64 * blocks;
+        for c in 0..blocks {
+            let mut s = init;
+            s[12] = _mm256_set1_epi32(c as u32 as i32);
+            s[13] = _mm256_set1_epi32((c as u64 >> 32) as u32 as i32);
+            let mut x = s;
+            macro_rules! qr {
+                ($a:expr, $b:expr, $c:expr, $d:expr) => {
+                    x[$a] = _mm256_add_epi32(x[$a], x[$b]);
+                    x[$d] = _mm256_shuffle_epi8(_mm256_xor_si256(x[$d], x[$a]), rot16);
+                    x[$c] = _mm256_add_epi32(x[$c], x[$d]);
+                    let v = _mm256_xor_si256(x[$b], x[$c]);
+                    x[$b] = _mm256_or_si256(_mm256_slli_epi32::<12>(v), _mm256_srli_epi32::<20>(v));
+                    x[$a] = _mm256_add_epi32(x[$a], x[$b]);
+                    x[$d] = _mm256_shuffle_epi8(_mm256_xor_si256(x[$d], x[$a]), rot8);
+                    x[$c] = _mm256_add_epi32(x[$c], x[$d]);
+                    let v = _mm256_xor_si256(x[$b], x[$c]);
+                    x[$b] = _mm256_or_si256(_mm256_slli_epi32::<7>(v), _mm256_srli_epi32::<25>(v));
+                };
+            }
+            for _ in 0..4 {
+                qr!(0, 4, 8, 12);
+                qr!(1, 5, 9, 13);
+                qr!(2, 6, 10, 14);
+                qr!(3, 7, 11, 15);
+                qr!(0, 5, 10, 15);
+                qr!(1, 6, 11, 12);
+                qr!(2, 7, 8, 13);
+                qr!(3, 4, 9, 14);
+            }
+            for k in 0..16 {
+                x[k] = _mm256_add_epi32(x[k], s[k]);
+            }
+            // Two 8×8 transposes: words 0..8 and 8..16 of the 8 lanes.
+            for half in 0..2 {
+                let r = &x[8 * half..8 * half + 8];
+                let t0 = _mm256_unpacklo_epi32(r[0], r[1]);
+                let t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+                let t2 = _mm256_unpacklo_epi32(r[2], r[3]);
+                let t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+                let t4 = _mm256_unpacklo_epi32(r[4], r[5]);
+                let t5 = _mm256_unpackhi_epi32(r[4], r[5]);
+                let t6 = _mm256_unpacklo_epi32(r[6], r[7]);
+                let t7 = _mm256_unpackhi_epi32(r[6], r[7]);
+                let u0 = _mm256_unpacklo_epi64(t0, t2);
+                let u1 = _mm256_unpackhi_epi64(t0, t2);
+                let u2 = _mm256_unpacklo_epi64(t1, t3);
+                let u3 = _mm256_unpackhi_epi64(t1, t3);
+                let u4 = _mm256_unpacklo_epi64(t4, t6);
+                let u5 = _mm256_unpackhi_epi64(t4, t6);
+                let u6 = _mm256_unpacklo_epi64(t5, t7);
+                let u7 = _mm256_unpackhi_epi64(t5, t7);
+                // Lane j (0..4) is in the low 128 bits of u_j, lane 4 + j in the high bits.
+                let out = [
+                    _mm256_permute2x128_si256::<0x20>(u0, u4),
+                    _mm256_permute2x128_si256::<0x20>(u1, u5),
+                    _mm256_permute2x128_si256::<0x20>(u2, u6),
+                    _mm256_permute2x128_si256::<0x20>(u3, u7),
+                    _mm256_permute2x128_si256::<0x31>(u0, u4),
+                    _mm256_permute2x128_si256::<0x31>(u1, u5),
+                    _mm256_permute2x128_si256::<0x31>(u2, u6),
+                    _mm256_permute2x128_si256::<0x31>(u3, u7),
+                ];
+                for (j, v) in out.iter().enumerate() {
+                    let at = j * row_bytes + c * 64 + 32 * half;
+                    debug_assert!(at + 32 <= buf.len());
+                    // SAFETY: `at + 32 <= 8·row_bytes <= buf.len()` (the caller's contract).
+                    unsafe { _mm256_storeu_si256(buf.as_mut_ptr().add(at).cast(), *v) };
+                }
+            }
+        }
+    }
+
+    /// `out` from the words of `src` (see `super::fill_row`): the fast path 8 words at a time,
+    /// a rejected word and the ends through `super::one`.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill_avx512(t: &Tables, src: &mut RowWords, out: &mut [f64]) {
+        let mut k = 0;
+        while k < out.len() {
+            // SAFETY: AVX-512 F (this function's contract).
+            let done = unsafe { fast_avx512(src.buf, src.pos, &mut out[k..]) };
+            src.pos += 8 * done;
+            k += done;
+            if k < out.len() {
+                out[k] = one(t, src);
+                k += 1;
+            }
+        }
+    }
+
+    /// The fast path on the words of `buf` from byte `pos`, 8 at a time, into `out`: returns the
+    /// number of words accepted and stored before the first rejected one or before fewer than 8
+    /// words or outputs were left.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn fast_avx512(buf: &[u8], pos: usize, out: &mut [f64]) -> usize {
+        let pairs: &[Pair; 256] = &PAIRS;
+        let exponent = _mm512_set1_epi64(1024 << 52);
+        let three = _mm512_set1_pd(3.0);
+        let magnitude = _mm512_set1_epi64(i64::MAX);
+        let (mut done, mut at) = (0, pos);
+        while done + 8 <= out.len() && at + 64 <= buf.len() {
+            // SAFETY: `at + 64 <= buf.len()`.
+            let w = unsafe { _mm512_loadu_si512(buf.as_ptr().add(at).cast()) };
+            // The layer of word k is its first byte (little-endian); its pair (x_i, x_{i+1}) is
+            // one 16-byte load (a gather costs more on processors with the gather-data-sampling
+            // fix). Pairs 0, 2, 4, 6 and 1, 3, 5, 7 in the 128-bit lanes of two vectors, so that
+            // the unpacks give the x_i and x_{i+1} of words 0..8 in order.
+            let pair = |k: usize| -> __m128d {
+                // SAFETY: `at + 8k < at + 64 <= buf.len()` (the loop condition); `pairs` holds 256
+                // aligned pairs and a byte is below 256.
+                unsafe {
+                    let i = usize::from(*buf.get_unchecked(at + 8 * k));
+                    _mm_load_pd(pairs.get_unchecked(i).0.as_ptr())
+                }
+            };
+            let even = _mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(pair(0)), pair(2))),
+                _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(pair(4)), pair(6)),
+            );
+            let odd = _mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(pair(1)), pair(3))),
+                _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(pair(5)), pair(7)),
+            );
+            let (xi, xn) = (_mm512_unpacklo_pd(even, odd), _mm512_unpackhi_pd(even, odd));
+            let u = _mm512_sub_pd(_mm512_castsi512_pd(_mm512_or_si512(_mm512_srli_epi64::<12>(w), exponent)), three);
+            let x = _mm512_mul_pd(u, xi);
+            let ax = _mm512_castsi512_pd(_mm512_and_si512(_mm512_castpd_si512(x), magnitude));
+            let ok = _mm512_cmp_pd_mask::<_CMP_LT_OQ>(ax, xn);
+            if ok == 0xff {
+                // SAFETY: `done + 8 <= out.len()`.
+                unsafe { _mm512_storeu_pd(out.as_mut_ptr().add(done), x) };
+                done += 8;
+                at += 64;
+                continue;
+            }
+            let first = (!ok).trailing_zeros() as usize;
+            // SAFETY: the mask stores lanes `< first < 8` at `done..done + first <= out.len()`.
+            unsafe { _mm512_mask_storeu_pd(out.as_mut_ptr().add(done), (1u8 << first) - 1, x) };
+            return done + first;
+        }
+        done
+    }
+
+    /// [`fill_avx512`] with 4 words at a time.
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn fill_avx2(t: &Tables, src: &mut RowWords, out: &mut [f64]) {
+        let mut k = 0;
+        while k < out.len() {
+            // SAFETY: AVX2 (this function's contract).
+            let done = unsafe { fast_avx2(src.buf, src.pos, &mut out[k..]) };
+            src.pos += 8 * done;
+            k += done;
+            if k < out.len() {
+                out[k] = one(t, src);
+                k += 1;
+            }
+        }
+    }
+
+    /// [`fast_avx512`] on 4 words at a time.
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn fast_avx2(buf: &[u8], pos: usize, out: &mut [f64]) -> usize {
+        let pairs: &[Pair; 256] = &PAIRS;
+        let exponent = _mm256_set1_epi64x(1024 << 52);
+        let three = _mm256_set1_pd(3.0);
+        let magnitude = _mm256_set1_epi64x(i64::MAX);
+        let (mut done, mut at) = (0, pos);
+        while done + 4 <= out.len() && at + 32 <= buf.len() {
+            // SAFETY: `at + 32 <= buf.len()`.
+            let w = unsafe { _mm256_loadu_si256(buf.as_ptr().add(at).cast()) };
+            // As in `fast_avx512`: pairs 0, 2 and 1, 3 in the 128-bit lanes of two vectors.
+            let pair = |k: usize| -> __m128d {
+                // SAFETY: `at + 8k < at + 32 <= buf.len()` (the loop condition); `pairs` holds 256
+                // aligned pairs and a byte is below 256.
+                unsafe {
+                    let i = usize::from(*buf.get_unchecked(at + 8 * k));
+                    _mm_load_pd(pairs.get_unchecked(i).0.as_ptr())
+                }
+            };
+            let even = _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(pair(0)), pair(2));
+            let odd = _mm256_insertf128_pd::<1>(_mm256_castpd128_pd256(pair(1)), pair(3));
+            let (xi, xn) = (_mm256_unpacklo_pd(even, odd), _mm256_unpackhi_pd(even, odd));
+            let u = _mm256_sub_pd(_mm256_castsi256_pd(_mm256_or_si256(_mm256_srli_epi64::<12>(w), exponent)), three);
+            let x = _mm256_mul_pd(u, xi);
+            let ax = _mm256_castsi256_pd(_mm256_and_si256(_mm256_castpd_si256(x), magnitude));
+            let ok = _mm256_movemask_pd(_mm256_cmp_pd::<_CMP_LT_OQ>(ax, xn)) as u32;
+            if ok == 0xf {
+                // SAFETY: `done + 4 <= out.len()`.
+                unsafe { _mm256_storeu_pd(out.as_mut_ptr().add(done), x) };
+                done += 4;
+                at += 32;
+                continue;
+            }
+            let first = (!ok).trailing_zeros() as usize;
+            let mut lanes = [0.0; 4];
+            // SAFETY: stores 4 f64 into an array of 4.
+            unsafe { _mm256_storeu_pd(lanes.as_mut_ptr(), x) };
+            out[done..done + first].copy_from_slice(&lanes[..first]);
+            return done + first;
+        }
+        done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Draws of every available ISA against the scalar path, bit for bit: `rows` samples of
+    /// dimension `d` (and noise) from `start`, with the given buffer margin; returns the number of
+    /// draws and how many went through the tail (|x| > R) or beyond the buffer.
+    fn compare(isa: Isa, d: usize, rows: usize, start: u64, noise: bool, margin: Option<usize>) -> (usize, usize) {
+        let key: [u8; 32] = std::array::from_fn(|k| (k * 37 + d) as u8);
+        let mut want = vec![0.0; rows * d];
+        let mut want_xi = vec![0.0; rows];
+        gaussian_rows_with(Isa::Scalar, &key, start, d, &mut want, noise.then_some(&mut want_xi[..]));
+        let mut got = vec![0.0; rows * d];
+        let mut got_xi = vec![0.0; rows];
+        let xi = noise.then_some(&mut got_xi[..]);
+        match margin {
+            Some(mg) => gaussian_rows_margin(isa, &key, start, d, &mut got, xi, mg),
+            None => gaussian_rows_with(isa, &key, start, d, &mut got, xi),
+        }
+        for (k, (w, g)) in want.iter().zip(&got).enumerate() {
+            assert_eq!(w.to_bits(), g.to_bits(), "{isa:?}, d {d}, start {start}: sample {}, coordinate {}", k / d, k % d);
+        }
+        if noise {
+            for (i, (w, g)) in want_xi.iter().zip(&got_xi).enumerate() {
+                assert_eq!(w.to_bits(), g.to_bits(), "{isa:?}, d {d}: noise of sample {i}");
+            }
+        }
+        let tail = want.iter().chain(if noise { &want_xi[..] } else { &[] }).filter(|x| x.abs() > 3.654_152_885_361_009).count();
+        (want.len() + if noise { rows } else { 0 }, tail)
+    }
+
+    #[test]
+    fn every_isa_draws_the_scalar_numbers() {
+        for isa in Isa::available() {
+            let mut draws = 0;
+            let mut tail = 0;
+            // Long rows (the batches' shape), short rows, odd sizes and starts, partial lane groups.
+            for &(d, rows, start, noise) in &[
+                (512usize, 12_000usize, 0u64, true),
+                (256, 20_001, 77, false),
+                (1000, 2_003, 1 << 40, true),
+                (1, 3_000, 5, true),
+                (7, 1_001, 13, false),
+                (8, 999, u64::MAX - 2000, true),
+                (33, 517, 3, true),
+            ] {
+                let (n, t) = compare(isa, d, rows, start, noise, None);
+                draws += n;
+                tail += t;
+            }
+            assert!(draws > 10_000_000, "{draws} draws");
+            // 2.6e-4 of the draws take the tail (and about 1% the wedge test before it).
+            assert!(tail > 2_000, "{isa:?}: the tail path ran {tail} times in {draws} draws");
+        }
+    }
+
+    #[test]
+    fn samples_beyond_their_buffer_continue_their_stream() {
+        // Without a margin every rejection in a sample's last block reads past its buffer.
+        for isa in Isa::available() {
+            for &(d, noise) in &[(64usize, true), (63, false), (5, true), (300, false)] {
+                compare(isa, d, 3_000, 11, noise, Some(0));
+            }
+        }
+    }
+
+    #[test]
+    fn available_sets_start_with_the_detected_one() {
+        let all = Isa::available();
+        assert_eq!(all[0], Isa::detected());
+        assert_eq!(*all.last().expect("scalar"), Isa::Scalar);
+    }
+}
