@@ -79,12 +79,18 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct BenchArgs {
-    /// The smaller variant (d = 256, p = 512, n = d^2) instead of d = 512, p = 1024, n = d^2.
+    /// What to time: "standard" (each kernel phase of one step and two readouts), "notebook" (the
+    /// notebook's six one-step runs) or "stairway" (one T = 1..6 group of the paper-scale
+    /// stairway figure); the last two as whole runs, each phase beside its GEMM floor.
+    #[arg(long, default_value = "standard")]
+    workload: String,
+    /// The smaller variant (standard: d = 256, p = 512 instead of d = 512, p = 1024; notebook:
+    /// d = 256, p = 512; stairway: d = p = 256).
     #[arg(long)]
     small: bool,
-    /// f64 or f32.
-    #[arg(long, default_value = "f64")]
-    precision: String,
+    /// f64 or f32 [default: f32 for the stairway, as its plan; f64 otherwise].
+    #[arg(long)]
+    precision: Option<String>,
     /// Worker threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
@@ -97,7 +103,22 @@ struct BenchArgs {
 }
 
 fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
-    let precision: giantstep::config::Precision = giantstep::config::parse_named("--precision", &args.precision)?;
+    let runs = match args.workload.as_str() {
+        "standard" => None,
+        "notebook" => Some(giantstep::bench::Runs::Notebook),
+        "stairway" => Some(giantstep::bench::Runs::Stairway),
+        other => bail!(
+            "--workload must be standard, notebook or stairway, but is {}",
+            shown(other)
+        ),
+    };
+    let default = if runs == Some(giantstep::bench::Runs::Stairway) {
+        "f32"
+    } else {
+        "f64"
+    };
+    let precision: giantstep::config::Precision =
+        giantstep::config::parse_named("--precision", args.precision.as_deref().unwrap_or(default))?;
     if args.chunk == 0 {
         bail!("--chunk must be > 0, but is 0");
     }
@@ -112,6 +133,12 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     } else {
         args.threads
     };
+    if let Some(runs) = runs {
+        if args.chunk != 4096 {
+            bail!("--chunk applies to the standard workload; the notebook and stairway workloads run their configurations as they are");
+        }
+        return bench_runs_report(runs, args, precision, threads);
+    }
     let mut workload = if args.small {
         Workload::small()
     } else {
@@ -191,6 +218,59 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
             r.total_seconds
         );
     }
+    Ok(())
+}
+
+/// `giantstep bench --workload notebook|stairway`: the runs' phases beside their GEMM floor.
+fn bench_runs_report(
+    runs: giantstep::bench::Runs,
+    args: &BenchArgs,
+    precision: giantstep::config::Precision,
+    threads: usize,
+) -> anyhow::Result<()> {
+    let r = giantstep::bench::bench_runs(runs, args.small, precision, threads)?;
+    if args.json {
+        out!("{}", serde_json::to_string(&r)?);
+        return Ok(());
+    }
+    out!(
+        "workload {}: {:?}, {} threads, {} run(s):",
+        r.workload,
+        r.precision,
+        r.threads,
+        r.runs.len()
+    );
+    for run in &r.runs {
+        out!("  {run}");
+    }
+    out!("{:<8} {:>9} {:>11} {:>8}", "phase", "seconds", "GEMM floor", "ratio");
+    for ph in &r.phases {
+        let ratio = if ph.floor_seconds > 0.0 {
+            format!("{:.2}x", ph.seconds / ph.floor_seconds)
+        } else {
+            "-".into()
+        };
+        out!(
+            "{:<8} {:>9.2} {:>11.2} {:>8}",
+            ph.name,
+            ph.seconds,
+            ph.floor_seconds,
+            ratio
+        );
+    }
+    out!(
+        "{:<8} {:>9.2} {:>11.2} {:>7.2}x",
+        "total",
+        r.wall_seconds,
+        r.floor_seconds,
+        r.wall_seconds / r.floor_seconds
+    );
+    out!(
+        "GEMM floor: the operations at the bare GEMM rate measured first in this run, {:.1} GFLOP/s ({} kernels); peak RSS {:.0} MB",
+        r.bare_gemm_gflops,
+        r.gemm_isa,
+        r.peak_rss_bytes as f64 / 1e6
+    );
     Ok(())
 }
 

@@ -371,6 +371,218 @@ fn generation_rates(d: usize, rows: usize) -> (f64, f64) {
     (count / best[0], count / best[1])
 }
 
+/// A workload of whole runs ([`bench_runs`]): the notebook's protocol or a group of the stairway
+/// figure, run as `giantstep run` and `reproduce` run them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runs {
+    /// The group's reference notebook (`bench/notebook_reference.py`): one giant step on
+    /// `stairway-he124` at `n = d^1.3, d^1.65, d^2`, two seeds each, Gaussian second layer,
+    /// `η = 10·√(d/p)`, linear label preprocessing, the readout on the step's batch with the test
+    /// set's linear part added back; `d = 512, p = 1024`, 100 000 test samples (small:
+    /// `d = 256, p = 512`, 20 000).
+    Notebook,
+    /// One training group of the paper-scale stairway (`docs/figures/stairway-he124/plan.toml`):
+    /// `d = p = 512`, `n = d^2`, `T = 1 … 6` evaluated after every step, seed 0, the plan's
+    /// learning rate and test set (small: `d = p = 256`).
+    Stairway,
+}
+
+/// One phase of [`bench_runs`], summed over the runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunPhase {
+    /// `setup` (teacher, network, initial overlaps), `step` (label shift and gradient passes),
+    /// `theory`, `readout`, `test`.
+    pub name: String,
+    /// Wall time.
+    pub seconds: f64,
+    /// Floating-point operations ([`crate::cost::run_flops`]).
+    pub flops: f64,
+    /// The phase's GEMM floor: `flops` at the bare GEMM rate measured in the same run.
+    pub floor_seconds: f64,
+}
+
+/// The report of [`bench_runs`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunsReport {
+    /// `notebook` or `stairway` (with ` (small)`).
+    pub workload: String,
+    /// The runs, as `key = value` summaries.
+    pub runs: Vec<String>,
+    /// Precision.
+    pub precision: Precision,
+    /// Threads.
+    pub threads: usize,
+    /// GFLOP/s of the bare `chunk×d · d×p` GEMM on all threads, measured before the runs.
+    pub bare_gemm_gflops: f64,
+    /// The instruction set of the GEMM kernels.
+    pub gemm_isa: String,
+    /// The phases, summed over the runs.
+    pub phases: Vec<RunPhase>,
+    /// Wall time of the runs.
+    pub wall_seconds: f64,
+    /// Their GEMM floor: all their operations at the bare rate.
+    pub floor_seconds: f64,
+    /// Peak resident memory of the process.
+    pub peak_rss_bytes: u64,
+}
+
+impl Runs {
+    /// The configurations of the workload.
+    ///
+    /// # Errors
+    /// [`crate::Error::Invalid`] for a precision or thread count a run refuses.
+    pub fn configs(self, small: bool, precision: Precision, threads: usize) -> Result<Vec<ValidConfig>> {
+        let mut out = Vec::new();
+        match self {
+            Runs::Notebook => {
+                let (d, p, n_test) = if small {
+                    (256, 512, 20_000)
+                } else {
+                    (512, 1024, 100_000)
+                };
+                for kappa in [1.3, 1.65, 2.0] {
+                    for seed in 0..2 {
+                        let text = format!(
+                            "precision = \"{precision}\"\nthreads = {threads}\nseed = {seed}\n\
+                             [target]\npreset = \"stairway-he124\"\n\
+                             [network]\nd = {d}\np = {p}\nsecond_layer = \"gaussian\"\nsymmetric = false\n\
+                             [train]\nn = \"d^{kappa}\"\neta0 = {}\npreprocess = \"linear\"\n\
+                             [readout]\nbatch = \"last\"\nadd_back = \"test\"\n\
+                             [eval]\nn_test = {n_test}\nbaseline = false\ntheory = false\n",
+                            10.0 * (d as f64 / p as f64).sqrt()
+                        );
+                        out.push(Config::from_toml(&text, "the notebook workload")?.resolve()?);
+                    }
+                }
+            }
+            Runs::Stairway => {
+                let d = if small { 256 } else { 512 };
+                let text = format!(
+                    "precision = \"{precision}\"\nthreads = {threads}\nseed = 0\n\
+                     [target]\npreset = \"stairway-he124\"\n\
+                     [network]\nd = {d}\np = {d}\n\
+                     [train]\nn = \"d^2\"\nsteps = 6\neta_max0 = 5.0\n\
+                     [eval]\nn_test = 100000\nevery_step = true\n"
+                );
+                out.push(Config::from_toml(&text, "the stairway workload")?.resolve()?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Times the runs of a workload phase by phase next to their GEMM floor: each phase's operations
+/// ([`crate::cost::run_flops`]) at the bare GEMM rate of the runs' shape measured first in the
+/// same process.
+///
+/// # Errors
+/// As [`Runs::configs`] and [`crate::run()`].
+pub fn bench_runs(workload: Runs, small: bool, precision: Precision, threads: usize) -> Result<RunsReport> {
+    let configs = workload.configs(small, precision, threads)?;
+    let first = &configs[0];
+    let exec = Exec::new(first.chunk, first.threads)?;
+    let bare = match precision {
+        Precision::F64 => bare_gemm::<f64>(&exec, first.network.d, first.network.p),
+        Precision::F32 => bare_gemm::<f32>(&exec, first.network.d, first.network.p),
+    };
+    let names = ["setup", "step", "theory", "readout", "test"];
+    let mut seconds = [0.0; 5];
+    let mut flops = [0.0; 5];
+    let mut runs = Vec::new();
+    let started = Instant::now();
+    for cfg in &configs {
+        let evaluated = if cfg.eval.every_step { cfg.train.steps } else { 1 };
+        let f = run_flops(cfg, evaluated);
+        flops[1] += f.step;
+        flops[3] += f.readout;
+        flops[4] += f.test;
+        let mut clock = PhaseClock::new();
+        let options = crate::run::RunOptions {
+            observer: Some(&mut clock),
+            ..Default::default()
+        };
+        crate::run::run_with(cfg, options)?;
+        clock.close();
+        seconds.iter_mut().zip(clock.seconds).for_each(|(a, b)| *a += b);
+        runs.push(format!(
+            "d = {}, p = {}, n = {}, T = {}, seed {}",
+            cfg.network.d,
+            cfg.network.p,
+            cfg.train_n(),
+            cfg.train.steps,
+            cfg.seed
+        ));
+    }
+    let wall = started.elapsed().as_secs_f64();
+    let phases: Vec<RunPhase> = names
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| seconds[*k] > 0.0 || flops[*k] > 0.0)
+        .map(|(k, name)| RunPhase {
+            name: (*name).into(),
+            seconds: seconds[k],
+            flops: flops[k],
+            floor_seconds: flops[k] / (bare * 1e9),
+        })
+        .collect();
+    let name = match workload {
+        Runs::Notebook => "notebook",
+        Runs::Stairway => "stairway",
+    };
+    Ok(RunsReport {
+        workload: format!("{name}{}", if small { " (small)" } else { "" }),
+        runs,
+        precision,
+        threads: exec.threads,
+        bare_gemm_gflops: bare,
+        gemm_isa: gemm_isa().to_string(),
+        floor_seconds: flops.iter().sum::<f64>() / (bare * 1e9),
+        phases,
+        wall_seconds: wall,
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Wall time per kind of run phase (setup, step, theory, readout, test), from the observer's
+/// phase events.
+struct PhaseClock {
+    seconds: [f64; 5],
+    current: usize,
+    since: Instant,
+}
+
+impl PhaseClock {
+    fn new() -> Self {
+        PhaseClock {
+            seconds: [0.0; 5],
+            current: 0,
+            since: Instant::now(),
+        }
+    }
+
+    fn switch(&mut self, to: usize) {
+        self.seconds[self.current] += self.since.elapsed().as_secs_f64();
+        self.current = to;
+        self.since = Instant::now();
+    }
+
+    fn close(&mut self) {
+        self.switch(self.current);
+    }
+}
+
+impl crate::run::Observer for PhaseClock {
+    fn phase(&mut self, phase: crate::run::Phase) {
+        use crate::run::Phase;
+        self.switch(match phase {
+            Phase::Step { .. } => 1,
+            Phase::Theory => 2,
+            Phase::Readout => 3,
+            Phase::Test => 4,
+        });
+    }
+}
+
 /// A one-line warning, with the estimated time, when a run would take more than ten minutes on
 /// this machine: its operations ([`crate::cost::run_flops`]) over a short calibration GEMM of the
 /// run's shape, timed only for runs above 10¹³ operations (under ten minutes at 17 GFLOP/s, the

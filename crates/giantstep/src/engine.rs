@@ -132,10 +132,23 @@ impl<T: Real> Samples<T> {
     fn new(chunk: usize, d: usize, r: usize, with_zt: bool) -> Self {
         Samples {
             z: vec![0.0; chunk * d],
-            zt: if with_zt { vec![T::default(); chunk * d] } else { vec![] },
+            // In f64 the GEMMs read `z` itself.
+            zt: if with_zt && T::same_as_f64(&[]).is_none() {
+                vec![T::default(); chunk * d]
+            } else {
+                vec![]
+            },
             xi: vec![0.0; chunk],
             x: vec![0.0; chunk * r],
             y: vec![0.0; chunk],
+        }
+    }
+
+    /// The inputs of the first `m` samples in the GEMMs' precision.
+    fn zt(&self, m: usize, d: usize) -> &[T] {
+        match T::same_as_f64(&self.z[..m * d]) {
+            Some(z) => z,
+            None => &self.zt[..m * d],
         }
     }
 
@@ -295,7 +308,7 @@ pub fn gradient<T: Real>(
             if let Some(sh) = shift {
                 sh.subtract(&mut w.s, m, d);
             }
-            let z = &w.s.zt[..m * d];
+            let z = w.s.zt(m, d);
             // H = Z Wᵀ (m×p).
             matmul(&mut w.h[..m * p], [m, p, d], Op::Plain(z), Op::Transposed(&wt), false);
             w.sse = 0.0;
@@ -429,14 +442,20 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         s: Samples<T>,
         h: Vec<T>,
         ht: Vec<T>,
+        scratch: Vec<T>,
         gram: Vec<Vec<T>>,
         xty: Vec<Vec<f64>>,
         yy: f64,
     }
     let mut work = exec.workspaces(batch.n, || W {
         s: Samples::new(exec.chunk, d, target.r, true),
-        h: vec![T::default(); exec.chunk * p],
+        h: if custom.is_some() {
+            vec![T::default(); exec.chunk * p]
+        } else {
+            vec![]
+        },
         ht: vec![T::default(); exec.chunk * p],
+        scratch: Vec::new(),
         gram: vec![vec![T::default(); p * p]; k],
         xty: vec![vec![0.0; p]; k],
         yy: 0.0,
@@ -455,20 +474,28 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             let y = &w.s.y[..m];
             w.yy = y.iter().map(|v| v * v).sum();
             for (l, wl) in layers_t.iter().enumerate() {
-                let h = &mut w.h[..m * p];
-                matmul(h, [m, p, d], Op::Plain(&w.s.zt[..m * d]), Op::Transposed(wl), false);
-                match custom {
-                    None => act.apply(h),
-                    Some(c) => c.apply(h),
-                }
-                // Lower triangle of XᵀX (mirrored after the reduction), from Xᵀ; Xᵀỹ in f64.
+                // The features transposed, Xᵀ = σ(W Zᵀ) (p×m): the layout the Gram's GEMMs read
+                // fastest. A function given at run time gets its chunk m×p as documented, and
+                // the result is transposed.
                 let ht = &mut w.ht[..m * p];
-                transpose(ht, h, m, p);
-                gram_lower(&mut w.gram[l], h, ht, m, p);
-                let xty = &mut w.xty[l];
-                xty.fill(0.0);
-                for (nu, yv) in y.iter().enumerate() {
-                    for (acc, hv) in xty.iter_mut().zip(&h[nu * p..(nu + 1) * p]) {
+                match custom {
+                    None => {
+                        matmul(ht, [p, m, d], Op::Plain(wl), Op::Transposed(w.s.zt(m, d)), false);
+                        act.apply(ht);
+                    }
+                    Some(c) => {
+                        let h = &mut w.h[..m * p];
+                        matmul(h, [m, p, d], Op::Plain(w.s.zt(m, d)), Op::Transposed(wl), false);
+                        c.apply(h);
+                        transpose(ht, h, m, p);
+                    }
+                }
+                // Lower triangle of XᵀX (mirrored after the reduction); Xᵀỹ in f64, each entry
+                // summed over the samples in order.
+                gram_lower(&mut w.gram[l], ht, m, p, &mut w.scratch);
+                for (acc, row) in w.xty[l].iter_mut().zip(ht.chunks_exact(m)) {
+                    *acc = 0.0;
+                    for (hv, yv) in row.iter().zip(y) {
                         *acc += hv.to_f64() * yv;
                     }
                 }
@@ -604,7 +631,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
                 matmul(
                     h,
                     [m, p, d],
-                    Op::Plain(&w.s.zt[..m * d]),
+                    Op::Plain(w.s.zt(m, d)),
                     Op::Transposed(&layers_t[l]),
                     false,
                 );

@@ -15,6 +15,8 @@ pub trait Real: Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'st
     fn from_f64(x: f64) -> Self;
     /// Exact conversion to `f64`.
     fn to_f64(self) -> f64;
+    /// `x` itself when `Self` is `f64` (no copy needed), `None` otherwise.
+    fn same_as_f64(x: &[f64]) -> Option<&[Self]>;
 }
 
 impl Real for f64 {
@@ -26,6 +28,9 @@ impl Real for f64 {
     fn to_f64(self) -> f64 {
         self
     }
+    fn same_as_f64(x: &[f64]) -> Option<&[Self]> {
+        Some(x)
+    }
 }
 
 impl Real for f32 {
@@ -36,6 +41,9 @@ impl Real for f32 {
     #[inline(always)]
     fn to_f64(self) -> f64 {
         self as f64
+    }
+    fn same_as_f64(_: &[f64]) -> Option<&[Self]> {
+        None
     }
 }
 
@@ -224,11 +232,11 @@ const GRAM_PANEL: usize = 64;
 /// Largest diagonal block [`gram_lower`] computes whole (larger ones are halved).
 const GRAM_LEAF: usize = 160;
 
-/// Lower triangle of the Gram matrix `XᵀX` of an `m×p` matrix `X`, given both as `x` (row-major
-/// `m×p`) and as its transpose `xt` (row-major `p×m`). Writes the entries `(i, j)`, `j ≤ i`, of
-/// the row-major `p×p` matrix `c` (and some of the strict upper triangle: mirror with
-/// [`mirror_lower`] after summing, which reads only `j ≤ i`). About half the flops of the full
-/// product.
+/// Lower triangle of the Gram matrix `XᵀX` of an `m×p` matrix `X`, given as its transpose `xt`
+/// (row-major `p×m`). Writes the entries `(i, j)`, `j ≤ i`, of the row-major `p×p` matrix `c`
+/// (and some of the strict upper triangle: mirror with [`mirror_lower`] after summing, which
+/// reads only `j ≤ i`). About half the flops of the full product. `scratch` holds a row-major
+/// copy of at most 128 columns of `X` between calls.
 ///
 /// The lower triangle is cut recursively into halves (two diagonal triangles and one square
 /// below them) down to diagonal blocks of at most `GRAM_LEAF` rows: the GEMMs are square-ish, so
@@ -240,14 +248,25 @@ const GRAM_LEAF: usize = 160;
 /// in blocks whose length depends only on `m`, except in products of at most 64×64 entries
 /// (blocks of 512) and in products of one row or column or of at most 16×16 entries from this
 /// layout (other kernels). The panels made one small product, the last diagonal block `[q, p)²`
-/// with `q = 64·⌊(p−1)/64⌋`; it is made here exactly as there (from `x`), every other product has
-/// a side longer than 64 (the halving stops at `GRAM_LEAF` > 2·64) and at least three rows, and for
-/// `p ≤ 128` the panels are kept.
-pub fn gram_lower<T: Real>(c: &mut [T], x: &[T], xt: &[T], m: usize, p: usize) {
+/// with `q = 64·⌊(p−1)/64⌋`; it is made here as there, from a row-major copy of those columns
+/// (with a row stride above one, as there, which keeps the kernels' choice), every other product
+/// has a side longer than 64 (the halving stops at `GRAM_LEAF` > 2·64) and at least three rows,
+/// and for `p ≤ 128` the panels are kept.
+pub fn gram_lower<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize, scratch: &mut Vec<T>) {
     let q = GRAM_PANEL * (p.saturating_sub(1) / GRAM_PANEL);
-    if p <= 2 * GRAM_PANEL {
+    // The columns the panels read from a row-major copy: all of them for p ≤ 128, else [q, p).
+    let first = if p <= 2 * GRAM_PANEL { 0 } else { q };
+    let stride = if first == 0 { p } else { p - first + 1 };
+    scratch.clear();
+    scratch.resize(m * stride, T::default());
+    for j in first..p {
+        for (nu, v) in xt[j * m..(j + 1) * m].iter().enumerate() {
+            scratch[nu * stride + j - first] = *v;
+        }
+    }
+    if first == 0 {
         for start in (0..q).step_by(GRAM_PANEL) {
-            gram_panel(c, x, m, p, start);
+            gram_panel(c, scratch, stride, m, p, start, 0);
         }
     } else {
         gram_halves(c, xt, m, p, 0, q);
@@ -255,22 +274,23 @@ pub fn gram_lower<T: Real>(c: &mut [T], x: &[T], xt: &[T], m: usize, p: usize) {
         let below = q.min(p - 3);
         gram_block(c, xt, m, p, [below, p], [0, q]);
     }
-    gram_panel(c, x, m, p, q);
+    gram_panel(c, scratch, stride, m, p, q, first);
 }
 
-/// The column panel `[start, start + 64) ∩ [0, p)` of `XᵀX`, rows `start..p`, from `x`.
-fn gram_panel<T: Real>(c: &mut [T], x: &[T], m: usize, p: usize, start: usize) {
+/// The column panel `[start, start + 64) ∩ [0, p)` of `XᵀX`, rows `start..p`, from the columns
+/// `first..p` of `X` stored row-major with row stride `stride` in `x`.
+fn gram_panel<T: Real>(c: &mut [T], x: &[T], stride: usize, m: usize, p: usize, start: usize, first: usize) {
     let cols = GRAM_PANEL.min(p - start);
     let a = View {
         data: x,
-        offset: start,
+        offset: start - first,
         row_stride: 1,
-        col_stride: p,
+        col_stride: stride,
     }; // (Xᵀ)[start.., :]
     let b = View {
         data: x,
-        offset: start,
-        row_stride: p,
+        offset: start - first,
+        row_stride: stride,
         col_stride: 1,
     }; // X[:, start..start + cols]
     let out = OutView {
@@ -516,11 +536,11 @@ mod tests {
             transpose(&mut xt, &x, m, p);
             let (mut old, mut new) = (vec![0.0; p * p], vec![0.0; p * p]);
             gram_panels(&mut old, &x, m, p);
-            gram_lower(&mut new, &x, &xt, m, p);
+            gram_lower(&mut new, &xt, m, p, &mut Vec::new());
             let (xf, xtf): (Vec<f32>, Vec<f32>) = (x.iter().map(|v| *v as f32).collect(), xt.iter().map(|v| *v as f32).collect());
             let (mut oldf, mut newf) = (vec![0f32; p * p], vec![0f32; p * p]);
             gram_panels(&mut oldf, &xf, m, p);
-            gram_lower(&mut newf, &xf, &xtf, m, p);
+            gram_lower(&mut newf, &xtf, m, p, &mut Vec::new());
             for i in 0..p {
                 for j in 0..=i {
                     assert_eq!(old[i * p + j].to_bits(), new[i * p + j].to_bits(), "m {m}, p {p}, ({i}, {j})");
@@ -539,15 +559,14 @@ mod tests {
             let mut xt = vec![0.0; m * p];
             transpose(&mut xt, &x, m, p);
             let mut c = vec![0.0; p * p];
-            gram_lower(&mut c, &x, &xt, m, p);
+            gram_lower(&mut c, &xt, m, p, &mut Vec::new());
             mirror_lower(&mut c, p);
             for (a, b) in c.iter().zip(&full) {
                 assert!((a - b).abs() < 1e-12 * m as f64);
             }
-            let xf: Vec<f32> = x.iter().map(|v| *v as f32).collect();
             let xtf: Vec<f32> = xt.iter().map(|v| *v as f32).collect();
             let mut cf = vec![0f32; p * p];
-            gram_lower(&mut cf, &xf, &xtf, m, p);
+            gram_lower(&mut cf, &xtf, m, p, &mut Vec::new());
             for i in 0..p {
                 for j in 0..=i {
                     assert!((cf[i * p + j] as f64 - full[i * p + j]).abs() < 1e-5 * m as f64);
