@@ -7,14 +7,18 @@ Runs bench/notebook_reference.py (numpy; OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE 
 that OpenBLAS picks its best kernel) and then, on the same work, `giantstep run` once per
 (n, seed) with eval.baseline = false, in f64 and in f32. Prints the wall times, peak RSS and
 their ratios as a markdown table; the test errors of both (different random streams, so they
-agree in distribution, not bit for bit).
+agree in distribution, not bit for bit). Beside each wall time, its ratio to the GEMM floor of the
+work: its operations at this machine's bare GEMM rate, measured by `giantstep sweep --dry-run` on a
+plan of the same runs just before and just after (their mean).
 """
 import argparse
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -32,6 +36,23 @@ def measured(cmd, env=None):
     return out, wall, usage.ru_maxrss * 1024
 
 
+def gemm_floor(binary, sets, seeds, precision):
+    """The work's operations at the bare GEMM rate (`giantstep sweep --dry-run` of the same runs)."""
+    base = "\n".join(f"{k} = {json.dumps(v) if isinstance(v, str) and v not in ('true', 'false') else v}"
+                      for k, v in sets.items() if k not in ("seed", "train.n"))
+    plan = f'name = "notebook"\n[base]\n{base}\n[axes]\n"train.n" = ["d^1.3", "d^1.65", "d^2"]\nseed = "0..{seeds}"\n'
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "plan.toml")
+        with open(path, "w") as f:
+            f.write(plan)
+        out = subprocess.run([binary, "sweep", path, "--dry-run", "-o", os.path.join(tmp, "r.jsonl")],
+                             capture_output=True, text=True, check=True).stdout
+    total = re.search(r"total ([0-9.]+) (T|G)FLOP", out)
+    flops = float(total.group(1)) * (1e12 if total.group(2) == "T" else 1e9)
+    rate = float(re.search(r"bare GEMM here: ([0-9.]+) GFLOP/s", out).group(1))
+    return flops, rate
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--small", action="store_true")
@@ -41,6 +62,7 @@ def main():
     d, p, n_test = (256, 512, 20_000) if args.small else (512, 1024, 100_000)
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     rows = []
+    floors = {}
     for precision in ("f64", "f32"):
         cmd = [sys.executable, os.path.join(HERE, "notebook_reference.py"), "--precision", precision,
                "--seeds", str(args.seeds)] + (["--small"] if args.small else [])
@@ -61,6 +83,9 @@ def main():
                 gs_wall += wall
                 gs_rss = max(gs_rss, rss)
                 gs_errors.append(json.loads(out)["test_error"])
+        flops, before = gemm_floor(args.bin, sets, args.seeds, precision)
+        _, after = gemm_floor(args.bin, sets, args.seeds, precision)
+        floors[precision] = (flops, before, after, flops / ((before + after) / 2 * 1e9))
         rows.append((precision, np_wall, np_rss, gs_wall, gs_rss, np_errors, gs_errors))
     print(f"notebook work: d = {d}, p = {p}, n = d^1.3, d^1.65, d^2, n_test = {n_test}, {args.seeds} seeds, one step\n")
     print("| precision | numpy wall | numpy peak RSS | giantstep wall | giantstep peak RSS | speed-up | memory |")
@@ -68,6 +93,12 @@ def main():
     for precision, nw, nr, gw, gr, _, _ in rows:
         print(f"| {precision} | {nw:.1f} s | {nr / 1e9:.2f} GB | {gw:.1f} s | {gr / 1e6:.0f} MB | "
               f"{nw / gw:.2f}× | 1/{nr / gr:.0f} |")
+    print("\n| precision | operations | bare GEMM (before / after) | GEMM floor | numpy / floor | giantstep / floor |")
+    print("|---|---|---|---|---|---|")
+    for precision, nw, _, gw, _, _, _ in rows:
+        flops, before, after, floor = floors[precision]
+        print(f"| {precision} | {flops:.3g} | {before:.1f} / {after:.1f} GFLOP/s | {floor:.1f} s | "
+              f"{nw / floor:.2f}× | {gw / floor:.2f}× |")
     for precision, _, _, _, _, ne, ge in rows:
         print(f"\n{precision} test errors (numpy / giantstep), per n: "
               + ", ".join(f"{statistics.mean(ne[i:i + args.seeds]):.4f} / {statistics.mean(ge[i:i + args.seeds]):.4f}"

@@ -266,8 +266,10 @@ fn bench_runs_report(
         r.wall_seconds / r.floor_seconds
     );
     out!(
-        "GEMM floor: the operations at the bare GEMM rate measured first in this run, {:.1} GFLOP/s ({} kernels); peak RSS {:.0} MB",
+        "GEMM floor: the operations at the bare GEMM rate of this process, {:.1} GFLOP/s (mean of {:.1} before and {:.1} after the runs, {} kernels); peak RSS {:.0} MB",
         r.bare_gemm_gflops,
+        r.bare_gemm_before_after[0],
+        r.bare_gemm_before_after[1],
         r.gemm_isa,
         r.peak_rss_bytes as f64 / 1e6
     );

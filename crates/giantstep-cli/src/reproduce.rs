@@ -222,6 +222,31 @@ seed = "0..{seeds}"
     Ok(text)
 }
 
+/// The wall time of one `reproduce` invocation beside its GEMM floor.
+struct Timing {
+    /// Points it ran (including failed ones).
+    points: usize,
+    /// Its sweep's wall time.
+    wall: f64,
+    /// The operations of those points at the bare GEMM rate.
+    floor: f64,
+    /// That rate, GFLOP/s, measured before the sweep.
+    rate: f64,
+}
+
+impl Timing {
+    fn markdown(&self) -> String {
+        format!(
+            "\n## Wall time\n\nThe last `reproduce` ran {} point(s) in {:.1} s; their GEMM floor (their operations at the bare GEMM rate of this machine, {:.1} GFLOP/s, measured before the sweep) is {:.1} s: {:.2}× the floor.\n",
+            self.points,
+            self.wall,
+            self.rate,
+            self.floor,
+            self.wall / self.floor
+        )
+    }
+}
+
 /// The markdown summary of an experiment's records.
 pub fn summary(name: &str, paper: bool, figure: Figure, records: &[Record]) -> anyhow::Result<String> {
     let mut s = String::new();
@@ -300,14 +325,27 @@ pub fn cmd_reproduce(args: &ReproduceArgs) -> anyhow::Result<bool> {
         }
     }
     crate::write_atomic(&dir.join("plan.toml"), &text)?;
+    // The GEMM floor of the points this invocation runs, to set its wall time against.
+    let floor = crate::sweep_cmd::plan_floor(&plan, &records_path)?;
+    let started = std::time::Instant::now();
     let s = crate::sweep_cmd::sweep_with_progress(&plan, &records_path, None, args.jobs, None, args.quiet)?;
+    let timing = floor.map(|(flops, rate)| Timing {
+        points: s.ran + s.failed,
+        wall: started.elapsed().as_secs_f64(),
+        floor: flops / (rate * 1e9),
+        rate,
+    });
     let (records, _) = read_records(&records_path)?;
     let figure = plan.figure.unwrap_or(Figure::Stairway);
     let fig_name = figure.to_string();
     let svg = dir.join(format!("{fig_name}.svg"));
     let png = dir.join(format!("{fig_name}.png"));
     plot_records(figure, &records, &[&svg, &png])?;
-    crate::write_atomic(&dir.join("summary.md"), &summary(name, paper, figure, &records)?)?;
+    let mut text = summary(name, paper, figure, &records)?;
+    if let Some(t) = timing.filter(|t| t.points > 0) {
+        text += &t.markdown();
+    }
+    crate::write_atomic(&dir.join("summary.md"), &text)?;
     if !args.quiet {
         eprintln!(
             "{} points ({} already done, {} ran, {} failed)",

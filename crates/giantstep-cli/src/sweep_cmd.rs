@@ -632,18 +632,19 @@ pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usiz
     let c = &big.points[0].config;
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let rate = giantstep::bench::calibrate_gemm(c.precision, c.network.d, c.network.p, cores, c.chunk)?;
-    // Step and readout reach about 90% of the bare GEMM (README, Performance); data generation and
-    // elementwise work take the rest.
+    // Step and readout reach about 85% of the bare GEMM; data generation and elementwise work
+    // take the rest (README, Performance).
     let efficiency = 0.85;
     let secs = grouped.total() / (rate * 1e9 * efficiency);
     let _ = writeln!(
         s,
-        "bare GEMM here: {rate:.1} GFLOP/s ({:?}, {cores} threads, {}x{} by {}x{}); estimated wall time {} at {:.0}% of it with --jobs {jobs}",
+        "bare GEMM here: {rate:.1} GFLOP/s ({:?}, {cores} threads, {}x{} by {}x{}); GEMM floor {} (the operations at that rate); estimated wall time {} at {:.0}% of it with --jobs {jobs}",
         c.precision,
         c.chunk,
         c.network.d,
         c.network.d,
         c.network.p,
+        seconds_text(grouped.total() / (rate * 1e9)),
         seconds_text(secs),
         efficiency * 100.0
     );
@@ -659,6 +660,28 @@ pub fn dry_run(plan: &Plan, out: Option<&Path>, shard: Option<Shard>, jobs: usiz
         seconds_text(big.flops.total() / (rate * 1e9 * efficiency))
     );
     Ok(s)
+}
+
+/// The GEMM floor of the points of `plan` that `out` does not hold yet: their operations (run
+/// in training groups) and the bare GEMM rate of their largest group's shape on all cores, in
+/// GFLOP/s (`None` when nothing is left to run).
+pub fn plan_floor(plan: &Plan, out: &Path) -> anyhow::Result<Option<(f64, f64)>> {
+    let points = plan.points()?;
+    let done: std::collections::HashSet<String> = if out.is_file() {
+        read_records(out)?.0.into_iter().map(|r| r.hash).collect()
+    } else {
+        Default::default()
+    };
+    let todo: Vec<&giantstep::sweep::Point> = points.iter().filter(|p| !done.contains(&p.hash)).collect();
+    let units = work_units(&todo);
+    let flops: f64 = units.iter().map(|u| u.flops.total()).sum();
+    let Some(big) = units.iter().max_by(|a, b| a.flops.total().total_cmp(&b.flops.total())) else {
+        return Ok(None);
+    };
+    let c = &big.points[0].config;
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let rate = giantstep::bench::calibrate_gemm(c.precision, c.network.d, c.network.p, cores, c.chunk)?;
+    Ok(Some((flops, rate)))
 }
 
 /// The training batch size of a point's configuration (`?` when it does not resolve).

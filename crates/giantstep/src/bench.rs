@@ -412,8 +412,11 @@ pub struct RunsReport {
     pub precision: Precision,
     /// Threads.
     pub threads: usize,
-    /// GFLOP/s of the bare `chunk×d · d×p` GEMM on all threads, measured before the runs.
+    /// GFLOP/s of the bare `chunk×d · d×p` GEMM on all threads: the mean of the rates measured
+    /// just before and just after the runs.
     pub bare_gemm_gflops: f64,
+    /// Those two rates.
+    pub bare_gemm_before_after: [f64; 2],
     /// The instruction set of the GEMM kernels.
     pub gemm_isa: String,
     /// The phases, summed over the runs.
@@ -472,8 +475,8 @@ impl Runs {
 }
 
 /// Times the runs of a workload phase by phase next to their GEMM floor: each phase's operations
-/// ([`crate::cost::run_flops`]) at the bare GEMM rate of the runs' shape measured first in the
-/// same process.
+/// ([`crate::cost::run_flops`]) at the bare GEMM rate of the runs' shape measured in the same
+/// process just before and just after them (their mean).
 ///
 /// # Errors
 /// As [`Runs::configs`] and [`crate::run()`].
@@ -481,10 +484,11 @@ pub fn bench_runs(workload: Runs, small: bool, precision: Precision, threads: us
     let configs = workload.configs(small, precision, threads)?;
     let first = &configs[0];
     let exec = Exec::new(first.chunk, first.threads)?;
-    let bare = match precision {
+    let bare_now = || match precision {
         Precision::F64 => bare_gemm::<f64>(&exec, first.network.d, first.network.p),
         Precision::F32 => bare_gemm::<f32>(&exec, first.network.d, first.network.p),
     };
+    let before = bare_now();
     let names = ["setup", "step", "theory", "readout", "test"];
     let mut seconds = [0.0; 5];
     let mut flops = [0.0; 5];
@@ -514,6 +518,10 @@ pub fn bench_runs(workload: Runs, small: bool, precision: Precision, threads: us
         ));
     }
     let wall = started.elapsed().as_secs_f64();
+    // On a shared machine the rate drifts over a minute: the floor uses the mean of the rates
+    // measured just before and just after the runs (both reported).
+    let after = bare_now();
+    let bare = 0.5 * (before + after);
     let phases: Vec<RunPhase> = names
         .iter()
         .enumerate()
@@ -535,6 +543,7 @@ pub fn bench_runs(workload: Runs, small: bool, precision: Precision, threads: us
         precision,
         threads: exec.threads,
         bare_gemm_gflops: bare,
+        bare_gemm_before_after: [before, after],
         gemm_isa: gemm_isa().to_string(),
         floor_seconds: flops.iter().sum::<f64>() / (bare * 1e9),
         phases,
@@ -637,6 +646,41 @@ mod tests {
         assert_eq!(r.phases[4].flops, 2.0 * 2.0 * t * d * p);
         assert_eq!((r.threads, r.n, r.chunk), (2, 256, 64));
         assert!(r.bare_gemm_gflops > 0.0 && r.phases.iter().all(|ph| ph.seconds > 0.0));
+    }
+
+    #[test]
+    fn run_workloads_time_every_phase_against_the_cost_model_floor() {
+        let r = bench_runs(Runs::Notebook, true, Precision::F64, 2).unwrap();
+        let configs = Runs::Notebook.configs(true, Precision::F64, 2).unwrap();
+        assert_eq!(r.runs.len(), 6);
+        // One step, one readout of the trained layer on the step's batch, one test, per run.
+        let (d, p, n_test) = (256.0, 512.0, 20_000.0);
+        let ns: Vec<f64> = configs.iter().map(|c| c.train_n() as f64).collect();
+        assert_eq!(ns[0], (256f64).powf(1.3).floor());
+        let want = |name: &str| -> f64 {
+            ns.iter()
+                .map(|n| match name {
+                    "step" => 4.0 * n * d * p,
+                    "readout" => 2.0 * n * d * p + n * p * p,
+                    _ => 2.0 * n_test * d * p,
+                })
+                .sum()
+        };
+        for name in ["step", "readout", "test"] {
+            let ph = r.phases.iter().find(|ph| ph.name == name).unwrap();
+            assert_eq!(ph.flops, want(name), "{name}");
+            assert!((ph.floor_seconds - ph.flops / (r.bare_gemm_gflops * 1e9)).abs() < 1e-12 * ph.floor_seconds);
+            assert!(ph.seconds > 0.0);
+        }
+        // The phases cover the runs' wall time (the gaps are the loop between runs).
+        let covered: f64 = r.phases.iter().map(|ph| ph.seconds).sum();
+        assert!(
+            covered <= r.wall_seconds && covered > 0.95 * r.wall_seconds,
+            "{covered} of {}",
+            r.wall_seconds
+        );
+        let floor: f64 = r.phases.iter().map(|ph| ph.floor_seconds).sum();
+        assert!((floor - r.floor_seconds).abs() < 1e-9 * floor);
     }
 
     #[test]

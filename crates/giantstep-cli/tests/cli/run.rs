@@ -366,6 +366,14 @@ fn theory_bad_input_is_one_line_exit_2() {
             vec!["theory", "z1", "--steps", "100000"],
             "--steps must be between 1 and 100",
         ),
+        (
+            vec!["bench", "--workload", "notbook"],
+            "--workload must be standard, notebook or stairway, but is 'notbook'",
+        ),
+        (
+            vec!["bench", "--workload", "stairway", "--chunk", "512"],
+            "--chunk applies to the standard workload",
+        ),
     ] {
         let out = run(&args);
         let stderr = String::from_utf8_lossy(&out.stderr);
