@@ -90,6 +90,46 @@ fn data(c: &mut Criterion) {
     g.finish();
 }
 
+/// σ applied after the whole chunk's GEMM (what the passes do) against σ applied to each block of
+/// 256 rows right after its own GEMM, while the block is still in cache ("fused"): the same
+/// numbers (the sum over d is blocked the same way), different memory traffic.
+fn fused(c: &mut Criterion) {
+    use giantstep::linalg::{matmul, Op};
+    let (net, _, _) = setup();
+    let m = 4096;
+    let mut z = vec![0.0; m * D];
+    gaussian_rows(&StreamKey::new(0, Purpose::Train, 0), 0, D, &mut z, None);
+    let mut h = vec![0.0; m * P];
+    let act = net.activation;
+    let mut g = c.benchmark_group("features");
+    g.sample_size(20).throughput(Throughput::Elements(m as u64));
+    g.bench_function(BenchmarkId::new(format!("gemm-then-sigma-d{D}-p{P}"), m), |b| {
+        b.iter(|| {
+            matmul(&mut h, [m, P, D], Op::Plain(&z), Op::Transposed(&net.w), false);
+            act.apply(&mut h);
+        })
+    });
+    for rows in [256usize, 1024] {
+        g.bench_function(BenchmarkId::new(format!("fused-blocks-of-{rows}-d{D}-p{P}"), m), |b| {
+            b.iter(|| {
+                for start in (0..m).step_by(rows) {
+                    let r = rows.min(m - start);
+                    let hb = &mut h[start * P..(start + r) * P];
+                    matmul(
+                        hb,
+                        [r, P, D],
+                        Op::Plain(&z[start * D..(start + r) * D]),
+                        Op::Transposed(&net.w),
+                        false,
+                    );
+                    act.apply(hb);
+                }
+            })
+        });
+    }
+    g.finish();
+}
+
 fn target_eval(c: &mut Criterion) {
     let m = 4096;
     let mut z = vec![0.0; m * D];
@@ -138,5 +178,5 @@ fn theory_curve(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step, readout, data, target_eval, theory_curve);
+criterion_group!(benches, step, readout, data, fused, target_eval, theory_curve);
 criterion_main!(benches);
