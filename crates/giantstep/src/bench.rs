@@ -76,7 +76,7 @@ pub struct BenchReport {
     pub efficiency: f64,
     /// Peak resident memory of the process (VmHWM).
     pub peak_rss_bytes: u64,
-    /// The instruction set of the Gaussian generation kernels ([`crate::data::Isa`]).
+    /// The instruction set of the Gaussian generation kernels (`Avx512`, `Avx2`, `Scalar`).
     #[serde(default)]
     pub gaussian_isa: String,
     /// Standard normals per second of one thread with those kernels (`chunk` samples of `d`).
