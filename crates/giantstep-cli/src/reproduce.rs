@@ -237,7 +237,7 @@ struct Timing {
 impl Timing {
     fn markdown(&self) -> String {
         format!(
-            "\n## Wall time\n\nThe last `reproduce` ran {} point(s) in {:.1} s; their GEMM floor (their operations at the bare GEMM rate of this machine, {:.1} GFLOP/s, measured before the sweep) is {:.1} s: {:.2}× the floor.\n",
+            "\n## Wall time\n\nThe last `reproduce` ran {} point(s) in {:.2} s; their GEMM floor (their operations at the bare GEMM rate of this machine, {:.1} GFLOP/s, measured before the sweep) is {:.2} s: {:.2}× the floor.\n",
             self.points,
             self.wall,
             self.rate,

@@ -272,6 +272,21 @@ fn reproduce_stairways_have_the_papers_shape() {
             summary.contains("paper"),
             "{name}: summary without the paper's values: {summary}"
         );
+        // The invocation's wall time beside its GEMM floor, with their ratio.
+        let timing = summary
+            .split("## Wall time")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{summary}"));
+        let numbers: Vec<f64> = timing
+            .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .filter_map(|w| w.trim_end_matches('.').parse().ok())
+            .collect();
+        // points, wall, rate, floor, ratio
+        let (wall, floor, ratio) = (numbers[1], numbers[3], numbers[4]);
+        assert!(wall > 0.0 && floor > 0.0, "{timing}");
+        // Both printed to 0.01 s: the ratio agrees within their rounding.
+        let slack = ratio * (0.005 / floor + 0.005 / wall) + 0.005;
+        assert!((ratio - wall / floor).abs() <= slack, "{timing}");
     }
 }
 
@@ -352,6 +367,23 @@ seed = [3]
         .and_then(|x| x.parse().ok())
         .unwrap_or_else(|| panic!("{report}"));
     assert!(ratio > 2.0, "grouped work is {ratio}x less, expected > 2: {report}");
+    // The GEMM floor is the operations at the bare rate printed beside it.
+    let number_after = |key: &str| -> f64 {
+        report
+            .split(key)
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|x| x.parse().ok())
+            .unwrap_or_else(|| panic!("no number after {key:?}: {report}"))
+    };
+    let gflop = number_after("; total ");
+    assert!(report.contains(&format!("total {gflop:.2} GFLOP")), "{report}");
+    let (rate, floor) = (number_after("bare GEMM here: "), number_after("GEMM floor "));
+    assert!(report.contains(&format!("GEMM floor {floor:.1} s")), "{report}");
+    assert!(
+        (floor - gflop / rate).abs() <= 0.05 + 0.01 * floor,
+        "floor {floor} s for {gflop} GFLOP at {rate} GFLOP/s"
+    );
     assert!(!dir.join("none.jsonl").exists(), "--dry-run wrote records");
 }
 
