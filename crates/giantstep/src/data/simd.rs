@@ -224,8 +224,10 @@ fn keystream(isa: Isa, key: &[u32; 8], stream0: u64, blocks: usize, buf: &mut [u
 /// The ziggurat's `(x_i, x_{i+1})` for each layer `i`, 16-byte aligned: one load per attempt.
 #[derive(Clone, Copy)]
 #[repr(align(16))]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 struct Pair([f64; 2]);
 
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 static PAIRS: std::sync::LazyLock<[Pair; 256]> = std::sync::LazyLock::new(|| {
     let x = &TABLES.x;
     std::array::from_fn(|i| Pair([x[i], x[i + 1]]))
