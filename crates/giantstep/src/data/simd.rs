@@ -141,11 +141,7 @@ fn gaussian_rows_margin(
             };
             fill_row(isa, t, &mut src, &mut z[i * d..(i + 1) * d]);
             if let Some(xi) = noise.as_deref_mut() {
-                let bits = src.word();
-                xi[i] = match t.attempt(bits) {
-                    (x, true) => x,
-                    (_, false) => slow_path(t, bits, || src.word()),
-                };
+                xi[i] = one(t, &mut src);
             }
         }
     }
