@@ -434,10 +434,17 @@ mod x86 {
     /// The processor must have AVX-512 F.
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn fill_avx512(t: &Tables, src: &mut RowWords, out: &mut [f64]) {
+        // SAFETY: AVX-512 F (this function's contract).
+        fill_with(t, src, out, |buf, pos, out| unsafe { fast_avx512(buf, pos, out) });
+    }
+
+    /// The loop of `fill_avx512` and `fill_avx2` around their fast path `fast` (inlined into
+    /// each, so that `fast` is compiled with its instruction set).
+    #[inline(always)]
+    fn fill_with(t: &Tables, src: &mut RowWords, out: &mut [f64], fast: impl Fn(&[u8], usize, &mut [f64]) -> usize) {
         let mut k = 0;
         while k < out.len() {
-            // SAFETY: AVX-512 F (this function's contract).
-            let done = unsafe { fast_avx512(src.buf, src.pos, &mut out[k..]) };
+            let done = fast(src.buf, src.pos, &mut out[k..]);
             src.pos += 8 * done;
             k += done;
             if k < out.len() {
@@ -510,17 +517,8 @@ mod x86 {
     /// The processor must have AVX2.
     #[target_feature(enable = "avx2")]
     pub(super) unsafe fn fill_avx2(t: &Tables, src: &mut RowWords, out: &mut [f64]) {
-        let mut k = 0;
-        while k < out.len() {
-            // SAFETY: AVX2 (this function's contract).
-            let done = unsafe { fast_avx2(src.buf, src.pos, &mut out[k..]) };
-            src.pos += 8 * done;
-            k += done;
-            if k < out.len() {
-                out[k] = one(t, src);
-                k += 1;
-            }
-        }
+        // SAFETY: AVX2 (this function's contract).
+        fill_with(t, src, out, |buf, pos, out| unsafe { fast_avx2(buf, pos, out) });
     }
 
     /// [`fast_avx512`] on 4 words at a time.
