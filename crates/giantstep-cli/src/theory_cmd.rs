@@ -2,7 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use giantstep::prediction::{curve, Curve, CurveQuery};
+use giantstep::prediction::{curve_form_with, Curve, CurveQuery, Form};
+use giantstep::error::Cancel;
 use giantstep::theory::{analyze, Query, TheoryReport};
 use giantstep::Config;
 use std::fmt::Write;
@@ -96,6 +97,13 @@ pub struct TheoryArgs {
     /// Take the curve's base configuration, batch sizes, steps and seeds from a sweep plan.
     #[arg(long, value_name = "PLAN.toml", requires = "curve")]
     plan: Option<std::path::PathBuf>,
+    /// Form of the curve's state evolution: "finite-p" (the p neurons of the network) or
+    /// "mean-field" (a population of --particles neurons, p → ∞; docs/theory.md §6).
+    #[arg(long, default_value = "finite-p", requires = "curve")]
+    form: String,
+    /// Particles of the mean-field form (at least p are used).
+    #[arg(long, default_value_t = Form::PARTICLES, requires = "curve")]
+    particles: usize,
 }
 
 impl TheoryArgs {
@@ -146,6 +154,8 @@ const FLAGS: &[(&str, &str)] = &[
     ("kappa_to", "--kappa-to"),
     ("kappa_step", "--kappa-step"),
     ("seeds", "--seeds"),
+    ("form", "--form"),
+    ("particles", "--particles"),
 ];
 
 /// A library error in the words of the command line: fields become flags.
@@ -169,11 +179,16 @@ pub fn cmd_theory(args: &TheoryArgs) -> anyhow::Result<()> {
             Some(plan) => curve_from_plan(plan)?,
             None => curve_from_flags(args)?,
         };
-        let c = curve(&base, &kappas, steps, &seeds).map_err(flag_message)?;
+        let form = Form::parse(&args.form, args.particles).map_err(flag_message)?;
+        let c = curve_form_with(&base, &kappas, steps, &seeds, form, &Cancel::default()).map_err(flag_message)?;
         if args.json {
-            serde_json::to_string(&serde_json::json!({ "config": base, "curve": c }))? + "\n"
+            let mut j = serde_json::json!({ "config": base, "curve": c });
+            if let Form::MeanField { particles } = form {
+                j["form"] = serde_json::json!({ "name": form.name(), "particles": particles });
+            }
+            serde_json::to_string(&j)? + "\n"
         } else {
-            render_curve(&base, &c)
+            render_curve(&base, &c, form)
         }
     } else {
         let (expr, r, opts) = args.query().resolve().map_err(flag_message)?;
@@ -461,12 +476,13 @@ pub(crate) fn kappa_of_size(n: &giantstep::config::BatchSize, d: usize) -> anyho
 }
 
 /// The curve as a table.
-fn render_curve(base: &Config, c: &Curve) -> String {
+fn render_curve(base: &Config, c: &Curve, form: Form) -> String {
     let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "Predicted test error (state evolution of all neurons + ridge readout; docs/theory.md §6)"
-    );
+    let what = match form {
+        Form::FiniteP => "state evolution of all neurons".to_string(),
+        Form::MeanField { particles } => format!("mean-field state evolution, {particles} particles"),
+    };
+    let _ = writeln!(s, "Predicted test error ({what} + ridge readout; docs/theory.md §6)");
     let _ = writeln!(
         s,
         "target {}, {}, d = {}, p = {}, seeds {:?}\n",

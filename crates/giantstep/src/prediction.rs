@@ -7,7 +7,9 @@ use crate::error::{Cancel, Error, Result};
 use crate::linalg::dot;
 use crate::network::Network;
 use crate::target::Target;
+use crate::config::NetworkConfig;
 use crate::theory::dynamics::{Grid, Model, Setup, State};
+use crate::theory::mean_field::{self, Population};
 use crate::theory::Query;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -136,46 +138,8 @@ pub fn predict_from_with(
         cfg.with_steps(steps)?
     };
     let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
-    let expr = cfg.expr().clone();
-    let grid = Grid::new(r, cfg.seed)?;
-    let g = |x: &[f64]| expr.eval(x);
-    let (mut mu0, mut mu1) = (0.0, vec![0.0; r]);
-    for (x, w) in grid.x.chunks_exact(r.max(1)).zip(&grid.w) {
-        let v = g(x);
-        mu0 += w * v;
-        mu1.iter_mut().zip(x).for_each(|(m, xk)| *m += w * v * xk);
-    }
-    // One model per label preprocessing in use: the steps before `preprocess_from` and the
-    // readout may see raw labels while later steps see preprocessed ones.
-    let model_of = |pre: Preprocess| -> Result<Model> {
-        let shift0 = if pre == Preprocess::None { 0.0 } else { mu0 };
-        let shift1 = if pre == Preprocess::Linear {
-            mu1.clone()
-        } else {
-            vec![0.0; r]
-        };
-        let label = |x: &[f64]| g(x) - shift0 - dot(&shift1, x);
-        Model::new(&Setup {
-            label: &label,
-            r,
-            d,
-            activation: cfg.network.activation,
-            correlation: cfg.train.loss == Loss::Correlation,
-            normalize: cfg.train.normalize,
-            noise: cfg.target.noise,
-            seed: cfg.seed,
-        })
-    };
-    let mut models: Vec<(Preprocess, Model)> = Vec::new();
-    for pre in (1..=steps)
-        .map(|t| cfg.train.preprocess_at(t))
-        .chain(std::iter::once(cfg.train.readout_preprocess()))
-    {
-        if !models.iter().any(|(p, _)| *p == pre) {
-            models.push((pre, model_of(pre)?));
-        }
-    }
-    let model = |pre: Preprocess| &models.iter().find(|(p, _)| *p == pre).expect("built above").1;
+    let models = Models::new(&cfg)?;
+    let model = |pre: Preprocess| models.of(pre);
     let readout_model = model(cfg.train.readout_preprocess());
     let mut state = State::from_weights(w0, a, w_star, p, d, r)?;
     let (n_readout, lambda) = (cfg.readout_n() as f64, cfg.readout.lambda);
@@ -219,6 +183,189 @@ pub fn predict_from_with(
         covered: kappa >= KAPPA_MIN,
         notes,
     })
+}
+
+/// Which form of the state evolution a prediction uses (docs/theory.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    /// The `p` neurons of the network with their whole orthogonal Gram matrix
+    /// ([`crate::theory::dynamics`]).
+    #[default]
+    FiniteP,
+    /// A population of `particles` neurons (at least `p`) whose own orthogonal directions do not
+    /// interact: the `p → ∞` limit ([`crate::theory::mean_field`]).
+    MeanField {
+        /// Particles of the population.
+        particles: usize,
+    },
+}
+
+impl Form {
+    /// Default population of the mean-field form.
+    pub const PARTICLES: usize = 2048;
+
+    /// `"finite-p"` or `"mean-field"`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Form::FiniteP => "finite-p",
+            Form::MeanField { .. } => "mean-field",
+        }
+    }
+
+    /// The form named `name` (`"finite-p"`, `"mean-field"`), the mean field with `particles`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] (`form`) for another name, (`particles`) for fewer than 2.
+    pub fn parse(name: &str, particles: usize) -> Result<Form> {
+        match name {
+            "finite-p" => Ok(Form::FiniteP),
+            "mean-field" if particles >= 2 => Ok(Form::MeanField { particles }),
+            "mean-field" => Err(Error::invalid("particles", "at least 2", particles)),
+            other => Err(Error::invalid("form", "\"finite-p\" or \"mean-field\"", format!("{other:?}"))),
+        }
+    }
+}
+
+/// [`predict`] in the given form, stopping with [`Error::Cancelled`] once `cancel` is set.
+///
+/// # Errors
+/// As [`predict`], and [`Error::Cancelled`].
+pub fn predict_form_with(cfg: &ValidConfig, steps: usize, form: Form, cancel: &Cancel) -> Result<Prediction> {
+    match form {
+        Form::FiniteP => predict_with(cfg, steps, cancel),
+        Form::MeanField { particles } => predict_mean_field(cfg, steps, particles, cancel),
+    }
+}
+
+/// The mean-field prediction: a population of `max(p, particles)` neurons drawn by the
+/// network's initializer at that width for the seed; the readout's `p` features are its first
+/// rows (and their mirrors with symmetric init).
+fn predict_mean_field(cfg: &ValidConfig, steps: usize, particles: usize, cancel: &Cancel) -> Result<Prediction> {
+    if let Some(e) = unsupported(cfg) {
+        return Err(e);
+    }
+    let steps = if steps == 0 { cfg.train.steps } else { steps };
+    let cfg = if steps == cfg.train.steps {
+        cfg.clone()
+    } else {
+        cfg.with_steps(steps)?
+    };
+    let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
+    let symmetric = cfg.network.symmetric;
+    let mut k = particles.max(p);
+    if symmetric && k % 2 == 1 {
+        k += 1;
+    }
+    let net = Network::init(&NetworkConfig { p: k, ..cfg.network }, cfg.seed);
+    let target = Target::new(
+        cfg.expr().clone(),
+        r,
+        d,
+        cfg.target.teacher,
+        0.0,
+        cfg.seed,
+    )?;
+    let features: Vec<usize> = if symmetric {
+        (0..p / 2).chain(k / 2..k / 2 + p / 2).collect()
+    } else {
+        (0..p).collect()
+    };
+    let mut pop = Population::from_weights(&net.w, &net.a, &target.w_star, d, r, features)?;
+    let models = Models::new(&cfg)?;
+    let readout_model = models.of(cfg.train.readout_preprocess());
+    let (n_readout, lambda) = (cfg.readout_n() as f64, cfg.readout.lambda);
+    let rf_test_error = mean_field::readout_error(readout_model, &pop, n_readout, lambda)?;
+    let mut out = Vec::with_capacity(steps);
+    let mut notes = vec![format!("mean-field form with {k} particles")];
+    for t in 1..=steps {
+        cancel.check()?;
+        let gamma = cfg.eta_at(t) / p as f64;
+        let model = models.of(cfg.train.preprocess_at(t));
+        let error = mean_field::step(model, &mut pop, gamma, cfg.train_n() as f64, cfg.seed, t)
+            .and_then(|_| mean_field::readout_error(readout_model, &pop, n_readout, lambda));
+        match error {
+            Ok(test_error) => out.push(PredictedStep {
+                t,
+                test_error,
+                mean_abs_cos: pop.mean_abs_cos(),
+            }),
+            Err(e) => {
+                notes.push(format!("no prediction from step {t} on: {e}"));
+                break;
+            }
+        }
+    }
+    if pop.captured < 0.99 {
+        notes.push(format!(
+            "the common noise directions kept per step captured {:.3} of its covariance",
+            pop.captured
+        ));
+    }
+    let kappa = kappa_of(&cfg);
+    if kappa < KAPPA_MIN {
+        notes.push(format!(
+            "log n / log d = {kappa:.3} < {KAPPA_MIN}: outside the range checked against simulation"
+        ));
+    }
+    Ok(Prediction {
+        steps: out,
+        rf_test_error,
+        label_second_moment: readout_model.label_second_moment(),
+        covered: kappa >= KAPPA_MIN,
+        notes,
+    })
+}
+
+/// One state-evolution model per label preprocessing a configuration uses: the steps before
+/// `preprocess_from` and the readout may see raw labels while later steps see preprocessed ones.
+struct Models(Vec<(Preprocess, Model)>);
+
+impl Models {
+    fn new(cfg: &ValidConfig) -> Result<Models> {
+        let (d, r) = (cfg.network.d, cfg.r());
+        let expr = cfg.expr().clone();
+        let grid = Grid::new(r, cfg.seed)?;
+        let g = |x: &[f64]| expr.eval(x);
+        let (mut mu0, mut mu1) = (0.0, vec![0.0; r]);
+        for (x, w) in grid.x.chunks_exact(r.max(1)).zip(&grid.w) {
+            let v = g(x);
+            mu0 += w * v;
+            mu1.iter_mut().zip(x).for_each(|(m, xk)| *m += w * v * xk);
+        }
+        let model_of = |pre: Preprocess| -> Result<Model> {
+            let shift0 = if pre == Preprocess::None { 0.0 } else { mu0 };
+            let shift1 = if pre == Preprocess::Linear {
+                mu1.clone()
+            } else {
+                vec![0.0; r]
+            };
+            let label = |x: &[f64]| g(x) - shift0 - dot(&shift1, x);
+            Model::new(&Setup {
+                label: &label,
+                r,
+                d,
+                activation: cfg.network.activation,
+                correlation: cfg.train.loss == Loss::Correlation,
+                normalize: cfg.train.normalize,
+                noise: cfg.target.noise,
+                seed: cfg.seed,
+            })
+        };
+        let mut models: Vec<(Preprocess, Model)> = Vec::new();
+        for pre in (1..=cfg.train.steps)
+            .map(|t| cfg.train.preprocess_at(t))
+            .chain(std::iter::once(cfg.train.readout_preprocess()))
+        {
+            if !models.iter().any(|(p, _)| *p == pre) {
+                models.push((pre, model_of(pre)?));
+            }
+        }
+        Ok(Models(models))
+    }
+
+    fn of(&self, pre: Preprocess) -> &Model {
+        &self.0.iter().find(|(p, _)| *p == pre).expect("built for every step").1
+    }
 }
 
 /// The predicted stairway: one list per `T = 1..=steps`, aligned with `kappa`.
@@ -409,6 +556,21 @@ pub fn curve(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64]) -> Resu
 /// # Errors
 /// As [`curve`], and [`Error::Cancelled`].
 pub fn curve_with(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64], cancel: &Cancel) -> Result<Curve> {
+    curve_form_with(base, kappas, steps, seeds, Form::FiniteP, cancel)
+}
+
+/// [`curve_with`] in the given form of the state evolution.
+///
+/// # Errors
+/// As [`curve`], and [`Error::Cancelled`].
+pub fn curve_form_with(
+    base: &Config,
+    kappas: &[f64],
+    steps: usize,
+    seeds: &[u64],
+    form: Form,
+    cancel: &Cancel,
+) -> Result<Curve> {
     if steps == 0 {
         return Err(Error::invalid("steps", ">= 1", 0));
     }
@@ -431,7 +593,10 @@ pub fn curve_with(base: &Config, kappas: &[f64], steps: usize, seeds: &[u64], ca
             configs.push(c.resolve()?);
         }
     }
-    let preds: Vec<Result<Prediction>> = configs.par_iter().map(|c| predict_with(c, steps, cancel)).collect();
+    let preds: Vec<Result<Prediction>> = configs
+        .par_iter()
+        .map(|c| predict_form_with(c, steps, form, cancel))
+        .collect();
     cancel.check()?;
     let ns = seeds.len() as f64;
     let n = kappas

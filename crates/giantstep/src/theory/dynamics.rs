@@ -389,14 +389,14 @@ pub struct Setup<'a> {
 
 /// The state evolution of a problem: quadrature grid, labels on it, smoother and pair kernels.
 pub struct Model {
-    grid: Grid,
-    y: Vec<f64>,
+    pub(crate) grid: Grid,
+    pub(crate) y: Vec<f64>,
     ey2: f64,
-    smoother: Smoother,
-    kernel: PairKernel,
-    correlation: bool,
-    normalize: Normalize,
-    noise: f64,
+    pub(crate) smoother: Smoother,
+    pub(crate) kernel: PairKernel,
+    pub(crate) correlation: bool,
+    pub(crate) normalize: Normalize,
+    pub(crate) noise: f64,
     seed: u64,
 }
 

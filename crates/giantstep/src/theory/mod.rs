@@ -13,6 +13,7 @@ pub mod batch;
 pub mod closed;
 pub mod dynamics;
 pub mod hermite;
+pub mod mean_field;
 pub mod neuron;
 pub mod quadrature;
 mod query;
