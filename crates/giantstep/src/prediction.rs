@@ -274,15 +274,18 @@ fn predict_mean_field(cfg: &ValidConfig, steps: usize, particles: usize, cancel:
     let models = Models::new(&cfg)?;
     let readout_model = models.of(cfg.train.readout_preprocess());
     let (n_readout, lambda) = (cfg.readout_n() as f64, cfg.readout.lambda);
-    let rf_test_error = mean_field::readout_error(readout_model, &pop, n_readout, lambda)?;
+    let mut fl = mean_field::fields(readout_model, &pop);
+    let rf_test_error = mean_field::readout_error(readout_model, &pop, &fl, n_readout, lambda)?;
     let mut out = Vec::with_capacity(steps);
     let mut notes = vec![format!("mean-field form with {k} particles")];
     for t in 1..=steps {
         cancel.check()?;
         let gamma = cfg.eta_at(t) / p as f64;
         let model = models.of(cfg.train.preprocess_at(t));
-        let error = mean_field::step(model, &mut pop, gamma, cfg.train_n() as f64, cfg.seed, t)
-            .and_then(|_| mean_field::readout_error(readout_model, &pop, n_readout, lambda));
+        let error = mean_field::step(model, &mut pop, &fl, gamma, cfg.train_n() as f64, cfg.seed, t).and_then(|_| {
+            fl = mean_field::fields(readout_model, &pop);
+            mean_field::readout_error(readout_model, &pop, &fl, n_readout, lambda)
+        });
         match error {
             Ok(test_error) => out.push(PredictedStep {
                 t,

@@ -70,8 +70,14 @@ pub struct Population {
     pub own: Vec<f64>,
     /// The readout's features (particle indices, `p` of them).
     pub features: Vec<usize>,
-    /// Initial orthogonal Gram of the features (`p × p`).
-    pub g0: Vec<f64>,
+    /// The features' initial orthogonal parts `w⁰_i⊥` (`p × d`).
+    pub w0_perp: Vec<f64>,
+    /// The common directions as vectors (`rc × d`, random, orthogonal to the teacher).
+    pub u: Vec<f64>,
+    /// The features' own noise as vectors (`p × d`).
+    pub own_vec: Vec<f64>,
+    /// Teacher rows (`r × d`).
+    pub w_star: Vec<f64>,
     /// Input dimension `d`.
     pub d: usize,
     /// Smallest fraction of a step's common noise covariance the kept directions captured.
@@ -107,17 +113,11 @@ impl Population {
             })
             .collect();
         let p = features.len();
-        let mut wf = vec![0.0; p * d];
-        let mut mf = vec![0.0; p * r];
+        let mut w0_perp = vec![0.0; p * d];
         for (row, &i) in features.iter().enumerate() {
-            wf[row * d..(row + 1) * d].copy_from_slice(&w0[i * d..(i + 1) * d]);
-            mf[row * r..(row + 1) * r].copy_from_slice(&m[i * r..(i + 1) * r]);
+            w0_perp[row * d..(row + 1) * d].copy_from_slice(&w0[i * d..(i + 1) * d]);
         }
-        let mut g0 = vec![0.0; p * p];
-        matmul(&mut g0, [p, p, d], Op::Plain(&wf), Op::Transposed(&wf), false);
-        let mut mm = vec![0.0; p * p];
-        matmul(&mut mm, [p, p, r], Op::Plain(&mf), Op::Transposed(&mf), false);
-        g0.iter_mut().zip(&mm).for_each(|(g, v)| *g -= v);
+        project_out(&mut w0_perp, w_star, d, r);
         let sk = (k as f64).sqrt();
         Ok(Population {
             k,
@@ -130,7 +130,10 @@ impl Population {
             rc: 0,
             own: vec![0.0; k],
             features,
-            g0,
+            w0_perp,
+            u: Vec::new(),
+            own_vec: vec![0.0; p * d],
+            w_star: w_star.to_vec(),
             d,
             captured: 1.0,
         })
@@ -163,8 +166,9 @@ impl Population {
     }
 }
 
-/// The smoothed activation of every particle on the grid (each `nq × K`).
-struct Fields {
+/// The smoothed activation of every particle on the grid (each `nq × K`): what both the readout
+/// and the next step need of a state ([`fields`]).
+pub struct Fields {
     a: Vec<f64>,
     d1: Vec<f64>,
     de: Vec<f64>,
@@ -172,7 +176,9 @@ struct Fields {
     rho: Vec<f64>,
 }
 
-fn fields(model: &Model, pop: &Population) -> Fields {
+/// The smoothed activation of every particle of `pop` on the grid of `model` (any of a
+/// configuration's models: they share the grid and the activation).
+pub fn fields(model: &Model, pop: &Population) -> Fields {
     let (k, r, nq) = (pop.k, pop.r, model.grid.len());
     let rho: Vec<f64> = pop.rho2().iter().map(|v| v.max(1e-300).sqrt()).collect();
     let mut lam = vec![0.0; nq * k];
@@ -208,14 +214,14 @@ fn fields(model: &Model, pop: &Population) -> Fields {
     f
 }
 
-/// One mean-field step with `γ = η/p` on a batch of `n` samples (the step `t` keys the noise).
+/// One mean-field step with `γ = η/p` on a batch of `n` samples (the step `t` keys the noise);
+/// `fl` are the [`fields`] of `pop`.
 ///
 /// # Errors
 /// [`Error::Numerical`] if the state stops being finite or the range finder fails.
-pub fn step(model: &Model, pop: &mut Population, gamma: f64, n: f64, seed: u64, t: usize) -> Result<()> {
+pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64, seed: u64, t: usize) -> Result<()> {
     let (k, r, nq) = (pop.k, pop.r, model.grid.len());
     let (x, w) = (&model.grid.x, &model.grid.w);
-    let fl = fields(model, pop);
     let kf = k as f64;
     let e: Vec<f64> = (0..nq)
         .map(|q| {
@@ -338,6 +344,19 @@ pub fn step(model: &Model, pop: &mut Population, gamma: f64, n: f64, seed: u64, 
         pop.t[i] *= l;
         pop.own[i] = l * l * pop.own[i] + (scale * pop.s[i]).powi(2) * indiv[i];
     }
+    // The features' vectors: new common directions, own noise drawn as a vector.
+    let p = pop.features.len();
+    let new_u = directions(pop, rz, seed, t, 11);
+    let fresh = directions(pop, p, seed, t, 12);
+    for (row, &i) in pop.features.iter().enumerate() {
+        let l = kappa[i] - shrink[i];
+        let sd = (scale * pop.s[i]).abs() * indiv[i].sqrt();
+        let o = &mut pop.own_vec[row * pop.d..(row + 1) * pop.d];
+        o.iter_mut()
+            .zip(&fresh[row * pop.d..(row + 1) * pop.d])
+            .for_each(|(x, g)| *x = l * *x + sd * g);
+    }
+    pop.u.extend_from_slice(&new_u);
     pop.c = c_new;
     pop.rc = rc_new;
     if model.normalize != Normalize::None {
@@ -351,6 +370,29 @@ pub fn step(model: &Model, pop: &mut Population, gamma: f64, n: f64, seed: u64, 
     Ok(())
 }
 
+/// Removes the teacher rows' components from every row of `v` (`· × d`).
+fn project_out(v: &mut [f64], w_star: &[f64], d: usize, r: usize) {
+    for row in v.chunks_exact_mut(d) {
+        for k in 0..r {
+            let wk = &w_star[k * d..(k + 1) * d];
+            let c = dot(row, wk);
+            row.iter_mut().zip(wk).for_each(|(x, w)| *x -= c * w);
+        }
+    }
+}
+
+/// `rows` Gaussian vectors orthogonal to the teacher, scaled to norm about 1, from stream `index`
+/// of step `t`.
+fn directions(pop: &Population, rows: usize, seed: u64, t: usize, index: u64) -> Vec<f64> {
+    let d = pop.d;
+    let mut v = vec![0.0; rows * d];
+    fill_normal(&mut StreamKey::new(seed, Purpose::Theory, t as u64).rng(index), &mut v);
+    project_out(&mut v, &pop.w_star, d, pop.r);
+    let s = 1.0 / ((d as f64 - pop.r as f64).max(1.0)).sqrt();
+    v.iter_mut().for_each(|x| *x *= s);
+    v
+}
+
 /// Every particle back to norm 1.
 fn renormalize(pop: &mut Population) {
     let rho2 = pop.rho2();
@@ -362,6 +404,9 @@ fn renormalize(pop: &mut Population) {
         pop.c[i * rc..(i + 1) * rc].iter_mut().for_each(|v| *v /= nrm);
         pop.t[i] /= nrm;
         pop.own[i] /= nrm * nrm;
+        if let Some(row) = pop.features.iter().position(|&f| f == i) {
+            pop.own_vec[row * pop.d..(row + 1) * pop.d].iter_mut().for_each(|v| *v /= nrm);
+        }
     }
 }
 
@@ -427,13 +472,13 @@ fn orthonormal_columns(y: &[f64], rows: usize, cols: usize) -> Result<Vec<f64>> 
     Ok(q)
 }
 
-/// Test error of the ridge readout (`n` samples, `λ`) on the `p` feature particles.
+/// Test error of the ridge readout (`n` samples, `λ`) on the `p` feature particles; `fl` are
+/// the [`fields`] of `pop`.
 ///
 /// # Errors
 /// [`Error::Numerical`] if the eigensolver fails or the readout is degenerate.
-pub fn readout_error(model: &Model, pop: &Population, n: f64, lambda: f64) -> Result<f64> {
+pub fn readout_error(model: &Model, pop: &Population, fl: &Fields, n: f64, lambda: f64) -> Result<f64> {
     let (r, rc, p) = (pop.r, pop.rc, pop.features.len());
-    let fl = fields(model, pop);
     let (k, nq) = (pop.k, model.grid.len());
     let mut b = vec![0.0; p];
     for q in 0..nq {
@@ -442,18 +487,27 @@ pub fn readout_error(model: &Model, pop: &Population, n: f64, lambda: f64) -> Re
             *bi += c * fl.a[q * k + i];
         }
     }
-    let mut q = vec![0.0; p * p];
-    for (a, &i) in pop.features.iter().enumerate() {
-        for (bcol, &j) in pop.features.iter().enumerate() {
-            let mut v = dot(&pop.m[i * r..(i + 1) * r], &pop.m[j * r..(j + 1) * r])
-                + dot(&pop.c[i * rc..(i + 1) * rc], &pop.c[j * rc..(j + 1) * rc])
-                + pop.t[i] * pop.t[j] * pop.g0[a * p + bcol];
-            if a == bcol {
-                v += pop.own[i];
-            }
-            q[a * p + bcol] = v;
-        }
+    // V = diag(t) W⁰⊥ + C U + O (p × d): the features' orthogonal parts as vectors, so that
+    // their Gram carries the random overlaps of p vectors in d dimensions, as in simulation.
+    let d = pop.d;
+    let mut v = pop.own_vec.clone();
+    let mut cf = vec![0.0; p * rc];
+    let mut mf = vec![0.0; p * r];
+    for (row, &i) in pop.features.iter().enumerate() {
+        let ti = pop.t[i];
+        v[row * d..(row + 1) * d]
+            .iter_mut()
+            .zip(&pop.w0_perp[row * d..(row + 1) * d])
+            .for_each(|(x, w)| *x += ti * w);
+        cf[row * rc..(row + 1) * rc].copy_from_slice(&pop.c[i * rc..(i + 1) * rc]);
+        mf[row * r..(row + 1) * r].copy_from_slice(&pop.m[i * r..(i + 1) * r]);
     }
+    if rc > 0 {
+        matmul(&mut v, [p, d, rc], Op::Plain(&cf), Op::Plain(&pop.u), true);
+    }
+    let mut q = vec![0.0; p * p];
+    matmul(&mut q, [p, p, d], Op::Plain(&v), Op::Transposed(&v), false);
+    matmul(&mut q, [p, p, r], Op::Plain(&mf), Op::Transposed(&mf), true);
     let kmat = model.kernel.matrix(Pair::Value, &q, p);
     ridge_error(&kmat, &b, model.label_second_moment(), p, n, lambda * p as f64 / n)
 }
