@@ -99,10 +99,10 @@ pub struct TheoryArgs {
     plan: Option<std::path::PathBuf>,
     /// Form of the curve's state evolution: "finite-p" (the p neurons of the network) or
     /// "mean-field" (a population of --particles neurons, p → ∞; docs/theory.md §6).
-    #[arg(long, default_value = "finite-p", requires = "curve")]
+    #[arg(long, default_value_t = CurveQuery::default().form, requires = "curve")]
     form: String,
     /// Particles of the mean-field form (at least p are used).
-    #[arg(long, default_value_t = Form::PARTICLES, requires = "curve")]
+    #[arg(long, default_value_t = CurveQuery::default().particles, requires = "curve")]
     particles: usize,
 }
 
@@ -418,6 +418,8 @@ fn curve_from_flags(args: &TheoryArgs) -> anyhow::Result<(Config, Vec<f64>, usiz
         seeds: args.seeds,
         eta_max0: args.eta_max0,
         eta_schedule,
+        form: args.form.clone(),
+        particles: args.particles,
     };
     let query = args.query();
     let mut table = c.base_table(&query).map_err(flag_message)?;

@@ -451,11 +451,12 @@ fn theory_curve(
     let token = giantstep::error::Cancel::new(cancel.clone());
     let steps = query.steps;
     let work_base = base.clone();
+    let form = c.form().map_err(to_py)?;
     let curve = interruptible(py, cancel, move || {
-        giantstep::prediction::curve_with(&work_base, &kappas, steps, &seeds, &token)
+        giantstep::prediction::curve_form_with(&work_base, &kappas, steps, &seeds, form, &token)
     })?
     .map_err(to_py)?;
-    serde_json::to_string(&serde_json::json!({ "config": base, "curve": curve }))
+    serde_json::to_string(&serde_json::json!({ "config": base, "curve": curve, "form": form.name() }))
         .map_err(|e| PyRuntimeError::new_err(e.to_string()))
 }
 

@@ -418,6 +418,10 @@ pub struct CurveQuery {
     pub eta_max0: Option<f64>,
     /// Per-step learning-rate multipliers (`train.eta_schedule`; the last repeats).
     pub eta_schedule: Option<Vec<f64>>,
+    /// Form of the state evolution: `"finite-p"` or `"mean-field"` ([`Form::parse`]).
+    pub form: String,
+    /// Particles of the mean-field form (at least `p` are used).
+    pub particles: usize,
 }
 
 impl Default for CurveQuery {
@@ -429,6 +433,8 @@ impl Default for CurveQuery {
             seeds: 1,
             eta_max0: None,
             eta_schedule: None,
+            form: Form::FiniteP.name().into(),
+            particles: Form::PARTICLES,
         }
     }
 }
@@ -470,6 +476,14 @@ impl CurveQuery {
         Ok((0..=count as usize)
             .map(|i| ((from + i as f64 * step) * 1e9).round() / 1e9)
             .collect())
+    }
+
+    /// The form of the state evolution.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming `form` or `particles`.
+    pub fn form(&self) -> Result<Form> {
+        Form::parse(&self.form, self.particles)
     }
 
     /// The seeds `0..seeds`.

@@ -1,7 +1,8 @@
 //! The state evolution and readout theory of docs/theory.md §6 against closed forms, a naive
 //! Monte Carlo ridge, and simulation.
 
-use giantstep::prediction::predict;
+use giantstep::error::Cancel;
+use giantstep::prediction::{predict_form_with, Form};
 use giantstep::theory::dynamics::{ridge_error, Pair, PairKernel};
 use giantstep::Config;
 
@@ -105,9 +106,10 @@ fn ridge_deterministic_equivalent_matches_monte_carlo() {
     }
 }
 
-/// One configuration at d = 256: simulated test error per step (one seed) against the prediction
-/// of the same seed.
-fn check(name: &str, edit: impl Fn(&mut Config)) -> (f64, String) {
+/// One configuration at d = 256: simulated test error per step (one seed) against the
+/// prediction of the same seed, in both forms (finite p, then mean field): the worst gap and a
+/// line per form.
+fn check(name: &str, edit: impl Fn(&mut Config)) -> [(f64, String); 2] {
     let mut c = Config::default();
     c.network.d = 256;
     c.network.p = 256;
@@ -118,27 +120,40 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> (f64, String) {
     edit(&mut c);
     let cfg = c.resolve().unwrap();
     let sim = giantstep::run(&cfg).unwrap();
-    let pred = predict(&cfg, 0).unwrap();
-    let mut lines = Vec::new();
-    let mut worst: f64 = 0.0;
-    for (s, p) in sim.steps.iter().zip(&pred.steps) {
-        let measured = s.test_error.unwrap();
-        worst = worst.max((measured - p.test_error).abs());
-        lines.push(format!("T = {}: {measured:.4} vs {:.4}", s.t, p.test_error));
-    }
-    let rf = sim.rf_test_error.unwrap();
-    worst = worst.max((rf - pred.rf_test_error).abs());
-    lines.push(format!("RF: {rf:.4} vs {:.4}", pred.rf_test_error));
-    let line = format!("{name}: {} (worst {worst:.4})", lines.join(", "));
-    println!("{line}");
-    (worst, line)
+    let forms = [Form::FiniteP, Form::MeanField { particles: Form::PARTICLES }];
+    forms.map(|form| {
+        let pred = predict_form_with(&cfg, 0, form, &Cancel::default()).unwrap();
+        let mut lines = Vec::new();
+        let mut worst: f64 = 0.0;
+        for (s, p) in sim.steps.iter().zip(&pred.steps) {
+            let measured = s.test_error.unwrap();
+            worst = worst.max((measured - p.test_error).abs());
+            lines.push(format!("T = {}: {measured:.4} vs {:.4}", s.t, p.test_error));
+        }
+        let rf = sim.rf_test_error.unwrap();
+        worst = worst.max((rf - pred.rf_test_error).abs());
+        lines.push(format!("RF: {rf:.4} vs {:.4}", pred.rf_test_error));
+        let line = format!("{name} ({}): {} (worst {worst:.4})", form.name(), lines.join(", "));
+        println!("{line}");
+        (worst, line)
+    })
 }
 
-/// Runs every case and fails listing those whose worst |simulated − predicted| exceeds `tol`.
-fn assert_within(cases: &[Case], tol: f64) {
-    let results: Vec<(f64, String)> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
-    let bad: Vec<&String> = results.iter().filter(|(w, _)| *w > tol).map(|(_, l)| l).collect();
-    assert!(bad.is_empty(), "|simulated − predicted| > {tol}: {bad:#?}");
+/// Runs every case and fails listing those whose worst |simulated − predicted| exceeds `tol[0]`
+/// (finite p) or `tol[1]` (mean field), or a case's own tolerances in `own`.
+fn assert_within(cases: &[Case], tol: [f64; 2], own: &[(&str, [f64; 2])]) {
+    let results: Vec<[(f64, String); 2]> = cases.iter().map(|(name, edit)| check(name, edit)).collect();
+    let bad: Vec<&String> = results
+        .iter()
+        .zip(cases)
+        .flat_map(|(r, (name, _))| {
+            let t = own.iter().find(|(n, _)| n == name).map_or(tol, |(_, t)| *t);
+            r.iter().zip(t)
+        })
+        .filter(|((w, _), t)| w > t)
+        .map(|((_, l), _)| l)
+        .collect();
+    assert!(bad.is_empty(), "|simulated − predicted| above {tol:?}: {bad:#?}");
 }
 
 /// A named edit of the base configuration.
@@ -151,9 +166,11 @@ fn set(c: &mut Config, key: &str, value: &str) {
 }
 
 /// Seven cases of docs/theory.md §6's table, CI-sized (d = p = 256, one seed each, the theory on
-/// the same seed). Tolerance 0.03 absolute on every step and on random features, the band the
-/// paper-scale figure meets for n ≥ d^1.5: the test set has 2·10^5 samples, so its own sampling
-/// error (up to 0.04 at 2·10^4 on the heavy-tailed staircase targets) stays below 0.01.
+/// the same seed). Tolerance 0.03 absolute on every step and on random features for the finite-p
+/// form, the band the paper-scale figure meets for n ≥ d^1.5: the test set has 2·10^5 samples,
+/// so its own sampling error (up to 0.04 at 2·10^4 on the heavy-tailed staircase targets) stays
+/// below 0.01. The mean-field form is held to 0.04 (measured worst 0.030: pm's first step, where
+/// γ/√p = 5/16 is not small) and to 0.07 with spherical normalization (measured 0.056).
 #[test]
 #[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn predicted_errors_match_simulation_at_d256() {
@@ -226,7 +243,7 @@ fn predicted_errors_match_simulation_at_d256() {
             }),
         ),
     ];
-    assert_within(&cases, 0.03);
+    assert_within(&cases, [0.03, 0.04], &[("staircase2 spherical", [0.03, 0.07])]);
 }
 
 /// The two cases of docs/theory.md §6's table where the prediction misses by more than the 0.03
@@ -257,7 +274,7 @@ fn predicted_errors_known_gaps_stay_bounded_at_d256() {
             }),
         ),
     ];
-    assert_within(&cases, 0.07);
+    assert_within(&cases, [0.07, 0.07], &[]);
 }
 
 /// The smoothed erf of the state evolution (closed forms) against a 200-node Gauss–Hermite rule
@@ -376,4 +393,47 @@ fn solve_spd(a: &[f64], p: usize, b: &[f64]) -> Vec<f64> {
         x[i] = (y[i] - (i + 1..p).map(|k| l[k * p + i] * x[k]).sum::<f64>()) / l[i * p + i];
     }
     x
+}
+
+/// The stairway of one pm configuration in both forms (`d`, `p`, `n = d^κ`, T = 2).
+fn both_forms(d: usize, p: usize, kappa: f64) -> [Vec<f64>; 2] {
+    let mut c = Config::default();
+    c.network.d = d;
+    c.network.p = p;
+    c.train.steps = 2;
+    c.train.eta_max0 = Some(8.0);
+    set(&mut c, "target.preset", "\"stairway-pm\"");
+    set(&mut c, "network.second_layer", "\"uniform\"");
+    set(&mut c, "train.n", &format!("\"d^{kappa}\""));
+    let cfg = c.resolve().unwrap();
+    [Form::FiniteP, Form::MeanField { particles: 1024 }].map(|form| {
+        let pred = predict_form_with(&cfg, 0, form, &Cancel::default()).unwrap();
+        let mut v: Vec<f64> = pred.steps.iter().map(|s| s.test_error).collect();
+        v.push(pred.rf_test_error);
+        v
+    })
+}
+
+/// Without gradient noise (`n = d³`: `d/n` = 6·10⁻⁵) the two forms differ only by the coupling
+/// of the neurons' own directions, of order `γ/√p` in the weights but second order in the
+/// errors: measured 3·10⁻⁴ at d = p = 512; held to 2·10⁻³ at d = p = 128. Random features are
+/// the same formula on the same initial layer in both: 10⁻¹².
+#[test]
+fn mean_field_agrees_with_finite_p_without_gradient_noise() {
+    let [fp, mf] = both_forms(128, 128, 3.0);
+    for (t, (a, b)) in fp.iter().zip(&mf).enumerate() {
+        let tol = if t == fp.len() - 1 { 1e-12 } else { 2e-3 };
+        assert!((a - b).abs() < tol, "entry {t}: finite p {a} vs mean field {b}");
+    }
+}
+
+/// With gradient noise the forms differ at moderate p and meet as p grows (d = 128,
+/// n = d^1.75): measured gaps 0.014, 0.022, 0.011, 0.011, 0.004 at p = 64 … 1024; at p = 8d
+/// held to 0.01.
+#[test]
+fn mean_field_meets_finite_p_at_large_width() {
+    let [fp, mf] = both_forms(128, 1024, 1.75);
+    for (t, (a, b)) in fp.iter().zip(&mf).enumerate() {
+        assert!((a - b).abs() < 0.01, "entry {t}: finite p {a} vs mean field {b}");
+    }
 }

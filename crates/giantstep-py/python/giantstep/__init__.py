@@ -502,6 +502,8 @@ def theory(
     eta_max0: Optional[float] = None,
     eta_schedule: Optional[Sequence[float]] = None,
     seeds: int = None,  # type: ignore[assignment]
+    form: str = None,  # type: ignore[assignment]
+    particles: int = None,  # type: ignore[assignment]
     config: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The theory of a target (``giantstep theory --json``): Hermite coefficients, leap index,
@@ -554,6 +556,11 @@ def theory(
         The curve's per-step multipliers of the learning rate (``train.eta_schedule``).
     seeds : int
         Seeds the curve averages over.
+    form : str
+        ``"finite-p"`` (the state evolution of the network's p neurons) or ``"mean-field"`` (a
+        population of ``particles`` neurons, the ``p → ∞`` limit; docs/theory.md §6).
+    particles : int
+        Particles of the mean-field form (at least ``p`` are used).
     config : dict, optional
         Any other configuration key of the curve's base (nested or dotted, as for :func:`run`).
 
@@ -579,7 +586,7 @@ def theory(
         "normalize": normalize, "correlation": correlation, "r": r, "degree": degree,
         "gamma_later": gamma_later, "second_layer": second_layer, "kappa_from": kappa_from,
         "kappa_to": kappa_to, "kappa_step": kappa_step, "eta_max0": eta_max0,
-        "eta_schedule": eta_schedule, "seeds": seeds,
+        "eta_schedule": eta_schedule, "seeds": seeds, "form": form, "particles": particles,
     }
     # None leaves a field to the library's default (the signature shows those defaults).
     for k, v in given.items():
@@ -608,6 +615,7 @@ def theory(
         "seeds": c["seeds"],
         "notes": c["notes"],
         "config": out["config"],
+        "form": out["form"],
     }
 
 
