@@ -53,6 +53,63 @@ fn big_phi(t: f64) -> f64 {
     0.5 * libm::erfc(-t / std::f64::consts::SQRT_2)
 }
 
+/// Range `[-CDF_RANGE, CDF_RANGE]` of the table of [`phi_and_cdf`]; outside it `erfc` is called.
+const CDF_RANGE: f64 = 9.0;
+/// Table points per unit of `t`.
+const CDF_PER_UNIT: f64 = 64.0;
+/// Taylor terms per table point.
+const CDF_TERMS: usize = 9;
+
+/// `Φ(t_i)` and the Taylor coefficients `φ(t_i) (−1)^(k−1) He_(k−1)(t_i) / k!`, `k = 1..=9`, at
+/// `t_i = −9 + i/64` (`Φ^(k) = (−1)^(k−1) He_(k−1) φ`).
+fn cdf_table() -> &'static [[f64; CDF_TERMS + 1]] {
+    static TABLE: std::sync::OnceLock<Vec<[f64; CDF_TERMS + 1]>> = std::sync::OnceLock::new();
+    TABLE.get_or_init(|| {
+        let n = (2.0 * CDF_RANGE * CDF_PER_UNIT) as usize + 1;
+        (0..n)
+            .map(|i| {
+                let t0 = -CDF_RANGE + i as f64 / CDF_PER_UNIT;
+                let mut row = [0.0; CDF_TERMS + 1];
+                row[0] = big_phi(t0);
+                let (mut he_prev, mut he) = (0.0, 1.0); // He_(k−2), He_(k−1)
+                let mut fact = 1.0;
+                let mut sign = 1.0;
+                for (k, slot) in row.iter_mut().enumerate().skip(1) {
+                    fact *= k as f64;
+                    *slot = phi(t0) * sign * he / fact;
+                    let next = t0 * he - (k as f64 - 1.0) * he_prev;
+                    he_prev = he;
+                    he = next;
+                    sign = -sign;
+                }
+                row
+            })
+            .collect()
+    })
+}
+
+/// `(φ(t), Φ(t))`, the standard normal density and distribution function: `Φ` from a table
+/// every 1/64 and its Taylor series to the 9th order (truncation below 1e-18·φ), `erfc` beyond
+/// |t| = 9. The ReLU smoother calls it for every neuron and grid point; against `erfc` there,
+/// the predicted pm figure (3 seeds, finite p) took 18.7 s instead of 25.0 s. Agrees with `erfc`
+/// to 3e-16 (tested).
+#[inline]
+fn phi_and_cdf(t: f64) -> (f64, f64) {
+    // NaN fails the comparison and goes through erfc, which returns NaN.
+    if !(t.abs() < CDF_RANGE) {
+        return (phi(t), big_phi(t));
+    }
+    let x = (t + CDF_RANGE) * CDF_PER_UNIT;
+    let i = x.round() as usize;
+    let row = &cdf_table()[i];
+    let delta = t - (-CDF_RANGE + i as f64 / CDF_PER_UNIT);
+    let mut acc = row[CDF_TERMS];
+    for k in (1..CDF_TERMS).rev() {
+        acc = acc * delta + row[k];
+    }
+    (phi(t), row[0] + acc * delta)
+}
+
 /// Gaussian smoothings of an activation at `λ = u + ρ ε`, `ε ~ N(0,1)`:
 /// `(E σ(λ), E σ'(λ), E σ'(λ) ε, E σ'(λ)²)`. Closed forms for ReLU and erf (any shift),
 /// Gauss–Hermite with 64 nodes for the other activations.
@@ -83,7 +140,7 @@ impl Smoother {
                 return [v.max(0.0), s, 0.0, s];
             }
             let t = v / rho;
-            let (pt, ct) = (phi(t), big_phi(t));
+            let (pt, ct) = phi_and_cdf(t);
             return [v * ct + rho * pt, ct, pt, ct];
         }
         if self.act.kind == ActivationKind::Erf {
@@ -171,5 +228,33 @@ mod tests {
             let want = gaussian_integral(|x| (u + rho * x).tanh(), &[]).unwrap();
             assert!((t[0] - want).abs() < 1e-10);
         }
+    }
+
+    /// The tabulated `Φ` against `erfc` on 2·10⁶ points of [−12, 12] (and the table's own
+    /// points, its boundary and non-finite inputs): absolute error ≤ 3e-16, relative ≤ 3e-14
+    /// (measured 2.2e-16 and 1.2e-14; with 5 Taylor terms instead of 9 the absolute error is 8.9e-16).
+    #[test]
+    fn tabulated_normal_cdf_matches_erfc() {
+        let mut worst_abs: f64 = 0.0;
+        let mut worst_rel: f64 = 0.0;
+        let n = 2_000_000;
+        let points = (0..=n)
+            .map(|i| -12.0 + 24.0 * i as f64 / n as f64)
+            .chain((0..=1152).map(|i| -9.0 + i as f64 / 64.0))
+            .chain([-9.0, 9.0, -8.999_999_999_999_998, 8.999_999_999_999_998, 1e-300, -0.0]);
+        for t in points {
+            let (p, c) = phi_and_cdf(t);
+            let exact = big_phi(t);
+            assert_eq!(p, phi(t));
+            worst_abs = worst_abs.max((c - exact).abs());
+            if exact > 1e-300 {
+                worst_rel = worst_rel.max(((c - exact) / exact).abs());
+            }
+        }
+        assert!(worst_abs <= 3e-16, "absolute error {worst_abs:e}");
+        assert!(worst_rel <= 3e-14, "relative error {worst_rel:e}");
+        assert!(phi_and_cdf(f64::NAN).1.is_nan());
+        assert_eq!(phi_and_cdf(f64::INFINITY).1, 1.0);
+        assert_eq!(phi_and_cdf(f64::NEG_INFINITY).1, 0.0);
     }
 }
