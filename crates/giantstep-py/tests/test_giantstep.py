@@ -277,6 +277,20 @@ def test_theory_curve_equals_the_cli():
     assert got["rf_test_error"][1:].tolist() == c["rf_test_error"][1:]
     with pytest.raises(ValueError, match="kappa_step"):
         giantstep.theory("z1", curve=True, kappa_step=0.0)
+    assert got["form"] == "finite-p"
+
+
+def test_theory_curve_mean_field_equals_the_cli():
+    """`theory(curve=True, form="mean-field")` is the CLI's `--form mean-field`, bit for bit."""
+    args = ["stairway-he124", "--curve", "--steps", "2", "--d", "64", "--p", "32", "--eta-max0", "5",
+            "--kappa-from", "1.5", "--kappa-to", "1.5", "--form", "mean-field", "--particles", "128", "--json"]
+    want = json.loads(subprocess.run([cli(), "theory", *args], check=True, capture_output=True, text=True).stdout)
+    got = giantstep.theory("stairway-he124", curve=True, steps=2, d=64, p=32, eta_max0=5.0,
+                           kappa_from=1.5, kappa_to=1.5, form="mean-field", particles=128)
+    assert got["form"] == "mean-field"
+    assert got["test_error"][:, 0].tolist() == [row[0] for row in want["curve"]["test_error"]]
+    with pytest.raises(ValueError, match="form"):
+        giantstep.theory("z1", curve=True, form="mean_field")
 
 
 def test_theory_and_run_name_the_parameter_of_a_wrong_value():

@@ -178,5 +178,32 @@ fn theory_curve(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step, readout, data, fused, target_eval, theory_curve);
+/// The whole predicted figure of docs/figures/stairway-pm (d = p = 512, 17 batch sizes
+/// n = d^0.25 … d^2.25 of which the 11 from d^1 on are computed, T = 1..6, random features; one
+/// seed) in both forms of the state evolution. The budget: 10 s on 2 cores.
+fn theory_figure(c: &mut Criterion) {
+    use giantstep::error::Cancel;
+    use giantstep::prediction::{curve_form_with, CurveQuery, Form};
+    let mut g = c.benchmark_group("theory_figure");
+    g.sample_size(10);
+    let mut cfg = giantstep::Config::default();
+    cfg.target.preset = Some("stairway-pm".into());
+    cfg.target.expr = None;
+    cfg.network.d = 512;
+    cfg.network.p = 512;
+    cfg.network.second_layer = giantstep::model::SecondLayerInit::Uniform;
+    cfg.train.eta_max0 = Some(8.0);
+    cfg.train.eta_max0_later = Some(1.0);
+    cfg.train.preprocess = giantstep::config::Preprocess::Linear;
+    cfg.train.preprocess_from = Some(2);
+    let kappas = CurveQuery::default().kappas().unwrap();
+    for form in [Form::FiniteP, Form::MeanField { particles: Form::PARTICLES }] {
+        g.bench_function(form.name(), |b| {
+            b.iter(|| curve_form_with(&cfg, &kappas, 6, &[0], form, &Cancel::default()).unwrap())
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, step, readout, data, fused, target_eval, theory_curve, theory_figure);
 criterion_main!(benches);

@@ -202,7 +202,7 @@ pub enum Form {
 
 impl Form {
     /// Default population of the mean-field form.
-    pub const PARTICLES: usize = 2048;
+    pub const PARTICLES: usize = 1024;
 
     /// `"finite-p"` or `"mean-field"`.
     pub fn name(&self) -> &'static str {

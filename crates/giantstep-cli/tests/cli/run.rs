@@ -549,6 +549,57 @@ fn theory_curve_json_and_plan() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// `--form mean-field`: the JSON names the form and its particles, random features equal the
+/// finite-p form's (the same features), the steps' errors are close to it; a wrong form or too
+/// few particles is one line, exit 2.
+#[test]
+fn theory_curve_mean_field_form() {
+    let base = [
+        "theory",
+        "stairway-he124",
+        "--curve",
+        "--steps",
+        "2",
+        "--d",
+        "64",
+        "--p",
+        "64",
+        "--eta-max0",
+        "5",
+        "--kappa-from",
+        "1.75",
+        "--kappa-to",
+        "1.75",
+        "--json",
+    ];
+    let fp = json(&run(&base));
+    let mut args = base.to_vec();
+    args.extend(["--form", "mean-field", "--particles", "256"]);
+    let mf = json(&run(&args));
+    assert_eq!(mf["form"]["name"], "mean-field");
+    assert_eq!(mf["form"]["particles"], 256);
+    assert!(fp.get("form").is_none());
+    let (a, b) = (&fp["curve"], &mf["curve"]);
+    let rf = |c: &serde_json::Value| c["rf_test_error"][0].as_f64().unwrap();
+    assert!((rf(a) - rf(b)).abs() < 1e-12, "{} vs {}", rf(a), rf(b));
+    for t in 0..2 {
+        let (x, y) = (a["test_error"][t][0].as_f64().unwrap(), b["test_error"][t][0].as_f64().unwrap());
+        assert!((x - y).abs() < 0.05 && y < rf(b), "T = {}: {x} vs {y}", t + 1);
+    }
+    for (flags, says) in [
+        (vec!["--form", "meanfield"], "--form must be \"finite-p\" or \"mean-field\""),
+        (vec!["--form", "mean-field", "--particles", "1"], "--particles must be at least 2"),
+    ] {
+        let mut args = base.to_vec();
+        args.extend(flags);
+        let out = run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(says) && err.lines().count() == 1, "{err}");
+        assert!(out.stdout.is_empty());
+    }
+}
+
 #[test]
 fn run_json_carries_the_predicted_test_error() {
     let v = json(&run(&[
