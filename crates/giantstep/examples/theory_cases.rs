@@ -1,7 +1,9 @@
 //! The eight cases of docs/theory.md §6 at a given d (p = d), seeds 0..S: simulated and predicted
-//! test error per step and random features, and the largest |gap| of the seed means.
+//! test error per step and random features (finite-p form, then mean field), and the largest
+//! |gap| of the seed means for each form.
 //! `cargo run --release -p giantstep --example theory_cases -- 512 2`.
-use giantstep::prediction::predict;
+use giantstep::error::Cancel;
+use giantstep::prediction::{predict_form_with, Form};
 use giantstep::Config;
 
 /// A case: its name, the keys it sets, its number of steps.
@@ -91,9 +93,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             2,
         ),
     ];
-    println!("d = p = {d}, seeds 0..{seeds}, n_test = 2e5: seed means, simulated / predicted");
+    println!("d = p = {d}, seeds 0..{seeds}, n_test = 2e5: seed means, simulated / finite p / mean field");
+    let forms = [Form::FiniteP, Form::MeanField { particles: Form::PARTICLES }];
     for (name, sets, steps) in cases {
-        let (mut sim, mut pred) = (vec![0.0; steps + 1], vec![0.0; steps + 1]);
+        let mut sim = vec![0.0; steps + 1];
+        let mut pred = [vec![0.0; steps + 1], vec![0.0; steps + 1]];
         for seed in 0..seeds {
             let mut c = Config::default();
             c.network.d = d;
@@ -109,17 +113,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             let cfg = c.resolve()?;
             let r = giantstep::run(&cfg)?;
-            let p = predict(&cfg, 0)?;
             for t in 0..*steps {
                 sim[t] += r.steps[t].test_error.unwrap_or(f64::NAN) / seeds as f64;
-                pred[t] += p.steps[t].test_error / seeds as f64;
             }
             sim[*steps] += r.rf_test_error.unwrap_or(f64::NAN) / seeds as f64;
-            pred[*steps] += p.rf_test_error / seeds as f64;
+            for (form, pred) in forms.iter().zip(pred.iter_mut()) {
+                let p = predict_form_with(&cfg, 0, *form, &Cancel::default())?;
+                for t in 0..*steps {
+                    pred[t] += p.steps[t].test_error / seeds as f64;
+                }
+                pred[*steps] += p.rf_test_error / seeds as f64;
+            }
         }
-        let worst = sim.iter().zip(&pred).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
-        let cells: Vec<String> = sim.iter().zip(&pred).map(|(a, b)| format!("{a:.3}/{b:.3}")).collect();
-        println!("| {name} | {} | {worst:.3} |", cells.join(" "));
+        let worst = |pred: &[f64]| sim.iter().zip(pred).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+        let cells: Vec<String> = (0..=*steps)
+            .map(|t| format!("{:.3}/{:.3}/{:.3}", sim[t], pred[0][t], pred[1][t]))
+            .collect();
+        println!(
+            "| {name} | {} | {:.3} | {:.3} |",
+            cells.join(" "),
+            worst(&pred[0]),
+            worst(&pred[1])
+        );
     }
     Ok(())
 }
