@@ -2,8 +2,8 @@
 
 use anyhow::Context;
 use clap::Args;
-use giantstep::prediction::{curve_form_with, Curve, CurveQuery, Form};
 use giantstep::error::Cancel;
+use giantstep::prediction::{curve_form_with, Curve, CurveQuery, Form};
 use giantstep::theory::{analyze, Query, TheoryReport};
 use giantstep::Config;
 use std::fmt::Write;

@@ -197,7 +197,12 @@ fn theory_figure(c: &mut Criterion) {
     cfg.train.preprocess = giantstep::config::Preprocess::Linear;
     cfg.train.preprocess_from = Some(2);
     let kappas = CurveQuery::default().kappas().unwrap();
-    for form in [Form::FiniteP, Form::MeanField { particles: Form::PARTICLES }] {
+    for form in [
+        Form::FiniteP,
+        Form::MeanField {
+            particles: Form::PARTICLES,
+        },
+    ] {
         g.bench_function(form.name(), |b| {
             b.iter(|| curve_form_with(&cfg, &kappas, 6, &[0], form, &Cancel::default()).unwrap())
         });
@@ -205,5 +210,14 @@ fn theory_figure(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, step, readout, data, fused, target_eval, theory_curve, theory_figure);
+criterion_group!(
+    benches,
+    step,
+    readout,
+    data,
+    fused,
+    target_eval,
+    theory_curve,
+    theory_figure
+);
 criterion_main!(benches);

@@ -94,7 +94,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ),
     ];
     println!("d = p = {d}, seeds 0..{seeds}, n_test = 2e5: seed means, simulated / finite p / mean field");
-    let forms = [Form::FiniteP, Form::MeanField { particles: Form::PARTICLES }];
+    let forms = [
+        Form::FiniteP,
+        Form::MeanField {
+            particles: Form::PARTICLES,
+        },
+    ];
     for (name, sets, steps) in cases {
         let mut sim = vec![0.0; steps + 1];
         let mut pred = [vec![0.0; steps + 1], vec![0.0; steps + 1]];

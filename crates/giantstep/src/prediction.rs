@@ -2,12 +2,12 @@
 //! steps `T` and batch size `n = d^κ`), from the state evolution of [`crate::theory::dynamics`]
 //! (docs/theory.md §6).
 
+use crate::config::NetworkConfig;
 use crate::config::{BatchSize, Config, Loss, Preprocess, ReadoutBatch, ValidConfig};
 use crate::error::{Cancel, Error, Result};
 use crate::linalg::dot;
 use crate::network::Network;
 use crate::target::Target;
-use crate::config::NetworkConfig;
 use crate::theory::dynamics::{Grid, Model, Setup, State};
 use crate::theory::mean_field::{self, Population};
 use crate::theory::Query;
@@ -221,7 +221,11 @@ impl Form {
             "finite-p" => Ok(Form::FiniteP),
             "mean-field" if particles >= 2 => Ok(Form::MeanField { particles }),
             "mean-field" => Err(Error::invalid("particles", "at least 2", particles)),
-            other => Err(Error::invalid("form", "\"finite-p\" or \"mean-field\"", format!("{other:?}"))),
+            other => Err(Error::invalid(
+                "form",
+                "\"finite-p\" or \"mean-field\"",
+                format!("{other:?}"),
+            )),
         }
     }
 }
@@ -257,14 +261,7 @@ fn predict_mean_field(cfg: &ValidConfig, steps: usize, particles: usize, cancel:
         k += 1;
     }
     let net = Network::init(&NetworkConfig { p: k, ..cfg.network }, cfg.seed);
-    let target = Target::new(
-        cfg.expr().clone(),
-        r,
-        d,
-        cfg.target.teacher,
-        0.0,
-        cfg.seed,
-    )?;
+    let target = Target::new(cfg.expr().clone(), r, d, cfg.target.teacher, 0.0, cfg.seed)?;
     let features: Vec<usize> = if symmetric {
         (0..p / 2).chain(k / 2..k / 2 + p / 2).collect()
     } else {

@@ -120,7 +120,12 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> [(f64, String); 2] {
     edit(&mut c);
     let cfg = c.resolve().unwrap();
     let sim = giantstep::run(&cfg).unwrap();
-    let forms = [Form::FiniteP, Form::MeanField { particles: Form::PARTICLES }];
+    let forms = [
+        Form::FiniteP,
+        Form::MeanField {
+            particles: Form::PARTICLES,
+        },
+    ];
     forms.map(|form| {
         let pred = predict_form_with(&cfg, 0, form, &Cancel::default()).unwrap();
         let mut lines = Vec::new();

@@ -583,12 +583,21 @@ fn theory_curve_mean_field_form() {
     let rf = |c: &serde_json::Value| c["rf_test_error"][0].as_f64().unwrap();
     assert!((rf(a) - rf(b)).abs() < 1e-12, "{} vs {}", rf(a), rf(b));
     for t in 0..2 {
-        let (x, y) = (a["test_error"][t][0].as_f64().unwrap(), b["test_error"][t][0].as_f64().unwrap());
+        let (x, y) = (
+            a["test_error"][t][0].as_f64().unwrap(),
+            b["test_error"][t][0].as_f64().unwrap(),
+        );
         assert!((x - y).abs() < 0.05 && y < rf(b), "T = {}: {x} vs {y}", t + 1);
     }
     for (flags, says) in [
-        (vec!["--form", "meanfield"], "--form must be \"finite-p\" or \"mean-field\""),
-        (vec!["--form", "mean-field", "--particles", "1"], "--particles must be at least 2"),
+        (
+            vec!["--form", "meanfield"],
+            "--form must be \"finite-p\" or \"mean-field\"",
+        ),
+        (
+            vec!["--form", "mean-field", "--particles", "1"],
+            "--particles must be at least 2",
+        ),
     ] {
         let mut args = base.to_vec();
         args.extend(flags);

@@ -95,8 +95,8 @@ fn cdf_table() -> &'static [[f64; CDF_TERMS + 1]] {
 /// to 3e-16 (tested).
 #[inline]
 fn phi_and_cdf(t: f64) -> (f64, f64) {
-    // NaN fails the comparison and goes through erfc, which returns NaN.
-    if !(t.abs() < CDF_RANGE) {
+    // NaN and ±∞ go through erfc too.
+    if t.is_nan() || t.abs() >= CDF_RANGE {
         return (phi(t), big_phi(t));
     }
     let x = (t + CDF_RANGE) * CDF_PER_UNIT;

@@ -362,7 +362,14 @@ pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64
     if model.normalize != Normalize::None {
         renormalize(pop);
     }
-    if pop.m.iter().chain(&pop.c).chain(&pop.t).chain(&pop.own).any(|v| !v.is_finite()) {
+    if pop
+        .m
+        .iter()
+        .chain(&pop.c)
+        .chain(&pop.t)
+        .chain(&pop.own)
+        .any(|v| !v.is_finite())
+    {
         return Err(Error::Numerical(format!(
             "the mean-field first layer overflowed at step {t} (gamma = {gamma}): the steps diverge"
         )));
@@ -396,17 +403,23 @@ fn directions(pop: &Population, rows: usize, seed: u64, t: usize, index: u64) ->
 /// Every particle back to norm 1.
 fn renormalize(pop: &mut Population) {
     let rho2 = pop.rho2();
-    let (r, rc) = (pop.r, pop.rc);
-    for i in 0..pop.k {
-        let mi = &pop.m[i * r..(i + 1) * r];
-        let nrm = (dot(mi, mi) + rho2[i]).max(1e-300).sqrt();
+    let (r, rc, d) = (pop.r, pop.rc, pop.d);
+    let norms: Vec<f64> = (0..pop.k)
+        .map(|i| {
+            let mi = &pop.m[i * r..(i + 1) * r];
+            (dot(mi, mi) + rho2[i]).max(1e-300).sqrt()
+        })
+        .collect();
+    for (i, nrm) in norms.iter().enumerate() {
         pop.m[i * r..(i + 1) * r].iter_mut().for_each(|v| *v /= nrm);
         pop.c[i * rc..(i + 1) * rc].iter_mut().for_each(|v| *v /= nrm);
         pop.t[i] /= nrm;
         pop.own[i] /= nrm * nrm;
-        if let Some(row) = pop.features.iter().position(|&f| f == i) {
-            pop.own_vec[row * pop.d..(row + 1) * pop.d].iter_mut().for_each(|v| *v /= nrm);
-        }
+    }
+    for (row, &i) in pop.features.iter().enumerate() {
+        pop.own_vec[row * d..(row + 1) * d]
+            .iter_mut()
+            .for_each(|v| *v /= norms[i]);
     }
 }
 
