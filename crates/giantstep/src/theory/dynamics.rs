@@ -30,7 +30,7 @@ use super::quadrature::{gauss_hermite, tensor_gauss_hermite, Rule};
 use crate::activation::{Activation, ActivationKind};
 use crate::data::{fill_normal, Purpose, StreamKey, TheoryStream};
 use crate::error::{Error, Result};
-use crate::linalg::{dot, matmul, symmetric_eigen, Op};
+use crate::linalg::{dot, gram_lower, matmul, mirror_lower, symmetric_eigen, Op};
 use crate::model::Normalize;
 use rayon::prelude::*;
 use std::f64::consts::PI;
@@ -575,19 +575,23 @@ impl Model {
         let (p, nq) = (st.p, self.grid.len());
         let w = &self.grid.w;
         let e2: Vec<f64> = (0..nq).map(|q| w[q] * (e[q] * e[q] + self.noise)).collect();
-        let mut u = vec![0.0; nq * p]; // sqrt(w (e² + Δ)) E σ'
-        let mut u2 = vec![0.0; nq * p]; // sqrt(w (e² + Δ)) E σ''
+        // Transposed (p × nq): the Gram matrices below are symmetric products (half the flops).
+        let mut ut = vec![0.0; p * nq]; // sqrt(w (e² + Δ)) E σ'
+        let mut u2t = vec![0.0; p * nq]; // sqrt(w (e² + Δ)) E σ''
         for q in 0..nq {
             let c = e2[q].sqrt();
             for i in 0..p {
-                u[q * p + i] = c * mo.d1[q * p + i];
-                u2[q * p + i] = c * mo.de[q * p + i] / rho[i];
+                ut[i * nq + q] = c * mo.d1[q * p + i];
+                u2t[i * nq + q] = c * mo.de[q * p + i] / rho[i];
             }
         }
+        let mut scratch = Vec::new();
         let mut ecom = vec![0.0; p * p];
-        matmul(&mut ecom, [p, p, nq], Op::Transposed(&u), Op::Plain(&u), false);
+        gram_lower(&mut ecom, &ut, nq, p, &mut scratch);
+        mirror_lower(&mut ecom, p);
         let mut ecom2 = vec![0.0; p * p];
-        matmul(&mut ecom2, [p, p, nq], Op::Transposed(&u2), Op::Plain(&u2), false);
+        gram_lower(&mut ecom2, &u2t, nq, p, &mut scratch);
+        mirror_lower(&mut ecom2, p);
         for ((a, b), c) in ecom.iter_mut().zip(&ecom2).zip(qp) {
             *a += b * c;
         }
