@@ -293,6 +293,20 @@ def test_theory_curve_mean_field_equals_the_cli():
         giantstep.theory("z1", curve=True, form="mean_field")
 
 
+def test_curve_frame_is_tidy():
+    """`curve_frame` has one row per (batch size, step) with the arrays' values, NaN below kappa 1."""
+    pd = pytest.importorskip("pandas")
+    c = giantstep.theory("stairway-he124", curve=True, steps=2, d=64, p=32, eta_max0=5.0,
+                         kappa_from=0.5, kappa_to=1.5, kappa_step=0.5)
+    f = giantstep.curve_frame(c)
+    assert isinstance(f, pd.DataFrame) and len(f) == 3 * 2
+    assert list(f.columns[:5]) == ["kappa", "n", "t", "predicted_test_error", "predicted_rf_test_error"]
+    row = f[(f.kappa == 1.5) & (f.t == 2)].iloc[0]
+    assert row.predicted_test_error == c["test_error"][1, 2] and row.mean_abs_cos_2 == c["mean_abs_cos"][1, 2, 1]
+    assert row.n == c["n"][2] and row.d == 64 and row.p == 32 and row.form == "finite-p"
+    assert f[f.kappa == 0.5].predicted_test_error.isna().all()
+
+
 def test_theory_and_run_name_the_parameter_of_a_wrong_value():
     """Wrong types name the parameter in plain words; NaN names its key (issue 21, item 6)."""
     for kwargs, text in [({"kappa": "2"}, "kappa must be a number"), ({"steps": 3.0}, "steps must be an integer"),

@@ -47,6 +47,7 @@ __all__ = [
     "grid",
     "load_records",
     "records_frame",
+    "curve_frame",
     "results_frame",
     "__version__",
 ]
@@ -881,6 +882,34 @@ def results_frame(results: Sequence[RunResult]):  # -> pandas.DataFrame
         if not isinstance(res, RunResult):
             raise TypeError(f"results_frame takes RunResult objects, but item {i} is {type(res).__name__}")
         rows.extend(_rows(res.config, res._data, {"run": i}))
+    return _frame(rows)
+
+
+def curve_frame(curve: Mapping[str, Any]):  # -> pandas.DataFrame
+    """A tidy pandas DataFrame of a predicted stairway (:func:`theory` with ``curve=True``): one
+    row per (batch size, step), in the layout of :func:`records_frame`, so that the two merge on
+    ``n`` and ``t``.
+
+    Columns: ``kappa``, ``n``, ``t``, ``predicted_test_error`` (NaN where not reported: below
+    ``log n / log d = 1``), ``predicted_rf_test_error``, ``mean_abs_cos_1..r`` (predicted), ``d``,
+    ``p``, ``form`` (``"finite-p"`` or ``"mean-field"``). Needs pandas.
+    """
+    cfg = curve["config"]
+    te, cos = np.asarray(curve["test_error"]), np.asarray(curve["mean_abs_cos"])
+    r = cos.shape[2] if cos.ndim == 3 else 0
+    rows: List[Dict[str, Any]] = []
+    for j, kappa in enumerate(np.asarray(curve["kappa"]).tolist()):
+        for t in range(te.shape[0]):
+            row = {
+                "kappa": kappa,
+                "n": int(curve["n"][j]),
+                "t": t + 1,
+                "predicted_test_error": float(te[t, j]),
+                "predicted_rf_test_error": float(curve["rf_test_error"][j]),
+            }
+            row.update({f"mean_abs_cos_{k + 1}": float(cos[t, j, k]) for k in range(r)})
+            row.update({"d": cfg["network"]["d"], "p": cfg["network"]["p"], "form": curve.get("form", "finite-p")})
+            rows.append(row)
     return _frame(rows)
 
 
