@@ -128,15 +128,7 @@ pub fn predict_from_with(
     w_star: &[f64],
     cancel: &Cancel,
 ) -> Result<Prediction> {
-    if let Some(e) = unsupported(cfg) {
-        return Err(e);
-    }
-    let steps = if steps == 0 { cfg.train.steps } else { steps };
-    let cfg = if steps == cfg.train.steps {
-        cfg.clone()
-    } else {
-        cfg.with_steps(steps)?
-    };
+    let (cfg, steps) = predictable(cfg, steps)?;
     let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
     let models = Models::new(&cfg)?;
     let model = |pre: Preprocess| models.of(pre);
@@ -167,7 +159,35 @@ pub fn predict_from_with(
             }
         }
     }
-    let kappa = kappa_of(&cfg);
+    Ok(finish(&cfg, out, rf_test_error, readout_model, notes))
+}
+
+/// The configuration a prediction of `steps` steps (its own `train.steps` when 0) runs on.
+///
+/// # Errors
+/// [`Error::Invalid`] for what the state evolution does not model.
+fn predictable(cfg: &ValidConfig, steps: usize) -> Result<(ValidConfig, usize)> {
+    if let Some(e) = unsupported(cfg) {
+        return Err(e);
+    }
+    let steps = if steps == 0 { cfg.train.steps } else { steps };
+    let cfg = if steps == cfg.train.steps {
+        cfg.clone()
+    } else {
+        cfg.with_steps(steps)?
+    };
+    Ok((cfg, steps))
+}
+
+/// A prediction's steps and random features with the notes on where it holds.
+fn finish(
+    cfg: &ValidConfig,
+    steps: Vec<PredictedStep>,
+    rf_test_error: f64,
+    readout: &Model,
+    mut notes: Vec<String>,
+) -> Prediction {
+    let kappa = kappa_of(cfg);
     if kappa < KAPPA_MIN {
         notes.push(format!(
             "log n / log d = {kappa:.3} < {KAPPA_MIN}: outside the range checked against simulation"
@@ -176,13 +196,13 @@ pub fn predict_from_with(
     if cfg.readout.batch == ReadoutBatch::Last {
         notes.push("readout.batch = last is treated as a fresh batch".into());
     }
-    Ok(Prediction {
-        steps: out,
+    Prediction {
+        steps,
         rf_test_error,
-        label_second_moment: readout_model.label_second_moment(),
+        label_second_moment: readout.label_second_moment(),
         covered: kappa >= KAPPA_MIN,
         notes,
-    })
+    }
 }
 
 /// Which form of the state evolution a prediction uses (docs/theory.md §6).
@@ -245,15 +265,7 @@ pub fn predict_form_with(cfg: &ValidConfig, steps: usize, form: Form, cancel: &C
 /// network's initializer at that width for the seed; the readout's `p` features are its first
 /// rows (and their mirrors with symmetric init).
 fn predict_mean_field(cfg: &ValidConfig, steps: usize, particles: usize, cancel: &Cancel) -> Result<Prediction> {
-    if let Some(e) = unsupported(cfg) {
-        return Err(e);
-    }
-    let steps = if steps == 0 { cfg.train.steps } else { steps };
-    let cfg = if steps == cfg.train.steps {
-        cfg.clone()
-    } else {
-        cfg.with_steps(steps)?
-    };
+    let (cfg, steps) = predictable(cfg, steps)?;
     let (d, p, r) = (cfg.network.d, cfg.network.p, cfg.r());
     let symmetric = cfg.network.symmetric;
     let mut k = particles.max(p);
@@ -301,19 +313,7 @@ fn predict_mean_field(cfg: &ValidConfig, steps: usize, particles: usize, cancel:
             pop.captured
         ));
     }
-    let kappa = kappa_of(&cfg);
-    if kappa < KAPPA_MIN {
-        notes.push(format!(
-            "log n / log d = {kappa:.3} < {KAPPA_MIN}: outside the range checked against simulation"
-        ));
-    }
-    Ok(Prediction {
-        steps: out,
-        rf_test_error,
-        label_second_moment: readout_model.label_second_moment(),
-        covered: kappa >= KAPPA_MIN,
-        notes,
-    })
+    Ok(finish(&cfg, out, rf_test_error, readout_model, notes))
 }
 
 /// One state-evolution model per label preprocessing a configuration uses: the steps before

@@ -433,11 +433,11 @@ struct StepNoise {
     zeta: Vec<f64>,
 }
 
-struct Moments {
-    a: Vec<f64>,
-    d1: Vec<f64>,
-    de: Vec<f64>,
-    s2: Vec<f64>,
+pub(crate) struct Moments {
+    pub(crate) a: Vec<f64>,
+    pub(crate) d1: Vec<f64>,
+    pub(crate) de: Vec<f64>,
+    pub(crate) s2: Vec<f64>,
 }
 
 impl Model {
@@ -473,13 +473,19 @@ impl Model {
     }
 
     fn moments(&self, st: &State, rho: &[f64]) -> Moments {
-        let (p, r, nq) = (st.p, st.r, self.grid.len());
+        self.smoothed(&st.m, rho, st.p, st.r)
+    }
+
+    /// The smoothed activation of `p` neurons with teacher overlaps `m` (`p × r`) and orthogonal
+    /// norms `rho` on the grid (each `len × p`).
+    pub(crate) fn smoothed(&self, m: &[f64], rho: &[f64], p: usize, r: usize) -> Moments {
+        let nq = self.grid.len();
         let mut fields = vec![0.0; nq * p];
         matmul(
             &mut fields,
             [nq, p, r],
             Op::Plain(&self.grid.x),
-            Op::Transposed(&st.m),
+            Op::Transposed(m),
             false,
         );
         let mut mo = Moments {

@@ -34,12 +34,11 @@
 //! symmetric init), with the Gram `q_ij = <m_i, m_j> + <C_i, C_j> + t_i t_j <w⁰_i⊥, w⁰_j⊥>` (+ `o_i`
 //! on the diagonal) and the ridge formula of [`super::dynamics::ridge_error`].
 
-use super::dynamics::{ridge_error, Model, Pair};
+use super::dynamics::{ridge_error, Model, Moments, Pair};
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::error::{Error, Result};
 use crate::linalg::{dot, matmul, symmetric_eigen, Op};
 use crate::model::Normalize;
-use rayon::prelude::*;
 
 /// Common noise directions kept per step (a randomized range finder of the noise's common
 /// covariance over the particles).
@@ -166,52 +165,21 @@ impl Population {
     }
 }
 
-/// The smoothed activation of every particle on the grid (each `nq × K`): what both the readout
-/// and the next step need of a state ([`fields`]).
+/// The smoothed activation of every particle on the grid (each `nq × K`) and the particles'
+/// orthogonal norms: what both the readout and the next step need of a state ([`fields`]).
 pub struct Fields {
-    a: Vec<f64>,
-    d1: Vec<f64>,
-    de: Vec<f64>,
-    s2: Vec<f64>,
+    mo: Moments,
     rho: Vec<f64>,
 }
 
 /// The smoothed activation of every particle of `pop` on the grid of `model` (any of a
 /// configuration's models: they share the grid and the activation).
 pub fn fields(model: &Model, pop: &Population) -> Fields {
-    let (k, r, nq) = (pop.k, pop.r, model.grid.len());
     let rho: Vec<f64> = pop.rho2().iter().map(|v| v.max(1e-300).sqrt()).collect();
-    let mut lam = vec![0.0; nq * k];
-    matmul(
-        &mut lam,
-        [nq, k, r],
-        Op::Plain(&model.grid.x),
-        Op::Transposed(&pop.m),
-        false,
-    );
-    let mut f = Fields {
-        a: vec![0.0; nq * k],
-        d1: vec![0.0; nq * k],
-        de: vec![0.0; nq * k],
-        s2: vec![0.0; nq * k],
+    Fields {
+        mo: model.smoothed(&pop.m, &rho, pop.k, pop.r),
         rho,
-    };
-    let rho = &f.rho;
-    f.a.par_chunks_mut(k)
-        .zip(f.d1.par_chunks_mut(k))
-        .zip(f.de.par_chunks_mut(k))
-        .zip(f.s2.par_chunks_mut(k))
-        .zip(lam.par_chunks(k))
-        .for_each(|((((a, d1), de), s2), l)| {
-            for i in 0..k {
-                let v = model.smoother.moments(l[i], rho[i]);
-                a[i] = v[0];
-                d1[i] = v[1];
-                de[i] = v[2];
-                s2[i] = v[3];
-            }
-        });
-    f
+    }
 }
 
 /// One mean-field step with `γ = η/p` on a batch of `n` samples (the step `t` keys the noise);
@@ -228,7 +196,7 @@ pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64
             if model.correlation {
                 model.y[q]
             } else {
-                let f: f64 = fl.a[q * k..(q + 1) * k].iter().zip(&pop.s).map(|(a, s)| a * s).sum();
+                let f: f64 = fl.mo.a[q * k..(q + 1) * k].iter().zip(&pop.s).map(|(a, s)| a * s).sum();
                 model.y[q] - f / kf
             }
         })
@@ -238,7 +206,7 @@ pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64
     for q in 0..nq {
         let c = w[q] * e[q];
         for i in 0..k {
-            weighted[q * k + i] = c * fl.d1[q * k + i];
+            weighted[q * k + i] = c * fl.mo.d1[q * k + i];
         }
     }
     let mut dm = vec![0.0; k * r];
@@ -251,8 +219,8 @@ pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64
         let xq = &x[q * r..(q + 1) * r];
         for i in 0..k {
             let j = q * k + i;
-            curv[i] += w[q] * e[q] * fl.de[j];
-            let v = e2[q] * (fl.s2[j] - fl.d1[j] * fl.d1[j]).max(0.0);
+            curv[i] += w[q] * e[q] * fl.mo.de[j];
+            let v = e2[q] * (fl.mo.s2[j] - fl.mo.d1[j] * fl.mo.d1[j]).max(0.0);
             indiv[i] += v;
             for kk in 0..r {
                 var_t[i * r + kk] += v * xq[kk] * xq[kk];
@@ -265,7 +233,7 @@ pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64
     for q in 0..nq {
         let c = w[q].sqrt() * e[q].signum() * (e[q] * e[q] + model.noise).sqrt();
         for i in 0..k {
-            g[q * k + i] = c * fl.d1[q * k + i];
+            g[q * k + i] = c * fl.mo.d1[q * k + i];
         }
     }
     let key = StreamKey::new(seed, Purpose::Theory, t as u64);
@@ -298,11 +266,17 @@ pub fn step(model: &Model, pop: &mut Population, fl: &Fields, gamma: f64, n: f64
             sc[i * rc..(i + 1) * rc].iter_mut().for_each(|v| *v *= pop.s[i]);
         }
         let mut y = vec![0.0; nq * rc];
-        matmul(&mut y, [nq, rc, k], Op::Plain(&fl.d1), Op::Plain(&sc), false);
+        matmul(&mut y, [nq, rc, k], Op::Plain(&fl.mo.d1), Op::Plain(&sc), false);
         for q in 0..nq {
             y[q * rc..(q + 1) * rc].iter_mut().for_each(|v| *v *= w[q]);
         }
-        matmul(&mut coupled, [k, rc, nq], Op::Transposed(&fl.d1), Op::Plain(&y), false);
+        matmul(
+            &mut coupled,
+            [k, rc, nq],
+            Op::Transposed(&fl.mo.d1),
+            Op::Plain(&y),
+            false,
+        );
         for i in 0..k {
             let f = gamma * pop.s[i] / kf;
             coupled[i * rc..(i + 1) * rc].iter_mut().for_each(|v| *v *= f);
@@ -497,7 +471,7 @@ pub fn readout_error(model: &Model, pop: &Population, fl: &Fields, n: f64, lambd
     for q in 0..nq {
         let c = model.grid.w[q] * model.y[q];
         for (bi, &i) in b.iter_mut().zip(&pop.features) {
-            *bi += c * fl.a[q * k + i];
+            *bi += c * fl.mo.a[q * k + i];
         }
     }
     // V = diag(t) W⁰⊥ + C U + O (p × d): the features' orthogonal parts as vectors, so that
