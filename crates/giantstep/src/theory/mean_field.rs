@@ -27,12 +27,14 @@
 //! covariance (a randomized range finder on the grid; its captured fraction is reported). The
 //! coupling acts on the common coordinates only: on the initial and own parts, which point in
 //! different directions for different neurons, it is of order `γ/√K` and vanishes at `K → ∞` —
-//! this is what separates the mean field from the finite-p form at the paper's scale, where
-//! `γ/√p` is not small. `ζ_k` (teacher space) is drawn as in the finite-p form.
+//! this is what separates the mean field from the finite-p form at moderate width, where `γ/√p`
+//! is not small. `ζ_k` (teacher space) is drawn as in the finite-p form.
 //!
 //! The readout uses `p` particles as the network's features (the first `p`, pairs kept with
-//! symmetric init), with the Gram `q_ij = <m_i, m_j> + <C_i, C_j> + t_i t_j <w⁰_i⊥, w⁰_j⊥>` (+ `o_i`
-//! on the diagonal) and the ridge formula of [`super::dynamics::ridge_error`].
+//! symmetric init). Their orthogonal parts are carried as vectors in `R^d`, `V = diag(t) W⁰⊥ +
+//! C U + O` (random common directions `U` and own-noise vectors `O`, all orthogonal to the
+//! teacher), so that the Gram `q = M Mᵀ + V Vᵀ` has the random overlaps of `p` vectors in `d`
+//! dimensions, as in simulation; then the ridge formula of [`super::dynamics::ridge_error`].
 
 use super::dynamics::{ridge_error, Model, Moments, Pair};
 use crate::data::{fill_normal, Purpose, StreamKey};
