@@ -152,31 +152,76 @@ impl<T: Real> Samples<T> {
         }
     }
 
-    /// Generates samples `start..start+m` with their labels (and `zt` when it was allocated).
-    fn fill(&mut self, target: &Target, key: &StreamKey, start: usize, m: usize) {
-        let d = target.d;
+    /// Generates samples `start..start+m` with their labels, minus `shift` when given (and `zt`
+    /// when it was allocated).
+    ///
+    /// The work is done in blocks of rows small enough to stay in the core's cache between the
+    /// draw and the labels, the shift and the conversion, which each read the samples once (a
+    /// pass over the whole chunk went to memory each time). Every step is per sample, so the
+    /// numbers are those of whole-chunk passes (tested): the teacher's coordinates, a GEMM over
+    /// `d`, keep their summation order because every block has more than 64 rows whenever the
+    /// chunk has (see [`fill_blocks`]).
+    fn fill(&mut self, target: &Target, key: &StreamKey, start: usize, m: usize, shift: Option<&LabelShift>) {
+        let (d, r) = (target.d, target.r);
         let noisy = target.noise > 0.0;
-        gaussian_rows(
-            key,
-            start as u64,
-            d,
-            &mut self.z[..m * d],
-            if noisy { Some(&mut self.xi[..m]) } else { None },
-        );
-        target.labels(
-            &self.z[..m * d],
-            m,
-            if noisy { Some(&self.xi[..m]) } else { None },
-            &mut self.x,
-            &mut self.y,
-        );
-        if !self.zt.is_empty() {
-            self.zt[..m * d]
-                .iter_mut()
-                .zip(&self.z[..m * d])
-                .for_each(|(t, v)| *t = T::from_f64(*v));
+        // A function given at run time is called once per chunk, as documented.
+        let whole = target.custom_target().is_some();
+        let blocks = if whole { vec![(0, m)] } else { fill_blocks(m, d, r) };
+        for &(b0, b1) in &blocks {
+            let mb = b1 - b0;
+            gaussian_rows(
+                key,
+                (start + b0) as u64,
+                d,
+                &mut self.z[b0 * d..b1 * d],
+                if noisy { Some(&mut self.xi[b0..b1]) } else { None },
+            );
+            target.labels(
+                &self.z[b0 * d..b1 * d],
+                mb,
+                if noisy { Some(&self.xi[b0..b1]) } else { None },
+                &mut self.x[b0 * r..b1 * r],
+                &mut self.y[b0..b1],
+            );
+            if let Some(sh) = shift {
+                for i in b0..b1 {
+                    self.y[i] -= sh.at(&self.z[i * d..(i + 1) * d]);
+                }
+            }
+            if !self.zt.is_empty() {
+                self.zt[b0 * d..b1 * d]
+                    .iter_mut()
+                    .zip(&self.z[b0 * d..b1 * d])
+                    .for_each(|(t, v)| *t = T::from_f64(*v));
+            }
         }
     }
+}
+
+/// Bytes of samples [`Samples::fill`] handles at a time (well inside a core's L2 cache).
+const FILL_BLOCK_BYTES: usize = 1 << 19;
+
+/// The blocks of rows `[b0, b1)` of a chunk of `m` samples of dimension `d` with `r` teacher
+/// directions that [`Samples::fill`] handles at a time: about [`FILL_BLOCK_BYTES`] each, and
+/// each with more than 64 and more than `256/r` rows when the chunk has (a short last block joins
+/// the one before). The `gemm` crate picks its summation blocks over `d` from the product's shape
+/// only in its paths for small products (both sides at most 64, or at most 16×16 entries): with
+/// every block past both, the coordinates `W* z` of a block are summed as in the whole chunk's
+/// product.
+fn fill_blocks(m: usize, d: usize, r: usize) -> Vec<(usize, usize)> {
+    let fewest = 65.max(256 / r.max(1) + 1);
+    let rows = (FILL_BLOCK_BYTES / (8 * d.max(1))).max(fewest);
+    if m <= rows {
+        return vec![(0, m)];
+    }
+    let mut blocks: Vec<(usize, usize)> = (0..m / rows).map(|b| (b * rows, (b + 1) * rows)).collect();
+    let rest = m % rows;
+    if rest >= fewest {
+        blocks.push((m - rest, m));
+    } else if rest > 0 {
+        blocks.last_mut().expect("m > rows").1 = m;
+    }
+    blocks
 }
 
 /// The part of the labels removed by preprocessing: `mean + <b, z>` (docs/model.md §3.1).
@@ -193,12 +238,6 @@ impl LabelShift {
     #[inline]
     pub fn at(&self, z: &[f64]) -> f64 {
         self.mean + self.linear.as_ref().map_or(0.0, |b| dot(b, z))
-    }
-
-    fn subtract<T: Real>(&self, s: &mut Samples<T>, m: usize, d: usize) {
-        for i in 0..m {
-            s.y[i] -= self.at(&s.z[i * d..(i + 1) * d]);
-        }
     }
 }
 
@@ -233,7 +272,7 @@ pub fn label_shift(exec: &Exec, target: &Target, batch: &Batch, linear: bool) ->
         batch.n,
         &mut work,
         |w, start, m| {
-            w.s.fill(target, &batch.key, start, m);
+            w.s.fill(target, &batch.key, start, m, None);
             w.sum = w.s.y[..m].iter().sum();
             if linear {
                 // zy = Zᵀ y for this chunk.
@@ -304,10 +343,7 @@ pub fn gradient<T: Real>(
         batch.n,
         &mut work,
         |w, start, m| {
-            w.s.fill(target, &batch.key, start, m);
-            if let Some(sh) = shift {
-                sh.subtract(&mut w.s, m, d);
-            }
+            w.s.fill(target, &batch.key, start, m, shift);
             let z = w.s.zt(m, d);
             // H = Z Wᵀ (m×p).
             matmul(&mut w.h[..m * p], [m, p, d], Op::Plain(z), Op::Transposed(&wt), false);
@@ -467,10 +503,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         batch.n,
         &mut work,
         |w, start, m| {
-            w.s.fill(target, &batch.key, start, m);
-            if let Some(sh) = shift {
-                sh.subtract(&mut w.s, m, d);
-            }
+            w.s.fill(target, &batch.key, start, m, shift);
             let y = &w.s.y[..m];
             w.yy = y.iter().map(|v| v * v).sum();
             for (l, wl) in layers_t.iter().enumerate() {
@@ -623,7 +656,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
         batch.n,
         &mut work,
         |w, start, m| {
-            w.s.fill(target, &batch.key, start, m);
+            w.s.fill(target, &batch.key, start, m, None);
             let z = &w.s.z[..m * d];
             w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
             for (l, (_, ro)) in models.iter().enumerate() {
@@ -676,6 +709,72 @@ mod tests {
         let mut w = vec![1.0, 0.0, 0.0];
         apply_step(&mut w, &g, 1.0, 1, d, Normalize::Project);
         assert!((norm(&w) - 1.0).abs() < 1e-15 && (w[0] - 6.0 / 37f64.sqrt()).abs() < 1e-15);
+    }
+
+    /// The blocked [`Samples::fill`] gives the numbers of whole-chunk passes: the draw, the
+    /// labels (the teacher's coordinates by one GEMM over the chunk), the shift subtracted
+    /// sample by sample and the conversion, bit for bit, for chunks with and without a short last
+    /// block, `d` on both sides of the GEMM's summation block (512), one to five teacher
+    /// directions, noise, and both precisions.
+    #[test]
+    fn blocked_fill_matches_whole_chunk_passes() {
+        fn check<T: Real>(d: usize, r: usize, m: usize, noise: f64, linear: bool) {
+            let vars: Vec<String> = (1..=r).map(|k| format!("z{k}")).collect();
+            let expr = Expr::parse(&format!("{} + z1*z{r}", vars.join(" + "))).unwrap();
+            let target = Target::new(expr, r, d, TeacherKind::Random, noise, 5).unwrap();
+            let key = StreamKey::new(9, Purpose::Train, 1);
+            let shift = LabelShift {
+                mean: 0.25,
+                linear: linear.then(|| (0..d).map(|j| ((j * 37) % 11) as f64 / 11.0 - 0.5).collect()),
+            };
+            let start = 12_345;
+            let mut s = Samples::<T>::new(m, d, r, true);
+            s.fill(&target, &key, start, m, Some(&shift));
+            // The whole-chunk passes.
+            let mut z = vec![0.0; m * d];
+            let mut xi = vec![0.0; m];
+            gaussian_rows(&key, start as u64, d, &mut z, (noise > 0.0).then_some(&mut xi[..]));
+            let (mut x, mut y) = (vec![0.0; m * r], vec![0.0; m]);
+            target.labels(&z, m, (noise > 0.0).then_some(&xi[..]), &mut x, &mut y);
+            for i in 0..m {
+                y[i] -= shift.at(&z[i * d..(i + 1) * d]);
+            }
+            let what = format!("d = {d}, r = {r}, m = {m}, noise {noise}, linear {linear}");
+            assert_eq!(fill_blocks(m, d, r).last().map(|b| b.1), Some(m), "{what}");
+            assert!(z.iter().zip(&s.z).all(|(a, b)| a.to_bits() == b.to_bits()), "z: {what}");
+            assert!(y.iter().zip(&s.y).all(|(a, b)| a.to_bits() == b.to_bits()), "y: {what}");
+            let zt = s.zt(m, d);
+            assert!(z.iter().zip(zt).all(|(a, b)| T::from_f64(*a) == *b), "zt: {what}");
+        }
+        for (d, r, m) in [
+            (512, 3, 4096),
+            (513, 2, 1000),
+            (1000, 4, 300),
+            (1500, 1, 200),
+            (1500, 5, 129),
+            (64, 2, 4096),
+            (64, 1, 8192 + 64),
+            (64, 3, 8192 + 65),
+            (513, 2, 1000),
+            (513, 1, 700),
+            (1000, 2, 260),
+            (700, 3, 64),
+            (2, 2, 300),
+            (1, 1, 100),
+        ] {
+            check::<f64>(d, r, m, 0.0, true);
+        }
+        check::<f64>(600, 2, 333, 0.5, true);
+        check::<f64>(600, 2, 333, 0.0, false);
+        check::<f32>(513, 3, 1111, 0.1, true);
+        // The blocks: past both small-product paths once the chunk is, covering it in order.
+        for (m, d, r) in [(4096, 512, 3), (1000, 64, 1), (8192 + 64, 64, 2), (8192 + 65, 64, 4), (100, 5000, 1), (65, 1, 8)] {
+            let b = fill_blocks(m, d, r);
+            assert!(b.windows(2).all(|w| w[0].1 == w[1].0) && b[0].0 == 0, "{b:?}");
+            let small = |rows: usize| rows <= 64 || rows * r <= 256;
+            assert!(b.len() == 1 || b.iter().all(|(b0, b1)| !small(b1 - b0)), "{b:?}");
+        }
+        assert!(fill_blocks(4096, 512, 3).len() > 1);
     }
 
     use crate::data::Purpose;

@@ -267,6 +267,40 @@ struct Trained {
     /// With `keep_weights`: per step trained, `M_t` (`p×r`), `Q_t` (`p×p`) and, with
     /// `keep_every_step`, `W_t`.
     state: Vec<StepState>,
+    /// The label shifts computed on the training batches, for a later step that reuses the
+    /// batch (`train.reuse`) and for a readout on the last batch with the same preprocessing.
+    shifts: ShiftCache,
+}
+
+/// Label shifts already computed, by (batch, preprocessing): the same pass on the same batch
+/// gives the same numbers, so a shift is computed once per batch.
+#[derive(Default)]
+pub(super) struct ShiftCache(Vec<(Batch, Preprocess, Option<engine::LabelShift>)>);
+
+impl ShiftCache {
+    /// The shift of `batch` under `pre`, from the cache or computed (and kept).
+    fn get_or_compute(
+        &mut self,
+        exec: &Exec,
+        target: &Target,
+        batch: &Batch,
+        pre: Preprocess,
+    ) -> Option<engine::LabelShift> {
+        if let Some(shift) = self.cached(batch, pre) {
+            return shift;
+        }
+        let shift = preprocess_shift(exec, target, batch, pre);
+        self.0.push((*batch, pre, shift.clone()));
+        shift
+    }
+
+    /// The shift of `batch` under `pre` if it was computed.
+    pub(super) fn cached(&self, batch: &Batch, pre: Preprocess) -> Option<Option<engine::LabelShift>> {
+        self.0
+            .iter()
+            .find(|(b, p, _)| b.key == batch.key && b.n == batch.n && *p == pre)
+            .map(|(_, _, s)| s.clone())
+    }
 }
 
 /// The state after one trained step ([`Weights::steps`]).
@@ -318,13 +352,16 @@ fn train<T: crate::linalg::Real>(ctx: &Ctx, net: &mut Network, observer: &mut dy
         snapshots: Vec::new(),
         diverged: None,
         state: Vec::new(),
+        shifts: ShiftCache::default(),
     };
     out.steps.extend_from_slice(ctx.done);
     for t in ctx.done.len() + 1..=t_max {
         observer.phase(Phase::Step { t, of: t_max });
         let eta = cfg.eta_at(t);
         let batch = train_batch(cfg, t);
-        let shift = preprocess_shift(exec, target, &batch, cfg.train.preprocess_at(t));
+        let shift = out
+            .shifts
+            .get_or_compute(exec, target, &batch, cfg.train.preprocess_at(t));
         let grad = engine::gradient::<T>(exec, net, target, &batch, shift.as_ref(), cfg.train.loss);
         interrupted(exec, target, net)?;
         let mut step = || -> Result<StepRecord> {
@@ -531,5 +568,42 @@ fn preprocess_shift(exec: &Exec, target: &Target, batch: &Batch, pre: Preprocess
         Preprocess::None => None,
         Preprocess::Mean => Some(engine::label_shift(exec, target, batch, false)),
         Preprocess::Linear => Some(engine::label_shift(exec, target, batch, true)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::expr::Expr;
+    use crate::target::TeacherKind;
+
+    /// A batch's label shift is computed once per preprocessing and then read from the cache;
+    /// another batch, size or preprocessing is not served from it.
+    #[test]
+    fn shift_cache_computes_a_batch_once() {
+        let exec = Exec::new(256, 1).unwrap();
+        let target = Target::new(Expr::parse("z1 + z1*z2").unwrap(), 2, 16, TeacherKind::Random, 0.0, 3).unwrap();
+        let batch = Batch {
+            key: StreamKey::new(1, Purpose::Train, 0),
+            n: 700,
+        };
+        let mut cache = ShiftCache::default();
+        assert_eq!(cache.cached(&batch, Preprocess::Linear), None);
+        let first = cache.get_or_compute(&exec, &target, &batch, Preprocess::Linear);
+        assert_eq!(first, preprocess_shift(&exec, &target, &batch, Preprocess::Linear));
+        assert!(first.as_ref().is_some_and(|s| s.linear.is_some()));
+        assert_eq!(cache.get_or_compute(&exec, &target, &batch, Preprocess::Linear), first);
+        assert_eq!(cache.0.len(), 1);
+        assert_eq!(cache.cached(&batch, Preprocess::Mean), None);
+        let other = Batch { n: 701, ..batch };
+        assert_eq!(cache.cached(&other, Preprocess::Linear), None);
+        let next = Batch {
+            key: StreamKey::new(1, Purpose::Train, 1),
+            ..batch
+        };
+        assert_eq!(cache.cached(&next, Preprocess::Linear), None);
+        let mean = cache.get_or_compute(&exec, &target, &batch, Preprocess::Mean);
+        assert!(mean.is_some_and(|s| s.linear.is_none()));
+        assert_eq!(cache.0.len(), 2);
     }
 }

@@ -1,7 +1,7 @@
 //! The ridge readouts of every evaluated `T` and their test errors, in one pass over each batch.
 
 use super::baseline::baseline_config_key;
-use super::{interrupted, preprocess_shift, train_batch, Ctx, RunTheory, Started, Trained};
+use super::{interrupted, preprocess_shift, train_batch, Ctx, RunTheory, ShiftCache, Started, Trained};
 use crate::config::{AddBack, Preprocess, ReadoutBatch, ValidConfig};
 use crate::data::{Purpose, StreamKey};
 use crate::engine::{self, Batch, Exec, Readout};
@@ -73,7 +73,7 @@ pub(super) fn fit_all<T: crate::linalg::Real>(
         };
         fits.rf_known.push(cached.as_ref().map(|c| c.1));
         fits.rf_key.push(if cached.is_none() { key } else { None });
-        let shift = match readout_shift(cfg, exec, target, batch, &theories[members[0]]) {
+        let shift = match readout_shift(cfg, exec, target, batch, &trained.shifts, &theories[members[0]]) {
             Ok(s) => s,
             Err(e) => {
                 for &i in members {
@@ -197,12 +197,16 @@ fn readout_shift(
     exec: &Exec,
     target: &Target,
     batch: &Batch,
+    shifts: &ShiftCache,
     theory: &Option<Result<RunTheory>>,
 ) -> Result<Option<engine::LabelShift>> {
     let d = target.d;
     Ok(match (cfg.readout.add_back, cfg.train.readout_preprocess()) {
         (_, Preprocess::None) => None,
-        (AddBack::Empirical | AddBack::Test, pre) => preprocess_shift(exec, target, batch, pre),
+        // A readout on a training batch with that step's preprocessing: the step's shift.
+        (AddBack::Empirical | AddBack::Test, pre) => shifts
+            .cached(batch, pre)
+            .unwrap_or_else(|| preprocess_shift(exec, target, batch, pre)),
         (AddBack::Oracle, pre) => {
             let th = match theory {
                 Some(Ok(t)) => t,
