@@ -126,23 +126,29 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
         .map(|i| T::from_f64(((i * 104_729) % 1000) as f64 / 1000.0 - 0.5))
         .collect();
     let reps = 3;
-    let run = || {
-        let mut h = vec![T::default(); m * p];
+    // Each thread's output is allocated and touched before the timing: the trials time the
+    // products alone.
+    let mut outputs: Vec<Vec<T>> = (0..exec.threads).map(|_| vec![T::default(); m * p]).collect();
+    let run = |h: &mut Vec<T>| {
         for _ in 0..reps {
-            matmul(&mut h, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false);
+            matmul(h, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false);
         }
     };
-    run(); // warm up
-           // The median of several trials: one trial lasts ~0.1 s, short enough for a neighbour on a
-           // shared machine to move it by 10%.
+    run(&mut outputs[0]); // warm up
+    let mut trial = || {
+        std::thread::scope(|s| {
+            for h in outputs.iter_mut() {
+                s.spawn(|| run(h));
+            }
+        })
+    };
+    trial();
+    // The median of several trials: one trial lasts ~0.1 s, short enough for a neighbour on a
+    // shared machine to move it by 10%.
     let mut rates: Vec<f64> = (0..BARE_TRIALS)
         .map(|_| {
             let start = Instant::now();
-            std::thread::scope(|s| {
-                for _ in 0..exec.threads {
-                    s.spawn(run);
-                }
-            });
+            trial();
             let secs = start.elapsed().as_secs_f64();
             (exec.threads * reps) as f64 * 2.0 * (m * d * p) as f64 / secs / 1e9
         })

@@ -162,6 +162,20 @@ impl<T: Real> Samples<T> {
     /// `d`, keep their summation order because every block has more than 64 rows whenever the
     /// chunk has (see [`fill_blocks`]).
     fn fill(&mut self, target: &Target, key: &StreamKey, start: usize, m: usize, shift: Option<&LabelShift>) {
+        self.fill_with(target, key, start, m, shift, |_, _, _| {});
+    }
+
+    /// [`Samples::fill`], then `block(z, y, b0)` on each block of rows `b0..` while it is in cache
+    /// (the inputs and the labels of the block, in order).
+    fn fill_with(
+        &mut self,
+        target: &Target,
+        key: &StreamKey,
+        start: usize,
+        m: usize,
+        shift: Option<&LabelShift>,
+        mut block: impl FnMut(&[f64], &[f64], usize),
+    ) {
         let (d, r) = (target.d, target.r);
         let noisy = target.noise > 0.0;
         // A function given at run time is called once per chunk, as documented.
@@ -194,6 +208,7 @@ impl<T: Real> Samples<T> {
                     .zip(&self.z[b0 * d..b1 * d])
                     .for_each(|(t, v)| *t = T::from_f64(*v));
             }
+            block(&self.z[b0 * d..b1 * d], &self.y[b0..b1], b0);
         }
     }
 }
@@ -272,18 +287,16 @@ pub fn label_shift(exec: &Exec, target: &Target, batch: &Batch, linear: bool) ->
         batch.n,
         &mut work,
         |w, start, m| {
-            w.s.fill(target, &batch.key, start, m, None);
+            // zy = Zᵀ y for this chunk, block by block while the block is in cache: the GEMM
+            // over the samples is a sequence of axpys in sample order (`gemm`'s matrix-vector
+            // path), which blocks continue exactly (tested).
+            let zy = &mut w.zy;
+            w.s.fill_with(target, &batch.key, start, m, None, |z, y, b0| {
+                if linear {
+                    matmul(zy, [d, 1, y.len()], Op::Transposed(z), Op::Plain(y), b0 > 0);
+                }
+            });
             w.sum = w.s.y[..m].iter().sum();
-            if linear {
-                // zy = Zᵀ y for this chunk.
-                matmul(
-                    &mut w.zy,
-                    [d, 1, m],
-                    Op::Transposed(&w.s.z[..m * d]),
-                    Op::Plain(&w.s.y[..m]),
-                    false,
-                );
-            }
         },
         |w| {
             sum += w.sum;
@@ -638,15 +651,32 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
         .iter()
         .map(|(l, _)| l.iter().map(|v| T::from_f64(*v)).collect())
         .collect();
+    // The distinct shifts added back (usually one for all models): each is evaluated once per
+    // sample, while the sample is in cache.
+    let mut shifts: Vec<&LabelShift> = Vec::new();
+    let shift_of: Vec<Option<usize>> = models
+        .iter()
+        .map(|(_, ro)| {
+            ro.shift.as_ref().map(|sh| match shifts.iter().position(|s| *s == sh) {
+                Some(i) => i,
+                None => {
+                    shifts.push(sh);
+                    shifts.len() - 1
+                }
+            })
+        })
+        .collect();
     struct W<T> {
         s: Samples<T>,
         h: Vec<T>,
+        at: Vec<Vec<f64>>,
         sse: Vec<f64>,
         yy: f64,
     }
     let mut work = exec.workspaces(batch.n, || W {
         s: Samples::new(exec.chunk, d, target.r, true),
         h: vec![T::default(); exec.chunk * p],
+        at: vec![vec![0.0; exec.chunk]; shifts.len()],
         sse: vec![0.0; k],
         yy: 0.0,
     });
@@ -656,8 +686,14 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
         batch.n,
         &mut work,
         |w, start, m| {
-            w.s.fill(target, &batch.key, start, m, None);
-            let z = &w.s.z[..m * d];
+            let at = &mut w.at;
+            w.s.fill_with(target, &batch.key, start, m, None, |z, y, b0| {
+                for (sh, at) in shifts.iter().zip(at.iter_mut()) {
+                    for (i, zi) in z.chunks_exact(d).enumerate().take(y.len()) {
+                        at[b0 + i] = sh.at(zi);
+                    }
+                }
+            });
             w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
             for (l, (_, ro)) in models.iter().enumerate() {
                 let h = &mut w.h[..m * p];
@@ -676,8 +712,8 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
                         Some(sig) => crate::activation::dot_lanes(&sig[nu * p..(nu + 1) * p], &ro.coef),
                     };
                     let mut pred = f * inv_sqrt_p;
-                    if let Some(sh) = &ro.shift {
-                        pred += sh.at(&z[nu * d..(nu + 1) * d]);
+                    if let Some(j) = shift_of[l] {
+                        pred += w.at[j][nu];
                     }
                     let e = w.s.y[nu] - pred;
                     s += e * e;
@@ -713,7 +749,8 @@ mod tests {
 
     /// The blocked [`Samples::fill`] gives the numbers of whole-chunk passes: the draw, the
     /// labels (the teacher's coordinates by one GEMM over the chunk), the shift subtracted
-    /// sample by sample and the conversion, bit for bit, for chunks with and without a short last
+    /// sample by sample, the conversion and the label shift's `Zᵀy` summed block by block, bit
+    /// for bit, for chunks with and without a short last
     /// block, `d` on both sides of the GEMM's summation block (512), one to five teacher
     /// directions, noise, and both precisions.
     #[test]
@@ -729,7 +766,10 @@ mod tests {
             };
             let start = 12_345;
             let mut s = Samples::<T>::new(m, d, r, true);
-            s.fill(&target, &key, start, m, Some(&shift));
+            let mut zy = vec![f64::NAN; d];
+            s.fill_with(&target, &key, start, m, Some(&shift), |z, y, b0| {
+                matmul(&mut zy, [d, 1, y.len()], Op::Transposed(z), Op::Plain(y), b0 > 0);
+            });
             // The whole-chunk passes.
             let mut z = vec![0.0; m * d];
             let mut xi = vec![0.0; m];
@@ -745,6 +785,9 @@ mod tests {
             assert!(y.iter().zip(&s.y).all(|(a, b)| a.to_bits() == b.to_bits()), "y: {what}");
             let zt = s.zt(m, d);
             assert!(z.iter().zip(zt).all(|(a, b)| T::from_f64(*a) == *b), "zt: {what}");
+            let mut whole = vec![0.0; d];
+            matmul(&mut whole, [d, 1, m], Op::Transposed(&z), Op::Plain(&y), false);
+            assert!(whole.iter().zip(&zy).all(|(a, b)| a.to_bits() == b.to_bits()), "Zᵀy: {what}");
         }
         for (d, r, m) in [
             (512, 3, 4096),
