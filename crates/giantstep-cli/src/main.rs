@@ -212,6 +212,18 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
             );
         }
         out!("step + readout efficiency: {:.0}% of bare GEMM", 100.0 * r.efficiency);
+        if !r.shapes.is_empty() {
+            let shapes: Vec<String> = r
+                .shapes
+                .iter()
+                .skip(1)
+                .map(|s| format!("{} {:.2}", s.name, s.of_bare))
+                .collect();
+            out!(
+                "GEMM shapes of a chunk against the bare one (one thread, best of 3): {}",
+                shapes.join(", ")
+            );
+        }
         out!(
             "peak RSS {:.0} MB, total {:.1} s",
             r.peak_rss_bytes as f64 / 1e6,

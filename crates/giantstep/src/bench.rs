@@ -85,8 +85,77 @@ pub struct BenchReport {
     /// The same numbers through the scalar path, per second, measured beside it.
     #[serde(default)]
     pub gaussian_scalar_per_s: f64,
+    /// The rates of the GEMM shapes a run makes, one thread, measured beside the bare one
+    /// ([`gemm_shapes`]).
+    #[serde(default)]
+    pub shapes: Vec<ShapeRate>,
     /// Total wall time of the phases.
     pub total_seconds: f64,
+}
+
+/// The rate of one GEMM shape of a run, against the bare GEMM's ([`gemm_shapes`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShapeRate {
+    /// What the product is (`bare Z Wᵀ`, `features W Zᵀ`, `gradient Mᵀ Z`, `Gram XᵀX (lower)`).
+    pub name: String,
+    /// Useful GFLOP/s of one thread: the flops the floor counts (`2·m·d·p`, or `m·p²` for the
+    /// Gram's triangle) over the best time of the trials.
+    pub gflops: f64,
+    /// `gflops` over the bare shape's, measured in the same trials.
+    pub of_bare: f64,
+}
+
+/// The GEMMs a run makes per chunk of `m` samples, on one thread, in alternation with the bare
+/// shape of the floors (best of `trials` each): the readout's features `W Zᵀ` (`p×m`), the
+/// step's second product `Mᵀ Z` (`p×d`, a sum over the `m` samples), and the lower triangle of
+/// the readout's Gram matrix (`linalg::gram_lower`, useful flops `m·p²`). Their ratios to the
+/// bare shape bound what a run can reach against the floor with these kernels before any work
+/// outside the GEMMs (docs/architecture.md).
+pub fn gemm_shapes(precision: Precision, m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
+    match precision {
+        Precision::F64 => shapes_typed::<f64>(m, d, p, trials),
+        Precision::F32 => shapes_typed::<f32>(m, d, p, trials),
+    }
+}
+
+fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
+    use crate::linalg::gram_lower;
+    let fill = |len: usize, mul: usize| -> Vec<T> {
+        (0..len)
+            .map(|i| T::from_f64(((i * mul) % 1000) as f64 / 1000.0 - 0.5))
+            .collect()
+    };
+    let (z, w, h) = (fill(m * d, 7919), fill(p * d, 104_729), fill(m * p, 7907));
+    let mut out_mp = vec![T::default(); m * p];
+    let mut out_pd = vec![T::default(); p * d];
+    let mut gram = vec![T::default(); p * p];
+    let mut scratch = Vec::new();
+    let names = ["bare Z Wᵀ", "features W Zᵀ", "gradient Mᵀ Z", "Gram XᵀX (lower)"];
+    let mut best = [f64::MAX; 4];
+    for _ in 0..trials.max(1) + 1 {
+        for (k, b) in best.iter_mut().enumerate() {
+            let t = Instant::now();
+            match k {
+                0 => matmul(&mut out_mp, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false),
+                1 => matmul(&mut out_mp, [p, m, d], Op::Plain(&w), Op::Transposed(&z), false),
+                2 => matmul(&mut out_pd, [p, d, m], Op::Transposed(&h), Op::Plain(&z), false),
+                _ => gram_lower(&mut gram, &h, m, p, &mut scratch),
+            }
+            *b = b.min(t.elapsed().as_secs_f64());
+        }
+    }
+    let product = 2.0 * (m * d * p) as f64;
+    let flops = [product, product, product, (m * p * p) as f64];
+    let bare = flops[0] / best[0];
+    names
+        .iter()
+        .zip(flops.iter().zip(best))
+        .map(|(name, (f, t))| ShapeRate {
+            name: name.to_string(),
+            gflops: f / t / 1e9,
+            of_bare: f / t / bare,
+        })
+        .collect()
 }
 
 /// Peak resident set size of this process in bytes (0 where /proc is unavailable).
@@ -268,6 +337,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     let flops = run_flops(cfg, 1);
     let bare = bare_gemm::<T>(&exec, d, p);
     let generation = generation_rates(d, chunk.min(n));
+    let shapes = shapes_typed::<T>(chunk.min(n), d, p, 3);
     let mut phases = Vec::new();
     let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
     let gemm_before = std::cell::Cell::new(gemm_seconds());
@@ -357,6 +427,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         gaussian_isa: format!("{:?}", Isa::detected()),
         gaussian_per_s: generation.0,
         gaussian_scalar_per_s: generation.1,
+        shapes,
     })
 }
 
@@ -652,6 +723,13 @@ mod tests {
         assert_eq!(r.phases[4].flops, 2.0 * 2.0 * t * d * p);
         assert_eq!((r.threads, r.n, r.chunk), (2, 256, 64));
         assert!(r.bare_gemm_gflops > 0.0 && r.phases.iter().all(|ph| ph.seconds > 0.0));
+        let shapes: Vec<&str> = r.shapes.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(
+            shapes,
+            ["bare Z Wᵀ", "features W Zᵀ", "gradient Mᵀ Z", "Gram XᵀX (lower)"]
+        );
+        assert_eq!(r.shapes[0].of_bare, 1.0);
+        assert!(r.shapes.iter().all(|s| s.gflops > 0.0 && s.of_bare > 0.0));
     }
 
     #[test]
