@@ -337,7 +337,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     let flops = run_flops(cfg, 1);
     let bare = bare_gemm::<T>(&exec, d, p);
     let generation = generation_rates(d, chunk.min(n));
-    let shapes = shapes_typed::<T>(chunk.min(n), d, p, 3);
+    let shapes = shapes_typed::<T>(chunk.min(n), d, p, 5);
     let mut phases = Vec::new();
     let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
     let gemm_before = std::cell::Cell::new(gemm_seconds());
