@@ -220,7 +220,8 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 .map(|s| format!("{} {:.2}", s.name, s.of_bare))
                 .collect();
             out!(
-                "GEMM shapes of a chunk against the bare one (one thread, best of 5): {}",
+                "GEMM shapes of a chunk against the bare one (one thread, best of {}): {}",
+                giantstep::bench::SHAPE_TRIALS,
                 shapes.join(", ")
             );
         }

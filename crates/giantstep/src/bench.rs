@@ -110,7 +110,7 @@ pub struct ShapeRate {
 /// step's second product `Mᵀ Z` (`p×d`, a sum over the `m` samples), and the lower triangle of
 /// the readout's Gram matrix (`linalg::gram_lower`, useful flops `m·p²`). Their ratios to the
 /// bare shape bound what a run can reach against the floor with these kernels before any work
-/// outside the GEMMs (docs/architecture.md).
+/// outside the GEMMs (README, "Performance").
 pub fn gemm_shapes(precision: Precision, m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
     match precision {
         Precision::F64 => shapes_typed::<f64>(m, d, p, trials),
@@ -229,6 +229,9 @@ fn bare_gemm<T: Real>(exec: &Exec, d: usize, p: usize) -> f64 {
 /// Largest `d` and `p` of the calibration GEMM.
 const CALIBRATION_MAX: usize = 1024;
 
+/// Trials of each GEMM shape in [`bench()`]'s [`BenchReport::shapes`] (the best is reported).
+pub const SHAPE_TRIALS: usize = 5;
+
 /// Trials of the bare GEMM timing (the median is reported).
 const BARE_TRIALS: usize = 7;
 
@@ -337,7 +340,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     let flops = run_flops(cfg, 1);
     let bare = bare_gemm::<T>(&exec, d, p);
     let generation = generation_rates(d, chunk.min(n));
-    let shapes = shapes_typed::<T>(chunk.min(n), d, p, 5);
+    let shapes = shapes_typed::<T>(chunk.min(n), d, p, SHAPE_TRIALS);
     let mut phases = Vec::new();
     let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
     let gemm_before = std::cell::Cell::new(gemm_seconds());
