@@ -97,6 +97,10 @@ struct BenchArgs {
     /// Samples per chunk.
     #[arg(long, default_value_t = 4096)]
     chunk: usize,
+    /// Stream version of the samples (the configuration key `stream`: 2, or 1 as in records
+    /// written before version 2).
+    #[arg(long, default_value_t = 2)]
+    stream: u32,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -121,6 +125,9 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
         giantstep::config::parse_named("--precision", args.precision.as_deref().unwrap_or(default))?;
     if args.chunk == 0 {
         bail!("--chunk must be > 0, but is 0");
+    }
+    if giantstep::config::Stream::from_number(args.stream).is_none() {
+        bail!("--stream must be 1 or 2, but is {}", args.stream);
     }
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let threads = if args.threads > 4 * cores {
@@ -147,6 +154,7 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
     workload.precision = precision;
     workload.threads = threads;
     workload.chunk = args.chunk;
+    workload.stream = args.stream;
     let r = giantstep::bench::bench(&workload)?;
     if args.json {
         out!("{}", serde_json::to_string(&r)?);
@@ -203,12 +211,16 @@ fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
                 100.0 * time_of("gaussian") / time_of("step"),
                 100.0 * time_of("data") / time_of("step")
             );
+            let other = if r.gaussian_stream == 1 { 2 } else { 1 };
             out!(
-                "Gaussian kernels ({}): {:.0} M normals/s per thread, {:.2}x the scalar path ({:.0} M/s) measured beside them",
+                "Gaussian kernels ({}, stream {}): {:.0} M normals/s per thread, {:.2}x the scalar path ({:.0} M/s), {:.2}x stream {other} ({:.0} M/s), measured beside them",
                 r.gaussian_isa,
+                r.gaussian_stream,
                 r.gaussian_per_s / 1e6,
                 r.gaussian_per_s / r.gaussian_scalar_per_s,
-                r.gaussian_scalar_per_s / 1e6
+                r.gaussian_scalar_per_s / 1e6,
+                r.gaussian_per_s / r.gaussian_other_per_s,
+                r.gaussian_other_per_s / 1e6
             );
         }
         out!("step + readout efficiency: {:.0}% of bare GEMM", 100.0 * r.efficiency);
@@ -241,7 +253,7 @@ fn bench_runs_report(
     precision: giantstep::config::Precision,
     threads: usize,
 ) -> anyhow::Result<()> {
-    let r = giantstep::bench::bench_runs(runs, args.small, precision, threads)?;
+    let r = giantstep::bench::bench_runs(runs, args.small, precision, threads, args.stream)?;
     if args.json {
         out!("{}", serde_json::to_string(&r)?);
         return Ok(());

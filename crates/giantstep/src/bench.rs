@@ -16,7 +16,7 @@
 
 use crate::config::{BatchSize, Config, Precision, ValidConfig};
 use crate::cost::run_flops;
-use crate::data::{gaussian_rows_isa, Isa, Purpose, StreamKey};
+use crate::data::{gaussian_rows_isa, Isa, Purpose, Stream, StreamKey};
 use crate::engine::{self, Batch, Exec};
 use crate::linalg::{gemm_isa, gemm_seconds, matmul, Op, Real};
 use crate::model::{FirstLayerInit, SecondLayerInit};
@@ -79,12 +79,19 @@ pub struct BenchReport {
     /// The instruction set of the Gaussian generation kernels (`Avx512`, `Avx2`, `Scalar`).
     #[serde(default)]
     pub gaussian_isa: String,
-    /// Standard normals per second of one thread with those kernels (`chunk` samples of `d`).
+    /// The stream version of the workload's samples (the configuration's `stream`).
+    #[serde(default)]
+    pub gaussian_stream: u32,
+    /// Standard normals per second of one thread with those kernels and that stream version
+    /// (`chunk` samples of `d`, in the blocks a step draws them in).
     #[serde(default)]
     pub gaussian_per_s: f64,
     /// The same numbers through the scalar path, per second, measured beside it.
     #[serde(default)]
     pub gaussian_scalar_per_s: f64,
+    /// The other stream version with the detected kernels, per second, measured beside it.
+    #[serde(default)]
+    pub gaussian_other_per_s: f64,
     /// The rates of the GEMM shapes a run makes, one thread, measured beside the bare one
     /// ([`gemm_shapes`]).
     #[serde(default)]
@@ -254,6 +261,8 @@ pub struct Workload {
     pub threads: usize,
     /// Samples per chunk.
     pub chunk: usize,
+    /// Stream version of the samples (the configuration's `stream`).
+    pub stream: u32,
 }
 
 impl Workload {
@@ -278,6 +287,7 @@ impl Workload {
             precision: Precision::F64,
             threads: 0,
             chunk: 4096,
+            stream: Stream::LATEST.number(),
         }
     }
 
@@ -292,6 +302,7 @@ impl Workload {
             threads: self.threads,
             chunk: self.chunk,
             precision: self.precision,
+            stream: self.stream,
             ..Config::default()
         };
         c.target.preset = Some("staircase2".into());
@@ -339,7 +350,12 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     let w0 = net.w.clone();
     let flops = run_flops(cfg, 1);
     let bare = bare_gemm::<T>(&exec, d, p);
-    let generation = generation_rates(d, chunk.min(n));
+    let generation = generation_rates(
+        Stream::from_number(cfg.stream).unwrap_or_default(),
+        d,
+        chunk.min(n),
+        engine::fill_block_rows(d),
+    );
     let shapes = shapes_typed::<T>(chunk.min(n), d, p, SHAPE_TRIALS);
     let mut phases = Vec::new();
     let workers = exec.threads.min(n.div_ceil(chunk)).max(1) as f64;
@@ -358,7 +374,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         });
     };
     let train = Batch {
-        key: StreamKey::new(cfg.seed, Purpose::Train, 0),
+        key: cfg.sample_key(Purpose::Train, 0),
         n,
     };
     gemm_before.set(gemm_seconds());
@@ -375,7 +391,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     phase("step", t.elapsed().as_secs_f64(), flops.step, n);
     engine::apply_step(&mut net.w, &g.g, cfg.eta_at(1), p, d, cfg.train.normalize);
     let readout = Batch {
-        key: StreamKey::new(cfg.seed, Purpose::Readout, 0),
+        key: cfg.sample_key(Purpose::Readout, 0),
         n: cfg.readout_n(),
     };
     gemm_before.set(gemm_seconds());
@@ -393,7 +409,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     let ro = engine::fit_readouts::<T>(&exec, &[&net.w, &w0], &problem)?;
     phase("readout", t.elapsed().as_secs_f64(), flops.readout, 2 * readout.n);
     let test = Batch {
-        key: StreamKey::new(cfg.seed, Purpose::Test, 0),
+        key: cfg.sample_key(Purpose::Test, 0),
         n: n_test,
     };
     gemm_before.set(gemm_seconds());
@@ -428,27 +444,47 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         gemm_isa: gemm_isa().to_string(),
         peak_rss_bytes: peak_rss_bytes(),
         gaussian_isa: format!("{:?}", Isa::detected()),
-        gaussian_per_s: generation.0,
-        gaussian_scalar_per_s: generation.1,
+        gaussian_stream: cfg.stream,
+        gaussian_per_s: generation[0],
+        gaussian_scalar_per_s: generation[1],
+        gaussian_other_per_s: generation[2],
         shapes,
     })
 }
 
-/// Normals per second of one thread generating `rows` samples of `d` with the detected kernels
-/// and with the scalar path, alternately (the best of five trials each).
-fn generation_rates(d: usize, rows: usize) -> (f64, f64) {
+/// Normals per second of one thread generating `rows` samples of `d` in blocks of `block` rows
+/// (as a step draws them), alternately: stream `stream` with the detected kernels, the same
+/// with the scalar path, and the other stream version with the detected kernels (the best of
+/// five trials each).
+fn generation_rates(stream: Stream, d: usize, rows: usize, block: usize) -> [f64; 3] {
+    let other = match stream {
+        Stream::V1 => Stream::V2,
+        Stream::V2 => Stream::V1,
+    };
     let key = StreamKey::new(0, Purpose::Train, 0);
-    let mut z = vec![0.0; rows * d];
-    let mut best = [f64::MAX; 2];
+    let block = block.clamp(1, rows.max(1));
+    let mut z = vec![0.0; block * d];
+    let mut best = [f64::MAX; 3];
     for _ in 0..5 {
-        for (k, isa) in [Isa::detected(), Isa::Scalar].into_iter().enumerate() {
+        for (k, (isa, s)) in [
+            (Isa::detected(), stream),
+            (Isa::Scalar, stream),
+            (Isa::detected(), other),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let key = key.with_stream(s);
             let t = Instant::now();
-            gaussian_rows_isa(isa, &key, 0, d, &mut z, None);
+            for b0 in (0..rows).step_by(block) {
+                let mb = block.min(rows - b0);
+                gaussian_rows_isa(isa, &key, b0 as u64, d, &mut z[..mb * d], None);
+            }
             best[k] = best[k].min(t.elapsed().as_secs_f64());
         }
     }
     let count = (rows * d) as f64;
-    (count / best[0], count / best[1])
+    best.map(|b| count / b)
 }
 
 /// A workload of whole runs ([`bench_runs`]): the notebook's protocol or a group of the stairway
@@ -514,7 +550,7 @@ impl Runs {
     ///
     /// # Errors
     /// [`crate::Error::Invalid`] for a precision or thread count a run refuses.
-    pub fn configs(self, small: bool, precision: Precision, threads: usize) -> Result<Vec<ValidConfig>> {
+    pub fn configs(self, small: bool, precision: Precision, threads: usize, stream: u32) -> Result<Vec<ValidConfig>> {
         let mut out = Vec::new();
         match self {
             Runs::Notebook => {
@@ -526,7 +562,7 @@ impl Runs {
                 for kappa in [1.3, 1.65, 2.0] {
                     for seed in 0..2 {
                         let text = format!(
-                            "precision = \"{precision}\"\nthreads = {threads}\nseed = {seed}\n\
+                            "precision = \"{precision}\"\nthreads = {threads}\nseed = {seed}\nstream = {stream}\n\
                              [target]\npreset = \"stairway-he124\"\n\
                              [network]\nd = {d}\np = {p}\nsecond_layer = \"gaussian\"\nsymmetric = false\n\
                              [train]\nn = \"d^{kappa}\"\neta0 = {}\npreprocess = \"linear\"\n\
@@ -541,7 +577,7 @@ impl Runs {
             Runs::Stairway => {
                 let d = if small { 256 } else { 512 };
                 let text = format!(
-                    "precision = \"{precision}\"\nthreads = {threads}\nseed = 0\n\
+                    "precision = \"{precision}\"\nthreads = {threads}\nseed = 0\nstream = {stream}\n\
                      [target]\npreset = \"stairway-he124\"\n\
                      [network]\nd = {d}\np = {d}\n\
                      [train]\nn = \"d^2\"\nsteps = 6\neta_max0 = 5.0\n\
@@ -560,8 +596,14 @@ impl Runs {
 ///
 /// # Errors
 /// As [`Runs::configs`] and [`crate::run()`].
-pub fn bench_runs(workload: Runs, small: bool, precision: Precision, threads: usize) -> Result<RunsReport> {
-    let configs = workload.configs(small, precision, threads)?;
+pub fn bench_runs(
+    workload: Runs,
+    small: bool,
+    precision: Precision,
+    threads: usize,
+    stream: u32,
+) -> Result<RunsReport> {
+    let configs = workload.configs(small, precision, threads, stream)?;
     let first = &configs[0];
     let exec = Exec::new(first.chunk, first.threads)?;
     let bare_now = || match precision {
@@ -715,6 +757,7 @@ mod tests {
             precision: Precision::F64,
             threads: 2,
             chunk: 64,
+            stream: Stream::LATEST.number(),
         };
         let r = bench(&w).unwrap();
         let names: Vec<&str> = r.phases.iter().map(|ph| ph.name.as_str()).collect();
@@ -737,8 +780,8 @@ mod tests {
 
     #[test]
     fn run_workloads_time_every_phase_against_the_cost_model_floor() {
-        let r = bench_runs(Runs::Notebook, true, Precision::F64, 2).unwrap();
-        let configs = Runs::Notebook.configs(true, Precision::F64, 2).unwrap();
+        let r = bench_runs(Runs::Notebook, true, Precision::F64, 2, 2).unwrap();
+        let configs = Runs::Notebook.configs(true, Precision::F64, 2, 2).unwrap();
         assert_eq!(r.runs.len(), 6);
         // One step, one readout of the trained layer on the step's batch, one test, per run.
         let (d, p, n_test) = (256.0, 512.0, 20_000.0);

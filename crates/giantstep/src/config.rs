@@ -7,6 +7,7 @@
 //! | `threads` | 0 (all cores) | worker threads; results do not depend on it |
 //! | `precision` | `"f64"` | floating-point precision of the hot loops |
 //! | `chunk` | 4096 | samples per streamed chunk |
+//! | `stream` | 2 | how the samples' Gaussian inputs are drawn: 2, or 1 (every record written before 2 existed; docs/architecture.md, "Stream versions") |
 //! | `target.expr` / `target.preset` | preset `staircase2` | `g*` over `z1..zr` (docs/model.md §1, §5) |
 //! | `target.r` | largest index used | teacher rank |
 //! | `target.teacher` | `"random"` | `"random"` orthonormal rows or `"canonical"` |
@@ -38,6 +39,9 @@
 //! | `eval.every_step` | false | readout and test error after every step (docs/stairway.md) |
 //! | `eval.baseline` | true | fit and test the random-features baseline (`rf_*` are `null` without) |
 
+/// The stream versions of the samples' Gaussian inputs (the key `stream`).
+pub use crate::data::Stream;
+use crate::data::{Purpose, StreamKey};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
 pub use crate::model::{
@@ -312,6 +316,10 @@ pub struct EvalConfig {
 
 // Keys added after records existed are written only when they differ from their default, so
 // that the configurations (and hashes) of earlier records stay the same.
+fn stream_v1() -> u32 {
+    1
+}
+
 fn is_true(b: &bool) -> bool {
     *b
 }
@@ -340,6 +348,13 @@ pub struct Config {
     pub precision: Precision,
     /// Samples per chunk.
     pub chunk: usize,
+    /// Stream version of the samples' Gaussian inputs and label noise (docs/architecture.md,
+    /// "Stream versions"): 2, the default of a configuration that does not name one, or 1, the
+    /// version of every record written before version 2 existed (a stored configuration without
+    /// the key is version 1; a point of version 1 keeps the hash such records have,
+    /// [`crate::sweep::config_hash`]).
+    #[serde(default = "stream_v1")]
+    pub stream: u32,
     /// Target.
     pub target: TargetConfig,
     /// Network.
@@ -359,6 +374,7 @@ impl Default for Config {
             threads: 0,
             precision: Precision::F64,
             chunk: 4096,
+            stream: Stream::LATEST.number(),
             target: TargetConfig::default(),
             network: NetworkConfig::default(),
             train: TrainConfig::default(),
@@ -561,7 +577,12 @@ impl Config {
     /// # Errors
     /// [`Error::UnknownKey`] for keys that do not exist, [`Error::WrongType`] for values of the
     /// wrong type, [`Error::Invalid`] or [`Error::Value`] for values their key does not accept.
-    pub fn from_table(table: toml::Table) -> Result<Config> {
+    pub fn from_table(mut table: toml::Table) -> Result<Config> {
+        // A configuration that names no stream version runs the newest (a stored one, read
+        // with serde, is version 1: see `Config::stream`).
+        table
+            .entry("stream")
+            .or_insert_with(|| toml::Value::Integer(i64::from(Stream::LATEST.number())));
         // Deserialize from text so that an error carries a span, which names the key.
         let text = toml::to_string(&table).map_err(|e| Error::config(e.to_string()))?;
         toml::from_str::<Config>(&text).map_err(|e| deserialize_error(&text, &e))
@@ -573,6 +594,12 @@ impl Config {
     /// As [`parse_table`] and [`Config::from_table`].
     pub fn from_toml(text: &str, source_name: &str) -> Result<Config> {
         Config::from_table(parse_table(text, source_name)?)
+    }
+
+    /// The key of the samples' streams of `(purpose, step)` of this configuration's seed, with
+    /// its [`Stream`] version (version 1 for a number `resolve` would refuse).
+    pub(crate) fn sample_key(&self, purpose: Purpose, step: u64) -> StreamKey {
+        StreamKey::new(self.seed, purpose, step).with_stream(Stream::from_number(self.stream).unwrap_or_default())
     }
 
     /// The target expression after resolving presets (default: preset `staircase2`).
@@ -620,6 +647,9 @@ impl Config {
         }
         if c.chunk == 0 || c.chunk > MAX_CHUNK {
             return Err(Error::invalid("chunk", format!("between 1 and {MAX_CHUNK}"), c.chunk));
+        }
+        if Stream::from_number(c.stream).is_none() {
+            return Err(Error::invalid("stream", "1 or 2", c.stream));
         }
         check_network(&c.network)?;
         let (expr, r) = resolve_target(&mut c)?;
@@ -1182,5 +1212,47 @@ mod tests {
         let text = toml::to_string(&c).unwrap();
         let back = Config::from_toml(&text, "x").unwrap();
         assert_eq!(&back, c.config());
+    }
+
+    /// A configuration that names no stream version runs the newest; a stored one without the
+    /// key (every record written before version 2) is version 1, and version 1 is written
+    /// without the key, so that such records keep their hashes; other numbers are refused.
+    #[test]
+    fn stream_version_defaults_and_stored_records() {
+        assert_eq!(Config::from_toml("", "x").unwrap().stream, 2);
+        assert_eq!(Config::default().stream, 2);
+        assert_eq!(Config::from_toml("stream = 1", "x").unwrap().stream, 1);
+        // A record's JSON configuration without the key.
+        let mut json = serde_json::to_value(Config::default()).unwrap();
+        assert_eq!(json["stream"], 2, "version 2 is written");
+        json.as_object_mut().unwrap().remove("stream");
+        let stored: Config = serde_json::from_value(json).unwrap();
+        assert_eq!(stored.stream, 1);
+        // A point of version 1 has the hash of a record written before the key existed (the
+        // JSON text as the earlier binaries wrote it: fields in their order, no `stream`).
+        let before = serde_json::to_string(&stored).unwrap().replace(",\"stream\":1,", ",");
+        assert!(!before.contains("stream"));
+        assert_eq!(crate::sweep::config_hash(&stored), crate::sweep::fnv_hex(&before));
+        assert_ne!(
+            crate::sweep::config_hash(&Config::default()),
+            crate::sweep::fnv_hex(&before)
+        );
+        // Version 1 is written and read back as 1 (TOML and JSON).
+        let text = toml::to_string(&stored).unwrap();
+        assert_eq!(Config::from_toml(&text, "x").unwrap().stream, 1, "{text}");
+        // The stream reaches the samples' keys, and only theirs.
+        let key = stored.sample_key(Purpose::Test, 0);
+        assert_eq!(key.stream(), Stream::V1);
+        assert_eq!(Config::default().sample_key(Purpose::Test, 0).stream(), Stream::V2);
+        assert_eq!(
+            key.with_stream(Stream::V2),
+            Config::default().sample_key(Purpose::Test, 0)
+        );
+        let e = Config::from_toml("stream = 3", "x")
+            .unwrap()
+            .resolve()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("stream") && e.contains("1 or 2") && e.contains('3'), "{e}");
     }
 }

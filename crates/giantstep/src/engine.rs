@@ -216,6 +216,12 @@ impl<T: Real> Samples<T> {
 /// Bytes of samples [`Samples::fill`] handles at a time (well inside a core's L2 cache).
 const FILL_BLOCK_BYTES: usize = 1 << 19;
 
+/// Rows of `d` coordinates in one block of [`Samples::fill`] (at least the fewest it allows for
+/// one teacher direction): what `giantstep bench` draws its normals in.
+pub fn fill_block_rows(d: usize) -> usize {
+    (FILL_BLOCK_BYTES / (8 * d.max(1))).max(257)
+}
+
 /// The blocks of rows `[b0, b1)` of a chunk of `m` samples of dimension `d` with `r` teacher
 /// directions that [`Samples::fill`] handles at a time: about [`FILL_BLOCK_BYTES`] each, and
 /// each with more than 64 and more than `256/r` rows when the chunk has (a short last block joins
@@ -256,14 +262,19 @@ impl LabelShift {
     }
 }
 
-/// Draws the inputs `z` of a batch and nothing else, chunk by chunk on the executor's threads
-/// (`giantstep bench` times the Gaussian generation alone with it).
+/// Draws the inputs `z` of a batch and nothing else, chunk by chunk on the executor's threads,
+/// each chunk in the blocks of rows a step draws it in (into one block's memory, kept in cache
+/// as [`Samples::fill`] keeps it): `giantstep bench` times the Gaussian generation alone with it.
 pub fn gaussian_pass(exec: &Exec, key: &StreamKey, n: usize, d: usize) {
     let mut work = exec.workspaces(n, || vec![0.0; exec.chunk * d]);
     exec.chunks(
         n,
         &mut work,
-        |z, start, m| gaussian_rows(key, start as u64, d, &mut z[..m * d], None),
+        |z, start, m| {
+            for (b0, b1) in fill_blocks(m, d, 1) {
+                gaussian_rows(key, (start + b0) as u64, d, &mut z[..(b1 - b0) * d], None);
+            }
+        },
         |_| {},
     );
 }

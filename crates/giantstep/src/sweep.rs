@@ -91,6 +91,21 @@ fn group_key(config: &Config, index: usize) -> String {
     serde_json::to_string(&c).expect("serializable")
 }
 
+/// The hash that keys a point's record: [`fnv_hex`] of the configuration's JSON, without the key
+/// `stream` when it is 1, so that a point of stream version 1 has the hash its records had
+/// before the key existed.
+pub fn config_hash(config: &Config) -> String {
+    let json = serde_json::to_string(config).expect("serializable");
+    if config.stream != 1 {
+        return fnv_hex(&json);
+    }
+    // The fields before `stream` (seed, threads, precision, chunk) are plain numbers and names,
+    // so its first occurrence is the top-level key, written between `chunk` and `target`.
+    let key = ",\"stream\":1,";
+    debug_assert!(json.find(key) == json.find("\"stream\""));
+    fnv_hex(&json.replacen(key, ",", 1))
+}
+
 /// FNV-1a 64-bit hash as 16 hex digits (stable across platforms and versions).
 pub fn fnv_hex(text: &str) -> String {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -279,6 +294,30 @@ impl Plan {
     /// # Errors
     /// The first invalid point's configuration error, naming the point.
     pub fn points(&self) -> Result<Vec<Point>> {
+        self.points_in(None)
+    }
+
+    /// Whether the plan names a stream version (`stream` in its base or as an axis).
+    pub fn names_stream(&self) -> bool {
+        self.base.contains_key("stream") || self.axes.iter().any(|a| a.key == "stream")
+    }
+
+    /// The points that continue the records `done` of this plan: drawn with the stream version
+    /// of those records when the plan names none (a record file started before stream version
+    /// 2 existed resumes with version 1, and one started with a version keeps it), otherwise
+    /// [`Plan::points`].
+    ///
+    /// # Errors
+    /// As [`Plan::points`].
+    pub fn points_for(&self, done: &[Record]) -> Result<Vec<Point>> {
+        match done.first() {
+            Some(r) if !self.names_stream() => self.points_in(Some(r.config.stream)),
+            _ => self.points(),
+        }
+    }
+
+    /// [`Plan::points`], with `stream` set in every point when given.
+    fn points_in(&self, stream: Option<u32>) -> Result<Vec<Point>> {
         let total = self.len();
         let mut out = Vec::with_capacity(total);
         let mut groups: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
@@ -295,6 +334,9 @@ impl Plan {
             for (k, v) in assignment.into_iter().rev() {
                 set_key(&mut table, &k, v)?;
             }
+            if let Some(v) = stream {
+                table.insert("stream".into(), toml::Value::Integer(i64::from(v)));
+            }
             let mut config = Config::from_table(table)
                 .and_then(|c| c.resolve())
                 .map_err(|e| Error::PlanPoint {
@@ -303,7 +345,7 @@ impl Plan {
                 })?
                 .into_config();
             config.threads = 0;
-            let hash = fnv_hex(&serde_json::to_string(&config).expect("serializable"));
+            let hash = config_hash(&config);
             // Two points of one configuration would be one record: a plan never completes.
             if let Some(first) = seen.insert(hash.clone(), index) {
                 return Err(Error::invalid(
@@ -612,12 +654,17 @@ pub fn run_sweep(
     } = *options;
     let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::Relaxed));
     let plan_id = plan.id();
+    let (file, valid, done) = open_records(out, &plan_id)?;
     let points: Vec<Point> = plan
-        .points()?
+        .points_for(&done)?
         .into_iter()
         .filter(|p| shard.is_none_or(|s| s.contains(p)))
         .collect();
-    let (file, valid, done_hashes) = open_records(out, &plan_id)?;
+    let done_hashes: std::collections::HashSet<String> = done
+        .into_iter()
+        .filter(|r| r.result.is_some())
+        .map(|r| r.hash)
+        .collect();
     let todo: Vec<&Point> = points
         .iter()
         .filter(|p| !done_hashes.contains(p.hash.as_str()))
@@ -689,9 +736,9 @@ pub fn run_sweep(
 
 /// Opens and locks the record file of a sweep, checks that its records belong to `plan_id`,
 /// drops a truncated last line, and returns the file (positioned at its end), the length of its
-/// complete records and the hashes of the points done (those with a result; failed points are
-/// run again).
-fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, std::collections::HashSet<String>)> {
+/// complete records and the records (the points with a result are done; failed points are run
+/// again).
+fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, Vec<Record>)> {
     let io = |e| Error::Io {
         path: out.display().to_string(),
         error: e,
@@ -737,15 +784,10 @@ fn open_records(out: &Path, plan_id: &str) -> Result<(std::fs::File, u64, std::c
             ),
         });
     }
-    let done_hashes = done
-        .into_iter()
-        .filter(|r| r.result.is_some())
-        .map(|r| r.hash)
-        .collect();
     // Drop a truncated last line before appending.
     file.set_len(valid).map_err(io)?;
     file.seek(std::io::SeekFrom::End(0)).map_err(io)?;
-    Ok((file, valid, done_hashes))
+    Ok((file, valid, done))
 }
 
 /// The record file of a running sweep, shared by its workers.
@@ -925,15 +967,8 @@ pub struct ShardStatus {
 pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> {
     let count = files.len();
     let id = plan.id();
-    let points = plan.points()?;
-    let mut out = Vec::with_capacity(count);
-    for (i, f) in files.iter().enumerate() {
-        let shard = Shard { index: i, count };
-        let mine: std::collections::HashSet<&str> = points
-            .iter()
-            .filter(|p| shard.contains(p))
-            .map(|p| p.hash.as_str())
-            .collect();
+    let mut all = Vec::with_capacity(count);
+    for f in files {
         let (records, _) = if f.exists() { read_records(f)? } else { (vec![], 0) };
         if let Some(r) = records.iter().find(|r| r.plan != id) {
             return Err(Error::RecordFile {
@@ -941,6 +976,26 @@ pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> 
                 message: format!("holds records of a different plan ({}, expected {id})", r.plan),
             });
         }
+        all.push(records);
+    }
+    // Every shard resumes in the stream version of its own records (`run_sweep`): the points
+    // of each version once.
+    let mut by_version: std::collections::HashMap<Option<u32>, Vec<Point>> = std::collections::HashMap::new();
+    for records in &all {
+        let version = records.first().map(|r| r.config.stream);
+        if let std::collections::hash_map::Entry::Vacant(e) = by_version.entry(version) {
+            e.insert(plan.points_for(records)?);
+        }
+    }
+    let mut out = Vec::with_capacity(count);
+    for (i, records) in all.iter().enumerate() {
+        let shard = Shard { index: i, count };
+        let points = &by_version[&records.first().map(|r| r.config.stream)];
+        let mine: std::collections::HashSet<&str> = points
+            .iter()
+            .filter(|p| shard.contains(p))
+            .map(|p| p.hash.as_str())
+            .collect();
         let done: std::collections::HashSet<&str> = records
             .iter()
             .filter(|r| r.result.is_some())
@@ -965,6 +1020,51 @@ pub fn shard_status(plan: &Plan, files: &[PathBuf]) -> Result<Vec<ShardStatus>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The committed paper-scale record files (docs/figures, written before stream version 2
+    /// existed): every record's hash is [`config_hash`] of its stored configuration (read as
+    /// version 1), and their plan's points in the records' version are exactly the records, so
+    /// a sweep onto them runs nothing; the same plan in version 2 shares no point with them.
+    #[test]
+    fn committed_records_resume_with_their_stream_version() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/figures");
+        let mut checked = 0;
+        for dir in std::fs::read_dir(&root).unwrap() {
+            let dir = dir.unwrap().path();
+            let (plan, gz) = (dir.join("plan.toml"), dir.join("records.jsonl.gz"));
+            if !plan.exists() || !gz.exists() {
+                continue;
+            }
+            let out = std::process::Command::new("python3")
+                .args([
+                    "-c",
+                    "import gzip, sys; sys.stdout.buffer.write(gzip.open(sys.argv[1]).read())",
+                ])
+                .arg(&gz)
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "gunzip {}", gz.display());
+            let file = std::env::temp_dir().join(format!("giantstep-records-{}-{checked}.jsonl", std::process::id()));
+            std::fs::write(&file, &out.stdout).unwrap();
+            let (records, _) = read_records(&file).unwrap();
+            std::fs::remove_file(&file).unwrap();
+            let plan = Plan::from_toml(&std::fs::read_to_string(&plan).unwrap(), "plan").unwrap();
+            assert!(records.iter().all(|r| r.config.stream == 1 && r.plan == plan.id()));
+            for r in &records {
+                assert_eq!(config_hash(&r.config), r.hash, "{}: record {}", dir.display(), r.index);
+            }
+            let want: std::collections::BTreeSet<&str> = records.iter().map(|r| r.hash.as_str()).collect();
+            let points = plan.points_for(&records).unwrap();
+            let got: std::collections::BTreeSet<&str> = points.iter().map(|p| p.hash.as_str()).collect();
+            assert_eq!(got, want, "{}", dir.display());
+            let fresh = plan.points().unwrap();
+            assert!(fresh
+                .iter()
+                .all(|p| p.config.stream == 2 && !want.contains(p.hash.as_str())));
+            checked += 1;
+        }
+        assert!(checked >= 2, "{checked} record files in {}", root.display());
+    }
 
     #[test]
     fn only_a_cut_record_is_dropped_from_the_end() {

@@ -108,9 +108,15 @@ fn ridge_deterministic_equivalent_matches_monte_carlo() {
 
 /// One configuration at d = 256: simulated test error per step (one seed) against the
 /// prediction of the same seed, in both forms (finite p, then mean field): the worst gap and a
-/// line per form.
+/// line per form. The simulation draws the samples of stream version 1, the realization the
+/// tolerances and docs/theory.md §6's measured gaps come from: one seed's simulated error moves
+/// by about 0.025 (one standard deviation over seeds at T = 1 on staircase2) with the samples,
+/// as much as the tolerance.
 fn check(name: &str, edit: impl Fn(&mut Config)) -> [(f64, String); 2] {
-    let mut c = Config::default();
+    let mut c = Config {
+        stream: 1,
+        ..Config::default()
+    };
     c.network.d = 256;
     c.network.p = 256;
     c.eval.n_test = 200_000;

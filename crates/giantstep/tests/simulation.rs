@@ -290,10 +290,13 @@ fn reuse_and_readout_on_last_batch_run() {
 
 /// The oracle add-back (exact μ0 + <W*ᵀμ1, z> from the theory) gives the same test error as the
 /// empirical one up to the estimation noise of the latter, and the theory section is attached.
+/// One seed, on the samples of stream version 1 the 5% was measured on (the gap moves with the
+/// realization: 7% with version 2's samples of the same seed).
 #[test]
 #[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn oracle_add_back_and_theory_section() {
     let base = [
+        "stream=1",
         "target.preset=stairway-he124",
         "network.d=64",
         "network.p=128",
@@ -1183,4 +1186,48 @@ fn baselines_are_shared_across_learning_rates_and_equal_recomputed_ones() {
     };
     giantstep::run_with(&cfg, options).unwrap();
     assert!(cache.is_empty());
+}
+
+/// The two stream versions of the samples give the same simulation in distribution: over 16
+/// seeds each (staircase2, d = 64, p = 64, n = d^1.5, two steps), the seed means of the test
+/// error, of random features' and of the step-1 overlap with `w*1` agree within 4 standard
+/// errors of their difference; and the versions do draw different samples.
+#[test]
+fn stream_versions_agree_in_distribution() {
+    let stats = |stream: &str| -> Vec<[f64; 3]> {
+        (0..16)
+            .map(|seed| {
+                let r = simulate(&[
+                    &format!("stream={stream}"),
+                    &format!("seed={seed}"),
+                    "target.preset=staircase2",
+                    "network.d=64",
+                    "network.p=64",
+                    "train.n=d^1.5",
+                    "train.steps=2",
+                    "eval.n_test=4000",
+                    "eval.theory=false",
+                ]);
+                [
+                    r.test_error,
+                    r.rf_test_error.unwrap(),
+                    r.steps[0].overlaps.mean_abs_cos[0],
+                ]
+            })
+            .collect()
+    };
+    let (a, b) = (stats("1"), stats("2"));
+    let mut differ = false;
+    for k in 0..3 {
+        let mean = |v: &[[f64; 3]]| v.iter().map(|x| x[k]).sum::<f64>() / v.len() as f64;
+        let var = |v: &[[f64; 3]], m: f64| v.iter().map(|x| (x[k] - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64;
+        let (ma, mb) = (mean(&a), mean(&b));
+        let se = ((var(&a, ma) + var(&b, mb)) / a.len() as f64).sqrt();
+        assert!(
+            (ma - mb).abs() < 4.0 * se,
+            "statistic {k}: version 1 {ma} vs version 2 {mb} (se {se})"
+        );
+        differ |= a.iter().zip(&b).any(|(x, y)| x[k] != y[k]);
+    }
+    assert!(differ, "the two versions gave the same numbers");
 }

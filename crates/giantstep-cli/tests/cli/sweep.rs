@@ -105,6 +105,49 @@ fn resume_after_sigkill_equals_uninterrupted() {
     assert_eq!(std::fs::read(&out).unwrap(), before);
 }
 
+/// A record file written before stream version 2 existed (its configurations without the key
+/// `stream`) resumes with version 1: the missing points are drawn with version 1 and the file
+/// ends as the same plan run with `stream = 1` throughout; a new file of the plan is version 2.
+#[test]
+fn a_record_file_of_version_1_resumes_with_version_1() {
+    let dir = tempdir("stream1");
+    let plan = write_plan(&dir, PLAN);
+    let fresh = dir.join("fresh.jsonl");
+    assert!(sweep(&plan, &fresh, &[]).status.success());
+    let v2 = normalized(&fresh);
+    assert!(v2.iter().all(|r| r["config"]["stream"] == 2));
+    let id = v2[0]["plan"].as_str().unwrap().to_string();
+    // The plan with `stream = 1` in its base: the numbers of version 1 (another plan id).
+    let plan1 = write_plan(&dir, &PLAN.replace("[base]\n", "[base]\nstream = 1\n"));
+    let full1 = dir.join("full1.jsonl");
+    assert!(sweep(&plan1, &full1, &[]).status.success());
+    let id1 = normalized(&full1)[0]["plan"].as_str().unwrap().to_string();
+    // As the earlier binaries wrote them: the plan's id, no `stream` key; a partial file.
+    let old_style = |text: &str| text.replace(&id1, &id).replace(",\"stream\":1,", ",");
+    let text = std::fs::read_to_string(&full1).unwrap();
+    let partial: String = text.lines().take(7).map(|l| format!("{}\n", old_style(l))).collect();
+    assert!(!partial.contains("stream"));
+    let out = dir.join("old.jsonl");
+    std::fs::write(&out, &partial).unwrap();
+    assert!(sweep(&plan, &out, &[]).status.success());
+    let got = normalized(&out);
+    assert_eq!(got.len(), 18);
+    let want: Vec<serde_json::Value> = normalized(&full1)
+        .into_iter()
+        .map(|r| serde_json::from_str(&old_style(&r.to_string())).unwrap())
+        .collect();
+    // The points run now are written with `"stream":1`; the numbers are those of version 1.
+    let without_key: Vec<serde_json::Value> = got
+        .iter()
+        .map(|r| serde_json::from_str(&old_style(&r.to_string())).unwrap())
+        .collect();
+    assert_eq!(without_key, want);
+    assert_ne!(
+        got.iter().map(|r| &r["result"]["test_error"]).collect::<Vec<_>>(),
+        v2.iter().map(|r| &r["result"]["test_error"]).collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn truncated_last_line_is_redone() {
     let dir = tempdir("trunc");

@@ -174,6 +174,15 @@ impl Keystream {
     }
 }
 
+impl Keystream {
+    /// Fills `out` with the stream's next bytes (from its start for a new `Keystream`; not
+    /// mixed with [`Words`] reads).
+    pub(super) fn fill(&mut self, out: &mut [u8]) {
+        out.fill(0);
+        self.cipher.apply_keystream(out);
+    }
+}
+
 impl Words for Keystream {
     #[inline(always)]
     fn block(&mut self) -> (&[u8; BLOCK], usize) {

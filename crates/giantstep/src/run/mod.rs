@@ -15,7 +15,7 @@ pub use preflight::preflight;
 pub use result::{RunResult, RunTheory, StepRecord, StepState, Weights};
 
 use crate::config::{Config, Preprocess, ValidConfig};
-use crate::data::{Purpose, StreamKey};
+use crate::data::Purpose;
 use crate::engine::{self, Batch, Exec, Readout};
 use crate::error::{Error, Result};
 use crate::given::given;
@@ -197,7 +197,7 @@ fn config_at(cfg: &Config, t: usize) -> Config {
 /// The training batch of step `t` (from 1).
 fn train_batch(cfg: &ValidConfig, t: usize) -> Batch {
     Batch {
-        key: StreamKey::new(cfg.seed, Purpose::Train, ((t - 1) / cfg.train.reuse) as u64),
+        key: cfg.sample_key(Purpose::Train, ((t - 1) / cfg.train.reuse) as u64),
         n: cfg.train_n(),
     }
 }
@@ -574,6 +574,7 @@ fn preprocess_shift(exec: &Exec, target: &Target, batch: &Batch, pre: Preprocess
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::StreamKey;
     use crate::expr::Expr;
     use crate::target::TeacherKind;
 

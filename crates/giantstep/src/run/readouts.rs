@@ -3,7 +3,7 @@
 use super::baseline::baseline_config_key;
 use super::{interrupted, preprocess_shift, train_batch, Ctx, RunTheory, ShiftCache, Started, Trained};
 use crate::config::{AddBack, Preprocess, ReadoutBatch, ValidConfig};
-use crate::data::{Purpose, StreamKey};
+use crate::data::Purpose;
 use crate::engine::{self, Batch, Exec, Readout};
 use crate::error::{Error, Result};
 use crate::target::Target;
@@ -37,7 +37,7 @@ pub(super) fn fit_all<T: crate::linalg::Real>(
     let readout_batch_of = |t: usize| match cfg.readout.batch {
         ReadoutBatch::Last => train_batch(cfg, t),
         ReadoutBatch::Fresh => Batch {
-            key: StreamKey::new(cfg.seed, Purpose::Readout, 0),
+            key: cfg.sample_key(Purpose::Readout, 0),
             n: cfg.readout_n(),
         },
     };
@@ -129,7 +129,7 @@ pub(super) fn test_all<T: crate::linalg::Real>(
 ) -> Result<Tested> {
     let (cfg, exec, target) = (ctx.cfg, &ctx.exec, &ctx.target);
     let test_batch = Batch {
-        key: StreamKey::new(cfg.seed, Purpose::Test, 0),
+        key: cfg.sample_key(Purpose::Test, 0),
         n: cfg.eval.n_test,
     };
     let test_shift = (cfg.readout.add_back == AddBack::Test && cfg.train.readout_preprocess() != Preprocess::None)
