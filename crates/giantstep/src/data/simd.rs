@@ -2,7 +2,9 @@
 //! [`super::normal`] (and so as `rand_distr::StandardNormal` over `rand_chacha::ChaCha8Rng`), bit
 //! for bit, faster.
 //!
-//! Two kernels per instruction set, chosen at run time ([`Isa::detected`]):
+//! Two kernels per instruction set for stream version 1, chosen at run time ([`Isa::detected`]),
+//! and one for version 2 (the inverse normal CDF of [`super::icdf`] on 16 or 8 words at a time,
+//! four vectors in lockstep, on the same ChaCha8 blocks):
 //!
 //! - **ChaCha8 across samples.** Sample `i` reads its own ChaCha stream `i`; the streams of 16
 //!   (AVX-512) or 8 (AVX2) consecutive samples share their key and differ only in the stream
@@ -35,7 +37,9 @@ pub enum Isa {
     Avx512,
     /// AVX2 with FMA: 8 ChaCha lanes, 4 ziggurat lanes.
     Avx2,
-    /// No vector kernels: the keystream of the `chacha20` crate and the scalar ziggurat.
+    /// No vector kernels: the keystream of the `chacha20` crate and the scalar ziggurat (stream
+    /// version 2: the scalar inverse CDF, whose fused multiply-adds are `libm` calls unless the
+    /// build targets FMA; a fallback, about 15 million normals/s here).
     Scalar,
 }
 
@@ -165,8 +169,9 @@ pub(super) fn gaussian_rows_v2_with(
         return;
     }
     let m = z.len() / d;
-    let words = d + usize::from(noise.is_some());
-    let blocks = words.div_ceil(16);
+    // With noise, a whole vector of words from word d on (the noise's word first), so that the
+    // noise goes through the vector kernel too.
+    let blocks = if noise.is_some() { (d + 16).div_ceil(16) } else { d.div_ceil(16) };
     let lanes = isa.lanes();
     let row_bytes = blocks * 64;
     let mut buf = vec![0u8; lanes * row_bytes];
@@ -178,14 +183,14 @@ pub(super) fn gaussian_rows_v2_with(
             let row = &buf[j * row_bytes..(j + 1) * row_bytes];
             normals32(isa, row, &mut z[i * d..(i + 1) * d]);
             if let Some(xi) = noise.as_deref_mut() {
-                xi[i] = f64::from(icdf::normal(u32::from_le_bytes(row[4 * d..4 * d + 4].try_into().expect("4 bytes"))));
+                normals32(isa, &row[4 * d..], &mut xi[i..=i]);
             }
         }
     }
 }
 
 /// The normals of the first `out.len()` words of `row` (stream version 2) with the vector
-/// kernel of `isa`; `row` holds whole vectors of words past them (a multiple of 16 words).
+/// kernel of `isa`; `row` holds the whole vectors of 16 words that cover them.
 fn normals32(isa: Isa, row: &[u8], out: &mut [f64]) {
     assert!(row.len() >= 4 * out.len().div_ceil(16) * 16, "row buffer too short");
     match isa {
