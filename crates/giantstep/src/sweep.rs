@@ -102,7 +102,7 @@ pub fn config_hash(config: &Config) -> String {
     // The fields before `stream` (seed, threads, precision, chunk) are plain numbers and names,
     // so its first occurrence is the top-level key, written between `chunk` and `target`.
     let key = ",\"stream\":1,";
-    debug_assert!(json.find(key) == json.find("\"stream\""));
+    debug_assert_eq!(json.find(key).map(|at| at + 1), json.find("\"stream\""));
     fnv_hex(&json.replacen(key, ",", 1))
 }
 
