@@ -354,7 +354,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
         Stream::from_number(cfg.stream).unwrap_or_default(),
         d,
         chunk.min(n),
-        engine::fill_block_rows(d),
+        engine::fill_block_rows(d, target.r),
     );
     let shapes = shapes_typed::<T>(chunk.min(n), d, p, SHAPE_TRIALS);
     let mut phases = Vec::new();
@@ -379,7 +379,7 @@ fn bench_typed<T: Real>(name: &str, cfg: &ValidConfig) -> Result<BenchReport> {
     };
     gemm_before.set(gemm_seconds());
     let t = Instant::now();
-    engine::gaussian_pass(&exec, &train.key, n, d);
+    engine::gaussian_pass(&exec, &train.key, n, d, target.r);
     phase("gaussian", t.elapsed().as_secs_f64(), 0.0, n);
     gemm_before.set(gemm_seconds());
     let t = Instant::now();

@@ -1215,8 +1215,8 @@ mod tests {
     }
 
     /// A configuration that names no stream version runs the newest; a stored one without the
-    /// key (every record written before version 2) is version 1, and version 1 is written
-    /// without the key, so that such records keep their hashes; other numbers are refused.
+    /// key (every record written before version 2) is version 1, and a point of version 1 hashes
+    /// as such records do; version 1 is written and read back as 1; other numbers are refused.
     #[test]
     fn stream_version_defaults_and_stored_records() {
         assert_eq!(Config::from_toml("", "x").unwrap().stream, 2);

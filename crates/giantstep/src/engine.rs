@@ -216,10 +216,17 @@ impl<T: Real> Samples<T> {
 /// Bytes of samples [`Samples::fill`] handles at a time (well inside a core's L2 cache).
 const FILL_BLOCK_BYTES: usize = 1 << 19;
 
-/// Rows of `d` coordinates in one block of [`Samples::fill`] (at least the fewest it allows for
-/// one teacher direction): what `giantstep bench` draws its normals in.
-pub fn fill_block_rows(d: usize) -> usize {
-    (FILL_BLOCK_BYTES / (8 * d.max(1))).max(257)
+/// Rows of a full block of [`Samples::fill`] for samples of `d` coordinates and `r` teacher
+/// directions: about [`FILL_BLOCK_BYTES`], and more than 64 and more than `256/r` rows (see
+/// [`fill_blocks`]). `giantstep bench` draws its normals in blocks of this size.
+pub fn fill_block_rows(d: usize, r: usize) -> usize {
+    (FILL_BLOCK_BYTES / (8 * d.max(1))).max(fewest_rows(r))
+}
+
+/// The fewest rows of a block with `r` teacher directions: past both of `gemm`'s small-product
+/// paths (see [`fill_blocks`]).
+fn fewest_rows(r: usize) -> usize {
+    65.max(256 / r.max(1) + 1)
 }
 
 /// The blocks of rows `[b0, b1)` of a chunk of `m` samples of dimension `d` with `r` teacher
@@ -230,8 +237,8 @@ pub fn fill_block_rows(d: usize) -> usize {
 /// every block past both, the coordinates `W* z` of a block are summed as in the whole chunk's
 /// product.
 fn fill_blocks(m: usize, d: usize, r: usize) -> Vec<(usize, usize)> {
-    let fewest = 65.max(256 / r.max(1) + 1);
-    let rows = (FILL_BLOCK_BYTES / (8 * d.max(1))).max(fewest);
+    let fewest = fewest_rows(r);
+    let rows = fill_block_rows(d, r);
     if m <= rows {
         return vec![(0, m)];
     }
@@ -263,15 +270,16 @@ impl LabelShift {
 }
 
 /// Draws the inputs `z` of a batch and nothing else, chunk by chunk on the executor's threads,
-/// each chunk in the blocks of rows a step draws it in (into one block's memory, kept in cache
-/// as [`Samples::fill`] keeps it): `giantstep bench` times the Gaussian generation alone with it.
-pub fn gaussian_pass(exec: &Exec, key: &StreamKey, n: usize, d: usize) {
+/// each chunk in the blocks of rows a step draws it in for a target of `r` directions (into one
+/// block's memory, kept in cache as [`Samples::fill`] keeps it): `giantstep bench` times the
+/// Gaussian generation alone with it.
+pub fn gaussian_pass(exec: &Exec, key: &StreamKey, n: usize, d: usize, r: usize) {
     let mut work = exec.workspaces(n, || vec![0.0; exec.chunk * d]);
     exec.chunks(
         n,
         &mut work,
         |z, start, m| {
-            for (b0, b1) in fill_blocks(m, d, 1) {
+            for (b0, b1) in fill_blocks(m, d, r) {
                 gaussian_rows(key, (start + b0) as u64, d, &mut z[..(b1 - b0) * d], None);
             }
         },
