@@ -15,7 +15,7 @@ use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm,
 use crate::model::{Loss, Normalize};
 use crate::network::Network;
 use crate::target::Target;
-use rayon::prelude::*;
+use std::sync::{Condvar, Mutex};
 
 /// Where a pass's samples come from: the stream family and the number of samples.
 #[derive(Debug, Clone, Copy)]
@@ -82,40 +82,131 @@ impl Exec {
 
     /// Runs `compute(ws, start, len)` on the chunks of `0..n`, up to `work.len()` at a time in
     /// parallel, then `reduce(ws)` on each in chunk order.
+    ///
+    /// The workers take the chunks in order as they become free (no barrier between groups of
+    /// chunks), and whichever worker completes the next chunk in order also reduces it while
+    /// the others compute: a chunk's numbers depend only on the chunk and the reductions happen
+    /// in chunk order, so the results are the same for any thread count and any timing.
     fn chunks<W: Send>(
         &self,
         n: usize,
         work: &mut [W],
         compute: impl Fn(&mut W, usize, usize) + Sync,
-        mut reduce: impl FnMut(&mut W),
+        reduce: impl FnMut(&mut W) + Send,
     ) {
         let chunk = self.chunk;
         let count = n.div_ceil(chunk);
-        let width = work.len().max(1);
-        let mut c = 0;
-        while c < count {
-            if self.cancelled() {
+        let range = |c: usize| (c * chunk, chunk.min(n - c * chunk));
+        let pool = match &self.pool {
+            Some(pool) if work.len() > 1 && count > 1 => pool,
+            _ => {
+                let (ws, mut reduce) = (&mut work[0], reduce);
+                for c in 0..count {
+                    if self.cancelled() {
+                        return;
+                    }
+                    let (start, m) = range(c);
+                    compute(ws, start, m);
+                    reduce(ws);
+                }
                 return;
             }
-            let group = (count - c).min(width);
-            let run = |(j, ws): (usize, &mut W)| {
-                let start = (c + j) * chunk;
-                compute(ws, start, chunk.min(n - start));
+        };
+        let slots: Vec<Mutex<&mut W>> = work.iter_mut().map(Mutex::new).collect();
+        let state = Mutex::new(Schedule {
+            next: 0,
+            free: (0..slots.len()).rev().collect(),
+            done: std::collections::BTreeMap::new(),
+            reduced: 0,
+            reducing: false,
+            stop: false,
+        });
+        let changed = Condvar::new();
+        let reduce = Mutex::new(reduce);
+        let worker = || loop {
+            // The next chunk in order and a free workspace.
+            let (c, k) = {
+                let mut st = lock(&state);
+                loop {
+                    if st.stop || st.next == count || self.cancelled() {
+                        return;
+                    }
+                    if let Some(k) = st.free.pop() {
+                        st.next += 1;
+                        break (st.next - 1, k);
+                    }
+                    st = changed.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
             };
-            match (&self.pool, group) {
-                (Some(pool), g) if g > 1 => pool.install(|| work[..group].par_iter_mut().enumerate().for_each(run)),
-                _ => work[..group].iter_mut().enumerate().for_each(run),
+            // A panic in `compute` stops the other workers instead of leaving them waiting for
+            // this chunk.
+            let guard = StopOnUnwind(&state, &changed);
+            {
+                let (start, m) = range(c);
+                let mut ws = lock(&slots[k]);
+                compute(&mut ws, start, m);
             }
-            for ws in &mut work[..group] {
-                reduce(ws);
+            let mut st = lock(&state);
+            st.done.insert(c, k);
+            if !st.reducing {
+                st.reducing = true;
+                loop {
+                    let next = st.reduced;
+                    let Some(k) = st.done.remove(&next) else { break };
+                    drop(st);
+                    {
+                        let mut ws = lock(&slots[k]);
+                        (lock(&reduce))(&mut ws);
+                    }
+                    st = lock(&state);
+                    st.reduced += 1;
+                    st.free.push(k);
+                    changed.notify_all();
+                }
+                st.reducing = false;
             }
-            c += group;
-        }
+            changed.notify_all();
+            drop(st);
+            std::mem::forget(guard);
+        };
+        pool.broadcast(|_| worker());
     }
 
     fn workspaces<W>(&self, n: usize, make: impl Fn() -> W) -> Vec<W> {
         let needed = n.div_ceil(self.chunk).clamp(1, self.threads);
         (0..needed).map(|_| make()).collect()
+    }
+}
+
+/// The shared state of [`Exec::chunks`]'s workers.
+struct Schedule {
+    /// The next chunk to hand out.
+    next: usize,
+    /// Workspaces neither computing nor holding an unreduced chunk.
+    free: Vec<usize>,
+    /// Computed chunks waiting for their turn to be reduced, with their workspace.
+    done: std::collections::BTreeMap<usize, usize>,
+    /// Chunks reduced so far (the next one to reduce).
+    reduced: usize,
+    /// Whether a worker is reducing.
+    reducing: bool,
+    /// Set when a worker panicked: the others stop.
+    stop: bool,
+}
+
+/// Locks `m`, also after a worker panicked while holding it (the panic is propagated anyway).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sets [`Schedule::stop`] and wakes the workers when dropped during a panic (forgotten
+/// otherwise).
+struct StopOnUnwind<'a>(&'a Mutex<Schedule>, &'a Condvar);
+
+impl Drop for StopOnUnwind<'_> {
+    fn drop(&mut self) {
+        lock(self.0).stop = true;
+        self.1.notify_all();
     }
 }
 
@@ -765,6 +856,56 @@ mod tests {
         apply_step(&mut w, &g, 1.0, 1, d, Normalize::Project);
         assert!((norm(&w) - 1.0).abs() < 1e-15 && (w[0] - 6.0 / 37f64.sqrt()).abs() < 1e-15);
     }
+    /// The workers of `Exec::chunks` finish their chunks in an order set by each chunk's own
+    /// delay (later chunks often first), yet every chunk is computed once, into a workspace
+    /// of its own at the time, and reduced in chunk order, for any thread count.
+    #[test]
+    fn chunks_are_reduced_in_order_whatever_finishes_first() {
+        for threads in [1, 2, 3, 7] {
+            for n in [1usize, 5, 16, 47] {
+                let exec = Exec::new(3, threads).unwrap();
+                let count = n.div_ceil(3);
+                let mut work = exec.workspaces(n, || (usize::MAX, 0));
+                let mut seen = Vec::new();
+                exec.chunks(
+                    n,
+                    &mut work,
+                    |ws, start, m| {
+                        // Chunk c sleeps (7c mod 5) ms: its neighbours overtake it.
+                        std::thread::sleep(std::time::Duration::from_millis((7 * start / 3 % 5) as u64));
+                        *ws = (start, m);
+                    },
+                    |ws| {
+                        seen.push(*ws);
+                        *ws = (usize::MAX, 0);
+                    },
+                );
+                let want: Vec<(usize, usize)> = (0..count).map(|c| (3 * c, 3.min(n - 3 * c))).collect();
+                assert_eq!(seen, want, "threads {threads}, n {n}");
+            }
+        }
+    }
+
+    /// A panic in one chunk reaches the caller, and the other workers stop instead of waiting
+    /// for it.
+    #[test]
+    fn a_panicking_chunk_stops_the_pass() {
+        let exec = Exec::new(1, 3).unwrap();
+        let mut work = exec.workspaces(40, || 0usize);
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            exec.chunks(
+                40,
+                &mut work,
+                |ws, start, _| {
+                    assert!(start != 5, "chunk 5 fails");
+                    *ws = start;
+                },
+                |_| {},
+            );
+        }));
+        assert!(outcome.is_err());
+    }
+
 
     /// The blocked [`Samples::fill`] gives the numbers of whole-chunk passes: the draw, the
     /// labels (the teacher's coordinates by one GEMM over the chunk), the shift subtracted
