@@ -637,24 +637,18 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                 match custom {
                     None => {
                         matmul(ht, [p, m, d], Op::Plain(wl), Op::Transposed(w.s.zt(m, d)), false);
-                        act.apply(ht);
+                        features_times_labels(ht, y, Some(&act), &mut w.xty[l]);
                     }
                     Some(c) => {
                         let h = &mut w.h[..m * p];
                         matmul(h, [m, p, d], Op::Plain(w.s.zt(m, d)), Op::Transposed(wl), false);
                         c.apply(h);
                         transpose(ht, h, m, p);
+                        features_times_labels(ht, y, None, &mut w.xty[l]);
                     }
                 }
-                // Lower triangle of XᵀX (mirrored after the reduction); Xᵀỹ in f64, each entry
-                // summed over the samples in order.
+                // Lower triangle of XᵀX (mirrored after the reduction).
                 gram_lower(&mut w.gram[l], ht, m, p, &mut w.scratch);
-                for (acc, row) in w.xty[l].iter_mut().zip(ht.chunks_exact(m)) {
-                    *acc = 0.0;
-                    for (hv, yv) in row.iter().zip(y) {
-                        *acc += hv.to_f64() * yv;
-                    }
-                }
             }
         },
         |w| {
@@ -679,6 +673,37 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         .zip(&xty)
         .map(|(g, q)| solve_ridge(g, q, yy, problem))
         .collect()
+}
+
+/// `Xᵀỹ` of a chunk in f64 from its features transposed `ht` (`p×m`), each entry summed over
+/// the samples in order; with `act`, `ht` holds the pre-activations and becomes `σ(ht)` first.
+/// Eight rows at a time, σ applied to them just before (while they are in cache): eight
+/// independent sums keep the units busy where one sum's chain of additions left them waiting,
+/// and each entry is still summed in sample order (the numbers of one row at a time).
+fn features_times_labels<T: Real>(ht: &mut [T], y: &[f64], act: Option<&Activation>, xty: &mut [f64]) {
+    const ROWS: usize = 8;
+    let m = y.len();
+    for (rows, out) in ht.chunks_mut(ROWS * m).zip(xty.chunks_mut(ROWS)) {
+        if let Some(act) = act {
+            act.apply(rows);
+        }
+        if out.len() == ROWS {
+            let mut acc = [0.0; ROWS];
+            for (nu, yv) in y.iter().enumerate() {
+                for (r, a) in acc.iter_mut().enumerate() {
+                    *a += rows[r * m + nu].to_f64() * yv;
+                }
+            }
+            out.copy_from_slice(&acc);
+        } else {
+            for (acc, row) in out.iter_mut().zip(rows.chunks_exact(m)) {
+                *acc = 0.0;
+                for (hv, yv) in row.iter().zip(y) {
+                    *acc += hv.to_f64() * yv;
+                }
+            }
+        }
+    }
 }
 
 /// The ridge solution from the streamed sums `XᵀX` (full, `p×p`), `Xᵀỹ` and `Σỹ²` over the
