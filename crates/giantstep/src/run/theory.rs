@@ -32,26 +32,50 @@ pub(super) fn theories(
     let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
     let t_max = trained.steps.len();
     let cancel = ctx.exec.cancel_token();
-    let predicted = (cfg.eval.theory
+    let predictable = cfg.eval.theory
         && skip.is_none()
         && cfg.network.p <= PREDICT_MAX_P
         && (1..=PREDICT_MAX_STEPS).contains(&t_max)
         && crate::prediction::kappa_of(cfg) >= crate::prediction::KAPPA_MIN
-        && cfg.train.reuse == 1)
-        .then(|| {
-            crate::prediction::predict_from_with(cfg, t_max, &start.w0, &start.net.a, &ctx.target.w_star, &cancel).ok()
-        })
-        .flatten();
+        && cfg.train.reuse == 1;
     let evaluated: Vec<usize> = ctx.eval_at.iter().copied().filter(|&t| t <= t_max).collect();
-    let mut reports: Vec<(Option<u64>, usize, Result<TheoryReport>)> = Vec::new();
+    // The analyses to make: the largest evaluated T of each learning rate of the later steps.
+    let mut wanted_t: Vec<(Option<u64>, usize)> = Vec::new();
     if wanted && skip.is_none() {
         for &t in evaluated.iter().rev() {
             let key = gamma_later(cfg, t).map(f64::to_bits);
-            if t <= RUN_THEORY_MAX_STEPS && !reports.iter().any(|(k, _, _)| *k == key) {
-                reports.push((key, t, analysis(cfg, t, &ctx.target, &cancel)));
+            if t <= RUN_THEORY_MAX_STEPS && !wanted_t.iter().any(|(k, _)| *k == key) {
+                wanted_t.push((key, t));
             }
         }
     }
+    // The prediction and the analyses are independent computations, each on its own inputs:
+    // they run side by side on the machine's threads (a run's theory is otherwise serial work
+    // between its passes), with the same results as one after the other.
+    use rayon::prelude::*;
+    let (predicted, reports) = rayon::join(
+        || {
+            predictable
+                .then(|| {
+                    crate::prediction::predict_from_with(
+                        cfg,
+                        t_max,
+                        &start.w0,
+                        &start.net.a,
+                        &ctx.target.w_star,
+                        &cancel,
+                    )
+                    .ok()
+                })
+                .flatten()
+        },
+        || {
+            wanted_t
+                .par_iter()
+                .map(|&(key, t)| (key, t, analysis(cfg, t, &ctx.target, &cancel)))
+                .collect::<Vec<(Option<u64>, usize, Result<TheoryReport>)>>()
+        },
+    );
     ctx.eval_at
         .iter()
         .map(|&t| {
