@@ -288,15 +288,16 @@ fn reuse_and_readout_on_last_batch_run() {
     assert!(rel(last_batch_y2("train.steps=3", "train.reuse=2"), batch2) < 1e-9);
 }
 
-/// The oracle add-back (exact μ0 + <W*ᵀμ1, z> from the theory) gives the same test error as the
-/// empirical one up to the estimation noise of the latter, and the theory section is attached.
-/// One seed, on the samples of stream version 1 the 5% was measured on (the gap moves with the
-/// realization: 7% with version 2's samples of the same seed).
+/// The oracle add-back (exact μ0 + <W*ᵀμ1, z> from the theory) against the empirical one (the
+/// mean and `b = Zᵀy/n` estimated on the n = 512 samples of the readout batch), paired over 8
+/// seeds: the oracle removes the estimation error of the added-back part, so its test error is
+/// lower on average (by more than 3 standard errors of the paired mean), and by less than 10%
+/// of the empirical error (measured over 16 seeds: 7.1 ± 0.7%, from 2% to 13% per seed; one
+/// seed alone, as this test first checked, says little). The theory section is attached.
 #[test]
 #[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn oracle_add_back_and_theory_section() {
     let base = [
-        "stream=1",
         "target.preset=stairway-he124",
         "network.d=64",
         "network.p=128",
@@ -305,16 +306,33 @@ fn oracle_add_back_and_theory_section() {
         "readout.batch=last",
         "eval.n_test=4000",
     ];
-    let emp = simulate(&base);
-    let mut o = base.to_vec();
-    o.push("readout.add_back=oracle");
-    let ora = simulate(&o);
+    let seeds = 8;
+    let (mut emp_sum, mut diffs) = (0.0, Vec::new());
+    let mut ora = None;
+    for seed in 0..seeds {
+        let with_seed = format!("seed={seed}");
+        let mut e = base.to_vec();
+        e.push(&with_seed);
+        let emp = simulate(&e);
+        e.push("readout.add_back=oracle");
+        let o = simulate(&e);
+        emp_sum += emp.test_error;
+        diffs.push(emp.test_error - o.test_error);
+        ora = Some(o);
+    }
+    let n = seeds as f64;
+    let mean = diffs.iter().sum::<f64>() / n;
+    let se = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / (n - 1.0) / n).sqrt();
+    let emp_mean = emp_sum / n;
     assert!(
-        (emp.test_error - ora.test_error).abs() < 0.05 * emp.test_error,
-        "{} vs {}",
-        emp.test_error,
-        ora.test_error
+        mean > 3.0 * se,
+        "oracle gain {mean} ± {se} (empirical error {emp_mean})"
     );
+    assert!(
+        mean < 0.10 * emp_mean,
+        "oracle gain {mean} ± {se} against empirical error {emp_mean}"
+    );
+    let ora = ora.expect("eight seeds");
     assert!(ora.test_error < ora.test_label_second_moment);
     let th = ora.theory.as_ref().unwrap();
     assert!((th.linear_kernel_error - 0.270_833_333_333).abs() < 1e-9);
