@@ -498,59 +498,74 @@ fn stability_closed_form_for_relu_and_saturating_activations() {
     assert!(warn(11.3, 2) && !warn(11.3, 1) && !warn(5.0, 3));
 }
 
-/// Predicted against measured growth of |ηG| per step at γ = √128 (n = d², d = 128, p = 256):
-/// ReLU on stairway-he124 and stairway-pm (predicted 1.83 both; measured 1.86–2.35 at d = 128)
-/// within 30%, and tanh (predicted stable) shrinking. One seed, on the samples of stream version
-/// 1 those numbers were measured on (version 2's samples of the same seed give 2.42 on pm).
+/// Predicted against measured growth of |ηG| per step at γ = √128 (n = d², d = 128, p = 256),
+/// the measured ratios averaged over 4 seeds: ReLU on stairway-he124 (predicted 1.83; measured
+/// 1.85–1.96 per seed and window, 6 seeds) within 10%; ReLU on stairway-pm (predicted 1.83)
+/// grows faster at this size: between steps 2 and 3 by 2.33–2.51 (12 seeds, both stream
+/// versions; +33% on average), between 3 and 4 by 2.00–2.14 (+14%). That gap is asserted as
+/// known (the growth above the prediction and at most 45% / 25% above it); the test first
+/// checked one seed within 30%, which seed 0 of stream version 1 met (2.35) and most other seeds
+/// do not. tanh (predicted stable) shrinks on every seed.
 #[test]
 #[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn stability_growth_matches_simulation() {
+    const SEEDS: u64 = 4;
     for (target, act) in [
         ("stairway-he124", "relu"),
         ("stairway-pm", "relu"),
         ("stairway-he124", "tanh"),
     ] {
-        let mut t = toml::Table::new();
-        for s in [
-            format!("target.preset={target}"),
-            format!("network.activation={act}"),
-            "network.d=128".into(),
-            "network.p=256".into(),
-            "train.n=d^2".into(),
-            "train.steps=4".into(),
-            "eval.n_test=500".into(),
-            "stream=1".into(),
-        ] {
-            apply_set(&mut t, &s).unwrap();
-        }
-        let r = giantstep::run(&Config::from_table(t).unwrap().resolve().unwrap()).unwrap();
-        let th = r.theory.as_ref().unwrap();
-        assert!(
-            th.warnings.iter().any(|w| w.contains("unstable")) == (act == "relu"),
-            "{:?}",
-            th.warnings
-        );
-        let g: Vec<f64> = r
-            .steps
-            .iter()
-            .map(|s| s.eta * s.gradient.grad_singular_values[0])
-            .collect();
-        let gamma = r.steps[0].eta / 256.0;
-        let predicted = theory(target, act, |o| o.gamma = gamma).stability.unwrap().growth;
-        for w in g[1..].windows(2) {
-            let measured = w[1] / w[0];
-            if act == "relu" {
-                assert!(
-                    (measured / predicted - 1.0).abs() < 0.3,
-                    "{target} {act}: {measured} vs {predicted}"
-                );
-            } else {
-                assert!(
-                    measured < 1.0 && predicted == 1.0,
-                    "{target} {act}: {measured} vs {predicted}"
-                );
+        let mut growth = [0.0; 2];
+        let mut predicted = 0.0;
+        for seed in 0..SEEDS {
+            let mut t = toml::Table::new();
+            for s in [
+                format!("target.preset={target}"),
+                format!("network.activation={act}"),
+                "network.d=128".into(),
+                "network.p=256".into(),
+                "train.n=d^2".into(),
+                "train.steps=4".into(),
+                "eval.n_test=500".into(),
+                format!("seed={seed}"),
+            ] {
+                apply_set(&mut t, &s).unwrap();
+            }
+            let r = giantstep::run(&Config::from_table(t).unwrap().resolve().unwrap()).unwrap();
+            let th = r.theory.as_ref().unwrap();
+            assert!(
+                th.warnings.iter().any(|w| w.contains("unstable")) == (act == "relu"),
+                "{:?}",
+                th.warnings
+            );
+            let g: Vec<f64> = r
+                .steps
+                .iter()
+                .map(|s| s.eta * s.gradient.grad_singular_values[0])
+                .collect();
+            let gamma = r.steps[0].eta / 256.0;
+            predicted = theory(target, act, |o| o.gamma = gamma).stability.unwrap().growth;
+            for (k, w) in g[1..].windows(2).enumerate() {
+                let measured = w[1] / w[0];
+                if act == "tanh" {
+                    assert!(
+                        measured < 1.0 && predicted == 1.0,
+                        "{target} {act} seed {seed}: {measured} vs {predicted}"
+                    );
+                }
+                growth[k] += measured / SEEDS as f64;
             }
         }
+        let excess = growth.map(|m| m / predicted - 1.0);
+        let ok = match (target, act) {
+            ("stairway-he124", "relu") => excess.iter().all(|e| e.abs() < 0.10),
+            ("stairway-pm", "relu") => excess[0] > 0.0 && excess[0] < 0.45 && excess[1] > 0.0 && excess[1] < 0.25,
+            _ => true,
+        };
+        assert!(
+            ok,
+            "{target} {act}: seed-mean growth {growth:?} against predicted {predicted}"
+        );
     }
 }
 
