@@ -4,7 +4,7 @@
 //!
 //! Two kernels per instruction set for stream version 1, chosen at run time ([`Isa::detected`]),
 //! and one for version 2 (the inverse normal CDF of [`super::icdf`] on 16 or 8 words at a time,
-//! four vectors in lockstep, on the same ChaCha8 blocks):
+//! several vectors in lockstep, on the same ChaCha8 blocks):
 //!
 //! - **ChaCha8 across samples.** Sample `i` reads its own ChaCha stream `i`; the streams of 16
 //!   (AVX-512) or 8 (AVX2) consecutive samples share their key and differ only in the stream
@@ -595,14 +595,18 @@ mod x86 {
         })
     }
 
-    /// [`normals32_avx512`] on 8 words at a time, four vectors in lockstep (one at a time ran at
-    /// half the rate on an AVX2-only Zen 3).
+    /// [`normals32_avx512`] on 8 words at a time, eight vectors in lockstep. On an AVX2-only
+    /// Zen 3 (2 FMA pipes of latency 4), one vector at a time ran at half the rate of four, and
+    /// eight ran 5–8% faster than four (d = 64 … 1000, both measured in one process) although
+    /// they spill registers: the polynomials' chains of dependent multiply-adds, not the
+    /// arithmetic, bound it. Splitting the work into stages over blocks of 32 vectors, each
+    /// stage in lockstep, was no faster than this.
     ///
     /// # Safety
     /// The processor must have AVX2 and FMA; `row` must hold `4·16·⌈out.len()/16⌉` bytes.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn normals32_avx2(row: &[u8], out: &mut [f64]) {
-        const U: usize = 4;
+        const U: usize = 8;
         let store = |at: usize, x: __m256, out: &mut [f64]| {
             let low = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
             let high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x));
