@@ -223,7 +223,7 @@ fn set(c: &mut Config, key: &str, value: &str) {
 /// worst 0.009). Spherical normalization on staircase2 misses more: 0.031 at step 1 (per-seed
 /// standard deviation 0.022; mean field 0.035, standard deviation 0.035), a gap that the one
 /// seed of stream version 1 checked before (0.025) passed under 0.03 by chance, and that grows to
-/// 0.05 at d = 512; it is held to 0.05 and 0.08 (about 2.5 standard errors above its means).
+/// 0.05 at d = 512; it is held to 0.05 and 0.08 (2.5 and 3.6 standard errors above its means).
 #[test]
 #[ignore = "slow tier: .ci/run runs it with --ignored"]
 fn predicted_errors_match_simulation_at_d256() {
