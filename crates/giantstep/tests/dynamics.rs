@@ -131,7 +131,8 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> [(f64, String); 2] {
     // Per form: the (simulated, predicted) pairs of each seed, per step then random features.
     let mut pairs: [Vec<Vec<(f64, f64)>>; 2] = [Vec::new(), Vec::new()];
     let mut steps = 0;
-    for seed in 0..seeds() {
+    let n_seeds = seeds();
+    for seed in 0..n_seeds {
         let mut c = Config {
             seed,
             ..Config::default()
@@ -158,7 +159,7 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> [(f64, String); 2] {
             pairs[f].push(row);
         }
     }
-    let k = seeds() as f64;
+    let k = n_seeds as f64;
     std::array::from_fn(|f| {
         let rows = &pairs[f];
         let mut lines = Vec::new();
@@ -179,7 +180,7 @@ fn check(name: &str, edit: impl Fn(&mut Config)) -> [(f64, String); 2] {
         let line = format!(
             "{name} ({}, {} seeds): {} (worst {worst:.4})",
             forms[f].name(),
-            seeds(),
+            n_seeds,
             lines.join(", ")
         );
         println!("{line}");
