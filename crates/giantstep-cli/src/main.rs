@@ -101,12 +101,17 @@ struct BenchArgs {
     /// written before version 2).
     #[arg(long, default_value_t = 2)]
     stream: u32,
+    /// Send every product to the `gemm` crate, with the features' panel kernel off (the numbers
+    /// are the same; for timing the two side by side).
+    #[arg(long)]
+    gemm_only: bool,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
 }
 
 fn cmd_bench(args: &BenchArgs) -> anyhow::Result<()> {
+    giantstep::bench::gemm_only(args.gemm_only);
     let runs = match args.workload.as_str() {
         "standard" => None,
         "notebook" => Some(giantstep::bench::Runs::Notebook),

@@ -321,6 +321,13 @@ impl Workload {
     }
 }
 
+/// With `true`, every product of this process goes to the `gemm` crate: the panel kernel of the
+/// features' products (used by default on processors with AVX2 and FMA but not AVX-512) is off.
+/// The numbers are the same either way; `giantstep bench --gemm-only` times the difference.
+pub fn gemm_only(on: bool) {
+    crate::linalg::panels::force(if on { Some(false) } else { None });
+}
+
 /// Runs the benchmark: one giant step, the readout of the trained and initial layers, the test
 /// errors, and a data-generation-only pass, on the run of [`Workload::config`].
 ///

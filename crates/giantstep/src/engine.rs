@@ -11,7 +11,11 @@
 use crate::activation::{Activation, CustomActivation};
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
-use crate::linalg::{cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, transpose, Op, Real};
+use crate::linalg::panels::Panels;
+use crate::linalg::{
+    cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, packed_for_products, times_transposed_then, transpose, Op,
+    Real,
+};
 use crate::model::{Loss, Normalize};
 use crate::network::Network;
 use crate::target::Target;
@@ -448,6 +452,7 @@ pub fn gradient<T: Real>(
     let inv_sqrt_p = 1.0 / (p as f64).sqrt();
     let a_scaled: Vec<f64> = net.a.iter().map(|a| a * inv_sqrt_p).collect();
     let wt: Vec<T> = net.w.iter().map(|v| T::from_f64(*v)).collect();
+    let packed = packed_for_products(&wt, p, d);
     struct W<T> {
         s: Samples<T>,
         h: Vec<T>,
@@ -468,28 +473,36 @@ pub fn gradient<T: Real>(
         |w, start, m| {
             w.s.fill(target, &batch.key, start, m, shift);
             let z = w.s.zt(m, d);
-            // H = Z Wᵀ (m×p).
-            matmul(&mut w.h[..m * p], [m, p, d], Op::Plain(z), Op::Transposed(&wt), false);
+            // H = Z Wᵀ (m×p), then per sample: σ′ into the row, the residual, the row times e·a
+            // (rows in blocks while they are in cache, with the panel kernel).
             w.sse = 0.0;
-            let block = custom.map(|c| c.block(&w.h[..m * p], true));
-            for nu in 0..m {
-                let row = &mut w.h[nu * p..(nu + 1) * p];
-                let f = match &block {
-                    None => act.forward_row(row, &a_scaled),
-                    Some((s, ds)) => {
-                        let o = nu * p;
-                        row.iter_mut().zip(&ds[o..o + p]).for_each(|(h, v)| *h = T::from_f64(*v));
-                        crate::activation::dot_lanes(&s[o..o + p], &a_scaled)
-                    }
-                };
-                let r = w.s.y[nu] - f;
-                w.sse += r * r;
+            let (y, sse) = (&w.s.y, &mut w.sse);
+            let mut finish = |nu: usize, row: &mut [T], f: f64| {
+                let r = y[nu] - f;
+                *sse += r * r;
                 let e = match loss {
                     Loss::Residual => r,
-                    Loss::Correlation => w.s.y[nu],
+                    Loss::Correlation => y[nu],
                 };
                 for (hi, ai) in row.iter_mut().zip(&a_scaled) {
                     *hi = T::from_f64(hi.to_f64() * e * ai);
+                }
+            };
+            match custom {
+                None => times_transposed_then(&mut w.h[..m * p], z, m, &wt, [p, d], packed.as_ref(), |i0, rows| {
+                    for (i, row) in rows.chunks_exact_mut(p).enumerate() {
+                        let f = act.forward_row(row, &a_scaled);
+                        finish(i0 + i, row, f);
+                    }
+                }),
+                Some(c) => {
+                    matmul(&mut w.h[..m * p], [m, p, d], Op::Plain(z), Op::Transposed(&wt), false);
+                    let (s, ds) = c.block(&w.h[..m * p], true);
+                    for (nu, row) in w.h[..m * p].chunks_exact_mut(p).enumerate() {
+                        let o = nu * p;
+                        row.iter_mut().zip(&ds[o..o + p]).for_each(|(h, v)| *h = T::from_f64(*v));
+                        finish(nu, row, crate::activation::dot_lanes(&s[o..o + p], &a_scaled));
+                    }
                 }
             }
             // G_chunk = Mᵀ Z (p×d).
@@ -788,6 +801,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
         .iter()
         .map(|(l, _)| l.iter().map(|v| T::from_f64(*v)).collect())
         .collect();
+    let packed: Vec<Option<Panels<T>>> = layers_t.iter().map(|l| packed_for_products(l, p, d)).collect();
     // The distinct shifts added back (usually one for all models): each is evaluated once per
     // sample, while the sample is in cache.
     let mut shifts: Vec<&LabelShift> = Vec::new();
@@ -834,26 +848,30 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
             w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
             for (l, (_, ro)) in models.iter().enumerate() {
                 let h = &mut w.h[..m * p];
-                matmul(
-                    h,
-                    [m, p, d],
-                    Op::Plain(w.s.zt(m, d)),
-                    Op::Transposed(&layers_t[l]),
-                    false,
-                );
+                let (y, at) = (&w.s.y, &w.at);
                 let mut s = 0.0;
-                let block = custom.map(|c| c.block(h, false).0);
-                for nu in 0..m {
-                    let f = match &block {
-                        None => act.output_row(&h[nu * p..(nu + 1) * p], &ro.coef),
-                        Some(sig) => crate::activation::dot_lanes(&sig[nu * p..(nu + 1) * p], &ro.coef),
-                    };
+                let mut add = |nu: usize, f: f64| {
                     let mut pred = f * inv_sqrt_p;
                     if let Some(j) = shift_of[l] {
-                        pred += w.at[j][nu];
+                        pred += at[j][nu];
                     }
-                    let e = w.s.y[nu] - pred;
+                    let e = y[nu] - pred;
                     s += e * e;
+                };
+                match custom {
+                    // Each row's output while the rows are in cache (blocks, with the panel kernel).
+                    None => times_transposed_then(h, w.s.zt(m, d), m, &layers_t[l], [p, d], packed[l].as_ref(), |i0, rows| {
+                        for (i, row) in rows.chunks_exact(p).enumerate() {
+                            add(i0 + i, act.output_row(row, &ro.coef));
+                        }
+                    }),
+                    Some(c) => {
+                        matmul(h, [m, p, d], Op::Plain(w.s.zt(m, d)), Op::Transposed(&layers_t[l]), false);
+                        let sig = c.block(h, false).0;
+                        for nu in 0..m {
+                            add(nu, crate::activation::dot_lanes(&sig[nu * p..(nu + 1) * p], &ro.coef));
+                        }
+                    }
                 }
                 w.sse[l] = s;
             }
@@ -1076,6 +1094,56 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    /// The three passes give the same numbers with the panel kernel as with `gemm` alone, in
+    /// both precisions, at depths where the kernel runs (`d ≤ 512`, a last chunk too small for
+    /// it) and past it (`d = 600`).
+    #[test]
+    fn passes_are_bit_identical_with_and_without_the_panel_kernel() {
+        fn passes<T: Real>(d: usize, p: usize, n: usize) -> Vec<u64> {
+            let (net, target) = setup(d, p, "erf", "z1 + z1*z2");
+            let exec = Exec::new(97, 2).unwrap();
+            let batch = Batch {
+                key: StreamKey::new(3, Purpose::Train, 0),
+                n,
+            };
+            let g = gradient::<T>(&exec, &net, &target, &batch, None, Loss::Residual);
+            let mut w2 = net.w.clone();
+            apply_step(&mut w2, &g.g, 0.5, p, d, Normalize::None);
+            let ros = fit_readouts::<T>(&exec, &[&net.w, &w2], &problem(&net, &target, &batch, 0.01)).unwrap();
+            let test = Batch {
+                key: StreamKey::new(3, Purpose::Test, 0),
+                n,
+            };
+            let tp = TestProblem {
+                d,
+                p,
+                activation: net.activation,
+                custom: None,
+                target: &target,
+                batch: &test,
+            };
+            let (errs, _) = test_errors::<T>(&exec, &[(&net.w, &ros[0]), (&w2, &ros[1])], &tp);
+            let mut out: Vec<u64> = g.g.iter().map(|v| v.to_bits()).collect();
+            out.push(g.batch_mse.to_bits());
+            for ro in &ros {
+                out.extend(ro.coef.iter().map(|v| v.to_bits()));
+            }
+            out.extend(errs.iter().map(|v| v.to_bits()));
+            out
+        }
+        if !crate::linalg::panels::runnable() {
+            return;
+        }
+        for (d, p, n) in [(40, 24, 200), (512, 40, 200), (600, 20, 100)] {
+            crate::linalg::panels::force(Some(false));
+            let gemm = (passes::<f64>(d, p, n), passes::<f32>(d, p, n));
+            crate::linalg::panels::force(Some(true));
+            let kernel = (passes::<f64>(d, p, n), passes::<f32>(d, p, n));
+            crate::linalg::panels::force(None);
+            assert!(gemm == kernel, "d = {d}, p = {p}: the panel kernel changed a number");
         }
     }
 

@@ -9,8 +9,10 @@
 use crate::error::{Error, Result};
 use faer::{Mat, Side};
 
+pub mod panels;
+
 /// Floating-point types of the hot loops (`f64`, and `f32` with `precision = "f32"`).
-pub trait Real: Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'static {
+pub trait Real: panels::Kernel + Copy + Default + Send + Sync + PartialEq + std::fmt::Debug + 'static {
     /// Conversion from `f64` (rounding for `f32`).
     fn from_f64(x: f64) -> Self;
     /// Exact conversion to `f64`.
@@ -225,6 +227,57 @@ pub fn matmul<T: Real>(c: &mut [T], [m, n, k]: [usize; 3], a: Op<'_, T>, b: Op<'
         row_stride: n,
     };
     matmul_strided(out, [m, n, k], av, bv, accumulate);
+}
+
+/// `C = B Aᵀ` (`nb×na`, row-major, `B` is `nb×k` and `A` is `na×k`, both row-major), then
+/// `then(i0, rows)` on the rows of `C` from `i0` on, in order and together covering all `nb`
+/// rows: a row-wise pass over `C` while the rows are in cache. The product is the panel kernel's
+/// of [`panels`] when `packed` (the packing of `A`) is given and the shape is one where its
+/// numbers are the `gemm` crate's ([`panels::usable`]), called back per block of rows
+/// ([`panels::product_then`]); else [`matmul`]'s, called back once for all rows. The numbers are
+/// the same either way.
+///
+/// # Panics
+/// If a slice is shorter than its shape requires, or `packed` is not `A`'s shape.
+#[track_caller]
+pub fn times_transposed_then<T: Real>(
+    c: &mut [T],
+    b: &[T],
+    nb: usize,
+    a: &[T],
+    [na, k]: [usize; 2],
+    packed: Option<&panels::Panels<T>>,
+    mut then: impl FnMut(usize, &mut [T]),
+) {
+    match packed {
+        Some(pa) if panels::usable(nb, na, k) => {
+            assert!(pa.rows() == na && pa.depth() == k, "times_transposed_then: packing of another shape");
+            let mut gemm_nanos = 0;
+            let mut started = std::time::Instant::now();
+            panels::product_then(c, na, b, nb, pa, |i0, rows| {
+                gemm_nanos += started.elapsed().as_nanos() as u64;
+                then(i0, rows);
+                started = std::time::Instant::now();
+            });
+            GEMM_NANOS.fetch_add(gemm_nanos, std::sync::atomic::Ordering::Relaxed);
+        }
+        _ => {
+            matmul(c, [nb, na, k], Op::Plain(b), Op::Transposed(a), false);
+            if nb > 0 {
+                then(0, &mut c[..nb * na]);
+            }
+        }
+    }
+}
+
+/// The packing of `a` (`rows×k`) for [`times_transposed_then`] when the panel kernel runs here
+/// ([`panels::enabled`]) and the depth is one it takes; `None` sends the products to `gemm`.
+pub fn packed_for_products<T: Real>(a: &[T], rows: usize, k: usize) -> Option<panels::Panels<T>> {
+    panels::takes(k).then(|| {
+        let mut p = panels::Panels::new();
+        p.pack(a, rows, k);
+        p
+    })
 }
 
 /// Width of the column panels of [`gram_lower`]'s small matrices and of its last diagonal block.
