@@ -115,7 +115,8 @@ pub struct ShapeRate {
 /// The GEMMs a run makes per chunk of `m` samples, on one thread, in alternation with the bare
 /// shape of the floors (best of `trials` each): the readout's features `W Zᵀ` (`p×m`), the
 /// step's second product `Mᵀ Z` (`p×d`, a sum over the `m` samples), and the lower triangle of
-/// the readout's Gram matrix (`linalg::gram_lower`, useful flops `m·p²`). Their ratios to the
+/// the readout's Gram matrix (`linalg::gram_lower`, useful flops `m·p²`), and where the panel
+/// kernel runs (`linalg::panels`) the step's and test pass's `Z Wᵀ` by it. Their ratios to the
 /// bare shape bound what a run can reach against the floor with these kernels before any work
 /// outside the GEMMs (README, "Performance").
 pub fn gemm_shapes(precision: Precision, m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
@@ -137,8 +138,14 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     let mut out_pd = vec![T::default(); p * d];
     let mut gram = vec![T::default(); p * p];
     let mut scratch = Vec::new();
-    let names = ["bare Z Wᵀ", "features W Zᵀ", "gradient Mᵀ Z", "Gram XᵀX (lower)"];
-    let mut best = [f64::MAX; 4];
+    let mut names = vec!["bare Z Wᵀ", "features W Zᵀ", "gradient Mᵀ Z", "Gram XᵀX (lower)"];
+    // The step's and the test pass's `Z Wᵀ` by the panel kernel where it runs (its packing of
+    // `W`, once per pass, included).
+    let panel = crate::linalg::panels::takes(d) && crate::linalg::panels::usable(m, p, d);
+    if panel {
+        names.push("features Z Wᵀ (panel kernel)");
+    }
+    let mut best = vec![f64::MAX; names.len()];
     for _ in 0..trials.max(1) + 1 {
         for (k, b) in best.iter_mut().enumerate() {
             let t = Instant::now();
@@ -146,13 +153,17 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
                 0 => matmul(&mut out_mp, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false),
                 1 => matmul(&mut out_mp, [p, m, d], Op::Plain(&w), Op::Transposed(&z), false),
                 2 => matmul(&mut out_pd, [p, d, m], Op::Transposed(&h), Op::Plain(&z), false),
-                _ => gram_lower(&mut gram, &h, m, p, &mut scratch),
+                3 => gram_lower(&mut gram, &h, m, p, &mut scratch),
+                _ => {
+                    let packed = crate::linalg::packed_for_products(&w, p, d);
+                    crate::linalg::times_transposed_then(&mut out_mp, &z, m, &w, [p, d], packed.as_ref(), |_, _| {});
+                }
             }
             *b = b.min(t.elapsed().as_secs_f64());
         }
     }
     let product = 2.0 * (m * d * p) as f64;
-    let flops = [product, product, product, (m * p * p) as f64];
+    let flops = [product, product, product, (m * p * p) as f64, product];
     let bare = flops[0] / best[0];
     names
         .iter()
@@ -778,9 +789,12 @@ mod tests {
         assert!(r.bare_gemm_gflops > 0.0 && r.phases.iter().all(|ph| ph.seconds > 0.0));
         let shapes: Vec<&str> = r.shapes.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
-            shapes,
+            shapes[..4],
             ["bare Z Wᵀ", "features W Zᵀ", "gradient Mᵀ Z", "Gram XᵀX (lower)"]
         );
+        // The panel kernel's shape where it runs (m = 64, p = 8, d = 16 is past gemm's 16×16 path).
+        let panel = crate::linalg::panels::takes(16);
+        assert_eq!(shapes.len(), if panel { 5 } else { 4 });
         assert_eq!(r.shapes[0].of_bare, 1.0);
         assert!(r.shapes.iter().all(|s| s.gflops > 0.0 && s.of_bare > 0.0));
     }
