@@ -1097,9 +1097,10 @@ mod tests {
         }
     }
 
-    /// The three passes give the same numbers with the panel kernel as with `gemm` alone, in
-    /// both precisions, at depths where the kernel runs (`d ≤ 512`, a last chunk too small for
-    /// it) and past it (`d = 600`).
+    /// The three passes give the same numbers with the panel kernels as with `gemm` alone, in
+    /// both precisions, at depths where the features' kernel runs (`d ≤ 512`, a last chunk too
+    /// small for it) and past it (`d = 600`), and with the Gram triangle's (`p = 150`, chunks of
+    /// 97 samples: depth blocks of one chain each).
     #[test]
     fn passes_are_bit_identical_with_and_without_the_panel_kernel() {
         fn passes<T: Real>(d: usize, p: usize, n: usize) -> Vec<u64> {
@@ -1137,7 +1138,7 @@ mod tests {
         if !crate::linalg::panels::runnable() {
             return;
         }
-        for (d, p, n) in [(40, 24, 200), (512, 40, 200), (600, 20, 100)] {
+        for (d, p, n) in [(40, 24, 200), (512, 40, 200), (600, 20, 100), (40, 150, 700)] {
             crate::linalg::panels::force(Some(false));
             let gemm = (passes::<f64>(d, p, n), passes::<f32>(d, p, n));
             crate::linalg::panels::force(Some(true));

@@ -306,6 +306,23 @@ const GRAM_LEAF: usize = 160;
 /// has a side longer than 64 (the halving stops at `GRAM_LEAF` > 2·64) and at least three rows,
 /// and for `p ≤ 128` the panels are kept.
 pub fn gram_lower<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize, scratch: &mut Vec<T>) {
+    if panels::gram_usable::<T>(m, p) {
+        let mut packed = panels::Panels::from_storage(std::mem::take(scratch));
+        let started = std::time::Instant::now();
+        panels::gram_lower_packed(c, xt, m, p, &mut packed);
+        GEMM_NANOS.fetch_add(
+            started.elapsed().as_nanos() as u64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        *scratch = packed.into_storage();
+        return;
+    }
+    gram_lower_gemm(c, xt, m, p, scratch);
+}
+
+/// [`gram_lower`] by the `gemm` crate's products (its numbers are the panel kernel's wherever
+/// [`panels::gram_usable`] holds).
+fn gram_lower_gemm<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize, scratch: &mut Vec<T>) {
     let q = GRAM_PANEL * (p.saturating_sub(1) / GRAM_PANEL);
     // The columns the panels read from a row-major copy: all of them for p ≤ 128, else [q, p).
     let first = if p <= 2 * GRAM_PANEL { 0 } else { q };
@@ -387,6 +404,12 @@ fn gram_block<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize, [r0, r1]: [usi
         row_stride: p,
     };
     matmul_strided(out, [r1 - r0, c1 - c0, m], a, b, false);
+}
+
+/// [`gram_lower`] by `gemm`'s products alone, for the panel kernel's tests.
+#[cfg(test)]
+pub(crate) fn gram_lower_for_tests<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize) {
+    gram_lower_gemm(c, xt, m, p, &mut Vec::new());
 }
 
 /// `out = xᵀ` for a row-major `m×p` matrix `x` (`out` row-major `p×m`), in cache-sized tiles.

@@ -104,12 +104,16 @@ pub fn usable(nb: usize, na: usize, k: usize) -> bool {
 pub trait Kernel: Copy + Default {
     /// Rows of `A` per panel (two vectors).
     const WIDTH: usize;
-    /// `c[i·ldc + j] = Σ_κ b[i·ldb + κ]·a[κ·WIDTH + j]` for `i < rows ≤ 6`, `j < WIDTH`.
+    /// `c[i·ldc + j] (+)= Σ_κ b[i·ldb + κ]·a[κ·WIDTH + j]` for `i < rows ≤ 6`, `j < WIDTH`: the
+    /// sum in one chain from zero, then stored (`first`) or added to `c` with one rounding (as
+    /// `gemm` adds each depth block's sum to its output).
     ///
     /// # Safety
     /// The processor has AVX2 and FMA; `b` is readable for `rows` rows of `k` at stride `ldb`,
-    /// `a` for `k·WIDTH` numbers, `c` writable for `rows` rows of `WIDTH` at stride `ldc`.
-    unsafe fn tile(rows: usize, k: usize, b: *const Self, ldb: usize, a: *const Self, c: *mut Self, ldc: usize);
+    /// `a` for `k·WIDTH` numbers, `c` readable and writable for `rows` rows of `WIDTH` at stride
+    /// `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile(rows: usize, k: usize, b: *const Self, ldb: usize, a: *const Self, c: *mut Self, ldc: usize, first: bool);
 }
 
 /// `A` (`rows×k`, row-major) packed for [`product_then`]: panels of [`Kernel::WIDTH`] rows, each
@@ -136,7 +140,20 @@ impl<T: Kernel> Panels<T> {
     /// # Panics
     /// If `a` holds fewer than `rows·k` numbers.
     pub fn pack(&mut self, a: &[T], rows: usize, k: usize) {
-        assert!(a.len() >= rows * k, "panels: a has {} < {}", a.len(), rows * k);
+        self.pack_columns(a, rows, k, 0, k);
+    }
+
+    /// Packs the columns `k0..k0 + k` of `a` (`rows` rows of stride `lda`, row-major), reusing
+    /// the storage: the packing of that `rows×k` block.
+    ///
+    /// # Panics
+    /// If `a` is too short for the block.
+    pub fn pack_columns(&mut self, a: &[T], rows: usize, lda: usize, k0: usize, k: usize) {
+        assert!(
+            rows == 0 || (k0 + k <= lda && a.len() >= (rows - 1) * lda + k0 + k),
+            "panels: a is too short for {rows} rows of stride {lda} up to column {}",
+            k0 + k
+        );
         let w = T::WIDTH;
         let panels = rows.div_ceil(w);
         self.data.clear();
@@ -144,7 +161,7 @@ impl<T: Kernel> Panels<T> {
         for (pi, panel) in self.data.chunks_exact_mut(k * w).enumerate() {
             let r0 = pi * w;
             for j in 0..w.min(rows - r0) {
-                let row = &a[(r0 + j) * k..(r0 + j + 1) * k];
+                let row = &a[(r0 + j) * lda + k0..(r0 + j) * lda + k0 + k];
                 for (kk, v) in row.iter().enumerate() {
                     panel[kk * w + j] = *v;
                 }
@@ -152,6 +169,20 @@ impl<T: Kernel> Panels<T> {
         }
         self.rows = rows;
         self.k = k;
+    }
+
+    /// A packing that reuses `storage`'s allocation (see [`Panels::into_storage`]).
+    pub fn from_storage(storage: Vec<T>) -> Self {
+        Panels {
+            data: storage,
+            rows: 0,
+            k: 0,
+        }
+    }
+
+    /// The allocation, for [`Panels::from_storage`] later.
+    pub fn into_storage(self) -> Vec<T> {
+        self.data
     }
 
     /// Rows of the packed matrix.
@@ -205,11 +236,11 @@ pub fn product_then<T: Kernel>(
                     // SAFETY: `runnable()` was asserted; `b` holds rows `i..i+rows` of `k`
                     // (asserted `nb·k`), the panel `k·w` numbers, and `out` spans the tile's
                     // `rows` rows of `w` at stride `ldc` (sliced above, bounds checked).
-                    unsafe { T::tile(rows, k, bp, k, panel.as_ptr(), out.as_mut_ptr(), ldc) };
+                    unsafe { T::tile(rows, k, bp, k, panel.as_ptr(), out.as_mut_ptr(), ldc, true) };
                 } else {
                     // SAFETY: as above, the tile written to `tmp` (`rows·w ≤ 6·16` numbers at
                     // stride `w`); its first `cols` columns are copied out below.
-                    unsafe { T::tile(rows, k, bp, k, panel.as_ptr(), tmp.as_mut_ptr(), w) };
+                    unsafe { T::tile(rows, k, bp, k, panel.as_ptr(), tmp.as_mut_ptr(), w, true) };
                     for r in 0..rows {
                         let o = (i + r) * ldc + j0;
                         c[o..o + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
@@ -222,17 +253,109 @@ pub fn product_then<T: Kernel>(
     }
 }
 
+/// The depth block of the `gemm` crate's products of depth `k` with an output of more than
+/// 64×64 entries (as `gemm` sees it): `gemm_common::cache::kernel_params` of the kernel shape
+/// `gemm` picks on this processor (AVX-512: 4 vectors × 6, AVX2+FMA: 2 vectors × 6). It depends
+/// on the processor's cache sizes. (Outputs of at most 64×64 take `min(k, 512)`.)
+pub fn gemm_depth_block<T: Kernel>(k: usize) -> usize {
+    let size = std::mem::size_of::<T>();
+    #[cfg(target_arch = "x86_64")]
+    let vector = if std::arch::is_x86_feature_detected!("avx512f") { 64 } else { 32 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = 32;
+    let mr = if vector == 64 { 4 } else { 2 } * (vector / size);
+    gemm_common::cache::kernel_params(65, 65, k, mr, 6, size).kc
+}
+
+/// Whether [`gram_lower_packed`] gives `linalg::gram_lower`'s numbers for `m` samples and `p`
+/// features: the kernel runs here ([`enabled`]), every product `gram_lower` makes is past the
+/// `gemm` crate's small-product paths (`p > 128` and a last column panel of more than 16), and
+/// all of them sum over the samples in the same depth blocks (`gemm`'s block for large outputs,
+/// [`gemm_depth_block`], equals the `min(m, 512)` of small ones on this processor).
+pub fn gram_usable<T: Kernel>(m: usize, p: usize) -> bool {
+    let q = 64 * (p.saturating_sub(1) / 64);
+    enabled() && m >= 3 && p > 128 && p - q > 16 && gemm_depth_block::<T>(m) == m.min(512)
+}
+
+/// The lower triangle of `XᵀX` (`p×p`, row-major; some entries just above the diagonal are
+/// written too) from `xt = Xᵀ` (row-major `p×m`): blocks of `min(m, 512)` samples, each entry's
+/// sum over a block one chain from zero, added to the entry in order. `packed` is scratch.
+///
+/// # Panics
+/// If the processor lacks AVX2 or FMA, or a slice is too short.
+pub fn gram_lower_packed<T: Kernel>(c: &mut [T], xt: &[T], m: usize, p: usize, packed: &mut Panels<T>) {
+    let w = T::WIDTH;
+    if m == 0 || p == 0 {
+        return;
+    }
+    assert!(runnable(), "panels: the kernel needs AVX2 and FMA");
+    assert!(c.len() >= p * p && xt.len() >= p * m, "panels: a slice is too short");
+    let kc = m.min(512);
+    let mut tmp = [T::default(); ROWS * MAX_WIDTH];
+    for k0 in (0..m).step_by(kc) {
+        let kb = kc.min(m - k0);
+        let first = k0 == 0;
+        // The block's samples of every row, packed (`p·kb` numbers: in the L3 cache, reused by
+        // every block of rows).
+        packed.pack_columns(xt, p, m, k0, kb);
+        for i0 in (0..p).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(p);
+            // The panels that reach the block's lower triangle: columns below `i1`.
+            for (pi, panel) in packed.data.chunks_exact(kb * w).enumerate().take(i1.div_ceil(w)) {
+                let j0 = pi * w;
+                let cols = w.min(p - j0);
+                let ap = panel.as_ptr();
+                let mut i = i0;
+                while i < i1 {
+                    let rows = ROWS.min(i1 - i);
+                    let bp = xt[i * m + k0..].as_ptr();
+                    if cols == w {
+                        let out = &mut c[i * p + j0..(i + rows - 1) * p + j0 + w];
+                        // SAFETY: `runnable()` was asserted; `bp` starts rows `i..i+rows` of
+                        // `xt` at sample `k0` (`kb` samples each), `ap` the panel's `kb·w`
+                        // numbers, `out` the tile's `rows` rows of `w` at stride `p` (sliced,
+                        // bounds checked).
+                        unsafe { T::tile(rows, kb, bp, m, ap, out.as_mut_ptr(), p, first) };
+                    } else {
+                        for r in 0..rows {
+                            let o = (i + r) * p + j0;
+                            tmp[r * w..r * w + cols].copy_from_slice(&c[o..o + cols]);
+                        }
+                        // SAFETY: as above, the tile in `tmp` (`rows·w ≤ 6·16` numbers at stride
+                        // `w`), its first `cols` columns copied in above and out below.
+                        unsafe { T::tile(rows, kb, bp, m, ap, tmp.as_mut_ptr(), w, first) };
+                        for r in 0..rows {
+                            let o = (i + r) * p + j0;
+                            c[o..o + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
+                        }
+                    }
+                    i += rows;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
 
     /// One tile of `S` rows: twelve (or fewer) accumulators of two vectors per row.
     macro_rules! tile {
-        ($name:ident, $t:ty, $v:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident) => {
+        ($name:ident, $t:ty, $v:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {
             /// # Safety
             /// AVX2 and FMA; the pointers as in [`super::Kernel::tile`].
             #[target_feature(enable = "avx2,fma")]
-            pub unsafe fn $name<const S: usize>(k: usize, b: *const $t, ldb: usize, a: *const $t, c: *mut $t, ldc: usize) {
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name<const S: usize>(
+                k: usize,
+                b: *const $t,
+                ldb: usize,
+                a: *const $t,
+                c: *mut $t,
+                ldc: usize,
+                first: bool,
+            ) {
                 let mut acc: [[$v; 2]; S] = [[$zero(); 2]; S];
                 for kk in 0..k {
                     // SAFETY (whole loop): `kk < k`, so the panel reads stay in its `k·2·lanes`
@@ -247,14 +370,20 @@ mod x86 {
                 }
                 for (s, acc) in acc.iter().enumerate() {
                     // SAFETY: row `s < S` of the tile, `2·lanes` numbers.
-                    $store(c.add(s * ldc), acc[0]);
-                    $store(c.add(s * ldc + $lanes), acc[1]);
+                    let (c0, c1) = (c.add(s * ldc), c.add(s * ldc + $lanes));
+                    if first {
+                        $store(c0, acc[0]);
+                        $store(c1, acc[1]);
+                    } else {
+                        $store(c0, $add(acc[0], $load(c0)));
+                        $store(c1, $add(acc[1], $load(c1)));
+                    }
                 }
             }
         };
     }
-    tile!(tile_f64, f64, __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd);
-    tile!(tile_f32, f32, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps);
+    tile!(tile_f64, f64, __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_add_pd);
+    tile!(tile_f32, f32, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_add_ps);
 }
 
 macro_rules! kernel_impl {
@@ -262,17 +391,17 @@ macro_rules! kernel_impl {
         impl Kernel for $t {
             const WIDTH: usize = $width;
             #[allow(unused_variables)]
-            unsafe fn tile(rows: usize, k: usize, b: *const Self, ldb: usize, a: *const Self, c: *mut Self, ldc: usize) {
+            unsafe fn tile(rows: usize, k: usize, b: *const Self, ldb: usize, a: *const Self, c: *mut Self, ldc: usize, first: bool) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the caller's contract, passed on unchanged.
                 unsafe {
                     match rows {
-                        6 => x86::$tile::<6>(k, b, ldb, a, c, ldc),
-                        5 => x86::$tile::<5>(k, b, ldb, a, c, ldc),
-                        4 => x86::$tile::<4>(k, b, ldb, a, c, ldc),
-                        3 => x86::$tile::<3>(k, b, ldb, a, c, ldc),
-                        2 => x86::$tile::<2>(k, b, ldb, a, c, ldc),
-                        1 => x86::$tile::<1>(k, b, ldb, a, c, ldc),
+                        6 => x86::$tile::<6>(k, b, ldb, a, c, ldc, first),
+                        5 => x86::$tile::<5>(k, b, ldb, a, c, ldc, first),
+                        4 => x86::$tile::<4>(k, b, ldb, a, c, ldc, first),
+                        3 => x86::$tile::<3>(k, b, ldb, a, c, ldc, first),
+                        2 => x86::$tile::<2>(k, b, ldb, a, c, ldc, first),
+                        1 => x86::$tile::<1>(k, b, ldb, a, c, ldc, first),
                         _ => unreachable!("a tile has 1 to 6 rows"),
                     }
                 }
@@ -383,6 +512,44 @@ mod tests {
         agrees::<f32>(300, 1024, 512);
         agrees::<f64>(97, 1000, 512);
         assert!(shapes > 100, "only {shapes} shapes ran");
+    }
+
+    /// The Gram triangle by the kernel equals `gram_lower`'s products by `gemm` wherever
+    /// [`gram_usable`] holds (the lower triangle, bit for bit), over sample counts of one to
+    /// many depth blocks and widths on both sides of the limits.
+    #[test]
+    fn gram_triangles_are_bit_identical_to_gemm_s() {
+        fn check<T: Real + Kernel>(m: usize, p: usize) -> bool {
+            if !gram_usable::<T>(m, p) {
+                return false;
+            }
+            let xt: Vec<T> = numbers(m * p, 9 + p as u64).into_iter().map(T::from_f64).collect();
+            let mut want = vec![T::default(); p * p];
+            crate::linalg::gram_lower_for_tests(&mut want, &xt, m, p);
+            let mut got = vec![T::from_f64(f64::NAN); p * p];
+            gram_lower_packed(&mut got, &xt, m, p, &mut Panels::new());
+            for i in 0..p {
+                for j in 0..=i {
+                    assert_eq!(
+                        got[i * p + j].to_f64().to_bits(),
+                        want[i * p + j].to_f64().to_bits(),
+                        "m={m} p={p} ({i}, {j})"
+                    );
+                }
+            }
+            true
+        }
+        if !runnable() || !enabled() {
+            return;
+        }
+        let mut ran = 0;
+        for &m in &[3, 100, 512, 513, 1500, 4096] {
+            for &p in &[129, 145, 150, 200, 300, 333, 512, 1024] {
+                ran += usize::from(check::<f64>(m, p)) + usize::from(check::<f32>(m, p));
+            }
+        }
+        assert!(!gram_usable::<f64>(1000, 128) && !gram_usable::<f64>(1000, 144), "limits");
+        eprintln!("{ran} Gram shapes compared");
     }
 
     #[test]
