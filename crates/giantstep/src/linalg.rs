@@ -305,6 +305,11 @@ const GRAM_LEAF: usize = 160;
 /// (with a row stride above one, as there, which keeps the kernels' choice), every other product
 /// has a side longer than 64 (the halving stops at `GRAM_LEAF` > 2·64) and at least three rows,
 /// and for `p ≤ 128` the panels are kept.
+///
+/// Where all those products sum in blocks of the same length and none takes a small-product
+/// path ([`panels::gram_usable`]: on AVX2 processors without AVX-512, `p > 128`, a last panel of
+/// more than 16), the panel kernel computes the triangle in one sweep with the same numbers
+/// ([`panels::gram_lower_packed`], faster); `scratch` then holds one packed depth block.
 pub fn gram_lower<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize, scratch: &mut Vec<T>) {
     if panels::gram_usable::<T>(m, p) {
         let mut packed = panels::Panels::from_storage(std::mem::take(scratch));

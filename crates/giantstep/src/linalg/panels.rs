@@ -1,26 +1,32 @@
-//! The features' product `C = B Aᵀ` (`B` is `nb×k`, `A` is `na×k`, both row-major) with `A`
-//! packed once and reused: an explicit AVX2+FMA kernel that gives the `gemm` crate's numbers bit
-//! for bit, faster, where that is provable.
+//! Products of the hot loops by an explicit AVX2+FMA kernel that gives the `gemm` crate's numbers
+//! bit for bit, faster, where that is provable: the features `C = B Aᵀ` (`B` is `nb×k`, `A` is
+//! `na×k`, both row-major) with `A` packed once and reused ([`product_then`]), and the readout's
+//! Gram triangle `XᵀX` ([`gram_lower_packed`]).
 //!
-//! **Why the numbers are the same.** For `k ≤ 512` the `gemm` crate (0.19) sums each entry in
-//! one chain over `k` in order: its depth block is `kc = max(512, …)` capped at `k`, and its
-//! microkernels start each accumulator at zero and add `a·b` with one fused multiply-add per
-//! term, then store it (`1·acc`, exact). This kernel does the same chain, `c ← fma(a_κ, b_κ, c)`
-//! for `κ = 0, 1, …, k−1` from `c = 0` (a fused multiply-add is symmetric in its two factors).
-//! Outside that range `gemm` takes other paths with other orders (products of at most 16×16
-//! entries, of one row or column, of depth ≤ 2, or depth blocks of a cache-dependent length), so
-//! [`usable`] sends those shapes to `gemm` (tested bit for bit over shapes on both sides of
+//! **Why the numbers are the same.** The `gemm` crate (0.19) sums each entry over the depth in
+//! blocks of `kc` terms: each block's sum is one chain from zero (its microkernels add `a·b` with
+//! one fused multiply-add per term), stored (`1·acc`, exact) for the first block and added to
+//! the entry (`fma(1, acc, c)`: one rounding) for the next ones. Its block is `kc = max(512,
+//! …)` capped at `k` (so `k ≤ 512` is one chain) for outputs larger than 64×64, where the `…`
+//! comes from the processor's cache sizes (`gemm_common::cache::kernel_params`, [`gemm_depth_block`]),
+//! and `min(k, 512)` for smaller outputs. These kernels make the same chains and additions
+//! (`c ← fma(a_κ, b_κ, c)`, symmetric in its two factors). `gemm` takes other paths with other
+//! orders for products of at most 16×16 entries, of one row or column or of depth ≤ 2, so
+//! [`usable`] and [`gram_usable`] send those shapes, and Gram triangles whose products would sum
+//! in blocks of different lengths, to `gemm` (tested bit for bit over shapes on both sides of
 //! every limit).
 //!
-//! **Why it is faster.** `gemm` packs both operands on every call; here `A` (the layer's weights,
-//! or a chunk's inputs shared by all layers) is packed once into panels of `W` rows (`W = 16`
-//! in f32, 8 in f64: two vectors), stored depth-major, and `B` is read in place: a tile of six
-//! rows of `B` times one panel keeps twelve accumulators, two panel vectors and one broadcast in
-//! the sixteen AVX registers. Six rows are reused across a panel, a panel (`k·W` numbers, 32 KB
-//! at `k = 512`) stays in the L1 cache across the 48 rows of a block, and the block's rows of
-//! `B` stay in the L2 cache across all panels. Measured on one core of the 2-core AVX2 machine
-//! (scratch benchmark, `nb = 4080`, `na = 1008`, `k = 512`, packing included): 47 vs 43 GFLOP/s
-//! (f64) and 95 vs 88 GFLOP/s (f32) for `gemm`.
+//! **Why it is faster.** `gemm` packs both operands on every call; here `A` (the layer's weights)
+//! is packed once per pass into panels of `W` rows (`W = 16` in f32, 8 in f64: two vectors),
+//! stored depth-major, and `B` is read in place: a tile of six rows of `B` times one panel keeps
+//! twelve accumulators, two panel vectors and one broadcast in the sixteen AVX registers. Six
+//! rows are reused across a panel, a panel (`k·W` numbers, 32 KB at `k = 512`) stays in the L1
+//! cache across the 48 rows of a block, and the block's rows of `B` stay in the L2 cache across
+//! all panels. Measured on one core of the 2-core AVX2 machine (scratch benchmark, `nb = 4080`,
+//! `na = 1008`, `k = 512`, packing included): 47 vs 43 GFLOP/s (f64) and 95 vs 88 GFLOP/s (f32)
+//! for `gemm`. The Gram triangle packs each depth block of `Xᵀ` once for all its rows and
+//! computes only the panels that reach the lower triangle: 0.84–0.88 of the bare rate in useful
+//! flops against 0.76 for `gram_lower`'s recursive `gemm` products (`giantstep bench`).
 //!
 //! Processors with AVX-512 keep `gemm`, whose 16-lane kernels this 8-lane one does not beat
 //! (the numbers are the same either way); other processors keep `gemm` too.
