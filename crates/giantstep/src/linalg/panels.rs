@@ -279,8 +279,14 @@ pub fn gemm_depth_block<T: Kernel>(k: usize) -> usize {
 /// all of them sum over the samples in the same depth blocks (`gemm`'s block for large outputs,
 /// [`gemm_depth_block`], equals the `min(m, 512)` of small ones on this processor).
 pub fn gram_usable<T: Kernel>(m: usize, p: usize) -> bool {
+    enabled() && gram_same_order::<T>(m, p)
+}
+
+/// [`gram_usable`] but for [`enabled`]: whether the kernel's Gram triangle has `gemm`'s numbers
+/// here (the tests compare them wherever the kernel can run).
+fn gram_same_order<T: Kernel>(m: usize, p: usize) -> bool {
     let q = 64 * (p.saturating_sub(1) / 64);
-    enabled() && m >= 3 && p > 128 && p - q > 16 && gemm_depth_block::<T>(m) == m.min(512)
+    m >= 3 && p > 128 && p - q > 16 && gemm_depth_block::<T>(m) == m.min(512)
 }
 
 /// The lower triangle of `XᵀX` (`p×p`, row-major; some entries just above the diagonal are
@@ -526,7 +532,7 @@ mod tests {
     #[test]
     fn gram_triangles_are_bit_identical_to_gemm_s() {
         fn check<T: Real + Kernel>(m: usize, p: usize) -> bool {
-            if !gram_usable::<T>(m, p) {
+            if !gram_same_order::<T>(m, p) {
                 return false;
             }
             let xt: Vec<T> = numbers(m * p, 9 + p as u64).into_iter().map(T::from_f64).collect();
@@ -545,7 +551,7 @@ mod tests {
             }
             true
         }
-        if !runnable() || !enabled() {
+        if !runnable() {
             return;
         }
         let mut ran = 0;
@@ -554,8 +560,8 @@ mod tests {
                 ran += usize::from(check::<f64>(m, p)) + usize::from(check::<f32>(m, p));
             }
         }
-        assert!(!gram_usable::<f64>(1000, 128) && !gram_usable::<f64>(1000, 144), "limits");
-        eprintln!("{ran} Gram shapes compared");
+        assert!(!gram_same_order::<f64>(1000, 128) && !gram_same_order::<f64>(1000, 144), "limits");
+        assert!(ran >= 30, "only {ran} Gram shapes compared");
     }
 
     #[test]
