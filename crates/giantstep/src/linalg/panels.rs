@@ -227,7 +227,6 @@ pub fn product_then<T: Kernel>(
     assert!(ldc >= na, "panels: row stride {ldc} < {na} columns");
     assert!(c.len() >= (nb - 1) * ldc + na, "panels: c too short");
     assert!(b.len() >= nb * k, "panels: b has {} < {}", b.len(), nb * k);
-    let mut tmp = [T::default(); ROWS * MAX_WIDTH];
     for i0 in (0..nb).step_by(BLOCK) {
         let i1 = (i0 + BLOCK).min(nb);
         for (pi, panel) in a.data.chunks_exact(k * w).enumerate() {
@@ -236,26 +235,56 @@ pub fn product_then<T: Kernel>(
             let mut i = i0;
             while i < i1 {
                 let rows = ROWS.min(i1 - i);
-                let bp = b[i * k..].as_ptr();
-                if cols == w {
-                    let out = &mut c[i * ldc + j0..(i + rows - 1) * ldc + j0 + w];
-                    // SAFETY: `runnable()` was asserted; `b` holds rows `i..i+rows` of `k`
-                    // (asserted `nb·k`), the panel `k·w` numbers, and `out` spans the tile's
-                    // `rows` rows of `w` at stride `ldc` (sliced above, bounds checked).
-                    unsafe { T::tile(rows, k, bp, k, panel.as_ptr(), out.as_mut_ptr(), ldc, true) };
-                } else {
-                    // SAFETY: as above, the tile written to `tmp` (`rows·w ≤ 6·16` numbers at
-                    // stride `w`); its first `cols` columns are copied out below.
-                    unsafe { T::tile(rows, k, bp, k, panel.as_ptr(), tmp.as_mut_ptr(), w, true) };
-                    for r in 0..rows {
-                        let o = (i + r) * ldc + j0;
-                        c[o..o + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
-                    }
-                }
+                let tile = Tile { rows, cols, k, first: true };
+                tile.run(c, i * ldc + j0, ldc, &b[i * k..], k, panel);
                 i += rows;
             }
         }
         then(i0, &mut c[i0 * ldc..(i1 - 1) * ldc + na]);
+    }
+}
+
+/// One tile of `C`: `rows ≤ 6` rows times one panel, `k` terms, the first `cols ≤ W` columns
+/// kept (a partial panel's tile goes through a buffer); stored (`first`) or added to `C`.
+struct Tile {
+    rows: usize,
+    cols: usize,
+    k: usize,
+    first: bool,
+}
+
+impl Tile {
+    /// The tile at `c[o..]` (row stride `ldc`) from `b` (`rows` rows of `k` terms, stride `ldb`)
+    /// and `panel` (`k·W` numbers).
+    ///
+    /// # Panics
+    /// If a slice is too short for the tile (the kernel is only called within them), or the
+    /// processor lacks AVX2 or FMA.
+    fn run<T: Kernel>(&self, c: &mut [T], o: usize, ldc: usize, b: &[T], ldb: usize, panel: &[T]) {
+        let Tile { rows, cols, k, first } = *self;
+        let w = T::WIDTH;
+        assert!((1..=ROWS).contains(&rows) && (1..=w).contains(&cols) && k >= 1, "panels: tile shape");
+        assert!(b.len() >= (rows - 1) * ldb + k && panel.len() >= k * w, "panels: tile operands");
+        assert!(c.len() >= o + (rows - 1) * ldc + cols && runnable(), "panels: tile output");
+        if cols == w {
+            let out = &mut c[o..o + (rows - 1) * ldc + w];
+            // SAFETY: AVX2 and FMA asserted; `b` holds `rows` rows of `k` at stride `ldb`, the
+            // panel `k·w` numbers, `out` the tile's `rows` rows of `w` at stride `ldc` (asserted
+            // and sliced just above).
+            unsafe { T::tile(rows, k, b.as_ptr(), ldb, panel.as_ptr(), out.as_mut_ptr(), ldc, first) };
+        } else {
+            let mut tmp = [T::default(); ROWS * MAX_WIDTH];
+            if !first {
+                for r in 0..rows {
+                    tmp[r * w..r * w + cols].copy_from_slice(&c[o + r * ldc..o + r * ldc + cols]);
+                }
+            }
+            // SAFETY: as above, with the tile in `tmp` (`rows·w ≤ 6·16` numbers at stride `w`).
+            unsafe { T::tile(rows, k, b.as_ptr(), ldb, panel.as_ptr(), tmp.as_mut_ptr(), w, first) };
+            for r in 0..rows {
+                c[o + r * ldc..o + r * ldc + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
+            }
+        }
     }
 }
 
@@ -303,7 +332,6 @@ pub fn gram_lower_packed<T: Kernel>(c: &mut [T], xt: &[T], m: usize, p: usize, p
     assert!(runnable(), "panels: the kernel needs AVX2 and FMA");
     assert!(c.len() >= p * p && xt.len() >= p * m, "panels: a slice is too short");
     let kc = m.min(512);
-    let mut tmp = [T::default(); ROWS * MAX_WIDTH];
     for k0 in (0..m).step_by(kc) {
         let kb = kc.min(m - k0);
         let first = k0 == 0;
@@ -316,31 +344,11 @@ pub fn gram_lower_packed<T: Kernel>(c: &mut [T], xt: &[T], m: usize, p: usize, p
             for (pi, panel) in packed.data.chunks_exact(kb * w).enumerate().take(i1.div_ceil(w)) {
                 let j0 = pi * w;
                 let cols = w.min(p - j0);
-                let ap = panel.as_ptr();
                 let mut i = i0;
                 while i < i1 {
                     let rows = ROWS.min(i1 - i);
-                    let bp = xt[i * m + k0..].as_ptr();
-                    if cols == w {
-                        let out = &mut c[i * p + j0..(i + rows - 1) * p + j0 + w];
-                        // SAFETY: `runnable()` was asserted; `bp` starts rows `i..i+rows` of
-                        // `xt` at sample `k0` (`kb` samples each), `ap` the panel's `kb·w`
-                        // numbers, `out` the tile's `rows` rows of `w` at stride `p` (sliced,
-                        // bounds checked).
-                        unsafe { T::tile(rows, kb, bp, m, ap, out.as_mut_ptr(), p, first) };
-                    } else {
-                        for r in 0..rows {
-                            let o = (i + r) * p + j0;
-                            tmp[r * w..r * w + cols].copy_from_slice(&c[o..o + cols]);
-                        }
-                        // SAFETY: as above, the tile in `tmp` (`rows·w ≤ 6·16` numbers at stride
-                        // `w`), its first `cols` columns copied in above and out below.
-                        unsafe { T::tile(rows, kb, bp, m, ap, tmp.as_mut_ptr(), w, first) };
-                        for r in 0..rows {
-                            let o = (i + r) * p + j0;
-                            c[o..o + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
-                        }
-                    }
+                    let tile = Tile { rows, cols, k: kb, first };
+                    tile.run(c, i * p + j0, p, &xt[i * m + k0..], m, panel);
                     i += rows;
                 }
             }
