@@ -1,6 +1,7 @@
 //! Dense linear algebra: a safe single-threaded GEMM wrapper over the `gemm` crate for the hot
-//! products, and small factorizations (Cholesky, symmetric eigenproblem, singular values) from
-//! `faer`.
+//! products, kernels of our own that keep its numbers bit for bit where they are faster
+//! ([`panels`]: the features `Z Wᵀ` and the Gram triangle, AVX2), and small factorizations
+//! (Cholesky, symmetric eigenproblem, singular values) from `faer`.
 //!
 //! All matrices here are row-major slices. Parallelism is explicit at the caller: each worker runs
 //! one single-threaded GEMM on its chunk of the batch (the measured fastest way on 2 cores; see
@@ -91,6 +92,11 @@ impl<'a, T> View<'a, T> {
 /// Nanoseconds spent inside GEMM calls, summed over threads (for `giantstep bench`'s non-GEMM
 /// share; two clock reads per call, a few per chunk).
 static GEMM_NANOS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Adds time spent in a product (by `gemm` or the panel kernels) to [`gemm_seconds`].
+fn count_gemm_time(t: std::time::Duration) {
+    GEMM_NANOS.fetch_add(t.as_nanos() as u64, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// Seconds spent inside GEMM calls so far by all threads of this process together.
 pub fn gemm_seconds() -> f64 {
@@ -185,10 +191,7 @@ pub fn matmul_strided<T: Real>(
             gemm::Parallelism::None,
         );
     }
-    GEMM_NANOS.fetch_add(
-        started.elapsed().as_nanos() as u64,
-        std::sync::atomic::Ordering::Relaxed,
-    );
+    count_gemm_time(started.elapsed());
 }
 
 /// An operand of [`matmul`]: a row-major matrix used as stored or transposed.
@@ -252,14 +255,14 @@ pub fn times_transposed_then<T: Real>(
     match packed {
         Some(pa) if panels::usable(nb, na, k) => {
             assert!(pa.rows() == na && pa.depth() == k, "times_transposed_then: packing of another shape");
-            let mut gemm_nanos = 0;
+            let mut in_gemm = std::time::Duration::ZERO;
             let mut started = std::time::Instant::now();
             panels::product_then(c, na, b, nb, pa, |i0, rows| {
-                gemm_nanos += started.elapsed().as_nanos() as u64;
+                in_gemm += started.elapsed();
                 then(i0, rows);
                 started = std::time::Instant::now();
             });
-            GEMM_NANOS.fetch_add(gemm_nanos, std::sync::atomic::Ordering::Relaxed);
+            count_gemm_time(in_gemm);
         }
         _ => {
             matmul(c, [nb, na, k], Op::Plain(b), Op::Transposed(a), false);
@@ -315,10 +318,7 @@ pub fn gram_lower<T: Real>(c: &mut [T], xt: &[T], m: usize, p: usize, scratch: &
         let mut packed = panels::Panels::from_storage(std::mem::take(scratch));
         let started = std::time::Instant::now();
         panels::gram_lower_packed(c, xt, m, p, &mut packed);
-        GEMM_NANOS.fetch_add(
-            started.elapsed().as_nanos() as u64,
-            std::sync::atomic::Ordering::Relaxed,
-        );
+        count_gemm_time(started.elapsed());
         *scratch = packed.into_storage();
         return;
     }
