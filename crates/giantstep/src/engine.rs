@@ -13,7 +13,7 @@ use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
 use crate::linalg::panels::Panels;
 use crate::linalg::{
-    cholesky_solve, dot, gram_lower, matmul, mirror_lower, norm, packed_for_products, times_transposed_then, transpose, Op,
+    cholesky_solve, dot, dot_rows, gram_lower, matmul, mirror_lower, norm, packed_for_products, times_transposed_then, transpose, Op,
     Real,
 };
 use crate::model::{Loss, Normalize};
@@ -293,9 +293,8 @@ impl<T: Real> Samples<T> {
                 &mut self.y[b0..b1],
             );
             if let Some(sh) = shift {
-                for i in b0..b1 {
-                    self.y[i] -= sh.at(&self.z[i * d..(i + 1) * d]);
-                }
+                let y = &mut self.y[b0..b1];
+                sh.at_rows(&self.z[b0 * d..b1 * d], d, |i, v| y[i] -= v);
             }
             if !self.zt.is_empty() {
                 self.zt[b0 * d..b1 * d]
@@ -361,6 +360,18 @@ impl LabelShift {
     #[inline]
     pub fn at(&self, z: &[f64]) -> f64 {
         self.mean + self.linear.as_ref().map_or(0.0, |b| dot(b, z))
+    }
+
+    /// `f(i, self.at(z_i))` for each sample `z_i` of `z` (row-major, `d` coordinates), in order:
+    /// the same numbers, several samples' sums in lockstep ([`crate::linalg::dot_rows`]).
+    pub fn at_rows(&self, z: &[f64], d: usize, mut f: impl FnMut(usize, f64)) {
+        match &self.linear {
+            Some(b) => {
+                assert_eq!(b.len(), d, "label shift: {} coefficients for samples of dimension {d}", b.len());
+                dot_rows(z, b, |i, v| f(i, self.mean + v));
+            }
+            None => (0..z.len().checked_div(d).unwrap_or(0)).for_each(|i| f(i, self.mean + 0.0)),
+        }
     }
 }
 
@@ -840,9 +851,7 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
             let at = &mut w.at;
             w.s.fill_with(target, &batch.key, start, m, None, |z, y, b0| {
                 for (sh, at) in shifts.iter().zip(at.iter_mut()) {
-                    for (i, zi) in z.chunks_exact(d).enumerate().take(y.len()) {
-                        at[b0 + i] = sh.at(zi);
-                    }
+                    sh.at_rows(&z[..y.len() * d], d, |i, v| at[b0 + i] = v);
                 }
             });
             w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
