@@ -356,14 +356,9 @@ pub struct LabelShift {
 }
 
 impl LabelShift {
-    /// `mean + <b, z>`.
-    #[inline]
-    pub fn at(&self, z: &[f64]) -> f64 {
-        self.mean + self.linear.as_ref().map_or(0.0, |b| dot(b, z))
-    }
-
-    /// `f(i, self.at(z_i))` for each sample `z_i` of `z` (row-major, `d` coordinates), in order:
-    /// the same numbers, several samples' sums in lockstep ([`crate::linalg::dot_rows`]).
+    /// `f(i, mean + <b, z_i>)` for each sample `z_i` of `z` (row-major, `d` coordinates), in
+    /// order: [`crate::linalg::dot`]'s numbers, several samples' sums in lockstep
+    /// ([`crate::linalg::dot_rows`]).
     pub fn at_rows(&self, z: &[f64], d: usize, mut f: impl FnMut(usize, f64)) {
         match &self.linear {
             Some(b) => {
@@ -991,7 +986,7 @@ mod tests {
             let (mut x, mut y) = (vec![0.0; m * r], vec![0.0; m]);
             target.labels(&z, m, (noise > 0.0).then_some(&xi[..]), &mut x, &mut y);
             for i in 0..m {
-                y[i] -= shift.at(&z[i * d..(i + 1) * d]);
+                y[i] -= shift.mean + shift.linear.as_ref().map_or(0.0, |b| dot(b, &z[i * d..(i + 1) * d]));
             }
             let what = format!("d = {d}, r = {r}, m = {m}, noise {noise}, linear {linear}");
             assert_eq!(fill_blocks(m, d, r).last().map(|b| b.1), Some(m), "{what}");

@@ -613,9 +613,9 @@ mod tests {
         for d in [0, 1, 2, 5, 8, 31, 512] {
             for rows in [0, 1, 7, 8, 9, 16, 17, 25] {
                 let mut z: Vec<f64> = (0..rows * d)
-                    .map(|_| rng.gen_range(-1.0..1.0) * if rng.gen_bool(0.1) { 1e8 } else { 1.0 })
+                    .map(|_| rng.random_range(-1.0..1.0) * if rng.random_bool(0.1) { 1e8 } else { 1.0 })
                     .collect();
-                let b: Vec<f64> = (0..d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+                let b: Vec<f64> = (0..d).map(|_| rng.random_range(-1.0..1.0)).collect();
                 // A row whose products are all −0: its sum is −0 or +0 depending on the start.
                 if rows > 3 && d > 0 {
                     for k in 0..d {
