@@ -11,10 +11,10 @@
 use crate::activation::{Activation, CustomActivation};
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
-use crate::linalg::panels::Panels;
+use crate::linalg::panels::{FeaturePanels, Panels, BLOCK_ROWS};
 use crate::linalg::{
-    cholesky_solve, dot, dot_rows, gram_lower, matmul, mirror_lower, norm, packed_for_products, times_transposed_then, transpose, Op,
-    Real,
+    cholesky_solve, dot, dot_rows, gram_lower, gram_lower_from_panels, matmul, mirror_lower, norm, packed_for_products,
+    readout_features_then, readout_in_panels, times_transposed_then, transpose, Op, Real,
 };
 use crate::model::{Loss, Normalize};
 use crate::network::Network;
@@ -616,23 +616,27 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
         .iter()
         .map(|l| l.iter().map(|v| T::from_f64(*v)).collect())
         .collect();
+    // With a built-in activation, the layers packed for the panel kernel where it runs.
+    let packed: Vec<Option<Panels<T>>> = layers_t
+        .iter()
+        .map(|l| if custom.is_none() { packed_for_products(l, p, d) } else { None })
+        .collect();
     struct W<T> {
         s: Samples<T>,
         h: Vec<T>,
         ht: Vec<T>,
+        x: FeaturePanels<T>,
         scratch: Vec<T>,
         gram: Vec<Vec<T>>,
         xty: Vec<Vec<f64>>,
         yy: f64,
     }
+    // The buffers of either path are allocated by the first chunk that takes it.
     let mut work = exec.workspaces(batch.n, || W {
         s: Samples::new(exec.chunk, d, target.r, true),
-        h: if custom.is_some() {
-            vec![T::default(); exec.chunk * p]
-        } else {
-            vec![]
-        },
-        ht: vec![T::default(); exec.chunk * p],
+        h: Vec::new(),
+        ht: Vec::new(),
+        x: FeaturePanels::default(),
         scratch: Vec::new(),
         gram: vec![vec![T::default(); p * p]; k],
         xty: vec![vec![0.0; p]; k],
@@ -649,9 +653,28 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             let y = &w.s.y[..m];
             w.yy = y.iter().map(|v| v * v).sum();
             for (l, wl) in layers_t.iter().enumerate() {
+                if let Some(pk) = packed[l].as_ref().filter(|pk| readout_in_panels(Some(*pk), m, p, d)) {
+                    // The panel kernel end to end: each block of 48 rows of H = Z Wᵀ becomes
+                    // σ(H), adds to Xᵀỹ (each entry summed over the samples in order, as below)
+                    // and is stored in the Gram's panels, all while in cache.
+                    let (xty, x) = (&mut w.xty[l], &mut w.x);
+                    xty.iter_mut().for_each(|v| *v = 0.0);
+                    x.reset(m, p);
+                    w.h.resize(BLOCK_ROWS * p, T::default());
+                    readout_features_then(&mut w.h, w.s.zt(m, d), m, pk, |i0, rows| {
+                        act.apply(rows);
+                        for (row, yv) in rows.chunks_exact(p).zip(&y[i0..]) {
+                            xty.iter_mut().zip(row).for_each(|(a, v)| *a += v.to_f64() * yv);
+                        }
+                        x.set_rows(i0, rows);
+                    });
+                    gram_lower_from_panels(&mut w.gram[l], x, &mut w.scratch);
+                    continue;
+                }
                 // The features transposed, Xᵀ = σ(W Zᵀ) (p×m): the layout the Gram's GEMMs read
                 // fastest. A function given at run time gets its chunk m×p as documented, and
                 // the result is transposed.
+                w.ht.resize(exec.chunk * p, T::default());
                 let ht = &mut w.ht[..m * p];
                 match custom {
                     None => {
@@ -659,6 +682,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                         features_times_labels(ht, y, Some(&act), &mut w.xty[l]);
                     }
                     Some(c) => {
+                        w.h.resize(exec.chunk * p, T::default());
                         let h = &mut w.h[..m * p];
                         matmul(h, [m, p, d], Op::Plain(w.s.zt(m, d)), Op::Transposed(wl), false);
                         c.apply(h);
@@ -1103,13 +1127,14 @@ mod tests {
 
     /// The three passes give the same numbers with the panel kernels as with `gemm` alone, in
     /// both precisions, at depths where the features' kernel runs (`d ≤ 512`, a last chunk too
-    /// small for it) and past it (`d = 600`), and with the Gram triangle's (`p = 150`, chunks of
-    /// 97 samples: depth blocks of one chain each).
+    /// small for it) and past it (`d = 600`), and with the readout in panels end to end (`p =
+    /// 150` and 210, a partial last panel; chunks of 97 samples, one depth block, and of 1024,
+    /// two blocks, then 152).
     #[test]
     fn passes_are_bit_identical_with_and_without_the_panel_kernel() {
-        fn passes<T: Real>(d: usize, p: usize, n: usize) -> Vec<u64> {
+        fn passes<T: Real>(d: usize, p: usize, n: usize, chunk: usize) -> Vec<u64> {
             let (net, target) = setup(d, p, "erf", "z1 + z1*z2");
-            let exec = Exec::new(97, 2).unwrap();
+            let exec = Exec::new(chunk, 2).unwrap();
             let batch = Batch {
                 key: StreamKey::new(3, Purpose::Train, 0),
                 n,
@@ -1142,11 +1167,15 @@ mod tests {
         if !crate::linalg::panels::runnable() {
             return;
         }
-        for (d, p, n) in [(40, 24, 200), (512, 40, 200), (600, 20, 100), (40, 150, 700)] {
+        for (d, p, n, chunk) in [(40, 24, 200, 97), (512, 40, 200, 97), (600, 20, 100, 97), (40, 150, 700, 97), (30, 210, 2200, 1024)] {
             crate::linalg::panels::force(Some(false));
-            let gemm = (passes::<f64>(d, p, n), passes::<f32>(d, p, n));
+            let gemm = (passes::<f64>(d, p, n, chunk), passes::<f32>(d, p, n, chunk));
             crate::linalg::panels::force(Some(true));
-            let kernel = (passes::<f64>(d, p, n), passes::<f32>(d, p, n));
+            if p > 128 {
+                let ends = crate::linalg::panels::usable(chunk, p, d) && crate::linalg::panels::gram_usable::<f64>(chunk, p);
+                assert!(ends, "d = {d}, p = {p}, chunk {chunk}: the readout does not run in panels");
+            }
+            let kernel = (passes::<f64>(d, p, n, chunk), passes::<f32>(d, p, n, chunk));
             crate::linalg::panels::force(None);
             assert!(gemm == kernel, "d = {d}, p = {p}: the panel kernel changed a number");
         }

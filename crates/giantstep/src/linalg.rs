@@ -273,6 +273,48 @@ pub fn times_transposed_then<T: Real>(
     }
 }
 
+/// Whether a readout chunk of `m` samples, `p` features of dimension `d` goes through the
+/// panel kernel from end to end ([`readout_features_then`], [`gram_lower_from_panels`]): `A` is
+/// packed (`packed`), the features' product is one where the kernel has `gemm`'s numbers
+/// ([`panels::usable`]), and so is the Gram triangle ([`panels::gram_usable`]).
+pub fn readout_in_panels<T: Real>(packed: Option<&panels::Panels<T>>, m: usize, p: usize, d: usize) -> bool {
+    packed.is_some() && panels::usable(m, p, d) && panels::gram_usable::<T>(m, p)
+}
+
+/// The features `H = B Aᵀ` (`nb×na`) by the panel kernel, a block of rows at a time into `block`
+/// (at least [`panels::BLOCK_ROWS`]` · na` numbers, each block over the last), with `then(i0,
+/// rows)` on each block in order while it is in cache: the readout keeps `σ(H)`'s sums and its
+/// panels ([`panels::FeaturePanels`]), never the whole product. The numbers of
+/// [`times_transposed_then`]'s where [`readout_in_panels`] holds.
+///
+/// # Panics
+/// If the processor lacks AVX2 or FMA, or a slice is shorter than its shape requires.
+pub fn readout_features_then<T: Real>(
+    block: &mut [T],
+    b: &[T],
+    nb: usize,
+    packed: &panels::Panels<T>,
+    mut then: impl FnMut(usize, &mut [T]),
+) {
+    let mut in_gemm = std::time::Duration::ZERO;
+    let mut started = std::time::Instant::now();
+    panels::product_blocks_then(block, b, nb, packed, |i0, rows| {
+        in_gemm += started.elapsed();
+        then(i0, rows);
+        started = std::time::Instant::now();
+    });
+    count_gemm_time(in_gemm);
+}
+
+/// [`gram_lower`]'s triangle (the same numbers, where [`readout_in_panels`] holds) from the
+/// features in panels ([`panels::gram_lower_panels`]): no packing; `scratch` holds six rows at a
+/// time of one block of 48.
+pub fn gram_lower_from_panels<T: Real>(c: &mut [T], x: &panels::FeaturePanels<T>, scratch: &mut Vec<T>) {
+    let started = std::time::Instant::now();
+    panels::gram_lower_panels(c, x, scratch);
+    count_gemm_time(started.elapsed());
+}
+
 /// The packing of `a` (`rows×k`) for [`times_transposed_then`] when the panel kernel runs here
 /// ([`panels::enabled`]) and the depth is one it takes; `None` sends the products to `gemm`.
 pub fn packed_for_products<T: Real>(a: &[T], rows: usize, k: usize) -> Option<panels::Panels<T>> {

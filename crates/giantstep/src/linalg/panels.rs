@@ -110,16 +110,26 @@ pub fn usable(nb: usize, na: usize, k: usize) -> bool {
 pub trait Kernel: Copy + Default {
     /// Rows of `A` per panel (two vectors).
     const WIDTH: usize;
-    /// `c[i·ldc + j] (+)= Σ_κ b[i·ldb + κ]·a[κ·WIDTH + j]` for `i < rows ≤ 6`, `j < WIDTH`: the
-    /// sum in one chain from zero, then stored (`first`) or added to `c` with one rounding (as
-    /// `gemm` adds each depth block's sum to its output).
+    /// `c[i·ldc + j] (+)= Σ_κ b_iκ·a[κ·WIDTH + j]` for `i < rows ≤ 6`, `j < WIDTH`, where
+    /// `b_iκ = b[i·ldb + κ]` (rows in place) or, with `PACKED`, `b[κ·6 + i]` (six rows packed
+    /// depth-major, `ldb` unused): the sum in one chain from zero, then stored (`first`) or added
+    /// to `c` with one rounding (as `gemm` adds each depth block's sum to its output).
     ///
     /// # Safety
-    /// The processor has AVX2 and FMA; `b` is readable for `rows` rows of `k` at stride `ldb`,
-    /// `a` for `k·WIDTH` numbers, `c` readable and writable for `rows` rows of `WIDTH` at stride
-    /// `ldc`.
+    /// The processor has AVX2 and FMA; `b` is readable for `rows` rows of `k` at stride `ldb`
+    /// (with `PACKED`: for `6·k` numbers), `a` for `k·WIDTH` numbers, `c` readable and writable
+    /// for `rows` rows of `WIDTH` at stride `ldc`.
     #[allow(clippy::too_many_arguments)]
-    unsafe fn tile(rows: usize, k: usize, b: *const Self, ldb: usize, a: *const Self, c: *mut Self, ldc: usize, first: bool);
+    unsafe fn tile<const PACKED: bool>(
+        rows: usize,
+        k: usize,
+        b: *const Self,
+        ldb: usize,
+        a: *const Self,
+        c: *mut Self,
+        ldc: usize,
+        first: bool,
+    );
 }
 
 /// `A` (`rows×k`, row-major) packed for [`product_then`]: panels of [`Kernel::WIDTH`] rows, each
@@ -211,9 +221,31 @@ impl<T: Kernel> Panels<T> {
 ///
 /// # Panics
 /// If the processor lacks AVX2 or FMA ([`runnable`]), or a slice is too short for the shape.
-pub fn product_then<T: Kernel>(
+pub fn product_then<T: Kernel>(c: &mut [T], ldc: usize, b: &[T], nb: usize, a: &Panels<T>, then: impl FnMut(usize, &mut [T])) {
+    assert!(nb == 0 || c.len() >= (nb - 1) * ldc + a.rows, "panels: c too short");
+    product_into(c, ldc, false, b, nb, a, then);
+}
+
+/// [`product_then`] with each block of rows written to the start of `block` (at least
+/// [`BLOCK_ROWS`] rows of `a.rows()` numbers) over the last one: the product's rows never
+/// leave the cache, for passes that keep only what `then` makes of them.
+///
+/// # Panics
+/// As [`product_then`], or if `block` is too short.
+pub fn product_blocks_then<T: Kernel>(block: &mut [T], b: &[T], nb: usize, a: &Panels<T>, then: impl FnMut(usize, &mut [T])) {
+    assert!(nb == 0 || block.len() >= BLOCK.min(nb) * a.rows, "panels: block too short");
+    product_into(block, a.rows, true, b, nb, a, then);
+}
+
+/// Rows of `C` per block of [`product_then`] and [`product_blocks_then`].
+pub const BLOCK_ROWS: usize = BLOCK;
+
+/// [`product_then`] (`reuse` false) and [`product_blocks_then`] (`reuse` true: block `i0` at
+/// row 0 of `c`).
+fn product_into<T: Kernel>(
     c: &mut [T],
     ldc: usize,
+    reuse: bool,
     b: &[T],
     nb: usize,
     a: &Panels<T>,
@@ -225,10 +257,10 @@ pub fn product_then<T: Kernel>(
     }
     assert!(runnable(), "panels: the kernel needs AVX2 and FMA");
     assert!(ldc >= na, "panels: row stride {ldc} < {na} columns");
-    assert!(c.len() >= (nb - 1) * ldc + na, "panels: c too short");
     assert!(b.len() >= nb * k, "panels: b has {} < {}", b.len(), nb * k);
     for i0 in (0..nb).step_by(BLOCK) {
         let i1 = (i0 + BLOCK).min(nb);
+        let r0 = if reuse { 0 } else { i0 };
         for (pi, panel) in a.data.chunks_exact(k * w).enumerate() {
             let j0 = pi * w;
             let cols = w.min(na - j0);
@@ -236,11 +268,11 @@ pub fn product_then<T: Kernel>(
             while i < i1 {
                 let rows = ROWS.min(i1 - i);
                 let tile = Tile { rows, cols, k, first: true };
-                tile.run(c, i * ldc + j0, ldc, &b[i * k..], k, panel);
+                tile.run(c, (i - i0 + r0) * ldc + j0, ldc, Left::InPlace(&b[i * k..], k), panel);
                 i += rows;
             }
         }
-        then(i0, &mut c[i0 * ldc..(i1 - 1) * ldc + na]);
+        then(i0, &mut c[r0 * ldc..(i1 - i0 + r0 - 1) * ldc + na]);
     }
 }
 
@@ -253,25 +285,50 @@ struct Tile {
     first: bool,
 }
 
+/// The rows of a tile's left factor: in place (`rows` rows of `k` terms at stride `ldb`) or
+/// packed by [`pack_six`] (`6·k` numbers, depth-major).
+#[derive(Clone, Copy)]
+enum Left<'a, T> {
+    InPlace(&'a [T], usize),
+    Packed(&'a [T]),
+}
+
 impl Tile {
-    /// The tile at `c[o..]` (row stride `ldc`) from `b` (`rows` rows of `k` terms, stride `ldb`)
-    /// and `panel` (`k·W` numbers).
+    /// The tile at `c[o..]` (row stride `ldc`) from `left` and `panel` (`k·W` numbers).
     ///
     /// # Panics
     /// If a slice is too short for the tile (the kernel is only called within them), or the
     /// processor lacks AVX2 or FMA.
-    fn run<T: Kernel>(&self, c: &mut [T], o: usize, ldc: usize, b: &[T], ldb: usize, panel: &[T]) {
+    fn run<T: Kernel>(&self, c: &mut [T], o: usize, ldc: usize, left: Left<'_, T>, panel: &[T]) {
         let Tile { rows, cols, k, first } = *self;
         let w = T::WIDTH;
         assert!((1..=ROWS).contains(&rows) && (1..=w).contains(&cols) && k >= 1, "panels: tile shape");
-        assert!(b.len() >= (rows - 1) * ldb + k && panel.len() >= k * w, "panels: tile operands");
+        let (b, ldb, packed) = match left {
+            Left::InPlace(b, ldb) => {
+                assert!(b.len() >= (rows - 1) * ldb + k, "panels: tile rows");
+                (b, ldb, false)
+            }
+            Left::Packed(b) => {
+                assert!(b.len() >= ROWS * k, "panels: packed tile rows");
+                (b, 0, true)
+            }
+        };
+        assert!(panel.len() >= k * w, "panels: tile panel");
         assert!(c.len() >= o + (rows - 1) * ldc + cols && runnable(), "panels: tile output");
+        // SAFETY (both calls): AVX2 and FMA asserted; `b` holds the tile's rows in its layout
+        // (`rows` rows of `k` at stride `ldb`, or `6·k` packed numbers), the panel `k·w`
+        // numbers (asserted above); the output as stated at each call.
+        let kernel = |out: *mut T, ldo: usize| unsafe {
+            if packed {
+                T::tile::<true>(rows, k, b.as_ptr(), ldb, panel.as_ptr(), out, ldo, first)
+            } else {
+                T::tile::<false>(rows, k, b.as_ptr(), ldb, panel.as_ptr(), out, ldo, first)
+            }
+        };
         if cols == w {
+            // `out` holds the tile's `rows` rows of `w` at stride `ldc` (asserted, sliced here).
             let out = &mut c[o..o + (rows - 1) * ldc + w];
-            // SAFETY: AVX2 and FMA asserted; `b` holds `rows` rows of `k` at stride `ldb`, the
-            // panel `k·w` numbers, `out` the tile's `rows` rows of `w` at stride `ldc` (asserted
-            // and sliced just above).
-            unsafe { T::tile(rows, k, b.as_ptr(), ldb, panel.as_ptr(), out.as_mut_ptr(), ldc, first) };
+            kernel(out.as_mut_ptr(), ldc);
         } else {
             let mut tmp = [T::default(); ROWS * MAX_WIDTH];
             if !first {
@@ -279,8 +336,8 @@ impl Tile {
                     tmp[r * w..r * w + cols].copy_from_slice(&c[o + r * ldc..o + r * ldc + cols]);
                 }
             }
-            // SAFETY: as above, with the tile in `tmp` (`rows·w ≤ 6·16` numbers at stride `w`).
-            unsafe { T::tile(rows, k, b.as_ptr(), ldb, panel.as_ptr(), tmp.as_mut_ptr(), w, first) };
+            // The tile in `tmp` (`rows·w ≤ 6·16` numbers at stride `w`).
+            kernel(tmp.as_mut_ptr(), w);
             for r in 0..rows {
                 c[o + r * ldc..o + r * ldc + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
             }
@@ -348,8 +405,111 @@ pub fn gram_lower_packed<T: Kernel>(c: &mut [T], xt: &[T], m: usize, p: usize, p
                 while i < i1 {
                     let rows = ROWS.min(i1 - i);
                     let tile = Tile { rows, cols, k: kb, first };
-                    tile.run(c, i * p + j0, p, &xt[i * m + k0..], m, panel);
+                    tile.run(c, i * p + j0, p, Left::InPlace(&xt[i * m + k0..], m), panel);
                     i += rows;
+                }
+            }
+        }
+    }
+}
+
+/// A chunk's features `X` (`m×p`) stored as the Gram triangle's panels: panels of
+/// [`Kernel::WIDTH`] features, each depth-major over the samples (`x[(π·m + ν)·W + j] =
+/// X[ν, π·W + j]`), written a block of sample rows at a time while the rows are in cache, so that
+/// [`gram_lower_panels`] reads them without packing.
+#[derive(Debug, Clone, Default)]
+pub struct FeaturePanels<T> {
+    data: Vec<T>,
+    m: usize,
+    p: usize,
+}
+
+impl<T: Kernel> FeaturePanels<T> {
+    /// Room for `m` samples of `p` features (reusing the storage; the contents are stale until
+    /// written).
+    pub fn reset(&mut self, m: usize, p: usize) {
+        self.m = m;
+        self.p = p;
+        self.data.resize(p.div_ceil(T::WIDTH) * m * T::WIDTH, T::default());
+    }
+
+    /// Stores the samples `i0..` from `rows` (whole rows of `p` features, row-major).
+    ///
+    /// # Panics
+    /// If `rows` is not whole rows or reaches past sample `m`.
+    pub fn set_rows(&mut self, i0: usize, rows: &[T]) {
+        let (m, p, w) = (self.m, self.p, T::WIDTH);
+        if p == 0 {
+            return;
+        }
+        let n = rows.len() / p;
+        assert!(rows.len() == n * p && i0 + n <= m, "panels: rows {i0}..{} of {m} samples", i0 + n);
+        for (pi, panel) in self.data.chunks_exact_mut(m * w).enumerate() {
+            let j0 = pi * w;
+            let cols = w.min(p - j0);
+            for (nu, row) in rows.chunks_exact(p).enumerate() {
+                panel[(i0 + nu) * w..(i0 + nu) * w + cols].copy_from_slice(&row[j0..j0 + cols]);
+            }
+        }
+    }
+}
+
+/// Six rows `i0..i0 + rows` of the features, samples `k0..k0 + k`, packed depth-major for the
+/// tile (`out[κ·6 + s]`, zeros past `rows`).
+fn pack_six<T: Kernel>(x: &FeaturePanels<T>, i0: usize, rows: usize, k0: usize, k: usize, out: &mut [T]) {
+    let (m, w) = (x.m, T::WIDTH);
+    for (kk, o) in out[..ROWS * k].chunks_exact_mut(ROWS).enumerate() {
+        for (s, v) in o.iter_mut().enumerate() {
+            *v = if s < rows {
+                let i = i0 + s;
+                x.data[((i / w) * m + k0 + kk) * w + i % w]
+            } else {
+                T::default()
+            };
+        }
+    }
+}
+
+/// [`gram_lower_packed`]'s triangle (the same numbers) from the features in panels: blocks of
+/// `min(m, 512)` samples, each entry's sum over a block one chain from zero, added to the entry
+/// in order. The panels are read as they are (no packing); the rows of a block of 48 are packed
+/// six at a time into `scratch` (`48·512` numbers at most). Tiles wholly above the diagonal are
+/// skipped: entries `(i, j)` with `j > i` are partly written, with stale values.
+///
+/// # Panics
+/// If the processor lacks AVX2 or FMA, or `c` is shorter than `p·p`.
+pub fn gram_lower_panels<T: Kernel>(c: &mut [T], x: &FeaturePanels<T>, scratch: &mut Vec<T>) {
+    let (m, p, w) = (x.m, x.p, T::WIDTH);
+    if m == 0 || p == 0 {
+        return;
+    }
+    assert!(runnable(), "panels: the kernel needs AVX2 and FMA");
+    assert!(c.len() >= p * p, "panels: c too short");
+    let kc = m.min(MAX_K);
+    for k0 in (0..m).step_by(kc) {
+        let kb = kc.min(m - k0);
+        let first = k0 == 0;
+        for i0 in (0..p).step_by(BLOCK) {
+            let i1 = (i0 + BLOCK).min(p);
+            let groups = (i1 - i0).div_ceil(ROWS);
+            scratch.resize(groups * ROWS * kb, T::default());
+            for g in 0..groups {
+                let i = i0 + g * ROWS;
+                pack_six(x, i, ROWS.min(i1 - i), k0, kb, &mut scratch[g * ROWS * kb..(g + 1) * ROWS * kb]);
+            }
+            // The panels that reach the block's lower triangle: columns below `i1`.
+            for pj in 0..i1.div_ceil(w) {
+                let j0 = pj * w;
+                let panel = &x.data[(pj * m + k0) * w..(pj * m + k0 + kb) * w];
+                let cols = w.min(p - j0);
+                for g in 0..groups {
+                    let i = i0 + g * ROWS;
+                    let rows = ROWS.min(i1 - i);
+                    if i + rows <= j0 {
+                        continue; // every entry above the diagonal
+                    }
+                    let tile = Tile { rows, cols, k: kb, first };
+                    tile.run(c, i * p + j0, p, Left::Packed(&scratch[g * ROWS * kb..(g + 1) * ROWS * kb]), panel);
                 }
             }
         }
@@ -367,7 +527,7 @@ mod x86 {
             /// AVX2 and FMA; the pointers as in [`super::Kernel::tile`].
             #[target_feature(enable = "avx2,fma")]
             #[allow(clippy::too_many_arguments)]
-            pub unsafe fn $name<const S: usize>(
+            pub unsafe fn $name<const S: usize, const PACKED: bool>(
                 k: usize,
                 b: *const $t,
                 ldb: usize,
@@ -379,11 +539,12 @@ mod x86 {
                 let mut acc: [[$v; 2]; S] = [[$zero(); 2]; S];
                 for kk in 0..k {
                     // SAFETY (whole loop): `kk < k`, so the panel reads stay in its `k·2·lanes`
-                    // numbers and the row reads in row `s < S` of `k` numbers.
+                    // numbers and the row reads in row `s < S` of `k` numbers (packed: in the
+                    // `6·k` numbers, `s < S ≤ 6`).
                     let a0 = $load(a.add(kk * 2 * $lanes));
                     let a1 = $load(a.add(kk * 2 * $lanes + $lanes));
                     for (s, acc) in acc.iter_mut().enumerate() {
-                        let bv = $splat(&*b.add(s * ldb + kk));
+                        let bv = $splat(&*b.add(if PACKED { kk * super::ROWS + s } else { s * ldb + kk }));
                         acc[0] = $fma(a0, bv, acc[0]);
                         acc[1] = $fma(a1, bv, acc[1]);
                     }
@@ -411,17 +572,26 @@ macro_rules! kernel_impl {
         impl Kernel for $t {
             const WIDTH: usize = $width;
             #[allow(unused_variables)]
-            unsafe fn tile(rows: usize, k: usize, b: *const Self, ldb: usize, a: *const Self, c: *mut Self, ldc: usize, first: bool) {
+            unsafe fn tile<const PACKED: bool>(
+                rows: usize,
+                k: usize,
+                b: *const Self,
+                ldb: usize,
+                a: *const Self,
+                c: *mut Self,
+                ldc: usize,
+                first: bool,
+            ) {
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: the caller's contract, passed on unchanged.
                 unsafe {
                     match rows {
-                        6 => x86::$tile::<6>(k, b, ldb, a, c, ldc, first),
-                        5 => x86::$tile::<5>(k, b, ldb, a, c, ldc, first),
-                        4 => x86::$tile::<4>(k, b, ldb, a, c, ldc, first),
-                        3 => x86::$tile::<3>(k, b, ldb, a, c, ldc, first),
-                        2 => x86::$tile::<2>(k, b, ldb, a, c, ldc, first),
-                        1 => x86::$tile::<1>(k, b, ldb, a, c, ldc, first),
+                        6 => x86::$tile::<6, PACKED>(k, b, ldb, a, c, ldc, first),
+                        5 => x86::$tile::<5, PACKED>(k, b, ldb, a, c, ldc, first),
+                        4 => x86::$tile::<4, PACKED>(k, b, ldb, a, c, ldc, first),
+                        3 => x86::$tile::<3, PACKED>(k, b, ldb, a, c, ldc, first),
+                        2 => x86::$tile::<2, PACKED>(k, b, ldb, a, c, ldc, first),
+                        1 => x86::$tile::<1, PACKED>(k, b, ldb, a, c, ldc, first),
                         _ => unreachable!("a tile has 1 to 6 rows"),
                     }
                 }
@@ -570,6 +740,79 @@ mod tests {
         }
         assert!(!gram_same_order::<f64>(1000, 128) && !gram_same_order::<f64>(1000, 144), "limits");
         assert!(ran >= 30, "only {ran} Gram shapes compared");
+    }
+
+    /// The triangle from the features in panels (written block by block) equals `gram_lower`'s
+    /// by `gemm` wherever [`gram_usable`]'s order holds, as the packed one does.
+    #[test]
+    fn gram_triangles_from_feature_panels_are_bit_identical_to_gemm_s() {
+        fn check<T: Real + Kernel>(m: usize, p: usize, x: &mut FeaturePanels<T>) -> bool {
+            if !gram_same_order::<T>(m, p) {
+                return false;
+            }
+            let xt: Vec<T> = numbers(m * p, 19 + m as u64).into_iter().map(T::from_f64).collect();
+            let mut want = vec![T::default(); p * p];
+            crate::linalg::gram_lower_for_tests(&mut want, &xt, m, p);
+            // Row-major X written in blocks of uneven sizes, into storage used before.
+            x.reset(m, p);
+            let mut i0 = 0;
+            while i0 < m {
+                let n = (7 + 13 * i0 % 61).min(m - i0);
+                let rows: Vec<T> = (i0..i0 + n).flat_map(|nu| (0..p).map(move |j| (nu, j))).map(|(nu, j)| xt[j * m + nu]).collect();
+                x.set_rows(i0, &rows);
+                i0 += n;
+            }
+            let mut got = vec![T::from_f64(f64::NAN); p * p];
+            gram_lower_panels(&mut got, x, &mut Vec::new());
+            for i in 0..p {
+                for j in 0..=i {
+                    assert_eq!(
+                        got[i * p + j].to_f64().to_bits(),
+                        want[i * p + j].to_f64().to_bits(),
+                        "m={m} p={p} ({i}, {j})"
+                    );
+                }
+            }
+            true
+        }
+        if !runnable() {
+            return;
+        }
+        let (mut x64, mut x32) = (FeaturePanels::default(), FeaturePanels::default());
+        let mut ran = 0;
+        for &m in &[3, 100, 512, 513, 1500, 4096] {
+            for &p in &[129, 145, 150, 200, 300, 333, 512, 1024] {
+                ran += usize::from(check::<f64>(m, p, &mut x64)) + usize::from(check::<f32>(m, p, &mut x32));
+            }
+        }
+        assert!(ran >= 30, "only {ran} Gram shapes compared");
+    }
+
+    /// Blocks written over one buffer give the rows of the whole product, in order.
+    #[test]
+    fn product_blocks_are_the_product_s_rows() {
+        if !runnable() {
+            return;
+        }
+        for &(nb, na, k) in &[(2, 129, 3), (47, 20, 17), (48, 33, 64), (49, 100, 100), (301, 130, 512)] {
+            let b = numbers(nb * k, 5);
+            let a = numbers(na * k, 6);
+            let mut packed = Panels::new();
+            packed.pack(&a, na, k);
+            let mut whole = vec![0.0; nb * na];
+            product_then(&mut whole, na, &b, nb, &packed, |_, _| {});
+            let mut block = vec![f64::NAN; BLOCK_ROWS * na];
+            let mut next = 0;
+            product_blocks_then(&mut block, &b, nb, &packed, |i0, rows| {
+                assert_eq!(i0, next, "blocks out of order");
+                let n = rows.len() / na;
+                assert!(rows.len() == n * na && n <= BLOCK_ROWS);
+                let want = &whole[i0 * na..(i0 + n) * na];
+                assert!(rows.iter().zip(want).all(|(x, y)| x.to_bits() == y.to_bits()), "nb={nb} na={na} k={k} block {i0}");
+                next += n;
+            });
+            assert_eq!(next, nb);
+        }
     }
 
     #[test]
