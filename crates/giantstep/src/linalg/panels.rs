@@ -537,6 +537,14 @@ mod x86 {
                 first: bool,
             ) {
                 let mut acc: [[$v; 2]; S] = [[$zero(); 2]; S];
+                if !first {
+                    // The output is read at the end: fetched now, while the sums run (a tile
+                    // of the Gram triangle otherwise waited on six rows from memory).
+                    for s in 0..S {
+                        _mm_prefetch::<_MM_HINT_T0>(c.add(s * ldc).cast());
+                        _mm_prefetch::<_MM_HINT_T0>(c.add(s * ldc + 2 * $lanes - 1).cast());
+                    }
+                }
                 for kk in 0..k {
                     // SAFETY (whole loop): `kk < k`, so the panel reads stay in its `k·2·lanes`
                     // numbers and the row reads in row `s < S` of `k` numbers (packed: in the
