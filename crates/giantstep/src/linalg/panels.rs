@@ -444,12 +444,30 @@ impl<T: Kernel> FeaturePanels<T> {
         }
         let n = rows.len() / p;
         assert!(rows.len() == n * p && i0 + n <= m, "panels: rows {i0}..{} of {m} samples", i0 + n);
-        for (pi, panel) in self.data.chunks_exact_mut(m * w).enumerate() {
-            let j0 = pi * w;
-            let cols = w.min(p - j0);
+        // Whole panels by copies of a length the compiler knows, the partial last one as a slice.
+        match w {
+            8 => set_whole::<T, 8>(&mut self.data, m, p, i0, rows),
+            16 => set_whole::<T, 16>(&mut self.data, m, p, i0, rows),
+            _ => unreachable!("panels of 8 or 16"),
+        }
+        if !p.is_multiple_of(w) {
+            let j0 = p / w * w;
+            let panel = &mut self.data[(p / w) * m * w..];
             for (nu, row) in rows.chunks_exact(p).enumerate() {
-                panel[(i0 + nu) * w..(i0 + nu) * w + cols].copy_from_slice(&row[j0..j0 + cols]);
+                panel[(i0 + nu) * w..(i0 + nu) * w + p - j0].copy_from_slice(&row[j0..]);
             }
+        }
+    }
+}
+
+/// The whole panels of width `W` of [`FeaturePanels::set_rows`].
+fn set_whole<T: Copy, const W: usize>(data: &mut [T], m: usize, p: usize, i0: usize, rows: &[T]) {
+    for (panel, pi) in data.chunks_exact_mut(m * W).zip(0..p / W) {
+        let panel = &mut panel[i0 * W..];
+        for (nu, row) in rows.chunks_exact(p).enumerate() {
+            let from: &[T; W] = row[pi * W..pi * W + W].try_into().expect("W numbers");
+            let to: &mut [T; W] = (&mut panel[nu * W..nu * W + W]).try_into().expect("W numbers");
+            *to = *from;
         }
     }
 }
