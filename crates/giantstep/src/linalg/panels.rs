@@ -476,7 +476,20 @@ fn set_whole<T: Copy, const W: usize>(data: &mut [T], m: usize, p: usize, i0: us
 /// tile (`out[κ·6 + s]`, zeros past `rows`).
 fn pack_six<T: Kernel>(x: &FeaturePanels<T>, i0: usize, rows: usize, k0: usize, k: usize, out: &mut [T]) {
     let (m, w) = (x.m, T::WIDTH);
-    for (kk, o) in out[..ROWS * k].chunks_exact_mut(ROWS).enumerate() {
+    let out = &mut out[..ROWS * k];
+    let (pi, off) = (i0 / w, i0 % w);
+    if rows == ROWS && off + ROWS <= w {
+        // Six neighbours in one panel (two groups of three in the f32 panels of 16, one in
+        // two of the f64 panels of 8): copies of a length the compiler knows.
+        let panel = &x.data[(pi * m + k0) * w..(pi * m + k0 + k) * w];
+        for (o, src) in out.chunks_exact_mut(ROWS).zip(panel.chunks_exact(w)) {
+            let from: &[T; ROWS] = src[off..off + ROWS].try_into().expect("six numbers");
+            let to: &mut [T; ROWS] = o.try_into().expect("six numbers");
+            *to = *from;
+        }
+        return;
+    }
+    for (kk, o) in out.chunks_exact_mut(ROWS).enumerate() {
         for (s, v) in o.iter_mut().enumerate() {
             *v = if s < rows {
                 let i = i0 + s;
