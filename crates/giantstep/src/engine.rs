@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::linalg::panels::{FeaturePanels, Panels, BLOCK_ROWS};
 use crate::linalg::{
     cholesky_solve, dot, dot_rows, gram_lower, gram_lower_from_panels, matmul, mirror_lower, norm, packed_for_products,
-    readout_features_then, readout_in_panels, times_transposed_then, transpose, Op, Real,
+    features_in_blocks_then, readout_in_panels, times_transposed_then, transpose, Op, Real,
 };
 use crate::model::{Loss, Normalize};
 use crate::network::Network;
@@ -661,7 +661,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                     xty.iter_mut().for_each(|v| *v = 0.0);
                     x.reset(m, p);
                     w.h.resize(BLOCK_ROWS * p, T::default());
-                    readout_features_then(&mut w.h, w.s.zt(m, d), m, pk, |i0, rows| {
+                    features_in_blocks_then(&mut w.h, w.s.zt(m, d), m, pk, |i0, rows| {
                         act.apply(rows);
                         for (row, yv) in rows.chunks_exact(p).zip(&y[i0..]) {
                             xty.iter_mut().zip(row).for_each(|(a, v)| *a += v.to_f64() * yv);
@@ -854,9 +854,10 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
         sse: Vec<f64>,
         yy: f64,
     }
+    // `h` grows to what the chunks need: a block of rows with the panel kernel, else the chunk.
     let mut work = exec.workspaces(batch.n, || W {
         s: Samples::new(exec.chunk, d, target.r, true),
-        h: vec![T::default(); exec.chunk * p],
+        h: Vec::new(),
         at: vec![vec![0.0; exec.chunk]; shifts.len()],
         sse: vec![0.0; k],
         yy: 0.0,
@@ -875,7 +876,12 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
             });
             w.yy = w.s.y[..m].iter().map(|v| v * v).sum();
             for (l, (_, ro)) in models.iter().enumerate() {
-                let h = &mut w.h[..m * p];
+                let in_panels = custom.is_none() && packed[l].is_some() && crate::linalg::panels::usable(m, p, d);
+                let rows = if in_panels { BLOCK_ROWS.min(m) } else { m };
+                if w.h.len() < rows * p {
+                    w.h.resize(rows * p, T::default());
+                }
+                let h = &mut w.h[..rows * p];
                 let (y, at) = (&w.s.y, &w.at);
                 let mut s = 0.0;
                 let mut add = |nu: usize, f: f64| {
@@ -887,12 +893,20 @@ pub fn test_errors<T: Real>(exec: &Exec, models: &[(&[f64], &Readout)], problem:
                     s += e * e;
                 };
                 match custom {
-                    // Each row's output while the rows are in cache (blocks, with the panel kernel).
-                    None => times_transposed_then(h, w.s.zt(m, d), m, &layers_t[l], [p, d], packed[l].as_ref(), |i0, rows| {
-                        for (i, row) in rows.chunks_exact(p).enumerate() {
-                            add(i0 + i, act.output_row(row, &ro.coef));
-                        }
-                    }),
+                    // Each row's output while the rows are in cache: with the panel kernel, each
+                    // block of rows over the last (the product never leaves the cache).
+                    None => match packed[l].as_ref().filter(|_| in_panels) {
+                        Some(pk) => features_in_blocks_then(h, w.s.zt(m, d), m, pk, |i0, rows| {
+                            for (i, row) in rows.chunks_exact(p).enumerate() {
+                                add(i0 + i, act.output_row(row, &ro.coef));
+                            }
+                        }),
+                        None => times_transposed_then(h, w.s.zt(m, d), m, &layers_t[l], [p, d], None, |i0, rows| {
+                            for (i, row) in rows.chunks_exact(p).enumerate() {
+                                add(i0 + i, act.output_row(row, &ro.coef));
+                            }
+                        }),
+                    },
                     Some(c) => {
                         matmul(h, [m, p, d], Op::Plain(w.s.zt(m, d)), Op::Transposed(&layers_t[l]), false);
                         let sig = c.block(h, false).0;

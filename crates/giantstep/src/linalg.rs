@@ -274,7 +274,7 @@ pub fn times_transposed_then<T: Real>(
 }
 
 /// Whether a readout chunk of `m` samples, `p` features of dimension `d` goes through the
-/// panel kernel from end to end ([`readout_features_then`], [`gram_lower_from_panels`]): `A` is
+/// panel kernel from end to end ([`features_in_blocks_then`], [`gram_lower_from_panels`]): `A` is
 /// packed (`packed`), the features' product is one where the kernel has `gemm`'s numbers
 /// ([`panels::usable`]), and so is the Gram triangle ([`panels::gram_usable`]).
 pub fn readout_in_panels<T: Real>(packed: Option<&panels::Panels<T>>, m: usize, p: usize, d: usize) -> bool {
@@ -284,12 +284,12 @@ pub fn readout_in_panels<T: Real>(packed: Option<&panels::Panels<T>>, m: usize, 
 /// The features `H = B Aᵀ` (`nb×na`) by the panel kernel, a block of rows at a time into `block`
 /// (at least [`panels::BLOCK_ROWS`]` · na` numbers, each block over the last), with `then(i0,
 /// rows)` on each block in order while it is in cache: the readout keeps `σ(H)`'s sums and its
-/// panels ([`panels::FeaturePanels`]), never the whole product. The numbers of
-/// [`times_transposed_then`]'s where [`readout_in_panels`] holds.
+/// panels ([`panels::FeaturePanels`]), the test pass each sample's output, never the whole
+/// product. The numbers of [`times_transposed_then`]'s wherever [`panels::usable`] holds.
 ///
 /// # Panics
 /// If the processor lacks AVX2 or FMA, or a slice is shorter than its shape requires.
-pub fn readout_features_then<T: Real>(
+pub fn features_in_blocks_then<T: Real>(
     block: &mut [T],
     b: &[T],
     nb: usize,
