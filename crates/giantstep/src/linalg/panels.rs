@@ -1,7 +1,9 @@
 //! Products of the hot loops by an explicit AVX2+FMA kernel that gives the `gemm` crate's numbers
 //! bit for bit, faster, where that is provable: the features `C = B Aᵀ` (`B` is `nb×k`, `A` is
-//! `na×k`, both row-major) with `A` packed once and reused ([`product_then`]), and the readout's
-//! Gram triangle `XᵀX` ([`gram_lower_packed`]).
+//! `na×k`, both row-major) with `A` packed once and reused ([`product_then`], or block by block
+//! into one buffer: [`product_blocks_then`]), and the readout's Gram triangle `XᵀX`, from `Xᵀ`
+//! ([`gram_lower_packed`]) or, with no packing at all, from the features stored block by block in
+//! the kernel's panels while in cache ([`FeaturePanels`], [`gram_lower_panels`]).
 //!
 //! **Why the numbers are the same.** The `gemm` crate (0.19) sums each entry over the depth in
 //! blocks of `kc` terms: each block's sum is one chain from zero (its microkernels add `a·b` with
@@ -26,7 +28,12 @@
 //! `na = 1008`, `k = 512`, packing included): 47 vs 43 GFLOP/s (f64) and 95 vs 88 GFLOP/s (f32)
 //! for `gemm`. The Gram triangle packs each depth block of `Xᵀ` once for all its rows and
 //! computes only the panels that reach the lower triangle: 0.84–0.88 of the bare rate in useful
-//! flops against 0.76 for `gram_lower`'s recursive `gemm` products (`giantstep bench`).
+//! flops against 0.76 for `gram_lower`'s recursive `gemm` products (`giantstep bench`). From the
+//! features' panels it packs only six rows at a time (cheap copies of neighbours) and skips the
+//! tiles above the diagonal; with the output rows fetched ahead, one f32 chunk (4096 × 1024) of
+//! the readout — features, σ, `Xᵀỹ`, Gram — takes 96 ms against 102 ms by `gemm`'s features,
+//! a pass over `Xᵀ` and [`gram_lower_packed`] with the same prefetch (109 ms without it; scratch
+//! benchmark, one core, alternating).
 //!
 //! Processors with AVX-512 keep `gemm`, whose 16-lane kernels this 8-lane one does not beat
 //! (the numbers are the same either way); other processors keep `gemm` too.
