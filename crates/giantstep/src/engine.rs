@@ -653,7 +653,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
             let y = &w.s.y[..m];
             w.yy = y.iter().map(|v| v * v).sum();
             for (l, wl) in layers_t.iter().enumerate() {
-                if let Some(pk) = packed[l].as_ref().filter(|pk| readout_in_panels(Some(*pk), m, p, d)) {
+                if let Some(pk) = packed[l].as_ref().filter(|_| readout_in_panels::<T>(m, p, d)) {
                     // The panel kernel end to end: each block of 48 rows of H = Z Wᵀ becomes
                     // σ(H), adds to Xᵀỹ (each entry summed over the samples in order, as below)
                     // and is stored in the Gram's panels, all while in cache.

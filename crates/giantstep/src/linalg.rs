@@ -274,11 +274,12 @@ pub fn times_transposed_then<T: Real>(
 }
 
 /// Whether a readout chunk of `m` samples, `p` features of dimension `d` goes through the
-/// panel kernel from end to end ([`features_in_blocks_then`], [`gram_lower_from_panels`]): `A` is
-/// packed (`packed`), the features' product is one where the kernel has `gemm`'s numbers
-/// ([`panels::usable`]), and so is the Gram triangle ([`panels::gram_usable`]).
-pub fn readout_in_panels<T: Real>(packed: Option<&panels::Panels<T>>, m: usize, p: usize, d: usize) -> bool {
-    packed.is_some() && panels::usable(m, p, d) && panels::gram_usable::<T>(m, p)
+/// panel kernel from end to end ([`features_in_blocks_then`], [`gram_lower_from_panels`]): the
+/// kernel takes depth `d` ([`panels::takes`]: the layers are packed, [`packed_for_products`]),
+/// the features' product is one where it has `gemm`'s numbers ([`panels::usable`]), and so is
+/// the Gram triangle ([`panels::gram_usable`]).
+pub fn readout_in_panels<T: Real>(m: usize, p: usize, d: usize) -> bool {
+    panels::takes(d) && panels::usable(m, p, d) && panels::gram_usable::<T>(m, p)
 }
 
 /// The features `H = B Aᵀ` (`nb×na`) by the panel kernel, a block of rows at a time into `block`
