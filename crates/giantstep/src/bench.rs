@@ -118,7 +118,9 @@ pub struct ShapeRate {
 /// the readout's Gram matrix (`linalg::gram_lower`, useful flops `m·p²`), and where the panel
 /// kernel runs (`linalg::panels`) the step's and test pass's `Z Wᵀ` by it. Their ratios to the
 /// bare shape bound what a run can reach against the floor with these kernels before any work
-/// outside the GEMMs (README, "Performance").
+/// outside the GEMMs (README, "Performance"). Where the readout runs in the kernel's panels
+/// (`linalg::readout_in_panels`) its features are the panel kernel's `Z Wᵀ` and its Gram
+/// triangle `linalg::gram_lower_from_panels`, which this list does not time separately.
 pub fn gemm_shapes(precision: Precision, m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
     match precision {
         Precision::F64 => shapes_typed::<f64>(m, d, p, trials),
