@@ -967,12 +967,16 @@ impl ValidConfig {
     }
 
     /// Bytes a run of this configuration holds at its peak, roughly: the first layer, its initial
-    /// copy and one snapshot per evaluated step (`p·d` each), per worker a chunk of samples and
-    /// features (`chunk·(d + p)`), a partial gradient (`p·d`) and partial Gram matrices (`p²` per
-    /// readout layer), and the reduced Gram matrices.
+    /// copy and one snapshot per evaluated step (`p·d` each), per workspace (one per thread and
+    /// a spare with several threads) a chunk of samples and features (`chunk·(d + p)`), a partial
+    /// gradient (`p·d`) and partial Gram matrices (`p²` per readout layer), and the reduced Gram
+    /// matrices.
     pub fn memory_estimate(&self, evaluated: usize) -> f64 {
         let (d, p) = (self.network.d as f64, self.network.p as f64);
-        let threads = self.threads.max(1) as f64;
+        let threads = match self.threads.max(1) {
+            1 => 1.0,
+            t => t as f64 + 1.0,
+        };
         let chunk = self.chunk.min(self.train_n.max(self.eval.n_test)) as f64;
         let layers = evaluated.max(1) as f64 + 1.0;
         8.0 * (p * d * (3.0 + layers) + threads * (3.0 * chunk * (d + p) + p * d + layers * p * p) + layers * p * p)

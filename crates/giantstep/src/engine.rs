@@ -176,8 +176,16 @@ impl Exec {
         pool.broadcast(|_| worker());
     }
 
+    /// The workspaces of a pass over `n` samples: one per thread and, with several threads, one
+    /// spare, at most one per chunk.
+    ///
+    /// The spare keeps a worker computing while the chunk it finished waits for its turn to be
+    /// reduced: with one workspace per thread, the worker that finished first waited for the
+    /// other's chunk at every turn, as at a barrier (2 threads: 2–4% of each pass idle, ≤ 1% with
+    /// the spare; `docs/architecture.md`, "Threads").
     fn workspaces<W>(&self, n: usize, make: impl Fn() -> W) -> Vec<W> {
-        let needed = n.div_ceil(self.chunk).clamp(1, self.threads);
+        let wanted = if self.threads > 1 { self.threads + 1 } else { 1 };
+        let needed = n.div_ceil(self.chunk).clamp(1, wanted);
         (0..needed).map(|_| make()).collect()
     }
 }

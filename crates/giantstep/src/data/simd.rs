@@ -634,8 +634,16 @@ mod x86 {
         for at in (0..full).step_by(8 * U) {
             // SAFETY: `4·(at + 8·U) <= 4·out.len() <= row.len()` (the contract).
             let w: [__m256i; U] = std::array::from_fn(|k| unsafe { _mm256_loadu_si256(row.as_ptr().add(4 * (at + 8 * k)).cast()) });
-            for (k, x) in icdf_avx2(w).into_iter().enumerate() {
-                store(at + 8 * k, x, out);
+            let x = icdf_avx2(w);
+            for (k, x) in x.into_iter().enumerate() {
+                let low = _mm256_cvtps_pd(_mm256_castps256_ps128(x));
+                let high = _mm256_cvtps_pd(_mm256_extractf128_ps::<1>(x));
+                // SAFETY: `at + 8k + 8 <= full <= out.len()`. (The checked stores of the tail
+                // loop were about 270 of the loop's 840 instructions here: 527 → 560 M normals/s.)
+                unsafe {
+                    _mm256_storeu_pd(out.as_mut_ptr().add(at + 8 * k), low);
+                    _mm256_storeu_pd(out.as_mut_ptr().add(at + 8 * k + 4), high);
+                }
             }
         }
         for at in (full..out.len()).step_by(8) {
