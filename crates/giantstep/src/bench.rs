@@ -103,7 +103,8 @@ pub struct BenchReport {
 /// The rate of one GEMM shape of a run, against the bare GEMM's ([`gemm_shapes`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ShapeRate {
-    /// What the product is (`bare Z Wᵀ`, `features W Zᵀ`, `gradient Mᵀ Z`, `Gram XᵀX (lower)`).
+    /// What the product is (`bare Z Wᵀ`, `features W Zᵀ`, `gradient Mᵀ Z`, `Gram XᵀX (lower)`,
+    /// and where the panel kernel runs its `Z Wᵀ` and the readout chunk by it).
     pub name: String,
     /// Useful GFLOP/s of one thread: the flops the floor counts (`2·m·d·p`, or `m·p²` for the
     /// Gram's triangle) over the best time of the trials.
@@ -119,8 +120,9 @@ pub struct ShapeRate {
 /// kernel runs (`linalg::panels`) the step's and test pass's `Z Wᵀ` by it. Their ratios to the
 /// bare shape bound what a run can reach against the floor with these kernels before any work
 /// outside the GEMMs (README, "Performance"). Where the readout runs in the kernel's panels
-/// (`linalg::readout_in_panels`) its features are the panel kernel's `Z Wᵀ` and its Gram
-/// triangle `linalg::gram_lower_from_panels`, which this list does not time separately.
+/// (`linalg::readout_in_panels`), its chunk as a run makes it without σ and `Xᵀỹ`: the panel
+/// kernel's `Z Wᵀ` by blocks of rows, each stored in the Gram's panels, then the triangle
+/// `linalg::gram_lower_from_panels` (useful flops `2·m·d·p + m·p²`).
 pub fn gemm_shapes(precision: Precision, m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
     match precision {
         Precision::F64 => shapes_typed::<f64>(m, d, p, trials),
@@ -147,6 +149,13 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     if panel {
         names.push("features Z Wᵀ (panel kernel)");
     }
+    let readout_panels = crate::linalg::readout_in_panels::<T>(m, p, d);
+    if readout_panels {
+        names.push("readout chunk Z Wᵀ + Gram (panels)");
+    }
+    let packed = crate::linalg::packed_for_products(&w, p, d);
+    let mut block = vec![T::default(); crate::linalg::panels::BLOCK_ROWS * p];
+    let mut x = crate::linalg::panels::FeaturePanels::default();
     let mut best = vec![f64::MAX; names.len()];
     for _ in 0..trials.max(1) + 1 {
         for (k, b) in best.iter_mut().enumerate() {
@@ -156,16 +165,23 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
                 1 => matmul(&mut out_mp, [p, m, d], Op::Plain(&w), Op::Transposed(&z), false),
                 2 => matmul(&mut out_pd, [p, d, m], Op::Transposed(&h), Op::Plain(&z), false),
                 3 => gram_lower(&mut gram, &h, m, p, &mut scratch),
-                _ => {
+                4 => {
                     let packed = crate::linalg::packed_for_products(&w, p, d);
                     crate::linalg::times_transposed_then(&mut out_mp, &z, m, &w, [p, d], packed.as_ref(), |_, _| {});
+                }
+                _ => {
+                    let pk = packed.as_ref().expect("the panel kernel runs here");
+                    x.reset(m, p);
+                    crate::linalg::features_in_blocks_then(&mut block, &z, m, pk, |i0, rows| x.set_rows(i0, rows));
+                    crate::linalg::gram_lower_from_panels(&mut gram, &x, &mut scratch);
                 }
             }
             *b = b.min(t.elapsed().as_secs_f64());
         }
     }
     let product = 2.0 * (m * d * p) as f64;
-    let flops = [product, product, product, (m * p * p) as f64, product];
+    let gram_flops = (m * p * p) as f64;
+    let flops = [product, product, product, gram_flops, product, product + gram_flops];
     let bare = flops[0] / best[0];
     names
         .iter()
@@ -766,6 +782,33 @@ pub fn long_run_warning(resolved: &ValidConfig) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gemm_shapes_time_the_readout_chunk_where_it_runs_in_panels() {
+        // Chunks of 512 and 300 sum the Gram in one block (the panel readout's condition, with
+        // p > 128); where the kernel does not run, only the four `gemm` shapes are listed.
+        for (m, d, p) in [(512, 64, 160), (300, 40, 130)] {
+            for precision in [Precision::F64, Precision::F32] {
+                let shapes = gemm_shapes(precision, m, d, p, 1);
+                let names: Vec<&str> = shapes.iter().map(|s| s.name.as_str()).collect();
+                let in_panels = match precision {
+                    Precision::F64 => crate::linalg::readout_in_panels::<f64>(m, p, d),
+                    Precision::F32 => crate::linalg::readout_in_panels::<f32>(m, p, d),
+                };
+                let panel = crate::linalg::panels::takes(d) && crate::linalg::panels::usable(m, p, d);
+                assert_eq!(
+                    names.len(),
+                    4 + usize::from(panel) + usize::from(in_panels),
+                    "{names:?}"
+                );
+                assert_eq!(names.contains(&"readout chunk Z Wᵀ + Gram (panels)"), in_panels);
+                for s in &shapes {
+                    assert!(s.gflops.is_finite() && s.gflops > 0.0 && s.of_bare > 0.0, "{s:?}");
+                }
+                assert!((shapes[0].of_bare - 1.0).abs() < 1e-12);
+            }
+        }
+    }
 
     #[test]
     fn phases_carry_the_cost_model_flops_of_the_workload_run() {
