@@ -1003,6 +1003,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn memory_estimate_counts_a_spare_workspace_with_several_threads() {
+        let est = |threads: usize| {
+            let text = format!("threads = {threads}\n[network]\nd = 64\np = 32\n[train]\nn = 10000\n");
+            Config::from_toml(&text, "test")
+                .unwrap()
+                .resolve()
+                .unwrap()
+                .memory_estimate(1)
+        };
+        let (d, p, chunk) = (64.0, 32.0, 4096.0);
+        let workspace = 8.0 * (3.0 * chunk * (d + p) + p * d + 2.0 * p * p);
+        // One thread: one workspace; two: two and a spare; three: three and a spare.
+        assert!((est(2) - est(1) - 2.0 * workspace).abs() < 1e-6 * workspace);
+        assert!((est(3) - est(2) - workspace).abs() < 1e-6 * workspace);
+    }
+
+    #[test]
     fn batch_sizes() {
         let b = |s: &str| BatchSize::Expr(s.into());
         assert_eq!(b("4d").resolve(256, "n").unwrap(), 1024);

@@ -956,6 +956,18 @@ mod tests {
     /// delay (later chunks often first), yet every chunk is computed once, into a workspace
     /// of its own at the time, and reduced in chunk order, for any thread count.
     #[test]
+    fn a_pass_has_a_spare_workspace_with_several_threads() {
+        let count = |threads: usize, n: usize| Exec::new(10, threads).unwrap().workspaces(n, || ()).len();
+        assert_eq!(count(1, 1000), 1);
+        assert_eq!(count(2, 1000), 3);
+        assert_eq!(count(7, 1000), 8);
+        // Never more than the chunks.
+        assert_eq!(count(2, 20), 2);
+        assert_eq!(count(7, 35), 4);
+        assert_eq!(count(3, 0), 1);
+    }
+
+    #[test]
     fn chunks_are_reduced_in_order_whatever_finishes_first() {
         for threads in [1, 2, 3, 7] {
             for n in [1usize, 5, 16, 47] {
