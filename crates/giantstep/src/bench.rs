@@ -153,7 +153,8 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     if readout_panels {
         names.push("readout chunk Z Wᵀ + Gram (panels)");
     }
-    let packed = crate::linalg::packed_for_products(&w, p, d);
+    // The readout packs `W` once per pass, outside its chunks.
+    let readout_w = crate::linalg::packed_for_products(&w, p, d);
     let mut block = vec![T::default(); crate::linalg::panels::BLOCK_ROWS * p];
     let mut x = crate::linalg::panels::FeaturePanels::default();
     let mut best = vec![f64::MAX; names.len()];
@@ -170,7 +171,7 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
                     crate::linalg::times_transposed_then(&mut out_mp, &z, m, &w, [p, d], packed.as_ref(), |_, _| {});
                 }
                 _ => {
-                    let pk = packed.as_ref().expect("the panel kernel runs here");
+                    let pk = readout_w.as_ref().expect("the panel kernel runs here");
                     x.reset(m, p);
                     crate::linalg::features_in_blocks_then(&mut block, &z, m, pk, |i0, rows| x.set_rows(i0, rows));
                     crate::linalg::gram_lower_from_panels(&mut gram, &x, &mut scratch);

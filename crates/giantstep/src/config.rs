@@ -973,13 +973,13 @@ impl ValidConfig {
     /// matrices.
     pub fn memory_estimate(&self, evaluated: usize) -> f64 {
         let (d, p) = (self.network.d as f64, self.network.p as f64);
-        let threads = match self.threads.max(1) {
+        let workspaces = match self.threads.max(1) {
             1 => 1.0,
             t => t as f64 + 1.0,
         };
         let chunk = self.chunk.min(self.train_n.max(self.eval.n_test)) as f64;
         let layers = evaluated.max(1) as f64 + 1.0;
-        8.0 * (p * d * (3.0 + layers) + threads * (3.0 * chunk * (d + p) + p * d + layers * p * p) + layers * p * p)
+        8.0 * (p * d * (3.0 + layers) + workspaces * (3.0 * chunk * (d + p) + p * d + layers * p * p) + layers * p * p)
     }
 }
 

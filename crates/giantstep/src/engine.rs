@@ -952,9 +952,6 @@ mod tests {
         assert!((norm(&w) - 1.0).abs() < 1e-15 && (w[0] - 6.0 / 37f64.sqrt()).abs() < 1e-15);
     }
 
-    /// The workers of `Exec::chunks` finish their chunks in an order set by each chunk's own
-    /// delay (later chunks often first), yet every chunk is computed once, into a workspace
-    /// of its own at the time, and reduced in chunk order, for any thread count.
     #[test]
     fn a_pass_has_a_spare_workspace_with_several_threads() {
         let count = |threads: usize, n: usize| Exec::new(10, threads).unwrap().workspaces(n, || ()).len();
@@ -967,6 +964,9 @@ mod tests {
         assert_eq!(count(3, 0), 1);
     }
 
+    /// The workers of `Exec::chunks` finish their chunks in an order set by each chunk's own
+    /// delay (later chunks often first), yet every chunk is computed once, into a workspace
+    /// of its own at the time, and reduced in chunk order, for any thread count.
     #[test]
     fn chunks_are_reduced_in_order_whatever_finishes_first() {
         for threads in [1, 2, 3, 7] {

@@ -77,10 +77,12 @@ pub(super) fn check_memory(needed: f64, cfg: &ValidConfig) -> Result<()> {
             needed: human_bytes(needed),
             available: format!("{source} {}", human_bytes(have)),
             detail: format!(
-                "p·d = {} weights per copy, p² = {} per Gram matrix, {} threads × chunk·(d+p)",
+                "p·d = {} weights per copy, p² = {} per Gram matrix, {} workspaces × chunk·(d+p) ({} threads{})",
                 p as f64 * d as f64,
                 p as f64 * p as f64,
-                cfg.threads
+                if cfg.threads > 1 { cfg.threads + 1 } else { 1 },
+                cfg.threads,
+                if cfg.threads > 1 { " and a spare" } else { "" }
             ),
         });
     }
