@@ -223,8 +223,15 @@ impl Drop for StopOnUnwind<'_> {
 }
 
 /// Buffers for one chunk of samples and their labels; `zt` is `z` in the precision of the GEMMs.
+///
+/// Unless the GEMMs read the chunk's inputs in f64 (`whole`), `z` holds only the block of rows
+/// being drawn (see [`Samples::fill_with`]): f32 GEMMs read `zt`, the label shift's pass needs
+/// each block once, and a chunk-sized `z` cost `8·chunk·d` bytes per workspace (16 MiB at
+/// d = 512) and a write to memory of every input.
 struct Samples<T> {
     z: Vec<f64>,
+    /// Whether `z` holds the whole chunk (the GEMMs' inputs in f64).
+    whole: bool,
     zt: Vec<T>,
     xi: Vec<f64>,
     x: Vec<f64>,
@@ -232,15 +239,18 @@ struct Samples<T> {
 }
 
 impl<T: Real> Samples<T> {
-    fn new(chunk: usize, d: usize, r: usize, with_zt: bool) -> Self {
+    /// Buffers for chunks of up to `chunk` samples; `gemm_inputs`: whether the pass's GEMMs
+    /// read the chunk's inputs ([`Samples::zt`]).
+    fn new(chunk: usize, d: usize, r: usize, gemm_inputs: bool) -> Self {
+        // In f64 the GEMMs read `z` itself.
+        let f64_gemms = T::same_as_f64(&[]).is_some();
+        let zt = if gemm_inputs && !f64_gemms { vec![T::default(); chunk * d] } else { vec![] };
+        let whole = gemm_inputs && f64_gemms;
         Samples {
-            z: vec![0.0; chunk * d],
-            // In f64 the GEMMs read `z` itself.
-            zt: if with_zt && T::same_as_f64(&[]).is_none() {
-                vec![T::default(); chunk * d]
-            } else {
-                vec![]
-            },
+            // Otherwise one block of rows at a time, allocated by the first fill.
+            z: if whole { vec![0.0; chunk * d] } else { vec![] },
+            whole,
+            zt,
             xi: vec![0.0; chunk],
             x: vec![0.0; chunk * r],
             y: vec![0.0; chunk],
@@ -249,10 +259,11 @@ impl<T: Real> Samples<T> {
 
     /// The inputs of the first `m` samples in the GEMMs' precision.
     fn zt(&self, m: usize, d: usize) -> &[T] {
-        match T::same_as_f64(&self.z[..m * d]) {
-            Some(z) => z,
-            None => &self.zt[..m * d],
+        if self.whole {
+            return T::same_as_f64(&self.z[..m * d]).expect("a whole `z` is read by f64 GEMMs");
         }
+        assert!(!self.zt.is_empty() || m * d == 0, "a pass without GEMM inputs read them");
+        &self.zt[..m * d]
     }
 
     /// Generates samples `start..start+m` with their labels, minus `shift` when given (and `zt`
@@ -286,15 +297,22 @@ impl<T: Real> Samples<T> {
         let blocks = if whole { vec![(0, m)] } else { fill_blocks(m, d, r) };
         for &(b0, b1) in &blocks {
             let mb = b1 - b0;
+            // Where `z` holds one block, the block's rows start at 0.
+            let z0 = if self.whole { b0 * d } else { 0 };
+            if self.z.len() < z0 + mb * d {
+                self.z.resize(z0 + mb * d, 0.0);
+            }
+            let z = &mut self.z[z0..z0 + mb * d];
             gaussian_rows(
                 key,
                 (start + b0) as u64,
                 d,
-                &mut self.z[b0 * d..b1 * d],
+                z,
                 if noisy { Some(&mut self.xi[b0..b1]) } else { None },
             );
+            let z = &*z;
             target.labels(
-                &self.z[b0 * d..b1 * d],
+                z,
                 mb,
                 if noisy { Some(&self.xi[b0..b1]) } else { None },
                 &mut self.x[b0 * r..b1 * r],
@@ -302,15 +320,12 @@ impl<T: Real> Samples<T> {
             );
             if let Some(sh) = shift {
                 let y = &mut self.y[b0..b1];
-                sh.at_rows(&self.z[b0 * d..b1 * d], d, |i, v| y[i] -= v);
+                sh.at_rows(z, d, |i, v| y[i] -= v);
             }
             if !self.zt.is_empty() {
-                self.zt[b0 * d..b1 * d]
-                    .iter_mut()
-                    .zip(&self.z[b0 * d..b1 * d])
-                    .for_each(|(t, v)| *t = T::from_f64(*v));
+                self.zt[b0 * d..b1 * d].iter_mut().zip(z).for_each(|(t, v)| *t = T::from_f64(*v));
             }
-            block(&self.z[b0 * d..b1 * d], &self.y[b0..b1], b0);
+            block(z, &self.y[b0..b1], b0);
         }
     }
 }
@@ -1022,7 +1037,7 @@ mod tests {
     /// directions, noise, and both precisions.
     #[test]
     fn blocked_fill_matches_whole_chunk_passes() {
-        fn check<T: Real>(d: usize, r: usize, m: usize, noise: f64, linear: bool) {
+        fn check<T: Real>(d: usize, r: usize, m: usize, noise: f64, linear: bool, gemm_inputs: bool) {
             let vars: Vec<String> = (1..=r).map(|k| format!("z{k}")).collect();
             let expr = Expr::parse(&format!("{} + z1*z{r}", vars.join(" + "))).unwrap();
             let target = Target::new(expr, r, d, TeacherKind::Random, noise, 5).unwrap();
@@ -1032,9 +1047,14 @@ mod tests {
                 linear: linear.then(|| (0..d).map(|j| ((j * 37) % 11) as f64 / 11.0 - 0.5).collect()),
             };
             let start = 12_345;
-            let mut s = Samples::<T>::new(m, d, r, true);
+            let mut s = Samples::<T>::new(m, d, r, gemm_inputs);
+            // Only f64 GEMM inputs keep the whole chunk's f64 inputs.
+            assert_eq!(s.whole, gemm_inputs && std::mem::size_of::<T>() == 8);
             let mut zy = vec![f64::NAN; d];
+            let mut blocks_z = Vec::new();
             s.fill_with(&target, &key, start, m, Some(&shift), |z, y, b0| {
+                assert_eq!(blocks_z.len(), b0 * d, "blocks in order");
+                blocks_z.extend_from_slice(z);
                 matmul(&mut zy, [d, 1, y.len()], Op::Transposed(z), Op::Plain(y), b0 > 0);
             });
             // The whole-chunk passes.
@@ -1046,12 +1066,17 @@ mod tests {
             for i in 0..m {
                 y[i] -= shift.mean + shift.linear.as_ref().map_or(0.0, |b| dot(b, &z[i * d..(i + 1) * d]));
             }
-            let what = format!("d = {d}, r = {r}, m = {m}, noise {noise}, linear {linear}");
+            let what = format!("d = {d}, r = {r}, m = {m}, noise {noise}, linear {linear}, GEMM inputs {gemm_inputs}");
             assert_eq!(fill_blocks(m, d, r).last().map(|b| b.1), Some(m), "{what}");
-            assert!(z.iter().zip(&s.z).all(|(a, b)| a.to_bits() == b.to_bits()), "z: {what}");
+            assert_eq!(blocks_z.len(), m * d, "{what}");
+            assert!(z.iter().zip(&blocks_z).all(|(a, b)| a.to_bits() == b.to_bits()), "z: {what}");
             assert!(y.iter().zip(&s.y).all(|(a, b)| a.to_bits() == b.to_bits()), "y: {what}");
-            let zt = s.zt(m, d);
-            assert!(z.iter().zip(zt).all(|(a, b)| T::from_f64(*a) == *b), "zt: {what}");
+            if gemm_inputs {
+                let zt = s.zt(m, d);
+                assert!(z.iter().zip(zt).all(|(a, b)| T::from_f64(*a) == *b), "zt: {what}");
+            } else {
+                assert!(s.z.len() < m * d || fill_blocks(m, d, r).len() == 1, "one block's rows: {what}");
+            }
             let mut whole = vec![0.0; d];
             matmul(&mut whole, [d, 1, m], Op::Transposed(&z), Op::Plain(&y), false);
             assert!(whole.iter().zip(&zy).all(|(a, b)| a.to_bits() == b.to_bits()), "Zᵀy: {what}");
@@ -1071,11 +1096,15 @@ mod tests {
             (2, 2, 300),
             (1, 1, 100),
         ] {
-            check::<f64>(d, r, m, 0.0, true);
+            check::<f64>(d, r, m, 0.0, true, true);
         }
-        check::<f64>(600, 2, 333, 0.5, true);
-        check::<f64>(600, 2, 333, 0.0, false);
-        check::<f32>(513, 3, 1111, 0.1, true);
+        check::<f64>(600, 2, 333, 0.5, true, true);
+        check::<f64>(600, 2, 333, 0.0, false, true);
+        check::<f32>(513, 3, 1111, 0.1, true, true);
+        check::<f32>(512, 3, 4096, 0.0, true, true);
+        // The label shift's pass (no GEMM reads the chunk): one block of `z` at a time.
+        check::<f64>(512, 3, 4096, 0.0, true, false);
+        check::<f64>(600, 2, 333, 0.5, true, false);
         // The blocks: past both small-product paths once the chunk is, covering it in order.
         for (m, d, r) in [(4096, 512, 3), (1000, 64, 1), (8192 + 64, 64, 2), (8192 + 65, 64, 4), (100, 5000, 1), (65, 1, 8)] {
             let b = fill_blocks(m, d, r);
