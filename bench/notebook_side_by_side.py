@@ -8,8 +8,11 @@ that OpenBLAS picks its best kernel) and then, on the same work, `giantstep run`
 (n, seed) with eval.baseline = false, in f64 and in f32. Prints the wall times, peak RSS and
 their ratios as a markdown table; the test errors of both (different random streams, so they
 agree in distribution, not bit for bit). Beside each wall time, its ratio to the GEMM floor of the
-work: its operations at this machine's bare GEMM rate, measured by `giantstep sweep --dry-run` on a
-plan of the same runs just before and just after (their mean).
+work: its operations at this machine's bare GEMM rate. The rate of a shared machine drifts (by
+tens of percent within minutes), so it is measured next to every run: `giantstep sweep --dry-run`
+of the run's own configuration (which also counts its operations) just before numpy, between
+numpy and giantstep, and after each of giantstep's runs; each run's floor is its operations at
+the mean of the two rates measured on either side of it, and a precision's floor is the sum.
 """
 import argparse
 import json
@@ -36,11 +39,13 @@ def measured(cmd, env=None):
     return out, wall, usage.ru_maxrss * 1024
 
 
-def gemm_floor(binary, sets, seeds, precision):
-    """The work's operations at the bare GEMM rate (`giantstep sweep --dry-run` of the same runs)."""
+def gemm_floor(binary, sets, kappas, seeds):
+    """(operations, bare GEMM rate in GFLOP/s): `giantstep sweep --dry-run` of the runs of `sets`
+    at n = d^kappa for each of `kappas` and seeds 0..seeds (it measures the rate as it runs)."""
     base = "\n".join(f"{k} = {json.dumps(v) if isinstance(v, str) and v not in ('true', 'false') else v}"
                       for k, v in sets.items() if k not in ("seed", "train.n"))
-    plan = f'name = "notebook"\n[base]\n{base}\n[axes]\n"train.n" = ["d^1.3", "d^1.65", "d^2"]\nseed = "0..{seeds}"\n'
+    ns = ", ".join(f'"d^{k}"' for k in kappas)
+    plan = f'name = "notebook"\n[base]\n{base}\n[axes]\n"train.n" = [{ns}]\nseed = "0..{seeds}"\n'
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "plan.toml")
         with open(path, "w") as f:
@@ -63,29 +68,38 @@ def main():
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     rows = []
     floors = {}
+    kappas = ("1.3", "1.65", "2")
     for precision in ("f64", "f32"):
+        def run_sets(kappa, seed):
+            return {
+                "target.preset": "stairway-he124", "network.d": d, "network.p": p,
+                "network.second_layer": "gaussian", "network.symmetric": "false",
+                "train.n": f"d^{kappa}", "train.eta0": 10 * (d / p) ** 0.5, "train.preprocess": "linear",
+                "readout.batch": "last", "readout.add_back": "test", "eval.n_test": n_test,
+                "eval.baseline": "false", "eval.theory": "false", "precision": precision, "seed": seed,
+            }
+        flops, rate_before_np = gemm_floor(args.bin, run_sets("2", 0), kappas, args.seeds)
         cmd = [sys.executable, os.path.join(HERE, "notebook_reference.py"), "--precision", precision,
                "--seeds", str(args.seeds)] + (["--small"] if args.small else [])
         out, np_wall, np_rss = measured(cmd, env)
         np_errors = [r["test_error"] for r in json.loads(out)["runs"]]
-        gs_wall, gs_rss, gs_errors = 0.0, 0, []
-        for kappa in ("1.3", "1.65", "2"):
+        _, rate = gemm_floor(args.bin, run_sets("2", 0), kappas, args.seeds)
+        np_floor = flops / ((rate_before_np + rate) / 2 * 1e9)
+        rates = [rate_before_np, rate]
+        gs_wall, gs_rss, gs_errors, gs_floor = 0.0, 0, [], 0.0
+        for kappa in kappas:
             for seed in range(args.seeds):
-                sets = {
-                    "target.preset": "stairway-he124", "network.d": d, "network.p": p,
-                    "network.second_layer": "gaussian", "network.symmetric": "false",
-                    "train.n": f"d^{kappa}", "train.eta0": 10 * (d / p) ** 0.5, "train.preprocess": "linear",
-                    "readout.batch": "last", "readout.add_back": "test", "eval.n_test": n_test,
-                    "eval.baseline": "false", "eval.theory": "false", "precision": precision, "seed": seed,
-                }
+                sets = run_sets(kappa, seed)
                 cmd = [args.bin, "run", "--json", "-q"] + sum((["--set", f"{k}={v}"] for k, v in sets.items()), [])
                 out, wall, rss = measured(cmd)
                 gs_wall += wall
                 gs_rss = max(gs_rss, rss)
                 gs_errors.append(json.loads(out)["test_error"])
-        flops, before = gemm_floor(args.bin, sets, args.seeds, precision)
-        _, after = gemm_floor(args.bin, sets, args.seeds, precision)
-        floors[precision] = (flops, before, after, flops / ((before + after) / 2 * 1e9))
+                run_flops, after = gemm_floor(args.bin, sets, (kappa,), 1)
+                gs_floor += run_flops / ((rate + after) / 2 * 1e9)
+                rate = after
+                rates.append(after)
+        floors[precision] = (flops, min(rates), max(rates), len(rates), np_floor, gs_floor)
         rows.append((precision, np_wall, np_rss, gs_wall, gs_rss, np_errors, gs_errors))
     print(f"notebook work: d = {d}, p = {p}, n = d^1.3, d^1.65, d^2, n_test = {n_test}, {args.seeds} seeds, one step\n")
     print("| precision | numpy wall | numpy peak RSS | giantstep wall | giantstep peak RSS | speed-up | memory |")
@@ -93,12 +107,12 @@ def main():
     for precision, nw, nr, gw, gr, _, _ in rows:
         print(f"| {precision} | {nw:.1f} s | {nr / 1e9:.2f} GB | {gw:.1f} s | {gr / 1e6:.0f} MB | "
               f"{nw / gw:.2f}× | 1/{nr / gr:.0f} |")
-    print("\n| precision | operations | bare GEMM (before / after) | GEMM floor | numpy / floor | giantstep / floor |")
-    print("|---|---|---|---|---|---|")
+    print("\n| precision | operations | bare GEMM (lowest – highest of k) | numpy floor | giantstep floor | numpy / floor | giantstep / floor |")
+    print("|---|---|---|---|---|---|---|")
     for precision, nw, _, gw, _, _, _ in rows:
-        flops, before, after, floor = floors[precision]
-        print(f"| {precision} | {flops:.3g} | {before:.1f} / {after:.1f} GFLOP/s | {floor:.1f} s | "
-              f"{nw / floor:.2f}× | {gw / floor:.2f}× |")
+        flops, low, high, k, np_floor, gs_floor = floors[precision]
+        print(f"| {precision} | {flops:.3g} | {low:.1f} – {high:.1f} GFLOP/s of {k} | {np_floor:.1f} s | {gs_floor:.1f} s | "
+              f"{nw / np_floor:.2f}× | {gw / gs_floor:.2f}× |")
     for precision, _, _, _, _, ne, ge in rows:
         print(f"\n{precision} test errors (numpy / giantstep), per n: "
               + ", ".join(f"{statistics.mean(ne[i:i + args.seeds]):.4f} / {statistics.mean(ge[i:i + args.seeds]):.4f}"
