@@ -297,10 +297,11 @@ fn bench_runs_report(
         r.wall_seconds / r.floor_seconds
     );
     out!(
-        "GEMM floor: the operations at the bare GEMM rate of this process, {:.1} GFLOP/s (mean of {:.1} before and {:.1} after the runs, {} kernels); peak RSS {:.0} MB",
+        "GEMM floor: each run's operations at the mean of the bare GEMM rates of this process measured just before and after it ({:.1} GFLOP/s in effect; {:.1} to {:.1} over {} measurements, {} kernels); peak RSS {:.0} MB",
         r.bare_gemm_gflops,
-        r.bare_gemm_before_after[0],
-        r.bare_gemm_before_after[1],
+        r.bare_gemm_rates.iter().copied().fold(f64::INFINITY, f64::min),
+        r.bare_gemm_rates.iter().copied().fold(0.0, f64::max),
+        r.bare_gemm_rates.len(),
         r.gemm_isa,
         r.peak_rss_bytes as f64 / 1e6
     );

@@ -566,11 +566,11 @@ pub struct RunsReport {
     pub precision: Precision,
     /// Threads.
     pub threads: usize,
-    /// GFLOP/s of the bare `chunk×d · d×p` GEMM on all threads: the mean of the rates measured
-    /// just before and just after the runs.
+    /// The effective GFLOP/s of the floor: all the runs' operations over [`RunsReport::floor_seconds`].
     pub bare_gemm_gflops: f64,
-    /// Those two rates.
-    pub bare_gemm_before_after: [f64; 2],
+    /// GFLOP/s of the bare `chunk×d · d×p` GEMM on all threads, measured before the first run
+    /// and after each run (one more than the runs).
+    pub bare_gemm_rates: Vec<f64>,
     /// The instruction set of the GEMM kernels.
     pub gemm_isa: String,
     /// The phases, summed over the runs.
@@ -628,9 +628,11 @@ impl Runs {
     }
 }
 
-/// Times the runs of a workload phase by phase next to their GEMM floor: each phase's operations
-/// ([`crate::cost::run_flops`]) at the bare GEMM rate of the runs' shape measured in the same
-/// process just before and just after them (their mean).
+/// Times the runs of a workload phase by phase next to their GEMM floor: each run's operations
+/// per phase ([`crate::cost::run_flops`]) at the bare GEMM rate of the runs' shape measured in the
+/// same process just before and just after that run (their mean). On a shared machine the rate
+/// drifts by tens of percent within a minute, so it is measured between every two runs, not only
+/// around all of them; the measurements are not part of the timed wall.
 ///
 /// # Errors
 /// As [`Runs::configs`] and [`crate::run()`].
@@ -648,26 +650,32 @@ pub fn bench_runs(
         Precision::F64 => bare_gemm::<f64>(&exec, first.network.d, first.network.p),
         Precision::F32 => bare_gemm::<f32>(&exec, first.network.d, first.network.p),
     };
-    let before = bare_now();
+    let mut rates = vec![bare_now()];
     let names = ["setup", "step", "theory", "readout", "test"];
     let mut seconds = [0.0; 5];
     let mut flops = [0.0; 5];
+    let mut floors = [0.0; 5];
     let mut runs = Vec::new();
-    let started = Instant::now();
+    let mut wall = 0.0;
     for cfg in &configs {
         let evaluated = if cfg.eval.every_step { cfg.train.steps } else { 1 };
         let f = run_flops(cfg, evaluated);
-        flops[1] += f.step;
-        flops[3] += f.readout;
-        flops[4] += f.test;
         let mut clock = PhaseClock::new();
         let options = crate::run::RunOptions {
             observer: Some(&mut clock),
             ..Default::default()
         };
+        let started = Instant::now();
         crate::run::run_with(cfg, options)?;
+        wall += started.elapsed().as_secs_f64();
         clock.close();
         seconds.iter_mut().zip(clock.seconds).for_each(|(a, b)| *a += b);
+        rates.push(bare_now());
+        let rate = 0.5 * (rates[rates.len() - 2] + rates[rates.len() - 1]) * 1e9;
+        for (k, ops) in [(1, f.step), (3, f.readout), (4, f.test)] {
+            flops[k] += ops;
+            floors[k] += ops / rate;
+        }
         runs.push(format!(
             "d = {}, p = {}, n = {}, T = {}, seed {}",
             cfg.network.d,
@@ -677,11 +685,7 @@ pub fn bench_runs(
             cfg.seed
         ));
     }
-    let wall = started.elapsed().as_secs_f64();
-    // On a shared machine the rate drifts over a minute: the floor uses the mean of the rates
-    // measured just before and just after the runs (both reported).
-    let after = bare_now();
-    let bare = 0.5 * (before + after);
+    let floor: f64 = floors.iter().sum();
     let phases: Vec<RunPhase> = names
         .iter()
         .enumerate()
@@ -690,7 +694,7 @@ pub fn bench_runs(
             name: (*name).into(),
             seconds: seconds[k],
             flops: flops[k],
-            floor_seconds: flops[k] / (bare * 1e9),
+            floor_seconds: floors[k],
         })
         .collect();
     let name = match workload {
@@ -702,10 +706,10 @@ pub fn bench_runs(
         runs,
         precision,
         threads: exec.threads,
-        bare_gemm_gflops: bare,
-        bare_gemm_before_after: [before, after],
+        bare_gemm_gflops: flops.iter().sum::<f64>() / floor / 1e9,
+        bare_gemm_rates: rates,
         gemm_isa: gemm_isa().to_string(),
-        floor_seconds: flops.iter().sum::<f64>() / (bare * 1e9),
+        floor_seconds: floor,
         phases,
         wall_seconds: wall,
         peak_rss_bytes: peak_rss_bytes(),
@@ -864,12 +868,34 @@ mod tests {
                 })
                 .sum()
         };
+        // Each run's operations at the mean of the rates measured on either side of it.
+        assert_eq!(r.bare_gemm_rates.len(), 7);
+        assert!(r.bare_gemm_rates.iter().all(|g| *g > 0.0));
+        let rate = |i: usize| 0.5 * (r.bare_gemm_rates[i] + r.bare_gemm_rates[i + 1]) * 1e9;
         for name in ["step", "readout", "test"] {
             let ph = r.phases.iter().find(|ph| ph.name == name).unwrap();
             assert_eq!(ph.flops, want(name), "{name}");
-            assert!((ph.floor_seconds - ph.flops / (r.bare_gemm_gflops * 1e9)).abs() < 1e-12 * ph.floor_seconds);
+            let floor: f64 = ns
+                .iter()
+                .enumerate()
+                .map(|(i, n)| {
+                    let ops = match name {
+                        "step" => 4.0 * n * d * p,
+                        "readout" => 2.0 * n * d * p + n * p * p,
+                        _ => 2.0 * n_test * d * p,
+                    };
+                    ops / rate(i)
+                })
+                .sum();
+            assert!(
+                (ph.floor_seconds - floor).abs() < 1e-12 * floor,
+                "{name}: {} vs {floor}",
+                ph.floor_seconds
+            );
             assert!(ph.seconds > 0.0);
         }
+        let all: f64 = r.phases.iter().map(|ph| ph.flops).sum();
+        assert!((r.bare_gemm_gflops * 1e9 * r.floor_seconds - all).abs() < 1e-9 * all);
         // The phases cover the runs' wall time (the gaps are the loop between runs).
         let covered: f64 = r.phases.iter().map(|ph| ph.seconds).sum();
         assert!(
