@@ -859,15 +859,12 @@ mod tests {
         let (d, p, n_test) = (256.0, 512.0, 20_000.0);
         let ns: Vec<f64> = configs.iter().map(|c| c.train_n() as f64).collect();
         assert_eq!(ns[0], (256f64).powf(1.3).floor());
-        let want = |name: &str| -> f64 {
-            ns.iter()
-                .map(|n| match name {
-                    "step" => 4.0 * n * d * p,
-                    "readout" => 2.0 * n * d * p + n * p * p,
-                    _ => 2.0 * n_test * d * p,
-                })
-                .sum()
+        let ops = |name: &str, n: f64| match name {
+            "step" => 4.0 * n * d * p,
+            "readout" => 2.0 * n * d * p + n * p * p,
+            _ => 2.0 * n_test * d * p,
         };
+        let want = |name: &str| -> f64 { ns.iter().map(|n| ops(name, *n)).sum() };
         // Each run's operations at the mean of the rates measured on either side of it.
         assert_eq!(r.bare_gemm_rates.len(), 7);
         assert!(r.bare_gemm_rates.iter().all(|g| *g > 0.0));
@@ -875,18 +872,7 @@ mod tests {
         for name in ["step", "readout", "test"] {
             let ph = r.phases.iter().find(|ph| ph.name == name).unwrap();
             assert_eq!(ph.flops, want(name), "{name}");
-            let floor: f64 = ns
-                .iter()
-                .enumerate()
-                .map(|(i, n)| {
-                    let ops = match name {
-                        "step" => 4.0 * n * d * p,
-                        "readout" => 2.0 * n * d * p + n * p * p,
-                        _ => 2.0 * n_test * d * p,
-                    };
-                    ops / rate(i)
-                })
-                .sum();
+            let floor: f64 = ns.iter().enumerate().map(|(i, n)| ops(name, *n) / rate(i)).sum();
             assert!(
                 (ph.floor_seconds - floor).abs() < 1e-12 * floor,
                 "{name}: {} vs {floor}",
