@@ -142,35 +142,55 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     let mut out_pd = vec![T::default(); p * d];
     let mut gram = vec![T::default(); p * p];
     let mut scratch = Vec::new();
-    let mut names = vec!["bare Z Wᵀ", "features W Zᵀ", "gradient Mᵀ Z", "Gram XᵀX (lower)"];
-    // The step's and the test pass's `Z Wᵀ` by the panel kernel where it runs (its packing of
-    // `W`, once per pass, included).
-    let panel = crate::linalg::panels::takes(d) && crate::linalg::panels::usable(m, p, d);
-    if panel {
-        names.push("features Z Wᵀ (panel kernel)");
+    #[derive(Clone, Copy)]
+    enum Shape {
+        Bare,
+        FeaturesWZ,
+        GradientGemm,
+        Gram,
+        FeaturesPanel,
+        GradientPanel,
+        ReadoutPanels,
     }
-    let readout_panels = crate::linalg::readout_in_panels::<T>(m, p, d);
-    if readout_panels {
-        names.push("readout chunk Z Wᵀ + Gram (panels)");
+    let mut shapes = vec![
+        ("bare Z Wᵀ", Shape::Bare),
+        ("features W Zᵀ", Shape::FeaturesWZ),
+        ("gradient Mᵀ Z", Shape::GradientGemm),
+        ("Gram XᵀX (lower)", Shape::Gram),
+    ];
+    // The step's and the test pass's `Z Wᵀ` by the panel kernel where it runs (its packing of
+    // `W`, once per pass, included), the step's `Mᵀ Z` likewise (its copies of `Z` included).
+    if crate::linalg::panels::takes(d) && crate::linalg::panels::usable(m, p, d) {
+        shapes.push(("features Z Wᵀ (panel kernel)", Shape::FeaturesPanel));
+    }
+    if crate::linalg::panels::transposed_usable::<T>(m, p, d) {
+        shapes.push(("gradient Mᵀ Z (panel kernel)", Shape::GradientPanel));
+    }
+    if crate::linalg::readout_in_panels::<T>(m, p, d) {
+        shapes.push(("readout chunk Z Wᵀ + Gram (panels)", Shape::ReadoutPanels));
     }
     // The readout packs `W` once per pass, outside its chunks.
     let readout_w = crate::linalg::packed_for_products(&w, p, d);
     let mut block = vec![T::default(); crate::linalg::panels::BLOCK_ROWS * p];
     let mut x = crate::linalg::panels::FeaturePanels::default();
-    let mut best = vec![f64::MAX; names.len()];
+    let mut transposed = crate::linalg::panels::TransposedScratch::default();
+    let mut best = vec![f64::MAX; shapes.len()];
     for _ in 0..trials.max(1) + 1 {
-        for (k, b) in best.iter_mut().enumerate() {
+        for (&(_, shape), b) in shapes.iter().zip(best.iter_mut()) {
             let t = Instant::now();
-            match k {
-                0 => matmul(&mut out_mp, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false),
-                1 => matmul(&mut out_mp, [p, m, d], Op::Plain(&w), Op::Transposed(&z), false),
-                2 => matmul(&mut out_pd, [p, d, m], Op::Transposed(&h), Op::Plain(&z), false),
-                3 => gram_lower(&mut gram, &h, m, p, &mut scratch),
-                4 => {
+            match shape {
+                Shape::Bare => matmul(&mut out_mp, [m, p, d], Op::Plain(&z), Op::Transposed(&w), false),
+                Shape::FeaturesWZ => matmul(&mut out_mp, [p, m, d], Op::Plain(&w), Op::Transposed(&z), false),
+                Shape::GradientGemm => matmul(&mut out_pd, [p, d, m], Op::Transposed(&h), Op::Plain(&z), false),
+                Shape::Gram => gram_lower(&mut gram, &h, m, p, &mut scratch),
+                Shape::FeaturesPanel => {
                     let packed = crate::linalg::packed_for_products(&w, p, d);
                     crate::linalg::times_transposed_then(&mut out_mp, &z, m, &w, [p, d], packed.as_ref(), |_, _| {});
                 }
-                _ => {
+                Shape::GradientPanel => {
+                    crate::linalg::transposed_times(&mut out_pd, &h, &z, [m, p, d], &mut transposed)
+                }
+                Shape::ReadoutPanels => {
                     let pk = readout_w.as_ref().expect("the panel kernel runs here");
                     x.reset(m, p);
                     crate::linalg::features_in_blocks_then(&mut block, &z, m, pk, |i0, rows| x.set_rows(i0, rows));
@@ -182,15 +202,19 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     }
     let product = 2.0 * (m * d * p) as f64;
     let gram_flops = (m * p * p) as f64;
-    let flops = [product, product, product, gram_flops, product, product + gram_flops];
-    let bare = flops[0] / best[0];
-    names
+    let flops = |shape: Shape| match shape {
+        Shape::Gram => gram_flops,
+        Shape::ReadoutPanels => product + gram_flops,
+        _ => product,
+    };
+    let bare = product / best[0];
+    shapes
         .iter()
-        .zip(flops.iter().zip(best))
-        .map(|(name, (f, t))| ShapeRate {
+        .zip(best)
+        .map(|(&(name, shape), t)| ShapeRate {
             name: name.to_string(),
-            gflops: f / t / 1e9,
-            of_bare: f / t / bare,
+            gflops: flops(shape) / t / 1e9,
+            of_bare: flops(shape) / t / bare,
         })
         .collect()
 }
@@ -791,7 +815,9 @@ mod tests {
     #[test]
     fn gemm_shapes_time_the_readout_chunk_where_it_runs_in_panels() {
         // Chunks of 512 and 300 sum the Gram in one block (the panel readout's condition, with
-        // p > 128); where the kernel does not run, only the four `gemm` shapes are listed.
+        // p > 128); where the kernel does not run, only the four `gemm` shapes are listed (the
+        // gradient's `Mᵀ Z` by the kernel beside `gemm`'s where it runs).
+        let _forced = crate::linalg::panels::force_lock();
         for (m, d, p) in [(512, 64, 160), (300, 40, 130)] {
             for precision in [Precision::F64, Precision::F32] {
                 let shapes = gemm_shapes(precision, m, d, p, 1);
@@ -801,11 +827,16 @@ mod tests {
                     Precision::F32 => crate::linalg::readout_in_panels::<f32>(m, p, d),
                 };
                 let panel = crate::linalg::panels::takes(d) && crate::linalg::panels::usable(m, p, d);
+                let gradient = match precision {
+                    Precision::F64 => crate::linalg::panels::transposed_usable::<f64>(m, p, d),
+                    Precision::F32 => crate::linalg::panels::transposed_usable::<f32>(m, p, d),
+                };
                 assert_eq!(
                     names.len(),
-                    4 + usize::from(panel) + usize::from(in_panels),
+                    4 + usize::from(panel) + usize::from(gradient) + usize::from(in_panels),
                     "{names:?}"
                 );
+                assert_eq!(names.contains(&"gradient Mᵀ Z (panel kernel)"), gradient);
                 assert_eq!(names.contains(&"readout chunk Z Wᵀ + Gram (panels)"), in_panels);
                 for s in &shapes {
                     assert!(s.gflops.is_finite() && s.gflops > 0.0 && s.of_bare > 0.0, "{s:?}");

@@ -11,10 +11,11 @@
 use crate::activation::{Activation, CustomActivation};
 use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
-use crate::linalg::panels::{FeaturePanels, Panels, BLOCK_ROWS};
+use crate::linalg::panels::{self, FeaturePanels, Panels, TransposedScratch, BLOCK_ROWS};
 use crate::linalg::{
     cholesky_solve, dot, dot_rows, gram_lower, gram_lower_from_panels, matmul, mirror_lower, norm, packed_for_products,
-    features_in_blocks_then, readout_in_panels, times_transposed_then, transpose, Op, Real,
+    features_in_blocks_then, kernel_times_transposed_then, readout_in_panels, times_transposed_then, transpose,
+    transposed_times, transposed_times_block, Op, Real,
 };
 use crate::model::{Loss, Normalize};
 use crate::network::Network;
@@ -486,12 +487,16 @@ pub fn gradient<T: Real>(
         s: Samples<T>,
         h: Vec<T>,
         g: Vec<T>,
+        scratch: TransposedScratch<T>,
         sse: f64,
     }
+    // `h` is allocated by the first chunk: a depth block of rows where the step runs fused
+    // (below), a whole chunk otherwise.
     let mut work = exec.workspaces(batch.n, || W {
         s: Samples::new(exec.chunk, d, target.r, true),
-        h: vec![T::default(); exec.chunk * p],
+        h: Vec::new(),
         g: vec![T::default(); p * d],
+        scratch: TransposedScratch::default(),
         sse: 0.0,
     });
     let mut g = vec![0.0; p * d];
@@ -502,10 +507,9 @@ pub fn gradient<T: Real>(
         |w, start, m| {
             w.s.fill(target, &batch.key, start, m, shift);
             let z = w.s.zt(m, d);
-            // H = Z Wᵀ (m×p), then per sample: σ′ into the row, the residual, the row times e·a
-            // (rows in blocks while they are in cache, with the panel kernel).
             w.sse = 0.0;
             let (y, sse) = (&w.s.y, &mut w.sse);
+            // Per sample: σ′ into the row of `H = Z Wᵀ`, the residual, the row times e·a: `M`.
             let mut finish = |nu: usize, row: &mut [T], f: f64| {
                 let r = y[nu] - f;
                 *sse += r * r;
@@ -517,6 +521,39 @@ pub fn gradient<T: Real>(
                     *hi = T::from_f64(hi.to_f64() * e * ai);
                 }
             };
+            // Fused where both products run in the panel kernel: `M` is made one depth block of
+            // the gradient's sum at a time (rows in blocks of 48 while in cache) and added to
+            // `G_chunk = Mᵀ Z` at once, so `M` is never whole (it stays in the cache, and `h`
+            // holds `kc·p` numbers instead of `chunk·p`). The same numbers: the features' sums
+            // do not depend on the rows taken together, and the gradient's are `gemm`'s blocks.
+            let fused = match packed.as_ref() {
+                Some(pk) if custom.is_none() && panels::usable(m, p, d) && panels::transposed_usable::<T>(m, p, d) => {
+                    Some(pk)
+                }
+                _ => None,
+            };
+            if let Some(pk) = fused {
+                let kc = panels::transposed_depth_block::<T>(m, p, d);
+                if w.h.len() < kc.min(m) * p {
+                    w.h.resize(kc.min(m) * p, T::default());
+                }
+                for k0 in (0..m).step_by(kc) {
+                    let kb = kc.min(m - k0);
+                    let (h, zb) = (&mut w.h[..kb * p], &z[k0 * d..(k0 + kb) * d]);
+                    kernel_times_transposed_then(h, zb, kb, pk, |i0, rows| {
+                        for (i, row) in rows.chunks_exact_mut(p).enumerate() {
+                            let f = act.forward_row(row, &a_scaled);
+                            finish(k0 + i0 + i, row, f);
+                        }
+                    });
+                    transposed_times_block(&mut w.g, h, zb, [kb, p, d], k0 == 0, &mut w.scratch);
+                }
+                return;
+            }
+            if w.h.len() < m * p {
+                w.h.resize(m * p, T::default());
+            }
+            // H = Z Wᵀ (m×p), then M row by row (in blocks while in cache, with the panel kernel).
             match custom {
                 None => times_transposed_then(&mut w.h[..m * p], z, m, &wt, [p, d], packed.as_ref(), |i0, rows| {
                     for (i, row) in rows.chunks_exact_mut(p).enumerate() {
@@ -535,7 +572,7 @@ pub fn gradient<T: Real>(
                 }
             }
             // G_chunk = Mᵀ Z (p×d).
-            matmul(&mut w.g, [p, d, m], Op::Transposed(&w.h[..m * p]), Op::Plain(z), false);
+            transposed_times(&mut w.g, &w.h[..m * p], z, [m, p, d], &mut w.scratch);
         },
         |w| {
             g.iter_mut().zip(&w.g).for_each(|(a, b)| *a += b.to_f64());
@@ -1192,7 +1229,8 @@ mod tests {
     /// both precisions, at depths where the features' kernel runs (`d ≤ 512`, a last chunk too
     /// small for it) and past it (`d = 600`), and with the readout in panels end to end (`p =
     /// 150` and 210, a partial last panel; chunks of 97 samples, one depth block, and of 1024,
-    /// two blocks, then 152).
+    /// two blocks, then 152); the gradient's `Mᵀ Z` by the kernel everywhere (chunks of 1000:
+    /// `gemm`'s depth blocks of 500).
     #[test]
     fn passes_are_bit_identical_with_and_without_the_panel_kernel() {
         fn passes<T: Real>(d: usize, p: usize, n: usize, chunk: usize) -> Vec<u64> {
@@ -1230,10 +1268,20 @@ mod tests {
         if !crate::linalg::panels::runnable() {
             return;
         }
-        for (d, p, n, chunk) in [(40, 24, 200, 97), (512, 40, 200, 97), (600, 20, 100, 97), (40, 150, 700, 97), (30, 210, 2200, 1024)] {
+        let _forced = crate::linalg::panels::force_lock();
+        for (d, p, n, chunk) in [
+            (40, 24, 200, 97),
+            (512, 40, 200, 97),
+            (600, 20, 100, 97),
+            (40, 150, 700, 97),
+            (30, 210, 2200, 1024),
+            (30, 70, 2100, 1000),
+        ] {
             crate::linalg::panels::force(Some(false));
             let gemm = (passes::<f64>(d, p, n, chunk), passes::<f32>(d, p, n, chunk));
             crate::linalg::panels::force(Some(true));
+            // The gradient's product `Mᵀ Z` by the kernel (chunks of 1000: two depth blocks of 500).
+            assert!(crate::linalg::panels::transposed_usable::<f32>(chunk, p, d), "d = {d}, p = {p}: the gradient in gemm");
             if p > 128 {
                 let ends = crate::linalg::panels::usable(chunk, p, d) && crate::linalg::panels::gram_usable::<f64>(chunk, p);
                 assert!(ends, "d = {d}, p = {p}, chunk {chunk}: the readout does not run in panels");

@@ -255,14 +255,7 @@ pub fn times_transposed_then<T: Real>(
     match packed {
         Some(pa) if panels::usable(nb, na, k) => {
             assert!(pa.rows() == na && pa.depth() == k, "times_transposed_then: packing of another shape");
-            let mut in_gemm = std::time::Duration::ZERO;
-            let mut started = std::time::Instant::now();
-            panels::product_then(c, na, b, nb, pa, |i0, rows| {
-                in_gemm += started.elapsed();
-                then(i0, rows);
-                started = std::time::Instant::now();
-            });
-            count_gemm_time(in_gemm);
+            kernel_times_transposed_then(c, b, nb, pa, then);
         }
         _ => {
             matmul(c, [nb, na, k], Op::Plain(b), Op::Transposed(a), false);
@@ -271,6 +264,30 @@ pub fn times_transposed_then<T: Real>(
             }
         }
     }
+}
+
+/// `C = B Aᵀ` by the panel kernel ([`panels::product_then`]), then `then(i0, rows)` on each block
+/// of rows while in cache, timed as a product. Its numbers do not depend on `nb`: for some rows
+/// of a chunk whose whole product is one where the kernel has `gemm`'s numbers
+/// ([`panels::usable`]), they are [`times_transposed_then`]'s on the chunk.
+///
+/// # Panics
+/// If the processor lacks AVX2 or FMA, or a slice is shorter than its shape requires.
+pub fn kernel_times_transposed_then<T: Real>(
+    c: &mut [T],
+    b: &[T],
+    nb: usize,
+    packed: &panels::Panels<T>,
+    mut then: impl FnMut(usize, &mut [T]),
+) {
+    let mut in_gemm = std::time::Duration::ZERO;
+    let mut started = std::time::Instant::now();
+    panels::product_then(c, packed.rows(), b, nb, packed, |i0, rows| {
+        in_gemm += started.elapsed();
+        then(i0, rows);
+        started = std::time::Instant::now();
+    });
+    count_gemm_time(in_gemm);
 }
 
 /// Whether a readout chunk of `m` samples, `p` features of dimension `d` goes through the
@@ -313,6 +330,48 @@ pub fn features_in_blocks_then<T: Real>(
 pub fn gram_lower_from_panels<T: Real>(c: &mut [T], x: &panels::FeaturePanels<T>, scratch: &mut Vec<T>) {
     let started = std::time::Instant::now();
     panels::gram_lower_panels(c, x, scratch);
+    count_gemm_time(started.elapsed());
+}
+
+/// `C = Mᵀ Z` (`p×d`) for `M` (`m×p`) and `Z` (`m×d`), both row-major: the gradient's product
+/// over a chunk. By the panel kernel where it has the `gemm` crate's numbers
+/// ([`panels::transposed_usable`]: no packing of `M`, `Z` copied into panels once per depth
+/// block), else [`matmul`]'s; the numbers are the same either way.
+///
+/// # Panics
+/// If a slice is shorter than its shape requires.
+pub fn transposed_times<T: Real>(
+    c: &mut [T],
+    mt: &[T],
+    z: &[T],
+    [m, p, d]: [usize; 3],
+    scratch: &mut panels::TransposedScratch<T>,
+) {
+    if panels::transposed_usable::<T>(m, p, d) {
+        let started = std::time::Instant::now();
+        panels::transposed_product(c, mt, z, [m, p, d], scratch);
+        count_gemm_time(started.elapsed());
+    } else {
+        matmul(c, [p, d, m], Op::Transposed(mt), Op::Plain(z), false);
+    }
+}
+
+/// One depth block of [`transposed_times`]'s panel path ([`panels::transposed_block`]), timed as
+/// a product: for a caller that makes `M` one depth block
+/// ([`panels::transposed_depth_block`]) at a time where [`panels::transposed_usable`] holds.
+///
+/// # Panics
+/// If the processor lacks AVX2 or FMA, or a slice is shorter than its shape requires.
+pub fn transposed_times_block<T: Real>(
+    c: &mut [T],
+    mt: &[T],
+    z: &[T],
+    shape: [usize; 3],
+    first: bool,
+    scratch: &mut panels::TransposedScratch<T>,
+) {
+    let started = std::time::Instant::now();
+    panels::transposed_block(c, mt, z, shape, first, scratch);
     count_gemm_time(started.elapsed());
 }
 
