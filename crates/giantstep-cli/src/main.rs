@@ -101,9 +101,9 @@ struct BenchArgs {
     /// written before version 2).
     #[arg(long, default_value_t = 2)]
     stream: u32,
-    /// Send every product to the `gemm` crate, with the panel kernel (the features' products and
-    /// the readout's Gram triangle) off: the numbers are the same; for timing the two side by
-    /// side.
+    /// Send every product to the `gemm` crate, with the panel kernel (the features' products, the
+    /// gradient's and the readout's Gram triangle) off: the numbers are the same; for timing the
+    /// two side by side.
     #[arg(long)]
     gemm_only: bool,
     /// Print one JSON object.

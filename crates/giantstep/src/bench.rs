@@ -376,8 +376,8 @@ impl Workload {
 }
 
 /// With `true`, every product of this process goes to the `gemm` crate: the panel kernel (the
-/// features' products and the readout's Gram triangle, used by default on processors with AVX2
-/// and FMA but not AVX-512) is off.
+/// features' products, the gradient's and the readout's Gram triangle, used by default on
+/// processors with AVX2 and FMA but not AVX-512) is off.
 /// The numbers are the same either way; `giantstep bench --gemm-only` times the difference.
 pub fn gemm_only(on: bool) {
     crate::linalg::panels::force(if on { Some(false) } else { None });
