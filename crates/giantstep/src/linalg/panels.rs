@@ -669,10 +669,7 @@ pub fn transposed_block<T: Kernel>(
         let i1 = (i0 + BLOCK).min(p);
         let groups = (i1 - i0).div_ceil(ROWS);
         packed.resize(groups * ROWS * kb, T::default());
-        for (g, out) in packed.chunks_exact_mut(ROWS * kb).enumerate() {
-            let i = i0 + g * ROWS;
-            pack_six_columns(mt, p, i, ROWS.min(i1 - i), out);
-        }
+        pack_six_columns(mt, p, [i0, i1], kb, packed);
         for (pj, panel) in zp.data.chunks_exact(kb * w).enumerate() {
             let j0 = pj * w;
             let cols = w.min(d - j0);
@@ -685,19 +682,25 @@ pub fn transposed_block<T: Kernel>(
     }
 }
 
-/// Columns `i0..i0 + rows` of the row-major `M` (`p` columns), as many rows as `out` holds
-/// groups of six, packed depth-major for the tile (`out[κ·6 + s] = M[κ, i0 + s]`, zeros past
-/// `rows`).
-fn pack_six_columns<T: Kernel>(mt: &[T], p: usize, i0: usize, rows: usize, out: &mut [T]) {
-    for (kk, o) in out.chunks_exact_mut(ROWS).enumerate() {
-        let row = &mt[kk * p + i0..kk * p + i0 + rows];
-        if rows == ROWS {
-            let from: &[T; ROWS] = row.try_into().expect("six numbers");
-            let to: &mut [T; ROWS] = o.try_into().expect("six numbers");
+/// Columns `i0..i1` (one block of at most 48) of the row-major `M` (`p` columns), its first `kb`
+/// rows, packed six columns at a time, each group depth-major for the tile (`out[(γ·kb + κ)·6 +
+/// s] = M[κ, i0 + 6γ + s]`, zeros past `i1`). Each row's columns are read once, in order (packing
+/// each group on its own read every row once per group, 4 KiB apart: the step was 2–6% slower).
+fn pack_six_columns<T: Kernel>(mt: &[T], p: usize, [i0, i1]: [usize; 2], kb: usize, out: &mut [T]) {
+    let (full, rest) = ((i1 - i0) / ROWS, (i1 - i0) % ROWS);
+    for kk in 0..kb {
+        let row = &mt[kk * p + i0..kk * p + i1];
+        for g in 0..full {
+            let from: &[T; ROWS] = row[g * ROWS..(g + 1) * ROWS].try_into().expect("six numbers");
+            let to: &mut [T; ROWS] = (&mut out[(g * kb + kk) * ROWS..(g * kb + kk + 1) * ROWS])
+                .try_into()
+                .expect("six numbers");
             *to = *from;
-        } else {
-            o[..rows].copy_from_slice(row);
-            o[rows..].fill(T::default());
+        }
+        if rest > 0 {
+            let o = &mut out[(full * kb + kk) * ROWS..(full * kb + kk + 1) * ROWS];
+            o[..rest].copy_from_slice(&row[full * ROWS..]);
+            o[rest..].fill(T::default());
         }
     }
 }
