@@ -278,11 +278,17 @@ pub fn kernel_times_transposed_then<T: Real>(
     b: &[T],
     nb: usize,
     packed: &panels::Panels<T>,
-    mut then: impl FnMut(usize, &mut [T]),
+    then: impl FnMut(usize, &mut [T]),
 ) {
+    timed_then(|t| panels::product_then(c, packed.rows(), b, nb, packed, t), then);
+}
+
+/// Runs `product(t)`, where `t` calls `then` on each block, and counts the product's time
+/// without `then`'s as time in products ([`gemm_seconds`]).
+fn timed_then<T>(product: impl FnOnce(&mut dyn FnMut(usize, &mut [T])), mut then: impl FnMut(usize, &mut [T])) {
     let mut in_gemm = std::time::Duration::ZERO;
     let mut started = std::time::Instant::now();
-    panels::product_then(c, packed.rows(), b, nb, packed, |i0, rows| {
+    product(&mut |i0, rows| {
         in_gemm += started.elapsed();
         then(i0, rows);
         started = std::time::Instant::now();
@@ -312,16 +318,9 @@ pub fn features_in_blocks_then<T: Real>(
     b: &[T],
     nb: usize,
     packed: &panels::Panels<T>,
-    mut then: impl FnMut(usize, &mut [T]),
+    then: impl FnMut(usize, &mut [T]),
 ) {
-    let mut in_gemm = std::time::Duration::ZERO;
-    let mut started = std::time::Instant::now();
-    panels::product_blocks_then(block, b, nb, packed, |i0, rows| {
-        in_gemm += started.elapsed();
-        then(i0, rows);
-        started = std::time::Instant::now();
-    });
-    count_gemm_time(in_gemm);
+    timed_then(|t| panels::product_blocks_then(block, b, nb, packed, t), then);
 }
 
 /// [`gram_lower`]'s triangle (the same numbers, where [`readout_in_panels`] holds) from the
