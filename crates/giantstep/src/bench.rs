@@ -122,7 +122,9 @@ pub struct ShapeRate {
 /// outside the GEMMs (README, "Performance"). Where the readout runs in the kernel's panels
 /// (`linalg::readout_in_panels`), its chunk as a run makes it without σ and `Xᵀỹ`: the panel
 /// kernel's `Z Wᵀ` by blocks of rows, each stored in the Gram's panels, then the triangle
-/// `linalg::gram_lower_from_panels` (useful flops `2·m·d·p + m·p²`).
+/// `linalg::gram_lower_from_panels` (useful flops `2·m·d·p + m·p²`). Where the readout runs on
+/// the AVX-512 Gram kernel (`linalg::readout_in_rows`), its triangle from the features as rows
+/// (`linalg::gram_lower_from_rows`) alone and after `linalg::features_rows`.
 pub fn gemm_shapes(precision: Precision, m: usize, d: usize, p: usize, trials: usize) -> Vec<ShapeRate> {
     match precision {
         Precision::F64 => shapes_typed::<f64>(m, d, p, trials),
@@ -151,6 +153,8 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
         FeaturesPanel,
         GradientPanel,
         ReadoutPanels,
+        GramRows,
+        ReadoutRows,
     }
     let mut shapes = vec![
         ("bare Z Wᵀ", Shape::Bare),
@@ -168,6 +172,20 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     }
     if crate::linalg::readout_in_panels::<T>(m, p, d) {
         shapes.push(("readout chunk Z Wᵀ + Gram (panels)", Shape::ReadoutPanels));
+    }
+    // On AVX-512 processors: the triangle from the features as rows, alone and after the
+    // features' product that writes them.
+    if crate::linalg::readout_in_rows::<T>(m, p) {
+        shapes.push(("Gram XᵀX (lower, rows)", Shape::GramRows));
+        shapes.push(("readout chunk Z Wᵀ + Gram (rows)", Shape::ReadoutRows));
+    }
+    let mut rows_buf = Vec::new();
+    if crate::linalg::readout_in_rows::<T>(m, p) {
+        let ld = crate::linalg::panels::wide_row_stride::<T>(p);
+        let rows = crate::linalg::features_rows(&mut rows_buf, &z, &w, [m, p, d]);
+        for (row, v) in rows.chunks_exact_mut(ld).zip(h.chunks_exact(p)) {
+            row[..p].copy_from_slice(v);
+        }
     }
     // The readout packs `W` once per pass, outside its chunks.
     let readout_w = crate::linalg::packed_for_products(&w, p, d);
@@ -196,6 +214,17 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
                     crate::linalg::features_in_blocks_then(&mut block, &z, m, pk, |i0, rows| x.set_rows(i0, rows));
                     crate::linalg::gram_lower_from_panels(&mut gram, &x, &mut scratch);
                 }
+                Shape::GramRows => {
+                    let ld = crate::linalg::panels::wide_row_stride::<T>(p);
+                    let skip = rows_buf.as_ptr().align_offset(64).min(rows_buf.len());
+                    crate::linalg::gram_lower_from_rows(&mut gram, &rows_buf[skip..skip + m * ld], m, p);
+                }
+                Shape::ReadoutRows => {
+                    let mut buf = std::mem::take(&mut rows_buf);
+                    let rows = crate::linalg::features_rows(&mut buf, &z, &w, [m, p, d]);
+                    crate::linalg::gram_lower_from_rows(&mut gram, rows, m, p);
+                    rows_buf = buf;
+                }
             }
             *b = b.min(t.elapsed().as_secs_f64());
         }
@@ -203,8 +232,8 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     let product = 2.0 * (m * d * p) as f64;
     let gram_flops = (m * p * p) as f64;
     let flops = |shape: Shape| match shape {
-        Shape::Gram => gram_flops,
-        Shape::ReadoutPanels => product + gram_flops,
+        Shape::Gram | Shape::GramRows => gram_flops,
+        Shape::ReadoutPanels | Shape::ReadoutRows => product + gram_flops,
         _ => product,
     };
     let bare = product / best[0];
@@ -831,11 +860,16 @@ mod tests {
                     Precision::F64 => crate::linalg::panels::transposed_usable::<f64>(m, p, d),
                     Precision::F32 => crate::linalg::panels::transposed_usable::<f32>(m, p, d),
                 };
+                let in_rows = match precision {
+                    Precision::F64 => crate::linalg::readout_in_rows::<f64>(m, p),
+                    Precision::F32 => crate::linalg::readout_in_rows::<f32>(m, p),
+                };
                 assert_eq!(
                     names.len(),
-                    4 + usize::from(panel) + usize::from(gradient) + usize::from(in_panels),
+                    4 + usize::from(panel) + usize::from(gradient) + usize::from(in_panels) + 2 * usize::from(in_rows),
                     "{names:?}"
                 );
+                assert_eq!(names.contains(&"Gram XᵀX (lower, rows)"), in_rows);
                 assert_eq!(names.contains(&"gradient Mᵀ Z (panel kernel)"), gradient);
                 assert_eq!(names.contains(&"readout chunk Z Wᵀ + Gram (panels)"), in_panels);
                 for s in &shapes {

@@ -13,8 +13,9 @@ use crate::data::{gaussian_rows, StreamKey};
 use crate::error::{Error, Result};
 use crate::linalg::panels::{self, FeaturePanels, Panels, TransposedScratch, BLOCK_ROWS};
 use crate::linalg::{
-    cholesky_solve, dot, dot_rows, gram_lower, gram_lower_from_panels, matmul, mirror_lower, norm, packed_for_products,
-    features_in_blocks_then, kernel_times_transposed_then, readout_in_panels, times_transposed_then, transpose,
+    cholesky_solve, dot, dot_rows, features_rows, gram_lower, gram_lower_from_panels, gram_lower_from_rows, matmul,
+    mirror_lower, norm, packed_for_products, features_in_blocks_then, kernel_times_transposed_then, readout_in_panels,
+    readout_in_rows, times_transposed_then, transpose,
     transposed_times, transposed_times_block, Op, Real,
 };
 use crate::model::{Loss, Normalize};
@@ -731,6 +732,21 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                     gram_lower_from_panels(&mut w.gram[l], x, &mut w.scratch);
                     continue;
                 }
+                if custom.is_none() && readout_in_rows::<T>(m, p) {
+                    // AVX-512: the features as rows, σ and Xᵀỹ row by row (each entry summed
+                    // over the samples in order, as below), the triangle from the rows in place.
+                    let xty = &mut w.xty[l];
+                    xty.iter_mut().for_each(|v| *v = 0.0);
+                    let x = features_rows(&mut w.h, w.s.zt(m, d), wl, [m, p, d]);
+                    let ld = panels::wide_row_stride::<T>(p);
+                    for (row, yv) in x.chunks_exact_mut(ld).zip(y) {
+                        let row = &mut row[..p];
+                        act.apply(row);
+                        xty.iter_mut().zip(&*row).for_each(|(a, v)| *a += v.to_f64() * yv);
+                    }
+                    gram_lower_from_rows(&mut w.gram[l], x, m, p);
+                    continue;
+                }
                 // The features transposed, Xᵀ = σ(W Zᵀ) (p×m): the layout the Gram's GEMMs read
                 // fastest. A function given at run time gets its chunk m×p as documented, and
                 // the result is transposed.
@@ -1289,6 +1305,13 @@ mod tests {
             let kernel = (passes::<f64>(d, p, n, chunk), passes::<f32>(d, p, n, chunk));
             crate::linalg::panels::force(None);
             assert!(gemm == kernel, "d = {d}, p = {p}: the panel kernel changed a number");
+            // The default: on AVX-512 processors the readout's features as rows and the wide
+            // Gram kernel (p > 128), elsewhere the panel kernel again.
+            if p > 128 && crate::linalg::panels::wide_runnable() {
+                assert!(crate::linalg::readout_in_rows::<f32>(chunk, p), "d = {d}, p = {p}: the readout not in rows");
+            }
+            let default = (passes::<f64>(d, p, n, chunk), passes::<f32>(d, p, n, chunk));
+            assert!(gemm == default, "d = {d}, p = {p}: the default kernels changed a number");
         }
     }
 

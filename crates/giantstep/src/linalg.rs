@@ -332,6 +332,42 @@ pub fn gram_lower_from_panels<T: Real>(c: &mut [T], x: &panels::FeaturePanels<T>
     count_gemm_time(started.elapsed());
 }
 
+/// Whether a chunk of `m` samples' readout, `p` features, runs on the AVX-512 Gram kernel
+/// ([`panels::gram_wide_usable`]): its features are then made as rows ([`features_rows`]) and
+/// the triangle read from them in place ([`gram_lower_from_rows`]).
+pub fn readout_in_rows<T: Real>(m: usize, p: usize) -> bool {
+    panels::gram_wide_usable::<T>(m, p)
+}
+
+/// The pre-activations `H = Z Wᵀ` of `m` samples (`z`: `m×d`, `w`: `p×d`, both row-major) into
+/// the rows of the returned part of `buf` (row stride [`panels::wide_row_stride`], the first row
+/// on a cache line; `buf` grows as needed), by `gemm`: each entry the same number as in
+/// `W Zᵀ` (one chain over `d` per depth block, which depends on the depth only).
+pub fn features_rows<'b, T: Real>(buf: &'b mut Vec<T>, z: &[T], w: &[T], [m, p, d]: [usize; 3]) -> &'b mut [T] {
+    let ld = panels::wide_row_stride::<T>(p);
+    let line = 64 / std::mem::size_of::<T>();
+    if buf.len() < m * ld + line {
+        buf.resize(m * ld + line, T::default());
+    }
+    let skip = buf.as_ptr().align_offset(64).min(line);
+    let rows = &mut buf[skip..skip + m * ld];
+    let out = OutView {
+        data: &mut *rows,
+        offset: 0,
+        row_stride: ld,
+    };
+    matmul_strided(out, [m, p, d], View::row_major(z, d, false), View::row_major(w, d, true), false);
+    rows
+}
+
+/// [`gram_lower`]'s triangle (the same numbers, where [`readout_in_rows`] holds) from the
+/// features as rows of stride [`panels::wide_row_stride`] ([`panels::gram_lower_rows`]).
+pub fn gram_lower_from_rows<T: Real>(c: &mut [T], x: &[T], m: usize, p: usize) {
+    let started = std::time::Instant::now();
+    panels::gram_lower_rows(c, x, panels::wide_row_stride::<T>(p), m, p);
+    count_gemm_time(started.elapsed());
+}
+
 /// `C = Mᵀ Z` (`p×d`) for `M` (`m×p`) and `Z` (`m×d`), both row-major: the gradient's product
 /// over a chunk. By the panel kernel where it has the `gemm` crate's numbers
 /// ([`panels::transposed_usable`]: no packing of `M`, `Z` copied into panels once per depth

@@ -137,6 +137,29 @@ pub fn usable(nb: usize, na: usize, k: usize) -> bool {
 pub trait Kernel: Copy + Default {
     /// Rows of `A` per panel (two vectors).
     const WIDTH: usize;
+    /// Columns per panel of the AVX-512 Gram triangle ([`gram_lower_rows`]): four 512-bit
+    /// vectors.
+    const WIDE: usize;
+    /// `c[i·ldc + j] (+)= Σ_κ b[κ·bk + i]·a[κ·lda + j]` for `i < rows ≤ 6`, `j < WIDE`: the sum
+    /// in one chain from zero, then stored (`first`) or added to `c` with one rounding, as
+    /// [`Kernel::tile`]; 24 (or fewer) accumulators of four 512-bit vectors.
+    ///
+    /// # Safety
+    /// The processor has AVX-512F; `b` is readable at `κ·bk + i` and `a` at `κ·lda + j` for
+    /// `κ < k`, `i < rows`, `j < WIDE`; `c` readable and writable for `rows` rows of `WIDE` at
+    /// stride `ldc`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn wide_tile(
+        rows: usize,
+        k: usize,
+        b: *const Self,
+        bk: usize,
+        a: *const Self,
+        lda: usize,
+        c: *mut Self,
+        ldc: usize,
+        first: bool,
+    );
     /// `c[i·ldc + j] (+)= Σ_κ b_iκ·a[κ·WIDTH + j]` for `i < rows ≤ 6`, `j < WIDTH`, where
     /// `b_iκ = b[i·ldb + κ]` (rows in place) or, with `PACKED`, `b[κ·6 + i]` (six rows packed
     /// depth-major, `ldb` unused): the sum in one chain from zero, then stored (`first`) or added
@@ -436,6 +459,118 @@ pub fn gram_lower_packed<T: Kernel>(c: &mut [T], xt: &[T], m: usize, p: usize, p
                     i += rows;
                 }
             }
+        }
+    }
+}
+
+/// Whether this processor has AVX-512F, the instructions of [`gram_lower_rows`].
+pub fn wide_runnable() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Whether [`gram_lower_rows`] computes `linalg::gram_lower`'s triangle here: the processor has
+/// AVX-512F, the kernels are not forced off ([`force`]`(Some(false))`), and the shape is one whose
+/// `gemm` products all sum in the same depth blocks (as for [`gram_usable`]).
+pub fn gram_wide_usable<T: Kernel>(m: usize, p: usize) -> bool {
+    FORCED.load(std::sync::atomic::Ordering::Relaxed) != OFF && wide_runnable() && gram_same_order::<T>(m, p)
+}
+
+/// Panels [`gram_lower_rows`] takes together: their samples (four times 128 KB per depth block)
+/// stay in the L2 cache, and each six rows read from further away serve all four.
+const GROUP: usize = 4;
+
+/// Row stride for a chunk's features `X` (`m×p`) read in place by [`gram_lower_rows`]: whole
+/// panels of [`Kernel::WIDE`] columns (the last one is read whole) and one cache line more, so
+/// that rows do not start a multiple of 4 KB apart (the rows of a panel would share a few sets of
+/// the L1 cache).
+pub fn wide_row_stride<T: Kernel>(p: usize) -> usize {
+    p.div_ceil(T::WIDE) * T::WIDE + 64 / std::mem::size_of::<T>()
+}
+
+/// The lower triangle of `XᵀX` (`p×p`, row-major; some entries just above the diagonal are
+/// written too, with stale values) from `X` itself (`m` rows of `p` features at row stride
+/// `ldx ≥` [`wide_row_stride`]) on AVX-512 processors: `linalg::gram_lower`'s numbers (blocks of
+/// `min(m, 512)` samples, each entry's sum over a block one chain from zero, added to the entry
+/// in order). No packing: a tile reads six features of each sample and 64 (f32) or 32 (f64)
+/// neighbouring ones from the same row, fetched ahead. Panels outermost: a panel's samples stay
+/// in the L2 cache for all the rows below its diagonal.
+///
+/// # Panics
+/// If the processor lacks AVX-512F, `ldx` is below [`wide_row_stride`], or a slice is too short.
+pub fn gram_lower_rows<T: Kernel>(c: &mut [T], x: &[T], ldx: usize, m: usize, p: usize) {
+    let w = T::WIDE;
+    if m == 0 || p == 0 {
+        return;
+    }
+    assert!(wide_runnable(), "panels: the wide kernel needs AVX-512F");
+    assert!(ldx >= p.div_ceil(w) * w, "panels: row stride {ldx} for {p} features");
+    assert!(c.len() >= p * p && x.len() >= (m - 1) * ldx + p.div_ceil(w) * w, "panels: a slice is too short");
+    let kc = m.min(MAX_K);
+    for k0 in (0..m).step_by(kc) {
+        let kb = kc.min(m - k0);
+        let first = k0 == 0;
+        let block = &x[k0 * ldx..];
+        for g0 in (0..p).step_by(GROUP * w) {
+            // The tiles of six rows from the one holding row `g0` (the diagonal) down, each
+            // times the group's panels that reach the lower triangle.
+            for i in (g0 / ROWS * ROWS..p).step_by(ROWS) {
+                let rows = ROWS.min(p - i);
+                for j0 in (g0..p.min(g0 + GROUP * w)).step_by(w) {
+                    if i + rows > j0 {
+                        let cols = w.min(p - j0);
+                        wide_tile_run(c, i * p + j0, p, [rows, cols, kb], &block[i..], &block[j0..], ldx, first);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// One tile of [`gram_lower_rows`] at `c[o..]` (row stride `ldc`): rows `b[κ·ld + s]` (`s <
+/// rows ≤ 6`) times the panel `a[κ·ld + j]` (`j < WIDE`), `k` terms, the first `cols` columns kept
+/// (a partial panel's tile goes through a buffer).
+///
+/// # Panics
+/// If a slice is too short for the tile, or the processor lacks AVX-512F.
+#[allow(clippy::too_many_arguments)]
+fn wide_tile_run<T: Kernel>(
+    c: &mut [T],
+    o: usize,
+    ldc: usize,
+    [rows, cols, k]: [usize; 3],
+    b: &[T],
+    a: &[T],
+    ld: usize,
+    first: bool,
+) {
+    const MAX_WIDE: usize = 64;
+    let w = T::WIDE;
+    assert!((1..=ROWS).contains(&rows) && (1..=w).contains(&cols) && w <= MAX_WIDE && k >= 1, "panels: tile shape");
+    assert!(b.len() >= (k - 1) * ld + rows && a.len() >= (k - 1) * ld + w, "panels: tile operands");
+    assert!(c.len() >= o + (rows - 1) * ldc + cols && wide_runnable(), "panels: tile output");
+    if cols == w {
+        let out = &mut c[o..o + (rows - 1) * ldc + w];
+        // SAFETY: AVX-512F asserted; `b` and `a` hold their `k` rows at stride `ld` (`rows` and
+        // `w` numbers), `out` the tile's `rows` rows of `w` at stride `ldc` (asserted above).
+        unsafe { T::wide_tile(rows, k, b.as_ptr(), ld, a.as_ptr(), ld, out.as_mut_ptr(), ldc, first) };
+    } else {
+        let mut tmp = [T::default(); ROWS * MAX_WIDE];
+        if !first {
+            for r in 0..rows {
+                tmp[r * w..r * w + cols].copy_from_slice(&c[o + r * ldc..o + r * ldc + cols]);
+            }
+        }
+        // SAFETY: as above, the tile written to `tmp` (`rows·w ≤ 6·64` numbers at stride `w`).
+        unsafe { T::wide_tile(rows, k, b.as_ptr(), ld, a.as_ptr(), ld, tmp.as_mut_ptr(), w, first) };
+        for r in 0..rows {
+            c[o + r * ldc..o + r * ldc + cols].copy_from_slice(&tmp[r * w..r * w + cols]);
         }
     }
 }
@@ -765,12 +900,106 @@ mod x86 {
     }
     tile!(tile_f64, f64, __m256d, 4, _mm256_setzero_pd, _mm256_loadu_pd, _mm256_storeu_pd, _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_add_pd);
     tile!(tile_f32, f32, __m256, 8, _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_add_ps);
+
+    /// How many depth steps ahead the wide tile fetches its panel.
+    const PREFETCH: usize = 24;
+
+    /// One tile of `S` rows times a panel of four 512-bit vectors: `4·S ≤ 24` accumulators,
+    /// four panel vectors and one broadcast in the 32 AVX-512 registers.
+    macro_rules! wide_tile {
+        ($name:ident, $t:ty, $v:ty, $lanes:expr, $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident, $add:ident) => {
+            /// # Safety
+            /// AVX-512F; the pointers as in [`super::Kernel::wide_tile`].
+            #[target_feature(enable = "avx512f")]
+            #[allow(clippy::too_many_arguments)]
+            pub unsafe fn $name<const S: usize>(
+                k: usize,
+                b: *const $t,
+                bk: usize,
+                a: *const $t,
+                lda: usize,
+                c: *mut $t,
+                ldc: usize,
+                first: bool,
+            ) {
+                let mut acc: [[$v; 4]; S] = [[$zero(); 4]; S];
+                if !first {
+                    for s in 0..S {
+                        for q in 0..4 {
+                            _mm_prefetch::<_MM_HINT_T0>(c.add(s * ldc + q * $lanes).cast());
+                        }
+                    }
+                }
+                for kk in 0..k {
+                    // SAFETY (whole loop): `kk < k`, so the reads stay in the panel's `k` rows of
+                    // `4·lanes` numbers and in the `S` numbers of depth `kk` of `b`. The fetches
+                    // ahead are hints (`wrapping_add`: no access, no fault).
+                    let pa = a.add(kk * lda);
+                    let ahead = pa.wrapping_add(PREFETCH * lda);
+                    for q in 0..4 {
+                        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(q * $lanes).cast());
+                    }
+                    let pb = b.add(kk * bk);
+                    _mm_prefetch::<_MM_HINT_T0>(pb.wrapping_add(PREFETCH * bk).cast());
+                    let av = [$load(pa), $load(pa.add($lanes)), $load(pa.add(2 * $lanes)), $load(pa.add(3 * $lanes))];
+                    for (s, acc) in acc.iter_mut().enumerate() {
+                        let bv = $splat(*pb.add(s));
+                        for q in 0..4 {
+                            acc[q] = $fma(av[q], bv, acc[q]);
+                        }
+                    }
+                }
+                for (s, acc) in acc.iter().enumerate() {
+                    for q in 0..4 {
+                        // SAFETY: row `s < S` of the tile, `4·lanes` numbers.
+                        let cq = c.add(s * ldc + q * $lanes);
+                        if first {
+                            $store(cq, acc[q]);
+                        } else {
+                            $store(cq, $add(acc[q], $load(cq)));
+                        }
+                    }
+                }
+            }
+        };
+    }
+    wide_tile!(wide_f64, f64, __m512d, 8, _mm512_setzero_pd, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd);
+    wide_tile!(wide_f32, f32, __m512, 16, _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps);
 }
 
 macro_rules! kernel_impl {
-    ($t:ty, $width:expr, $tile:ident) => {
+    ($t:ty, $width:expr, $tile:ident, $wide:ident) => {
         impl Kernel for $t {
             const WIDTH: usize = $width;
+            const WIDE: usize = 4 * $width;
+            #[allow(unused_variables)]
+            unsafe fn wide_tile(
+                rows: usize,
+                k: usize,
+                b: *const Self,
+                bk: usize,
+                a: *const Self,
+                lda: usize,
+                c: *mut Self,
+                ldc: usize,
+                first: bool,
+            ) {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: the caller's contract, passed on unchanged.
+                unsafe {
+                    match rows {
+                        6 => x86::$wide::<6>(k, b, bk, a, lda, c, ldc, first),
+                        5 => x86::$wide::<5>(k, b, bk, a, lda, c, ldc, first),
+                        4 => x86::$wide::<4>(k, b, bk, a, lda, c, ldc, first),
+                        3 => x86::$wide::<3>(k, b, bk, a, lda, c, ldc, first),
+                        2 => x86::$wide::<2>(k, b, bk, a, lda, c, ldc, first),
+                        1 => x86::$wide::<1>(k, b, bk, a, lda, c, ldc, first),
+                        _ => unreachable!("a tile has 1 to 6 rows"),
+                    }
+                }
+                #[cfg(not(target_arch = "x86_64"))]
+                unreachable!("the kernel runs on x86-64 only");
+            }
             #[allow(unused_variables)]
             unsafe fn tile<const PACKED: bool>(
                 rows: usize,
@@ -801,8 +1030,8 @@ macro_rules! kernel_impl {
         }
     };
 }
-kernel_impl!(f64, 8, tile_f64);
-kernel_impl!(f32, 16, tile_f32);
+kernel_impl!(f64, 8, tile_f64, wide_f64);
+kernel_impl!(f32, 16, tile_f32, wide_f32);
 
 /// The constants the driver relies on: whole tiles per block, panels that fit its edge buffer.
 const _: () = assert!(
@@ -955,6 +1184,51 @@ mod tests {
             }
         }
         assert!(!gram_same_order::<f64>(1000, 128) && !gram_same_order::<f64>(1000, 144), "limits");
+        assert!(ran >= 30, "only {ran} Gram shapes compared");
+    }
+
+    /// The AVX-512 Gram triangle from the features as rows equals `gram_lower`'s products by
+    /// `gemm` wherever [`gram_wide_usable`] holds (the lower triangle, bit for bit): one to
+    /// eight depth blocks, widths with a partial last panel (f32 panels of 64, f64 of 32) and
+    /// whole ones, stale numbers in the rows' padding. Runs where the processor has AVX-512F.
+    #[test]
+    fn wide_gram_triangles_are_bit_identical_to_gemm_s() {
+        fn check<T: Real + Kernel>(m: usize, p: usize) -> bool {
+            if !gram_same_order::<T>(m, p) {
+                return false;
+            }
+            let xt: Vec<T> = numbers(m * p, 5 + p as u64).into_iter().map(T::from_f64).collect();
+            let mut want = vec![T::default(); p * p];
+            crate::linalg::gram_lower_for_tests(&mut want, &xt, m, p);
+            let ld = wide_row_stride::<T>(p);
+            let mut x = vec![T::from_f64(f64::NAN); m * ld];
+            for nu in 0..m {
+                for j in 0..p {
+                    x[nu * ld + j] = xt[j * m + nu];
+                }
+            }
+            let mut got = vec![T::from_f64(f64::NAN); p * p];
+            gram_lower_rows(&mut got, &x, ld, m, p);
+            for i in 0..p {
+                for j in 0..=i {
+                    assert_eq!(
+                        got[i * p + j].to_f64().to_bits(),
+                        want[i * p + j].to_f64().to_bits(),
+                        "m={m} p={p} ({i}, {j})"
+                    );
+                }
+            }
+            true
+        }
+        if !wide_runnable() {
+            return;
+        }
+        let mut ran = 0;
+        for &m in &[3, 100, 512, 513, 1500, 4096] {
+            for &p in &[129, 150, 200, 256, 300, 333, 1024] {
+                ran += usize::from(check::<f64>(m, p)) + usize::from(check::<f32>(m, p));
+            }
+        }
         assert!(ran >= 30, "only {ran} Gram shapes compared");
     }
 
