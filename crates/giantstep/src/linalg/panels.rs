@@ -44,11 +44,26 @@
 //! The step makes `M` one depth block at a time and adds it to the gradient at once, so `M`
 //! stays in the cache and its buffer holds `kc·p` numbers instead of a chunk's.
 //!
-//! Processors with AVX-512 keep `gemm`, whose 16-lane kernels this 8-lane one does not beat
-//! (the numbers are the same either way); other processors keep `gemm` too. A 16-lane version of
-//! these tiles (two 512-bit vectors per row, panels of 32 f32 or 16 f64) did not beat it either:
-//! features 0.89 against 0.99 of the bare rate, gradient 0.74 against 0.91, on a 2-core AVX-512
-//! Xeon (`giantstep bench --precision f32`; README, "Performance", sixth session).
+//! Processors with AVX-512 keep `gemm` for the features and the gradient, whose 16-lane kernels
+//! this 8-lane one does not beat (the numbers are the same either way); other processors keep
+//! `gemm` too. A 16-lane version of these tiles (two 512-bit vectors per row, panels of 32 f32 or
+//! 16 f64) did not beat it either: features 0.89 against 0.99 of the bare rate, gradient 0.74
+//! against 0.91, on a 2-core AVX-512 Xeon (`giantstep bench --precision f32`; README,
+//! "Performance", sixth session).
+//!
+//! **The Gram triangle on AVX-512 processors** ([`gram_lower_rows`]) has its own tile: six rows
+//! times four 512-bit vectors (24 accumulators, `gemm`'s own 4 × 6 shape), reading the chunk's
+//! features where the readout's product wrote them, as rows of `p` features at a stride one cache
+//! line past whole panels ([`wide_row_stride`]), fetched 24 samples ahead. Nothing is packed: a
+//! tile reads 64 (f32) or 32 (f64) neighbouring features of each sample and six others from the
+//! same row, and four panels are taken together so that their samples stay in the L2 cache while
+//! the rows below their diagonal stream past. On one thread of the 2-core AVX-512 Xeon (`giantstep
+//! bench`, GEMM shapes, m = 4096, p = 1024): 0.85–0.93 of the bare rate in useful flops (f32) and
+//! 0.84–0.91 (f64), against 0.60–0.68 and 0.74–0.78 for `gemm`'s recursion, which packs both
+//! operands over the whole chunk for every product. Without the padding (rows 4 KB apart share
+//! the L1 sets) and from a packed copy of `Xᵀ` (the copy took a fifth of the time), the same tile
+//! ran at 0.7–0.75. The same tile on the gradient's `Mᵀ Z` (in place: 0.30–0.46; from padded
+//! copies of each depth block: 0.64–0.81, against `gemm`'s 0.73–0.90) was not kept.
 #![allow(unsafe_code)]
 
 /// Rows of `B` per tile.
