@@ -1148,6 +1148,19 @@ mod tests {
         assert!(shapes > 100, "only {shapes} shapes ran");
     }
 
+    /// The lower triangles of two `p×p` row-major matrices are the same bit for bit.
+    fn assert_same_lower<T: Real>(got: &[T], want: &[T], p: usize, what: &str) {
+        for i in 0..p {
+            for j in 0..=i {
+                assert_eq!(
+                    got[i * p + j].to_f64().to_bits(),
+                    want[i * p + j].to_f64().to_bits(),
+                    "{what} p={p} ({i}, {j})"
+                );
+            }
+        }
+    }
+
     /// The Gram triangle by the kernel, from `Xᵀ` packed per depth block and from the features
     /// written block by block into its panels, equals `gram_lower`'s products by `gemm` wherever
     /// [`gram_usable`] holds (the lower triangle, bit for bit), over sample counts of one to
@@ -1175,17 +1188,8 @@ mod tests {
             }
             let mut from_panels = vec![T::from_f64(f64::NAN); p * p];
             gram_lower_panels(&mut from_panels, x, &mut Vec::new());
-            for (how, got) in [("packed", &packed), ("from panels", &from_panels)] {
-                for i in 0..p {
-                    for j in 0..=i {
-                        assert_eq!(
-                            got[i * p + j].to_f64().to_bits(),
-                            want[i * p + j].to_f64().to_bits(),
-                            "{how}: m={m} p={p} ({i}, {j})"
-                        );
-                    }
-                }
-            }
+            assert_same_lower(&packed, &want, p, &format!("packed: m={m}"));
+            assert_same_lower(&from_panels, &want, p, &format!("from panels: m={m}"));
             true
         }
         if !runnable() {
@@ -1224,15 +1228,7 @@ mod tests {
             }
             let mut got = vec![T::from_f64(f64::NAN); p * p];
             gram_lower_rows(&mut got, &x, ld, m, p);
-            for i in 0..p {
-                for j in 0..=i {
-                    assert_eq!(
-                        got[i * p + j].to_f64().to_bits(),
-                        want[i * p + j].to_f64().to_bits(),
-                        "m={m} p={p} ({i}, {j})"
-                    );
-                }
-            }
+            assert_same_lower(&got, &want, p, &format!("rows: m={m}"));
             true
         }
         if !wide_runnable() {
