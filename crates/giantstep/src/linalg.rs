@@ -5,7 +5,8 @@
 //!
 //! All matrices here are row-major slices. Parallelism is explicit at the caller: each worker runs
 //! one single-threaded GEMM on its chunk of the batch (the measured fastest way on 2 cores; see
-//! README "Performance").
+//! README "Performance"). The factorizations run with a fixed degree of parallelism
+//! ([`FACTOR_THREADS`]), so that their numbers do not depend on the machine's core count.
 
 use crate::error::{Error, Result};
 use faer::{Mat, Side};
@@ -578,11 +579,27 @@ pub fn mirror_lower(c: &mut [f64], p: usize) {
     }
 }
 
-/// Solves `A x = b` for a symmetric positive definite `A` (row-major `n×n`) by Cholesky.
+/// The degree of parallelism of `faer`'s factorizations here ([`cholesky_solve`],
+/// [`symmetric_eigen`], [`singular_values`]). `faer` splits a factorization's work by its degree
+/// (by default the machine's core count), and the split shows in the last bits from `n = 512`
+/// on (the readout's Cholesky, the gradient's singular values): fixed, a result depends on the
+/// configuration alone, as the engine's passes do. Two is the degree of the 2-core machines every
+/// record so far was made on, so their numbers stay as they were.
+pub const FACTOR_THREADS: usize = 2;
+
+/// Sets `faer`'s process-wide parallelism to [`FACTOR_THREADS`] (before each factorization: a
+/// caller of `faer` elsewhere in the process may have changed it).
+fn fixed_factor_parallelism() {
+    faer::set_global_parallelism(faer::Par::rayon(FACTOR_THREADS));
+}
+
+/// Solves `A x = b` for a symmetric positive definite `A` (row-major `n×n`) by Cholesky, with
+/// `faer`'s parallelism fixed ([`FACTOR_THREADS`]).
 ///
 /// # Errors
 /// `None` if `A` is not numerically positive definite.
 pub fn cholesky_solve(a: &[f64], n: usize, b: &[f64]) -> Option<Vec<f64>> {
+    fixed_factor_parallelism();
     let m = Mat::<f64>::from_fn(n, n, |i, j| a[i * n + j]);
     let llt = m.llt(Side::Lower).ok()?;
     let rhs = Mat::<f64>::from_fn(n, 1, |i, _| b[i]);
@@ -593,7 +610,8 @@ pub fn cholesky_solve(a: &[f64], n: usize, b: &[f64]) -> Option<Vec<f64>> {
 
 /// Eigen-decomposition of a symmetric `n×n` matrix (row-major): eigenvalues in non-increasing
 /// order and the matching unit eigenvectors (`vectors[j]` belongs to `values[j]`), each signed so
-/// that its largest-magnitude component is positive (a deterministic convention).
+/// that its largest-magnitude component is positive (a deterministic convention); `faer`'s
+/// parallelism fixed ([`FACTOR_THREADS`]).
 ///
 /// # Errors
 /// [`Error::Numerical`] if the solver does not converge.
@@ -601,6 +619,7 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<Vec<f64>>)>
     if n == 0 {
         return Ok((vec![], vec![]));
     }
+    fixed_factor_parallelism();
     let m = Mat::<f64>::from_fn(n, n, |i, j| 0.5 * (a[i * n + j] + a[j * n + i]));
     let evd = m
         .self_adjoint_eigen(Side::Lower)
@@ -624,7 +643,8 @@ pub fn symmetric_eigen(a: &[f64], n: usize) -> Result<(Vec<f64>, Vec<Vec<f64>>)>
     Ok((values, vectors))
 }
 
-/// Singular values (non-increasing) of a row-major `m×n` matrix.
+/// Singular values (non-increasing) of a row-major `m×n` matrix, `faer`'s parallelism fixed
+/// ([`FACTOR_THREADS`]).
 ///
 /// # Errors
 /// [`Error::Numerical`] if the SVD does not converge.
@@ -632,6 +652,7 @@ pub fn singular_values(a: &[f64], m: usize, n: usize) -> Result<Vec<f64>> {
     if m == 0 || n == 0 {
         return Ok(vec![]);
     }
+    fixed_factor_parallelism();
     let mat = Mat::<f64>::from_fn(m, n, |i, j| a[i * n + j]);
     mat.singular_values()
         .map_err(|e| Error::Numerical(format!("singular value decomposition failed: {e:?}")))
@@ -856,6 +877,40 @@ mod tests {
                     assert!((cf[i * p + j] as f64 - full[i * p + j]).abs() < 1e-5 * m as f64);
                 }
             }
+        }
+    }
+
+    /// The factorizations give the same numbers whatever `faer`'s parallelism was set to
+    /// before them (by default the machine's core count): without [`FACTOR_THREADS`] fixed, the
+    /// Cholesky solve, the eigenvalues and the singular values of these 600×600 matrices differ
+    /// in their last bits between one, two and five threads.
+    #[test]
+    fn factorizations_do_not_depend_on_faer_s_parallelism() {
+        let n = 600;
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 11) as f64 / (1u64 << 53) as f64 - 0.5
+        };
+        let g: Vec<f64> = (0..2 * n * n).map(|_| next()).collect();
+        let mut a = vec![0.0; n * n];
+        matmul(&mut a, [n, n, 2 * n], Op::Transposed(&g), Op::Plain(&g), false);
+        let b: Vec<f64> = (0..n).map(|i| (i as f64).sin()).collect();
+        let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        let all = |par: faer::Par| {
+            faer::set_global_parallelism(par);
+            let mut out = bits(&cholesky_solve(&a, n, &b).expect("positive definite"));
+            faer::set_global_parallelism(par);
+            out.extend(bits(&symmetric_eigen(&a, n).unwrap().0));
+            faer::set_global_parallelism(par);
+            out.extend(bits(&singular_values(&g, 2 * n, n).unwrap()));
+            out
+        };
+        let reference = all(faer::Par::rayon(FACTOR_THREADS));
+        for par in [faer::Par::Seq, faer::Par::rayon(5), faer::Par::rayon(0)] {
+            assert!(all(par) == reference, "{par:?} changed a factorization's numbers");
         }
     }
 
