@@ -175,12 +175,12 @@ fn shapes_typed<T: Real>(m: usize, d: usize, p: usize, trials: usize) -> Vec<Sha
     }
     // On AVX-512 processors: the triangle from the features as rows, alone and after the
     // features' product that writes them.
-    if crate::linalg::readout_in_rows::<T>(m, p) {
+    if crate::linalg::readout_in_rows::<T>(m, p, d) {
         shapes.push(("Gram XᵀX (lower, rows)", Shape::GramRows));
         shapes.push(("readout chunk Z Wᵀ + Gram (rows)", Shape::ReadoutRows));
     }
     let mut rows_buf = Vec::new();
-    if crate::linalg::readout_in_rows::<T>(m, p) {
+    if crate::linalg::readout_in_rows::<T>(m, p, d) {
         let ld = crate::linalg::panels::wide_row_stride::<T>(p);
         let rows = crate::linalg::features_rows(&mut rows_buf, &z, &w, [m, p, d]);
         for (row, v) in rows.chunks_exact_mut(ld).zip(h.chunks_exact(p)) {
@@ -861,8 +861,8 @@ mod tests {
                     Precision::F32 => crate::linalg::panels::transposed_usable::<f32>(m, p, d),
                 };
                 let in_rows = match precision {
-                    Precision::F64 => crate::linalg::readout_in_rows::<f64>(m, p),
-                    Precision::F32 => crate::linalg::readout_in_rows::<f32>(m, p),
+                    Precision::F64 => crate::linalg::readout_in_rows::<f64>(m, p, d),
+                    Precision::F32 => crate::linalg::readout_in_rows::<f32>(m, p, d),
                 };
                 assert_eq!(
                     names.len(),

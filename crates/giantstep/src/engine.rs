@@ -732,7 +732,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                     gram_lower_from_panels(&mut w.gram[l], x, &mut w.scratch);
                     continue;
                 }
-                if custom.is_none() && readout_in_rows::<T>(m, p) {
+                if custom.is_none() && readout_in_rows::<T>(m, p, d) {
                     // AVX-512: the features as rows, σ and Xᵀỹ row by row (each entry summed
                     // over the samples in order, as below), the triangle from the rows in place.
                     let xty = &mut w.xty[l];
@@ -1308,7 +1308,7 @@ mod tests {
             // The default: on AVX-512 processors the readout's features as rows and the wide
             // Gram kernel (p > 128), elsewhere the panel kernel again.
             if p > 128 && crate::linalg::panels::wide_runnable() {
-                assert!(crate::linalg::readout_in_rows::<f32>(chunk, p), "d = {d}, p = {p}: the readout not in rows");
+                assert!(crate::linalg::readout_in_rows::<f32>(chunk, p, d), "d = {d}, p = {p}: the readout not in rows");
             }
             let default = (passes::<f64>(d, p, n, chunk), passes::<f32>(d, p, n, chunk));
             assert!(gemm == default, "d = {d}, p = {p}: the default kernels changed a number");

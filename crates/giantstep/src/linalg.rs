@@ -333,11 +333,13 @@ pub fn gram_lower_from_panels<T: Real>(c: &mut [T], x: &panels::FeaturePanels<T>
     count_gemm_time(started.elapsed());
 }
 
-/// Whether a chunk of `m` samples' readout, `p` features, runs on the AVX-512 Gram kernel
-/// ([`panels::gram_wide_usable`]): its features are then made as rows ([`features_rows`]) and
-/// the triangle read from them in place ([`gram_lower_from_rows`]).
-pub fn readout_in_rows<T: Real>(m: usize, p: usize) -> bool {
-    panels::gram_wide_usable::<T>(m, p)
+/// Whether a chunk of `m` samples' readout, `p` features of depth `d`, runs on the AVX-512 Gram
+/// kernel ([`panels::gram_wide_usable`], and `d ≥ 3`: `gemm` sums products of depth 1 or 2 on
+/// another path, whose order need not be the same in `Z Wᵀ` as in `W Zᵀ`): its features are
+/// then made as rows ([`features_rows`]) and the triangle read from them in place
+/// ([`gram_lower_from_rows`]).
+pub fn readout_in_rows<T: Real>(m: usize, p: usize, d: usize) -> bool {
+    d >= 3 && panels::gram_wide_usable::<T>(m, p)
 }
 
 /// The pre-activations `H = Z Wᵀ` of `m` samples (`z`: `m×d`, `w`: `p×d`, both row-major) into
