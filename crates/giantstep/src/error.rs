@@ -353,27 +353,31 @@ impl Error {
 /// A cancel flag as the long computations check it: a run's passes, the theory's recursions,
 /// the predicted curve. `Cancel::default()` never cancels.
 #[derive(Debug, Clone, Default)]
-pub struct Cancel(Option<std::sync::Arc<std::sync::atomic::AtomicBool>>);
+pub struct Cancel(Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>);
 
 impl Cancel {
     /// A token that cancels once `flag` is set.
     pub fn new(flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Cancel {
-        Cancel(Some(flag))
+        Cancel(vec![flag])
     }
 
     /// A token of an optional flag (`None` never cancels).
     pub fn from_option(flag: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>) -> Cancel {
-        Cancel(flag)
+        Cancel(flag.into_iter().collect())
     }
 
-    /// Whether the flag is set.
+    /// This token, also cancelled once `flag` is set.
+    pub fn or(mut self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Cancel {
+        self.0.push(flag);
+        self
+    }
+
+    /// Whether a flag is set.
     pub fn is_set(&self) -> bool {
-        self.0
-            .as_ref()
-            .is_some_and(|f| f.load(std::sync::atomic::Ordering::Relaxed))
+        self.0.iter().any(|f| f.load(std::sync::atomic::Ordering::Relaxed))
     }
 
-    /// `Err(Error::Cancelled)` once the flag is set.
+    /// `Err(Error::Cancelled)` once a flag is set.
     ///
     /// # Errors
     /// [`Error::Cancelled`] when the flag is set.

@@ -660,6 +660,44 @@ fn observer_sees_phases_and_steps() {
     assert_eq!(messages, log.phases);
 }
 
+/// The theory runs beside the training: a run cancelled during its first step stops the
+/// theory too (its recursions take seconds per step here, 16 s uncancelled), with
+/// `Error::Cancelled` and no theory phase.
+#[test]
+fn cancel_during_training_stops_the_theory_beside_it() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let flag = Arc::new(AtomicBool::new(false));
+    let raised = flag.clone();
+    let mut phases = Vec::new();
+    let mut observer = |m: &str| {
+        phases.push(m.to_string());
+        if m == "step 1/16" {
+            raised.store(true, Ordering::SeqCst);
+        }
+    };
+    let cfg = config(&[
+        "network.d=32",
+        "network.p=8",
+        "network.activation=\"tanh\"",
+        "target.expr=\"tanh(z1*z2*z3)\"",
+        "train.steps=16",
+        "eval.n_test=100",
+    ])
+    .resolve()
+    .unwrap();
+    let start = std::time::Instant::now();
+    let options = RunOptions {
+        observer: Some(&mut observer),
+        cancel: Some(flag),
+        ..Default::default()
+    };
+    let outcome = giantstep::run_with(&cfg, options);
+    assert!(matches!(outcome, Err(giantstep::Error::Cancelled)), "{outcome:?}");
+    assert_eq!(phases, ["step 1/16"]);
+    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
+}
+
 /// A run cancelled when its theory starts stops inside the theory with `Error::Cancelled`
 /// (a rank-3 target whose recursions take seconds per step), and a run without the theory
 /// has no theory phase.

@@ -448,14 +448,8 @@ fn run_typed<T: crate::linalg::Real>(
         net.net.w = given("the layer to continue from", res.layer, net.p, d)?;
     }
     let initial = overlaps(&net.w0, net.p, d, &ctx.target.w_star, r)?;
-    let trained = train::<T>(&ctx, &mut net.net, observer)?;
-    let done = trained.steps.len();
-
-    if cfg.eval.theory || cfg.readout.add_back == crate::config::AddBack::Oracle {
-        observer.phase(Phase::Theory);
-    }
     // The theory needs an expression and a built-in activation.
-    let skip = match (&custom_name, net.custom_activation.as_ref()) {
+    let skip = match (&custom_name, net.net.custom_activation.as_ref()) {
         (_, Some(act)) => Some(format!(
             "the activation is a function given at run time ({}); the theory needs a built-in activation",
             act.name
@@ -465,7 +459,39 @@ fn run_typed<T: crate::linalg::Real>(
         )),
         (None, None) => None,
     };
-    let theories = theories(&ctx, &net, &trained, skip.as_deref());
+    // The theory's heavy part depends on the configuration, the start and the teacher only: it
+    // is computed on its own thread while the run trains (its serial stretches, an eigen-
+    // decomposition at a time, would otherwise leave cores idle between the passes).
+    let planned = eval_at.iter().copied().max().expect("non-empty");
+    let wants_theory = cfg.eval.theory || cfg.readout.add_back == crate::config::AddBack::Oracle;
+    // Set when training fails: the theory is then not needed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cancel = ctx.exec.cancel_token().or(stop.clone());
+    let (trained, computed) = {
+        let (ctx, w0, a, skip, cancel) = (&ctx, &net.w0, net.net.a.clone(), skip.as_deref(), &cancel);
+        let net = &mut net.net;
+        std::thread::scope(|scope| {
+            let theory = scope.spawn(move || theory::compute(ctx, w0, &a, planned, skip, cancel));
+            let trained = train::<T>(ctx, net, observer);
+            match &trained {
+                // What remains of the theory once training is done is its phase.
+                Ok(_) if wants_theory => observer.phase(Phase::Theory),
+                Ok(_) => {}
+                Err(_) => stop.store(true, std::sync::atomic::Ordering::Relaxed),
+            }
+            let computed = theory.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            (trained, computed)
+        })
+    };
+    let trained = trained?;
+    let done = trained.steps.len();
+    // A run that stopped early has the theory of the steps it made (their own prefixes).
+    let computed = if done == planned {
+        computed
+    } else {
+        theory::compute(&ctx, &net.w0, &net.net.a, done, skip.as_deref(), &cancel)
+    };
+    let theories = theories(&ctx, &computed, &trained, skip.as_deref());
     let warnings = match (ctx.target.custom_target(), &net.custom_activation) {
         (Some(custom), None) => theory::custom_warnings(&ctx, custom, trained.steps.len()),
         _ => vec![Vec::new(); eval_at.len()],

@@ -1,7 +1,7 @@
 //! The theory attached to a run: the closed forms and recursions of docs/theory.md next to the
 //! measured steps, and the predicted test error of the state evolution (docs/theory.md §6).
 
-use super::{Ctx, RunTheory, Started, StepRecord, Trained};
+use super::{Ctx, RunTheory, StepRecord, Trained};
 use crate::config::{AddBack, Loss, Normalize, ValidConfig};
 use crate::error::{Cancel, Error, Result};
 use crate::target::Target;
@@ -16,22 +16,25 @@ const PREDICT_MAX_STEPS: usize = 16;
 /// (`giantstep theory --steps T` computes any number of steps).
 pub const RUN_THEORY_MAX_STEPS: usize = 16;
 
-/// The theory per evaluated `T` (also computed for the oracle add-back, which needs it), or
-/// `None` when neither asks for it or training stopped before `T`.
+/// The theory's heavy part for a run of `t_max` steps: the predicted test error and the
+/// analyses, which depend on the configuration, the start and the teacher only (not on the
+/// trained layers), so that a run computes them beside its training ([`theories`] attaches them).
+pub(super) struct Computed {
+    /// The steps they were computed for.
+    t_max: usize,
+    predicted: Option<crate::prediction::Prediction>,
+    reports: Vec<(Option<u64>, usize, Result<TheoryReport>)>,
+}
+
+/// Computes [`Computed`] for a run of `t_max` steps from its start `w0` and second layer `a`
+/// (nothing when neither the theory nor the oracle add-back asks for it), until `cancel`.
 ///
 /// One analysis serves every evaluated `T` with the same learning rate of the later steps
 /// (the recursions of `T` steps begin with those of fewer): the largest such `T` is computed,
 /// the others are its prefixes.
-pub(super) fn theories(
-    ctx: &Ctx,
-    start: &Started,
-    trained: &Trained,
-    skip: Option<&str>,
-) -> Vec<Option<Result<RunTheory>>> {
+pub(super) fn compute(ctx: &Ctx, w0: &[f64], a: &[f64], t_max: usize, skip: Option<&str>, cancel: &Cancel) -> Computed {
     let cfg = ctx.cfg;
     let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
-    let t_max = trained.steps.len();
-    let cancel = ctx.exec.cancel_token();
     let predictable = cfg.eval.theory
         && skip.is_none()
         && cfg.network.p <= PREDICT_MAX_P
@@ -50,32 +53,43 @@ pub(super) fn theories(
         }
     }
     // The prediction and the analyses are independent computations, each on its own inputs:
-    // they run side by side on the machine's threads (a run's theory is otherwise serial work
-    // between its passes), with the same results as one after the other.
+    // they run side by side on the machine's threads, with the same results as one after the
+    // other.
     use rayon::prelude::*;
     let (predicted, reports) = rayon::join(
         || {
             predictable
-                .then(|| {
-                    crate::prediction::predict_from_with(
-                        cfg,
-                        t_max,
-                        &start.w0,
-                        &start.net.a,
-                        &ctx.target.w_star,
-                        &cancel,
-                    )
-                    .ok()
-                })
+                .then(|| crate::prediction::predict_from_with(cfg, t_max, w0, a, &ctx.target.w_star, cancel).ok())
                 .flatten()
         },
         || {
             wanted_t
                 .par_iter()
-                .map(|&(key, t)| (key, t, analysis(cfg, t, &ctx.target, &cancel)))
+                .map(|&(key, t)| (key, t, analysis(cfg, t, &ctx.target, cancel)))
                 .collect::<Vec<(Option<u64>, usize, Result<TheoryReport>)>>()
         },
     );
+    Computed {
+        t_max,
+        predicted,
+        reports,
+    }
+}
+
+/// The theory per evaluated `T` (also computed for the oracle add-back, which needs it), or
+/// `None` when neither asks for it or training stopped before `T`: `computed` (computed for
+/// the steps the run trained, [`compute`]) next to the measured steps.
+pub(super) fn theories(
+    ctx: &Ctx,
+    computed: &Computed,
+    trained: &Trained,
+    skip: Option<&str>,
+) -> Vec<Option<Result<RunTheory>>> {
+    let cfg = ctx.cfg;
+    let wanted = cfg.eval.theory || cfg.readout.add_back == AddBack::Oracle;
+    let t_max = trained.steps.len();
+    assert_eq!(computed.t_max, t_max, "the theory is computed for the steps trained");
+    let (predicted, reports) = (&computed.predicted, &computed.reports);
     ctx.eval_at
         .iter()
         .map(|&t| {
