@@ -23,8 +23,9 @@
 //! and one comparison per attempt), so the numbers are identical; tests compare every ISA the
 //! machine has with the scalar path on more than 10⁷ draws, slow paths included.
 //!
-//! This is the only module of the crate with `unsafe` besides the one GEMM call: SIMD
-//! intrinsics behind `#[target_feature]`, each called only after the feature was detected.
+//! `unsafe` here: SIMD intrinsics behind `#[target_feature]`, each called only after the
+//! feature was detected. The crate's other `unsafe` is of the same kind: the GEMM call, the
+//! panel kernels (`linalg::panels`) and ReLU's row kernels (`activation::simd`).
 #![allow(unsafe_code)]
 
 use super::normal::{slow_path, Keystream, Normals, Tables, TABLES};
