@@ -660,11 +660,10 @@ fn observer_sees_phases_and_steps() {
     assert_eq!(messages, log.phases);
 }
 
-/// The theory runs beside the training: a run cancelled during its first step stops the
-/// theory too (its recursions take seconds per step here, 16 s uncancelled), with
-/// `Error::Cancelled` and no theory phase.
-#[test]
-fn cancel_during_training_stops_the_theory_beside_it() {
+/// A run whose theory takes about a second per step (a rank-3 target, no fixed point without
+/// normalization: 16 s uncancelled), cancelled when the observer first sees the phase `at`:
+/// the outcome, the phases seen and the seconds the run took.
+fn cancelled_at(at: &str) -> (giantstep::Result<RunResult>, Vec<String>, f64) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let flag = Arc::new(AtomicBool::new(false));
@@ -672,7 +671,7 @@ fn cancel_during_training_stops_the_theory_beside_it() {
     let mut phases = Vec::new();
     let mut observer = |m: &str| {
         phases.push(m.to_string());
-        if m == "step 1/16" {
+        if m == at {
             raised.store(true, Ordering::SeqCst);
         }
     };
@@ -693,49 +692,28 @@ fn cancel_during_training_stops_the_theory_beside_it() {
         ..Default::default()
     };
     let outcome = giantstep::run_with(&cfg, options);
-    assert!(matches!(outcome, Err(giantstep::Error::Cancelled)), "{outcome:?}");
-    assert_eq!(phases, ["step 1/16"]);
-    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
+    (outcome, phases, start.elapsed().as_secs_f64())
 }
 
-/// A run cancelled when its theory starts stops inside the theory with `Error::Cancelled`
-/// (a rank-3 target whose recursions take seconds per step), and a run without the theory
-/// has no theory phase.
+/// The theory runs beside the training: a run cancelled during its first step stops the
+/// theory too, with `Error::Cancelled` and no theory phase, at once (< 5 s against 16 s).
+#[test]
+fn cancel_during_training_stops_the_theory_beside_it() {
+    let (outcome, phases, seconds) = cancelled_at("step 1/16");
+    assert!(matches!(outcome, Err(giantstep::Error::Cancelled)), "{outcome:?}");
+    assert_eq!(phases, ["step 1/16"]);
+    assert!(seconds < 5.0, "{seconds} s");
+}
+
+/// A run cancelled when its theory phase starts stops inside the theory with
+/// `Error::Cancelled` (at the next check: < 5 s against 16 s), and a run without the theory has
+/// no theory phase.
 #[test]
 fn cancel_during_the_theory_stops_it() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
-    let flag = Arc::new(AtomicBool::new(false));
-    let raised = flag.clone();
-    let mut phases = Vec::new();
-    let mut observer = |m: &str| {
-        phases.push(m.to_string());
-        if m == "theory" {
-            raised.store(true, Ordering::SeqCst);
-        }
-    };
-    let cfg = config(&[
-        "network.d=32",
-        "network.p=8",
-        "network.activation=\"tanh\"",
-        "target.expr=\"tanh(z1*z2*z3)\"",
-        "train.steps=16",
-        "eval.n_test=100",
-    ])
-    .resolve()
-    .unwrap();
-    let start = std::time::Instant::now();
-    let options = RunOptions {
-        observer: Some(&mut observer),
-        cancel: Some(flag),
-        ..Default::default()
-    };
-    let outcome = giantstep::run_with(&cfg, options);
+    let (outcome, phases, seconds) = cancelled_at("theory");
     assert!(matches!(outcome, Err(giantstep::Error::Cancelled)), "{outcome:?}");
     assert_eq!(phases.last().map(String::as_str), Some("theory"));
-    // Uncancelled, the theory's recursions (no fixed point without normalization) take about a
-    // second per step here, 16 s in all; cancelled, the run ends at the next check (< 1 s).
-    assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
+    assert!(seconds < 5.0, "{seconds} s");
     let mut phases = Vec::new();
     let mut observer = |m: &str| phases.push(m.to_string());
     let mut cfg = config(&["network.d=16", "network.p=8", "eval.n_test=100", "eval.theory=false"]);
