@@ -598,7 +598,8 @@ pub enum Runs {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunPhase {
     /// `setup` (teacher, network, initial overlaps), `step` (label shift and gradient passes),
-    /// `theory`, `readout`, `test`.
+    /// `theory` (what remains of the run's theory once training ends: it is computed beside the
+    /// steps, whose time includes its share of the cores), `readout`, `test`.
     pub name: String,
     /// Wall time.
     pub seconds: f64,

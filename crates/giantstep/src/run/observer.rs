@@ -12,7 +12,8 @@ pub enum Phase {
         /// The number of steps trained.
         of: usize,
     },
-    /// The theory attached to the run is computed (`eval.theory`, or the oracle add-back).
+    /// The theory attached to the run is finished (`eval.theory`, or the oracle add-back): it is
+    /// computed beside the steps, and this phase is the wait for what remains once they are done.
     Theory,
     /// The ridge readouts are fitted.
     Readout,
