@@ -269,9 +269,8 @@ impl Activation {
             ActivationKind::Relu if simd::usable() => {
                 let rest = h.len() / LANES * LANES;
                 let (whole, tail) = h.split_at_mut(rest);
-                let mut acc = simd::RowMut::of(whole)
-                    .and_then(|row| simd::relu_forward_lanes(row, a, b))
-                    .expect("f32 or f64 rows on a processor with the kernel");
+                let mut acc =
+                    simd::relu_forward_lanes(whole, a, b).expect("f32 or f64 rows on a processor with the kernel");
                 for (l, (hv, av)) in tail.iter_mut().zip(&a[rest..]).enumerate() {
                     let y = hv.to_f64() - b;
                     let (v, dv) = if y > 0.0 { (y, 1.0) } else { (0.0, 0.0) };
@@ -302,9 +301,8 @@ impl Activation {
         match self.kind {
             ActivationKind::Relu if simd::usable() => {
                 let rest = h.len() / LANES * LANES;
-                let mut acc = simd::Row::of(&h[..rest])
-                    .and_then(|row| simd::relu_output_lanes(row, c, b))
-                    .expect("f32 or f64 rows on a processor with the kernel");
+                let mut acc =
+                    simd::relu_output_lanes(&h[..rest], c, b).expect("f32 or f64 rows on a processor with the kernel");
                 for (l, (hv, cv)) in h[rest..].iter().zip(&c[rest..]).enumerate() {
                     acc[l] += cv * (hv.to_f64() - b).max(0.0);
                 }
