@@ -321,6 +321,20 @@ impl Activation {
             _ => h.iter_mut().for_each(|v| *v = T::from_f64(self.f(v.to_f64()))),
         }
     }
+
+    /// `h_i ← σ(h_i)` for one sample's features, then `s_i += σ(h_i)·y` with `σ(h_i)` as stored
+    /// (the readout's `Xᵀỹ`, docs/model.md §3.2): the numbers of [`Activation::apply`] followed by
+    /// that sum, one row in one pass (ReLU in AVX-512 where the processor has it).
+    pub fn apply_and_add<T: Real>(&self, h: &mut [T], y: f64, s: &mut [f64]) {
+        debug_assert_eq!(h.len(), s.len());
+        let done = match self.kind {
+            ActivationKind::Relu => simd::relu_apply_add(h, self.shift, y, s).unwrap_or(0),
+            _ => 0,
+        };
+        let (h, s) = (&mut h[done..], &mut s[done..]);
+        self.apply(h);
+        s.iter_mut().zip(&*h).for_each(|(a, v)| *a += v.to_f64() * y);
+    }
 }
 
 /// `σ` (and, when asked, `σ'`) of a block of pre-activations, computed by a function given at
@@ -468,6 +482,17 @@ mod tests {
                     .all(|(u, v)| u.to_f64().to_bits() == v.to_f64().to_bits()),
                 "slopes, b = {b}, {len} entries"
             );
+            // The readout's row: σ stored, then `s += σ·y` (as `apply` and a loop).
+            let y = next();
+            let (mut fast, mut slow) = (h.clone(), h.clone());
+            let (mut s_fast, mut s_slow) = (c.clone(), c.clone());
+            act.apply_and_add(&mut fast, y, &mut s_fast);
+            slow.iter_mut().for_each(|v| *v = T::from_f64(relu(v.to_f64())));
+            s_slow.iter_mut().zip(&slow).for_each(|(a, v)| *a += v.to_f64() * y);
+            let bits = |v: &[T]| v.iter().map(|x| x.to_f64().to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fast), bits(&slow), "features, b = {b}, {len} entries");
+            let sums = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(sums(&s_fast), sums(&s_slow), "sums, b = {b}, {len} entries");
         }
         for b in [0.0, 0.5, -0.3] {
             for len in (0..=40).chain([1029]) {

@@ -238,6 +238,8 @@ struct Samples<T> {
     xi: Vec<f64>,
     x: Vec<f64>,
     y: Vec<f64>,
+    /// The label shift's `<b, z_i>` of a block, where the teacher's coordinates bring them.
+    dots: Vec<f64>,
 }
 
 impl<T: Real> Samples<T> {
@@ -256,6 +258,7 @@ impl<T: Real> Samples<T> {
             xi: vec![0.0; chunk],
             x: vec![0.0; chunk * r],
             y: vec![0.0; chunk],
+            dots: Vec::new(),
         }
     }
 
@@ -313,16 +316,26 @@ impl<T: Real> Samples<T> {
                 if noisy { Some(&mut self.xi[b0..b1]) } else { None },
             );
             let z = &*z;
-            target.labels(
+            let linear = shift.and_then(|sh| sh.linear.as_deref());
+            if linear.is_some() && self.dots.len() < mb {
+                self.dots.resize(mb, 0.0);
+            }
+            let dotted = target.labels_and_dots(
                 z,
                 mb,
                 if noisy { Some(&self.xi[b0..b1]) } else { None },
                 &mut self.x[b0 * r..b1 * r],
                 &mut self.y[b0..b1],
+                linear.map(|b| (b, &mut self.dots[..mb])),
             );
             if let Some(sh) = shift {
                 let y = &mut self.y[b0..b1];
-                sh.at_rows(z, d, |i, v| y[i] -= v);
+                if dotted {
+                    // `at_rows`' numbers: `y_i − (mean + <b, z_i>)`.
+                    y.iter_mut().zip(&self.dots).for_each(|(v, s)| *v -= sh.mean + s);
+                } else {
+                    sh.at_rows(z, d, |i, v| y[i] -= v);
+                }
             }
             if !self.zt.is_empty() {
                 self.zt[b0 * d..b1 * d].iter_mut().zip(z).for_each(|(t, v)| *t = T::from_f64(*v));
@@ -723,9 +736,8 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                     x.reset(m, p);
                     w.h.resize(BLOCK_ROWS * p, T::default());
                     features_in_blocks_then(&mut w.h, w.s.zt(m, d), m, pk, |i0, rows| {
-                        act.apply(rows);
-                        for (row, yv) in rows.chunks_exact(p).zip(&y[i0..]) {
-                            xty.iter_mut().zip(row).for_each(|(a, v)| *a += v.to_f64() * yv);
+                        for (row, yv) in rows.chunks_exact_mut(p).zip(&y[i0..]) {
+                            act.apply_and_add(row, *yv, xty);
                         }
                         x.set_rows(i0, rows);
                     });
@@ -740,9 +752,7 @@ pub fn fit_readouts_each<T: Real>(exec: &Exec, layers: &[&[f64]], problem: &Read
                     let x = features_rows(&mut w.h, w.s.zt(m, d), wl, [m, p, d]);
                     let ld = panels::wide_row_stride::<T>(p);
                     for (row, yv) in x.chunks_exact_mut(ld).zip(y) {
-                        let row = &mut row[..p];
-                        act.apply(row);
-                        xty.iter_mut().zip(&*row).for_each(|(a, v)| *a += v.to_f64() * yv);
+                        act.apply_and_add(&mut row[..p], *yv, xty);
                     }
                     gram_lower_from_rows(&mut w.gram[l], x, m, p);
                     continue;

@@ -1,6 +1,7 @@
 //! Dense linear algebra: a safe single-threaded GEMM wrapper over the `gemm` crate for the hot
 //! products, kernels of our own that keep its numbers bit for bit where they are faster
-//! ([`panels`]: the features `Z Wᵀ` and the Gram triangle, AVX2), and small factorizations
+//! ([`panels`]: the features `Z Wᵀ` and the Gram triangle, AVX2; [`lanes`]: the teacher's
+//! coordinates and the label shift, AVX-512), and small factorizations
 //! (Cholesky, symmetric eigenproblem, singular values) from `faer`.
 //!
 //! All matrices here are row-major slices. Parallelism is explicit at the caller: each worker runs
@@ -11,6 +12,7 @@
 use crate::error::{Error, Result};
 use faer::{Mat, Side};
 
+pub mod lanes;
 pub mod panels;
 
 /// Floating-point types of the hot loops (`f64`, and `f32` with `precision = "f32"`).
@@ -699,11 +701,24 @@ pub fn dot(a: &[f64], b: &[f64]) -> f64 {
 /// with [`dot`]'s numbers bit for bit: each row's sum is its own chain of additions in order,
 /// [`DOT_ROWS`] rows in lockstep. One chain waits for each addition before the next (about three
 /// cycles per term); eight independent chains keep the units busy, which makes a row of 512 terms
-/// about five times faster (the label shift `<b, z>` of every sample).
+/// about five times faster (the label shift `<b, z>` of every sample). With AVX-512, sixteen rows
+/// at a time in the vector lanes ([`lanes::coordinates_and_dots`]).
 pub fn dot_rows(rows: &[f64], b: &[f64], mut f: impl FnMut(usize, f64)) {
     let d = b.len();
     if d == 0 {
         (0..rows.len()).for_each(|i| f(i, dot(&[], b)));
+        return;
+    }
+    // AVX-512: sixteen rows at a time, one per vector lane (`lanes`), a piece at a time.
+    if lanes::usable() {
+        const PIECE: usize = 256;
+        let mut out = [0.0; PIECE];
+        for (p, piece) in rows.chunks(PIECE * d).enumerate() {
+            let n = piece.len() / d;
+            let ran = lanes::coordinates_and_dots(piece, d, None, &mut [], Some((b, &mut out[..n])));
+            assert!(ran, "the lanes kernel runs where it is usable");
+            out[..n].iter().enumerate().for_each(|(i, v)| f(p * PIECE + i, *v));
+        }
         return;
     }
     // The start of `dot`'s sum (that of an empty sum: the standard library's choice of zero).

@@ -3,7 +3,7 @@
 use crate::data::{fill_normal, Purpose, StreamKey};
 use crate::error::{Error, Result};
 use crate::expr::Expr;
-use crate::linalg::{matmul, orthonormalize_rows, Op};
+use crate::linalg::{lanes, matmul, orthonormalize_rows, panels::gemm_depth_block, Op};
 use crate::names::named;
 
 /// How the teacher `W*` is drawn.
@@ -242,25 +242,54 @@ impl Target {
 
     /// Teacher coordinates `x = W* z` of `m` samples (`z` row-major `m×d`) into `x` (`m×r`).
     pub fn coordinates(&self, z: &[f64], m: usize, x: &mut [f64]) {
+        self.coordinates_and_dots(z, m, x, None);
+    }
+
+    /// [`Target::coordinates`], and with `dots = Some((b, out))` also `out[i] = <z_i, b>`
+    /// ([`crate::linalg::dot`]'s numbers) where they come from the same reading of the samples
+    /// ([`crate::linalg::lanes`]); returns whether `out` was written.
+    pub fn coordinates_and_dots(&self, z: &[f64], m: usize, x: &mut [f64], dots: Option<(&[f64], &mut [f64])>) -> bool {
         let (r, d) = (self.r, self.d);
         if self.canonical {
             for i in 0..m {
                 x[i * r..(i + 1) * r].copy_from_slice(&z[i * d..i * d + r]);
             }
-        } else {
-            matmul(
-                &mut x[..m * r],
-                [m, r, d],
-                Op::Plain(&z[..m * d]),
-                Op::Transposed(&self.w_star),
-                false,
-            );
+            return false;
         }
+        if r <= lanes::MAX_R && lanes::gemm_general(m, r, d) {
+            let dotted = dots.is_some();
+            let w = (&self.w_star[..], gemm_depth_block::<f64>(d));
+            if lanes::coordinates_and_dots(&z[..m * d], d, Some(w), &mut x[..m * r], dots) {
+                return dotted;
+            }
+        }
+        matmul(
+            &mut x[..m * r],
+            [m, r, d],
+            Op::Plain(&z[..m * d]),
+            Op::Transposed(&self.w_star),
+            false,
+        );
+        false
     }
 
     /// Labels `y = g*(W* z) + sqrt(Δ) ξ` of `m` samples; `x` is scratch of length `m·r`.
     pub fn labels(&self, z: &[f64], m: usize, xi: Option<&[f64]>, x: &mut [f64], y: &mut [f64]) {
-        self.coordinates(z, m, x);
+        self.labels_and_dots(z, m, xi, x, y, None);
+    }
+
+    /// [`Target::labels`], and the dots of [`Target::coordinates_and_dots`] where they come at
+    /// no extra reading of the samples; returns whether they were written.
+    pub fn labels_and_dots(
+        &self,
+        z: &[f64],
+        m: usize,
+        xi: Option<&[f64]>,
+        x: &mut [f64],
+        y: &mut [f64],
+        dots: Option<(&[f64], &mut [f64])>,
+    ) -> bool {
+        let dotted = self.coordinates_and_dots(z, m, x, dots);
         match &self.custom {
             None => self.expr.eval_rows(&x[..m * self.r], self.r, &mut y[..m]),
             Some(c) => {
@@ -286,6 +315,7 @@ impl Target {
                 *yi += s * e;
             }
         }
+        dotted
     }
 }
 

@@ -1,5 +1,5 @@
-//! ReLU's row kernels in AVX-512 ([`super::Activation::output_row`] and
-//! [`super::Activation::forward_row`]): the compiler interleaves the eight lanes of the generic
+//! ReLU's row kernels in AVX-512 ([`super::Activation::output_row`],
+//! [`super::Activation::forward_row`] and [`super::Activation::apply_and_add`]): the compiler interleaves the eight lanes of the generic
 //! rows into 128-bit shuffles even when allowed 512-bit vectors, so they are written out here.
 //! Each lane `l` takes the terms `i ≡ l (mod 8)` in order with one multiply and one add (no
 //! fused multiply-add), exactly as the generic rows do; tested bit for bit against them.
@@ -88,6 +88,39 @@ pub(super) fn relu_forward_lanes<T: 'static>(h: &mut [T], a: &[f64], b: f64) -> 
     None
 }
 
+/// `h_i ← max(h_i − b, 0)` (rounded to `T`) and `s_i += h_i·y` over the whole groups of eight of
+/// `h`; returns how many entries it did (the rest is the caller's), or `None` (nothing written)
+/// where the kernels cannot run.
+pub(super) fn relu_apply_add<T: 'static>(h: &mut [T], b: f64, y: f64, s: &mut [f64]) -> Option<usize> {
+    if !usable() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (ptr, len) = (h.as_mut_ptr(), h.len());
+        // SAFETY: as in `relu_output_lanes`; the borrow of `h` covers the slice made from it.
+        unsafe {
+            if is::<T, f32>() {
+                return Some(x86::relu_apply_add(
+                    std::slice::from_raw_parts_mut(ptr.cast::<f32>(), len),
+                    b,
+                    y,
+                    s,
+                ));
+            }
+            if is::<T, f64>() {
+                return Some(x86::relu_apply_add(
+                    std::slice::from_raw_parts_mut(ptr.cast::<f64>(), len),
+                    b,
+                    y,
+                    s,
+                ));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -99,11 +132,16 @@ mod x86 {
         /// # Safety
         /// AVX-512 F; `p[0..8]` readable.
         unsafe fn load(p: *const Self) -> __m512d;
-        /// Stores eight f64 into `p[0..8]` (rounded to f32 for f32: exact for the slopes 0 and 1).
+        /// Stores eight f64 into `p[0..8]` (rounded to nearest f32 for f32).
         ///
         /// # Safety
         /// AVX-512 F; `p[0..8]` writable.
         unsafe fn store(p: *mut Self, v: __m512d);
+        /// `v` rounded to `Self` and back: the values [`Eight::store`] stores.
+        ///
+        /// # Safety
+        /// AVX-512 F.
+        unsafe fn round(v: __m512d) -> __m512d;
     }
 
     impl Eight for f32 {
@@ -117,6 +155,11 @@ mod x86 {
             // SAFETY: the caller's contract.
             unsafe { _mm256_storeu_ps(p, _mm512_cvtpd_ps(v)) }
         }
+        #[inline(always)]
+        unsafe fn round(v: __m512d) -> __m512d {
+            // SAFETY: the caller's contract (AVX-512 F).
+            unsafe { _mm512_cvtps_pd(_mm512_cvtpd_ps(v)) }
+        }
     }
 
     impl Eight for f64 {
@@ -129,6 +172,10 @@ mod x86 {
         unsafe fn store(p: *mut f64, v: __m512d) {
             // SAFETY: the caller's contract.
             unsafe { _mm512_storeu_pd(p, v) }
+        }
+        #[inline(always)]
+        unsafe fn round(v: __m512d) -> __m512d {
+            v
         }
     }
 
@@ -182,5 +229,28 @@ mod x86 {
             }
         }
         lanes(acc)
+    }
+
+    /// See [`super::relu_apply_add`]: `max(x − b, 0)` as in `relu_output`, stored rounded to
+    /// `T`, and that stored value times `y` added to `s` (a multiply, then an add).
+    ///
+    /// # Safety
+    /// The processor has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn relu_apply_add<T: Eight>(h: &mut [T], b: f64, y: f64, s: &mut [f64]) -> usize {
+        let groups = h.len() / 8;
+        assert!(s.len() >= groups * 8, "one sum per entry");
+        let (vb, zero, vy) = (_mm512_set1_pd(b), _mm512_setzero_pd(), _mm512_set1_pd(y));
+        for k in 0..groups {
+            // SAFETY: entries 8k..8k+8 of both slices are in bounds (asserted above).
+            unsafe {
+                let p = h.as_mut_ptr().add(8 * k);
+                let v = T::round(_mm512_max_pd(_mm512_sub_pd(T::load(p), vb), zero));
+                T::store(p, v);
+                let q = s.as_mut_ptr().add(8 * k);
+                _mm512_storeu_pd(q, _mm512_add_pd(_mm512_loadu_pd(q), _mm512_mul_pd(v, vy)));
+            }
+        }
+        groups * 8
     }
 }
