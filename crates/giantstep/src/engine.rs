@@ -531,7 +531,8 @@ pub fn gradient<T: Real>(
                     Loss::Residual => r,
                     Loss::Correlation => y[nu],
                 };
-                for (hi, ai) in row.iter_mut().zip(&a_scaled) {
+                let done = crate::activation::simd::scale_row(row, e, &a_scaled).unwrap_or(0);
+                for (hi, ai) in row[done..].iter_mut().zip(&a_scaled[done..]) {
                     *hi = T::from_f64(hi.to_f64() * e * ai);
                 }
             };

@@ -121,6 +121,36 @@ pub(super) fn relu_apply_add<T: 'static>(h: &mut [T], b: f64, y: f64, s: &mut [f
     None
 }
 
+/// `h_i ← (h_i·e)·a_i` (in f64, rounded to `T`) over the whole groups of eight of `h`; returns
+/// how many entries it did, or `None` (nothing written) where the kernels cannot run.
+pub(crate) fn scale_row<T: 'static>(h: &mut [T], e: f64, a: &[f64]) -> Option<usize> {
+    if !usable() {
+        return None;
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let (ptr, len) = (h.as_mut_ptr(), h.len());
+        // SAFETY: as in `relu_output_lanes`; the borrow of `h` covers the slice made from it.
+        unsafe {
+            if is::<T, f32>() {
+                return Some(x86::scale_row(
+                    std::slice::from_raw_parts_mut(ptr.cast::<f32>(), len),
+                    e,
+                    a,
+                ));
+            }
+            if is::<T, f64>() {
+                return Some(x86::scale_row(
+                    std::slice::from_raw_parts_mut(ptr.cast::<f64>(), len),
+                    e,
+                    a,
+                ));
+            }
+        }
+    }
+    None
+}
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
@@ -249,6 +279,26 @@ mod x86 {
                 T::store(p, v);
                 let q = s.as_mut_ptr().add(8 * k);
                 _mm512_storeu_pd(q, _mm512_add_pd(_mm512_loadu_pd(q), _mm512_mul_pd(v, vy)));
+            }
+        }
+        groups * 8
+    }
+
+    /// See [`super::scale_row`]: two multiplies in f64, in that order, then the store's rounding.
+    ///
+    /// # Safety
+    /// The processor has AVX-512 F.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn scale_row<T: Eight>(h: &mut [T], e: f64, a: &[f64]) -> usize {
+        let groups = h.len() / 8;
+        assert!(a.len() >= groups * 8, "one weight per entry");
+        let ve = _mm512_set1_pd(e);
+        for k in 0..groups {
+            // SAFETY: entries 8k..8k+8 of both slices are in bounds (asserted above).
+            unsafe {
+                let p = h.as_mut_ptr().add(8 * k);
+                let v = _mm512_mul_pd(_mm512_mul_pd(T::load(p), ve), _mm512_loadu_pd(a.as_ptr().add(8 * k)));
+                T::store(p, v);
             }
         }
         groups * 8
