@@ -246,8 +246,9 @@ impl Target {
     }
 
     /// [`Target::coordinates`], and with `dots = Some((b, out))` also `out[i] = <z_i, b>`
-    /// ([`crate::linalg::dot`]'s numbers) where they come from the same reading of the samples
-    /// ([`crate::linalg::lanes`]); returns whether `out` was written.
+    /// (the numbers of `linalg::dot`, a multiply and an add per term in order) where they come
+    /// from the same reading of the samples (AVX-512: `linalg::lanes`, docs/architecture.md,
+    /// "Passes over the data"); returns whether `out` was written.
     pub fn coordinates_and_dots(&self, z: &[f64], m: usize, x: &mut [f64], dots: Option<(&[f64], &mut [f64])>) -> bool {
         let (r, d) = (self.r, self.d);
         if self.canonical {
