@@ -25,130 +25,62 @@ fn is<T: 'static, U: 'static>() -> bool {
     std::any::TypeId::of::<T>() == std::any::TypeId::of::<U>()
 }
 
+/// `Some(call)` with the slice `$h: &[T]` (or `&mut [T]`, with `from_raw_parts_mut` and
+/// `as_mut_ptr`) seen as `$rows: &[f32]` or `&[f64]` where `T` is one of them and the kernels can
+/// run (AVX-512 F); `None` otherwise.
+macro_rules! by_type {
+    ($h:ident, $from:ident, $ptr:ident, |$rows:ident| $call:expr) => {{
+        if !usable() {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        {
+            let (ptr, len) = ($h.$ptr(), $h.len());
+            // SAFETY: AVX-512 F was detected (`usable`); `T` is the type the slice is read as
+            // (same type id), so it is the same memory, and the borrow of `$h` covers the slice
+            // made from it; the kernels check the other slices' lengths.
+            unsafe {
+                if is::<T, f32>() {
+                    let $rows = std::slice::$from(ptr.cast::<f32>(), len);
+                    return Some($call);
+                }
+                if is::<T, f64>() {
+                    let $rows = std::slice::$from(ptr.cast::<f64>(), len);
+                    return Some($call);
+                }
+            }
+        }
+        None
+    }};
+}
+
 /// The eight lanes of `Σ c_i max(h_i − b, 0)` over the whole groups of eight of `h` (the
 /// remainder is the caller's), or `None` where the kernels cannot run (no AVX-512 F, or `T`
 /// neither `f32` nor `f64`).
 pub(super) fn relu_output_lanes<T: 'static>(h: &[T], c: &[f64], b: f64) -> Option<[f64; 8]> {
-    if !usable() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (ptr, len) = (h.as_ptr(), h.len());
-        // SAFETY: AVX-512 F was detected (`usable`); `T` is the type the slice is read as (same
-        // type id), so it is the same memory; the kernels check the lengths.
-        unsafe {
-            if is::<T, f32>() {
-                return Some(x86::relu_output(
-                    std::slice::from_raw_parts(ptr.cast::<f32>(), len),
-                    c,
-                    b,
-                ));
-            }
-            if is::<T, f64>() {
-                return Some(x86::relu_output(
-                    std::slice::from_raw_parts(ptr.cast::<f64>(), len),
-                    c,
-                    b,
-                ));
-            }
-        }
-    }
-    None
+    by_type!(h, from_raw_parts, as_ptr, |rows| x86::relu_output(rows, c, b))
 }
 
 /// The eight lanes of `Σ a_i max(h_i − b, 0)` over the whole groups of eight of `h`, each
 /// `h_i` of them replaced by `σ'(h_i)` (1 where `h_i − b > 0`, else 0), or `None` (nothing
 /// written) where the kernels cannot run.
 pub(super) fn relu_forward_lanes<T: 'static>(h: &mut [T], a: &[f64], b: f64) -> Option<[f64; 8]> {
-    if !usable() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (ptr, len) = (h.as_mut_ptr(), h.len());
-        // SAFETY: as in `relu_output_lanes`; the borrow of `h` covers the slice made from it.
-        unsafe {
-            if is::<T, f32>() {
-                return Some(x86::relu_forward(
-                    std::slice::from_raw_parts_mut(ptr.cast::<f32>(), len),
-                    a,
-                    b,
-                ));
-            }
-            if is::<T, f64>() {
-                return Some(x86::relu_forward(
-                    std::slice::from_raw_parts_mut(ptr.cast::<f64>(), len),
-                    a,
-                    b,
-                ));
-            }
-        }
-    }
-    None
+    by_type!(h, from_raw_parts_mut, as_mut_ptr, |rows| x86::relu_forward(rows, a, b))
 }
 
 /// `h_i ← max(h_i − b, 0)` (rounded to `T`) and `s_i += h_i·y` over the whole groups of eight of
 /// `h`; returns how many entries it did (the rest is the caller's), or `None` (nothing written)
 /// where the kernels cannot run.
 pub(super) fn relu_apply_add<T: 'static>(h: &mut [T], b: f64, y: f64, s: &mut [f64]) -> Option<usize> {
-    if !usable() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (ptr, len) = (h.as_mut_ptr(), h.len());
-        // SAFETY: as in `relu_output_lanes`; the borrow of `h` covers the slice made from it.
-        unsafe {
-            if is::<T, f32>() {
-                return Some(x86::relu_apply_add(
-                    std::slice::from_raw_parts_mut(ptr.cast::<f32>(), len),
-                    b,
-                    y,
-                    s,
-                ));
-            }
-            if is::<T, f64>() {
-                return Some(x86::relu_apply_add(
-                    std::slice::from_raw_parts_mut(ptr.cast::<f64>(), len),
-                    b,
-                    y,
-                    s,
-                ));
-            }
-        }
-    }
-    None
+    by_type!(h, from_raw_parts_mut, as_mut_ptr, |rows| x86::relu_apply_add(
+        rows, b, y, s
+    ))
 }
 
 /// `h_i ← (h_i·e)·a_i` (in f64, rounded to `T`) over the whole groups of eight of `h`; returns
 /// how many entries it did, or `None` (nothing written) where the kernels cannot run.
 pub(crate) fn scale_row<T: 'static>(h: &mut [T], e: f64, a: &[f64]) -> Option<usize> {
-    if !usable() {
-        return None;
-    }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let (ptr, len) = (h.as_mut_ptr(), h.len());
-        // SAFETY: as in `relu_output_lanes`; the borrow of `h` covers the slice made from it.
-        unsafe {
-            if is::<T, f32>() {
-                return Some(x86::scale_row(
-                    std::slice::from_raw_parts_mut(ptr.cast::<f32>(), len),
-                    e,
-                    a,
-                ));
-            }
-            if is::<T, f64>() {
-                return Some(x86::scale_row(
-                    std::slice::from_raw_parts_mut(ptr.cast::<f64>(), len),
-                    e,
-                    a,
-                ));
-            }
-        }
-    }
-    None
+    by_type!(h, from_raw_parts_mut, as_mut_ptr, |rows| x86::scale_row(rows, e, a))
 }
 
 #[cfg(target_arch = "x86_64")]
