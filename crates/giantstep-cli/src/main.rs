@@ -296,6 +296,35 @@ fn bench_runs_report(
         r.floor_seconds,
         r.wall_seconds / r.floor_seconds
     );
+    if r.per_run.len() > 1 {
+        out!("per run (seconds / GEMM floor):");
+        out!(
+            "  {:<44} {:>12} {:>12} {:>12} {:>12}",
+            "run",
+            "step",
+            "readout",
+            "test",
+            "total"
+        );
+        for run in &r.per_run {
+            let cell = |name: &str| {
+                run.phases
+                    .iter()
+                    .find(|ph| ph.name == name && ph.floor_seconds > 0.0)
+                    .map_or("-".to_string(), |ph| {
+                        format!("{:.2} {:.2}x", ph.seconds, ph.seconds / ph.floor_seconds)
+                    })
+            };
+            out!(
+                "  {:<44} {:>12} {:>12} {:>12} {:>12}",
+                run.run,
+                cell("step"),
+                cell("readout"),
+                cell("test"),
+                format!("{:.2} {:.2}x", run.wall_seconds, run.wall_seconds / run.floor_seconds)
+            );
+        }
+    }
     out!(
         "GEMM floor: each run's operations at the mean of the bare GEMM rates of this process measured just before and after it ({:.1} GFLOP/s in effect; {:.1} to {:.1} over {} measurements, {} kernels); peak RSS {:.0} MB",
         r.bare_gemm_gflops,

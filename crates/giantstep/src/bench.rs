@@ -609,6 +609,20 @@ pub struct RunPhase {
     pub floor_seconds: f64,
 }
 
+/// One run of [`bench_runs`]: its phases beside their floors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunTimes {
+    /// The run, as in [`RunsReport::runs`].
+    pub run: String,
+    /// Wall time of the run.
+    pub wall_seconds: f64,
+    /// Its GEMM floor: its operations at the mean of the bare rates measured just before and
+    /// after it.
+    pub floor_seconds: f64,
+    /// Its phases (those with time or operations), as [`RunsReport::phases`] for this run alone.
+    pub phases: Vec<RunPhase>,
+}
+
 /// The report of [`bench_runs`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunsReport {
@@ -629,6 +643,10 @@ pub struct RunsReport {
     pub gemm_isa: String,
     /// The phases, summed over the runs.
     pub phases: Vec<RunPhase>,
+    /// Each run alone, in order: where the ratio comes from (a run of one chunk runs its passes
+    /// on one thread; a small run's fixed costs, such as the gradient's singular values, weigh
+    /// more against its floor).
+    pub per_run: Vec<RunTimes>,
     /// Wall time of the runs.
     pub wall_seconds: f64,
     /// Their GEMM floor: all their operations at the bare rate.
@@ -705,11 +723,11 @@ pub fn bench_runs(
         Precision::F32 => bare_gemm::<f32>(&exec, first.network.d, first.network.p),
     };
     let mut rates = vec![bare_now()];
-    let names = ["setup", "step", "theory", "readout", "test"];
     let mut seconds = [0.0; 5];
     let mut flops = [0.0; 5];
     let mut floors = [0.0; 5];
     let mut runs = Vec::new();
+    let mut per_run = Vec::new();
     let mut wall = 0.0;
     for cfg in &configs {
         let evaluated = if cfg.eval.every_step { cfg.train.steps } else { 1 };
@@ -721,36 +739,36 @@ pub fn bench_runs(
         };
         let started = Instant::now();
         crate::run::run_with(cfg, options)?;
-        wall += started.elapsed().as_secs_f64();
+        let run_wall = started.elapsed().as_secs_f64();
+        wall += run_wall;
         clock.close();
         seconds.iter_mut().zip(clock.seconds).for_each(|(a, b)| *a += b);
         rates.push(bare_now());
         let rate = 0.5 * (rates[rates.len() - 2] + rates[rates.len() - 1]) * 1e9;
+        let mut run_flops = [0.0; 5];
         for (k, ops) in [(1, f.step), (3, f.readout), (4, f.test)] {
+            run_flops[k] = ops;
             flops[k] += ops;
             floors[k] += ops / rate;
         }
-        runs.push(format!(
+        let run = format!(
             "d = {}, p = {}, n = {}, T = {}, seed {}",
             cfg.network.d,
             cfg.network.p,
             cfg.train_n(),
             cfg.train.steps,
             cfg.seed
-        ));
+        );
+        per_run.push(RunTimes {
+            run: run.clone(),
+            wall_seconds: run_wall,
+            floor_seconds: run_flops.iter().sum::<f64>() / rate,
+            phases: phase_list(&clock.seconds, &run_flops, &run_flops.map(|ops| ops / rate)),
+        });
+        runs.push(run);
     }
     let floor: f64 = floors.iter().sum();
-    let phases: Vec<RunPhase> = names
-        .iter()
-        .enumerate()
-        .filter(|(k, _)| seconds[*k] > 0.0 || flops[*k] > 0.0)
-        .map(|(k, name)| RunPhase {
-            name: (*name).into(),
-            seconds: seconds[k],
-            flops: flops[k],
-            floor_seconds: floors[k],
-        })
-        .collect();
+    let phases = phase_list(&seconds, &flops, &floors);
     let name = match workload {
         Runs::Notebook => "notebook",
         Runs::Stairway => "stairway",
@@ -765,9 +783,28 @@ pub fn bench_runs(
         gemm_isa: gemm_isa().to_string(),
         floor_seconds: floor,
         phases,
+        per_run,
         wall_seconds: wall,
         peak_rss_bytes: peak_rss_bytes(),
     })
+}
+
+/// The kinds of run phase, in the order of [`PhaseClock::seconds`].
+const PHASE_NAMES: [&str; 5] = ["setup", "step", "theory", "readout", "test"];
+
+/// The phases with time or operations, from per-kind sums in the order of [`PHASE_NAMES`].
+fn phase_list(seconds: &[f64; 5], flops: &[f64; 5], floors: &[f64; 5]) -> Vec<RunPhase> {
+    PHASE_NAMES
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| seconds[*k] > 0.0 || flops[*k] > 0.0)
+        .map(|(k, name)| RunPhase {
+            name: (*name).into(),
+            seconds: seconds[k],
+            flops: flops[k],
+            floor_seconds: floors[k],
+        })
+        .collect()
 }
 
 /// Wall time per kind of run phase (setup, step, theory, readout, test), from the observer's
@@ -957,6 +994,47 @@ mod tests {
         );
         let floor: f64 = r.phases.iter().map(|ph| ph.floor_seconds).sum();
         assert!((floor - r.floor_seconds).abs() < 1e-9 * floor);
+        // Each run alone: its own operations at its own rate, and the runs add up to the sums.
+        assert_eq!(r.per_run.len(), 6);
+        for (i, run) in r.per_run.iter().enumerate() {
+            assert_eq!(run.run, r.runs[i]);
+            for ph in &run.phases {
+                let ops = if ph.name == "setup" { 0.0 } else { ops(&ph.name, ns[i]) };
+                assert_eq!(ph.flops, ops, "run {i} {}", ph.name);
+                assert!(
+                    (ph.floor_seconds - ops / rate(i)).abs() <= 1e-12 * ph.floor_seconds,
+                    "run {i} {}",
+                    ph.name
+                );
+            }
+            let floor: f64 = run.phases.iter().map(|ph| ph.floor_seconds).sum();
+            assert!((run.floor_seconds - floor).abs() <= 1e-12 * floor, "run {i}");
+            let covered: f64 = run.phases.iter().map(|ph| ph.seconds).sum();
+            assert!(covered <= run.wall_seconds && covered > 0.0, "run {i}");
+        }
+        for ph in &r.phases {
+            let of = |k: fn(&RunPhase) -> f64| -> f64 {
+                r.per_run
+                    .iter()
+                    .flat_map(|run| run.phases.iter().filter(|x| x.name == ph.name))
+                    .map(k)
+                    .sum()
+            };
+            assert!(
+                (of(|x| x.seconds) - ph.seconds).abs() <= 1e-9 * ph.seconds,
+                "{}",
+                ph.name
+            );
+            assert!(
+                (of(|x| x.flops) - ph.flops).abs() <= 1e-9 * ph.flops.max(1.0),
+                "{}",
+                ph.name
+            );
+        }
+        let walls: f64 = r.per_run.iter().map(|run| run.wall_seconds).sum();
+        assert!((walls - r.wall_seconds).abs() <= 1e-9 * walls);
+        let floors: f64 = r.per_run.iter().map(|run| run.floor_seconds).sum();
+        assert!((floors - r.floor_seconds).abs() <= 1e-9 * floors);
     }
 
     #[test]
