@@ -15,7 +15,7 @@ use crate::linalg::panels::{self, FeaturePanels, Panels, TransposedScratch, BLOC
 use crate::linalg::{
     cholesky_solve, dot, dot_rows, features_rows, gram_lower, gram_lower_from_panels, gram_lower_from_rows, matmul,
     mirror_lower, norm, packed_for_products, features_in_blocks_then, kernel_times_transposed_then, readout_in_panels,
-    readout_in_rows, times_transposed_then, transpose,
+    readout_in_rows, times_transposed_then, transpose, with_gemm_threads,
     transposed_times, transposed_times_block, Op, Real,
 };
 use crate::model::{Loss, Normalize};
@@ -93,6 +93,13 @@ impl Exec {
     /// chunks), and whichever worker completes the next chunk in order also reduces it while
     /// the others compute: a chunk's numbers depend only on the chunk and the reductions happen
     /// in chunk order, so the results are the same for any thread count and any timing.
+    ///
+    /// A chunk that would leave workers idle — the only chunk of a pass, or one of the last
+    /// `threads` chunks, after which some worker finds none left — shares its `gemm` products
+    /// with the idle workers ([`crate::linalg::with_gemm_threads`]: the same numbers): a worker
+    /// that finds no chunk left returns to the pool and takes tiles of the products still
+    /// running. Passes of a few chunks (small batches, or many threads) no longer run their
+    /// last chunks on one core.
     fn chunks<W: Send>(
         &self,
         n: usize,
@@ -112,7 +119,13 @@ impl Exec {
                         return;
                     }
                     let (start, m) = range(c);
-                    compute(ws, start, m);
+                    match &self.pool {
+                        // One chunk on several threads: its products on all of them.
+                        Some(pool) if count == 1 => {
+                            pool.install(|| with_gemm_threads(self.threads, || compute(ws, start, m)))
+                        }
+                        _ => compute(ws, start, m),
+                    }
                     reduce(ws);
                 }
                 return;
@@ -150,7 +163,11 @@ impl Exec {
             {
                 let (start, m) = range(c);
                 let mut ws = lock(&slots[k]);
-                compute(&mut ws, start, m);
+                if c + self.threads >= count {
+                    with_gemm_threads(self.threads, || compute(&mut ws, start, m));
+                } else {
+                    compute(&mut ws, start, m);
+                }
             }
             let mut st = lock(&state);
             st.done.insert(c, k);

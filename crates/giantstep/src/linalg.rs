@@ -6,7 +6,8 @@
 //!
 //! All matrices here are row-major slices. Parallelism is explicit at the caller: each worker runs
 //! one single-threaded GEMM on its chunk of the batch (the measured fastest way on 2 cores; see
-//! README "Performance"). The factorizations run with a fixed degree of parallelism
+//! README "Performance"), except where a chunk would leave workers idle: there its `gemm`
+//! products are split over the pool's threads ([`with_gemm_threads`], the same numbers). The factorizations run with a fixed degree of parallelism
 //! ([`FACTOR_THREADS`]), so that their numbers do not depend on the machine's core count.
 
 use crate::error::{Error, Result};
@@ -106,6 +107,30 @@ pub fn gemm_seconds() -> f64 {
     GEMM_NANOS.load(std::sync::atomic::Ordering::Relaxed) as f64 * 1e-9
 }
 
+thread_local! {
+    /// Threads of the current `rayon` pool that this thread's `gemm` calls share their tiles
+    /// with ([`with_gemm_threads`]); 1: none.
+    static GEMM_THREADS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Runs `f` with the `gemm` calls it makes on this thread ([`matmul_strided`], so [`matmul`]
+/// and the passes' products that go to `gemm`) split over `threads` threads of the `rayon` pool
+/// `f` runs in: the engine does this for the chunks that would otherwise leave workers idle (a
+/// pass of one chunk, and the last chunks of a pass). `gemm` splits the output's tiles between
+/// the threads and keeps each entry's sum over the depth as one thread would (its blocks of `kc`
+/// terms do not depend on the threads), so the numbers are the same (tested). Products by the
+/// panel kernels stay on the calling thread.
+pub fn with_gemm_threads<R>(threads: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            GEMM_THREADS.with(|c| c.set(self.0));
+        }
+    }
+    let _restore = Restore(GEMM_THREADS.with(|c| c.replace(threads.max(1))));
+    f()
+}
+
 /// The instruction set of the GEMM kernels on this machine (the `gemm` crate picks its kernel at
 /// run time): `"AVX-512"`, `"AVX2+FMA"` or `"baseline"`.
 pub fn gemm_isa() -> &'static str {
@@ -132,7 +157,8 @@ pub struct OutView<'a, T> {
 }
 
 /// `C = A·B` (or `C += A·B` with `accumulate`) for strided views, `[m, n, k]` the shape: `A` is
-/// `m×k`, `B` is `k×n`, `C` is `m×n`. One single-threaded GEMM of the `gemm` crate.
+/// `m×k`, `B` is `k×n`, `C` is `m×n`. One GEMM of the `gemm` crate, single-threaded unless
+/// called within [`with_gemm_threads`] (the same numbers either way).
 ///
 /// # Panics
 /// If a view or `c` is too short for its shape.
@@ -169,6 +195,10 @@ pub fn matmul_strided<T: Real>(
     assert!(a.data.len() > a.last_index(m, k), "matmul: a too short");
     assert!(b.data.len() > b.last_index(k, n), "matmul: b too short");
     let started = std::time::Instant::now();
+    let parallelism = match GEMM_THREADS.with(|c| c.get()) {
+        1 => gemm::Parallelism::None,
+        threads => gemm::Parallelism::Rayon(threads),
+    };
     // SAFETY: the asserts above bound every index the strides reach; `c` is a distinct mutable
     // borrow, so it does not alias `a` or `b`.
     unsafe {
@@ -191,7 +221,7 @@ pub fn matmul_strided<T: Real>(
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            parallelism,
         );
     }
     count_gemm_time(started.elapsed());
@@ -805,6 +835,56 @@ mod tests {
         } else {
             Op::Plain(x)
         }
+    }
+
+    /// `gemm` split over 2, 3 or 4 threads of a pool ([`with_gemm_threads`]) gives one thread's
+    /// numbers bit for bit: outputs large enough for `gemm` to split (past its threading
+    /// threshold of 48·48·256 multiply-adds per depth block), depths of one to four of its
+    /// blocks (`kc ≤ 512`) with a short last one, edges that are not whole tiles, every layout
+    /// of the operands, `C =` and `C +=` onto random values, terms of mixed magnitudes (where
+    /// the order of a sum shows), both precisions.
+    #[test]
+    fn gemm_over_threads_is_one_thread_bit_for_bit() {
+        fn check<T: Real>(rng: &mut rand_chacha::ChaCha8Rng, pools: &[rayon::ThreadPool]) -> usize {
+            let mut value = || T::from_f64(rng.random_range(-1.0..1.0) * if rng.random_bool(0.05) { 1e6 } else { 1.0 });
+            let mut checked = 0;
+            for [m, n, k] in [[300, 257, 700], [97, 1030, 513], [513, 130, 1100], [1000, 61, 2047]] {
+                let a: Vec<T> = (0..m * k).map(|_| value()).collect();
+                let b: Vec<T> = (0..k * n).map(|_| value()).collect();
+                let c0: Vec<T> = (0..m * n).map(|_| value()).collect();
+                let layouts = [(false, true, false), (false, false, true), (true, false, false), (true, true, true)];
+                for (ta, tb, accumulate) in layouts {
+                    let mut one = c0.clone();
+                    matmul(&mut one, [m, n, k], op(&a, ta), op(&b, tb), accumulate);
+                    for pool in pools {
+                        let threads = pool.current_num_threads();
+                        let mut split = c0.clone();
+                        pool.install(|| {
+                            with_gemm_threads(threads, || matmul(&mut split, [m, n, k], op(&a, ta), op(&b, tb), accumulate))
+                        });
+                        let same = one.iter().zip(&split).all(|(x, y)| x.to_f64().to_bits() == y.to_f64().to_bits());
+                        assert!(same, "{m}×{n}×{k}, a transposed {ta}, b transposed {tb}, accumulate {accumulate}, {threads} threads");
+                        checked += 1;
+                    }
+                    // The thread's setting is restored.
+                    assert_eq!(GEMM_THREADS.with(|c| c.get()), 1);
+                }
+            }
+            checked
+        }
+        fn op<T>(x: &[T], transposed: bool) -> Op<'_, T> {
+            if transposed {
+                Op::Transposed(x)
+            } else {
+                Op::Plain(x)
+            }
+        }
+        let pools: Vec<rayon::ThreadPool> = [2, 3, 4]
+            .iter()
+            .map(|t| rayon::ThreadPoolBuilder::new().num_threads(*t).build().unwrap())
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        assert_eq!(check::<f64>(&mut rng, &pools) + check::<f32>(&mut rng, &pools), 2 * 4 * 4 * 3);
     }
 
     /// The lockstep sums give `dot`'s numbers bit for bit, whole groups and the rest, including

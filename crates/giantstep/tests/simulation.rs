@@ -110,6 +110,37 @@ fn thread_count_gives_bit_identical_json() {
     assert_eq!(one, json("threads=7"));
 }
 
+/// The chunks that would leave workers idle (a pass of one chunk, the last chunks of a pass)
+/// share their `gemm` products between the threads: the same numbers as one thread, bit for
+/// bit, for batches of one chunk and of several with a short last one, with outputs large
+/// enough for `gemm` to split them (`chunk·p·d` past its threading threshold).
+#[test]
+fn idle_workers_helping_the_last_chunks_keep_the_numbers() {
+    let json = |threads: &str, n: &str, precision: &str| {
+        let mut r = simulate(&[
+            "network.d=64",
+            "network.p=96",
+            n,
+            "train.steps=2",
+            "chunk=256",
+            "eval.n_test=700",
+            "train.preprocess=linear",
+            precision,
+            threads,
+        ]);
+        r.elapsed_s = 0.0;
+        r.config.threads = 0;
+        serde_json::to_string(&r).unwrap()
+    };
+    for n in ["train.n=200", "train.n=1000"] {
+        for precision in ["precision=f32", "precision=f64"] {
+            let one = json("threads=1", n, precision);
+            assert_eq!(one, json("threads=2", n, precision), "{n}, {precision}");
+            assert_eq!(one, json("threads=3", n, precision), "{n}, {precision}");
+        }
+    }
+}
+
 /// docs/theory.md §3, docs/model.md §5, staircase2: one step on z1 + z1*z2 (ReLU, symmetric, hypercube, d = 512, p = 256,
 /// n = 4d, η = 3p) gives mean |cos(w, w*1)| = 0.640 ± 0.03 (closed form 1.5/sqrt(5.5) = 0.6396),
 /// |cos| with w*2 below twice the random level, and the top teacher-Gram eigenvector within 10° of
