@@ -44,7 +44,7 @@ pub struct Phase {
     pub samples_per_s: f64,
     /// Share of the phase's thread time spent outside GEMM calls (data generation, labels,
     /// σ and σ', reductions). A call counts its wall time once: where idle workers take tiles
-    /// of the last chunks' products ([`crate::linalg::with_gemm_threads`]), their time there
+    /// of the last chunks' products (`linalg::with_gemm_threads`), their time there
     /// counts as outside, so in passes of a few chunks (the test pass of 10 000 samples) the
     /// share is an upper bound.
     pub non_gemm_share: f64,
