@@ -1,4 +1,4 @@
-//! Dense linear algebra: a safe single-threaded GEMM wrapper over the `gemm` crate for the hot
+//! Dense linear algebra: a safe GEMM wrapper over the `gemm` crate for the hot
 //! products, kernels of our own that keep its numbers bit for bit where they are faster
 //! ([`panels`]: the features `Z Wᵀ` and the Gram triangle, AVX2; [`lanes`]: the teacher's
 //! coordinates and the label shift, AVX-512), and small factorizations
