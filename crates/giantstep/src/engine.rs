@@ -4,9 +4,9 @@
 //! Every pass streams the batch in chunks of `chunk` samples. A chunk is generated from its own
 //! random streams, processed by one worker into that worker's partial sums (its GEMMs
 //! single-threaded, except in a pass's last chunks, whose `gemm` products idle workers share
-//! without changing a number), and the partial sums are added to the totals **in chunk order**. The result therefore
-//! depends on the chunk size (through the order of floating-point additions) but never on the
-//! number of threads: 1 and N threads are bit-identical. Memory is
+//! without changing a number), and the partial sums are added to the totals **in chunk
+//! order**. The result therefore depends on the chunk size (through the order of floating-point
+//! additions) but never on the number of threads: 1 and N threads are bit-identical. Memory is
 //! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
 
 use crate::activation::{Activation, CustomActivation};

@@ -7,8 +7,9 @@
 //! All matrices here are row-major slices. Parallelism is explicit at the caller: each worker runs
 //! one single-threaded GEMM on its chunk of the batch (the measured fastest way on 2 cores; see
 //! README "Performance"), except where a chunk would leave workers idle: there its `gemm`
-//! products are split over the pool's threads ([`with_gemm_threads`], the same numbers). The factorizations run with a fixed degree of parallelism
-//! ([`FACTOR_THREADS`]), so that their numbers do not depend on the machine's core count.
+//! products are split over the pool's threads ([`with_gemm_threads`], the same numbers). The
+//! factorizations run with a fixed degree of parallelism ([`FACTOR_THREADS`]), so that their
+//! numbers do not depend on the machine's core count.
 
 use crate::error::{Error, Result};
 use faer::{Mat, Side};
