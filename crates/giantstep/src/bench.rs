@@ -43,10 +43,10 @@ pub struct Phase {
     /// Samples per second through the phase.
     pub samples_per_s: f64,
     /// Share of the phase's thread time spent outside GEMM calls (data generation, labels,
-    /// σ and σ', reductions). A call counts its wall time once: where idle workers take tiles
-    /// of the last chunks' products (`linalg::with_gemm_threads`), their time there
-    /// counts as outside, so in passes of a few chunks (the test pass of 10 000 samples) the
-    /// share is an upper bound.
+    /// σ and σ', reductions). A call counts its wall time once: in a pass of fewer chunks than
+    /// threads, where the workers without a chunk take tiles of the others' products
+    /// (`linalg::with_gemm_threads`), their time there counts as outside, so the share is an
+    /// upper bound there.
     pub non_gemm_share: f64,
 }
 

@@ -3,8 +3,8 @@
 //!
 //! Every pass streams the batch in chunks of `chunk` samples. A chunk is generated from its own
 //! random streams, processed by one worker into that worker's partial sums (its GEMMs
-//! single-threaded, except in a pass's last chunks, whose `gemm` products idle workers share
-//! without changing a number), and the partial sums are added to the totals **in chunk
+//! single-threaded, except in a pass of fewer chunks than threads, whose `gemm` products the
+//! workers without a chunk share without changing a number), and the partial sums are added to the totals **in chunk
 //! order**. The result therefore depends on the chunk size (through the order of floating-point
 //! additions) but never on the number of threads: 1 and N threads are bit-identical. Memory is
 //! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
@@ -95,12 +95,12 @@ impl Exec {
     /// the others compute: a chunk's numbers depend only on the chunk and the reductions happen
     /// in chunk order, so the results are the same for any thread count and any timing.
     ///
-    /// A chunk that would leave workers idle — the only chunk of a pass, or one of the last
-    /// `threads` chunks, after which some worker finds none left — shares its `gemm` products
-    /// with the idle workers ([`crate::linalg::with_gemm_threads`]: the same numbers): a worker
-    /// that finds no chunk left returns to the pool and takes tiles of the products still
-    /// running. Passes of a few chunks (small batches, or many threads) no longer run their
-    /// last chunks on one core.
+    /// A pass of fewer chunks than threads (one chunk on two threads; 25 on 64) shares its
+    /// chunks' `gemm` products with the workers that get no chunk
+    /// ([`crate::linalg::with_gemm_threads`]: the same numbers): they wait in the pool and take
+    /// tiles of the products running. Passes of more chunks keep one single-threaded product
+    /// per chunk: sharing only the last chunks' products was not faster on two cores (the
+    /// split runs `gemm`'s multi-threaded blocking on a worker whose partner is still busy).
     fn chunks<W: Send>(
         &self,
         n: usize,
@@ -122,7 +122,7 @@ impl Exec {
                     let (start, m) = range(c);
                     match &self.pool {
                         // One chunk on several threads: its products on all of them.
-                        Some(pool) if count == 1 => {
+                        Some(pool) if count < self.threads => {
                             pool.install(|| with_gemm_threads(self.threads, || compute(ws, start, m)))
                         }
                         _ => compute(ws, start, m),
@@ -164,7 +164,7 @@ impl Exec {
             {
                 let (start, m) = range(c);
                 let mut ws = lock(&slots[k]);
-                if c + self.threads >= count {
+                if count < self.threads {
                     with_gemm_threads(self.threads, || compute(&mut ws, start, m));
                 } else {
                     compute(&mut ws, start, m);

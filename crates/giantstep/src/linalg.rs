@@ -6,8 +6,8 @@
 //!
 //! All matrices here are row-major slices. Parallelism is explicit at the caller: each worker runs
 //! one single-threaded GEMM on its chunk of the batch (the measured fastest way on 2 cores; see
-//! README "Performance"), except where a chunk would leave workers idle: there its `gemm`
-//! products are split over the pool's threads ([`with_gemm_threads`], the same numbers). The
+//! README "Performance"), except in a pass of fewer chunks than threads: there the chunks'
+//! `gemm` products are split over the pool's threads ([`with_gemm_threads`], the same numbers). The
 //! factorizations run with a fixed degree of parallelism ([`FACTOR_THREADS`]), so that their
 //! numbers do not depend on the machine's core count.
 
@@ -116,8 +116,8 @@ thread_local! {
 
 /// Runs `f` with the `gemm` calls it makes on this thread ([`matmul_strided`], so [`matmul`]
 /// and the passes' products that go to `gemm`) split over `threads` threads of the `rayon` pool
-/// `f` runs in: the engine does this for the chunks that would otherwise leave workers idle (a
-/// pass of one chunk, and the last chunks of a pass). `gemm` splits the output's tiles between
+/// `f` runs in: the engine does this in passes of fewer chunks than threads, whose other
+/// workers would otherwise stay idle. `gemm` splits the output's tiles between
 /// the threads and keeps each entry's sum over the depth as one thread would (its blocks of `kc`
 /// terms do not depend on the threads), so the numbers are the same (tested). Products by the
 /// panel kernels stay on the calling thread.
