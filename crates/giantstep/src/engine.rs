@@ -4,9 +4,10 @@
 //! Every pass streams the batch in chunks of `chunk` samples. A chunk is generated from its own
 //! random streams, processed by one worker into that worker's partial sums (its GEMMs
 //! single-threaded, except in a pass of fewer chunks than threads, whose `gemm` products the
-//! workers without a chunk share without changing a number), and the partial sums are added to the totals **in chunk
-//! order**. The result therefore depends on the chunk size (through the order of floating-point
-//! additions) but never on the number of threads: 1 and N threads are bit-identical. Memory is
+//! workers without a chunk share without changing a number), and the partial sums are added to
+//! the totals **in chunk order**. The result therefore depends on the chunk size (through the
+//! order of floating-point additions) but never on the number of threads: 1 and N threads are
+//! bit-identical. Memory is
 //! `O(p·d + threads·(chunk·(d+p) + p·d + p²))`, independent of `n`.
 
 use crate::activation::{Activation, CustomActivation};
@@ -111,6 +112,8 @@ impl Exec {
         let chunk = self.chunk;
         let count = n.div_ceil(chunk);
         let range = |c: usize| (c * chunk, chunk.min(n - c * chunk));
+        // Fewer chunks than threads: the chunks' products are shared with the idle workers.
+        let share = count < self.threads;
         let pool = match &self.pool {
             Some(pool) if work.len() > 1 && count > 1 => pool,
             _ => {
@@ -121,8 +124,7 @@ impl Exec {
                     }
                     let (start, m) = range(c);
                     match &self.pool {
-                        // One chunk on several threads: its products on all of them.
-                        Some(pool) if count < self.threads => {
+                        Some(pool) if share => {
                             pool.install(|| with_gemm_threads(self.threads, || compute(ws, start, m)))
                         }
                         _ => compute(ws, start, m),
@@ -164,7 +166,7 @@ impl Exec {
             {
                 let (start, m) = range(c);
                 let mut ws = lock(&slots[k]);
-                if count < self.threads {
+                if share {
                     with_gemm_threads(self.threads, || compute(&mut ws, start, m));
                 } else {
                     compute(&mut ws, start, m);
